@@ -105,9 +105,7 @@ class ModelConfig:
                 f"hidden_size={self.hidden_size}; change one of them"
             )
         if self.embedding_size > self.hidden_size:
-            raise ValueError(
-                f"embedding_size={self.embedding_size} must not exceed hidden_size={self.hidden_size}"
-            )
+            raise ValueError(f"embedding_size={self.embedding_size} must not exceed hidden_size={self.hidden_size}")
         if self.hidden_act not in ACTIVATIONS:
             raise ValueError(f"hidden_act={self.hidden_act!r} is not one of {ACTIVATIONS}")
         if not 0.0 <= self.hidden_dropout_prob < 1.0 or not 0.0 <= self.attention_probs_dropout_prob < 1.0:
@@ -115,9 +113,7 @@ class ModelConfig:
         if self.num_labels < 0:
             raise ValueError(f"num_labels must be >= 0, got {self.num_labels}")
         if self.num_labels and len(self.id2label) != self.num_labels:
-            raise ValueError(
-                f"id2label has {len(self.id2label)} entries but num_labels={self.num_labels}"
-            )
+            raise ValueError(f"id2label has {len(self.id2label)} entries but num_labels={self.num_labels}")
         if self.id2label and sorted(self.id2label) != list(range(len(self.id2label))):
             raise ValueError(f"id2label keys must be 0..{len(self.id2label) - 1}, got {sorted(self.id2label)}")
         if len(set(self.id2label.values())) != len(self.id2label):

@@ -1,0 +1,5 @@
+import sys
+
+from squeezebert.cli import main
+
+sys.exit(main())
