@@ -79,6 +79,8 @@ class Tokenizer:
             special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
         )
         backend.decoder = decoders.WordPiece(prefix="##")
+        # Special tokens written literally in text stay whole, as in BERT's tokenizer.
+        backend.add_special_tokens([t for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]") if t in vocab])
         return cls(backend)
 
     @classmethod
