@@ -1,0 +1,840 @@
+"""Task specs, GLUE and custom-file readers, tokenization and length-grouped batching.
+
+Reading is strict: a bad row raises :class:`DataError` with one line of the form
+``"{path}:{line}: {what}"`` naming the field and what was expected, never a bare traceback and
+never a silently dropped row.
+
+GLUE tasks
+----------
+
+Files live under ``DATA_DIR/<directory>/<split>.tsv`` in the layout written by the GLUE download
+script. The label order is the class-id order of every model trained here:
+
+=====  =========  ======================  ============  ==================================  ====================
+task   directory  text / pair columns     label column  labels, in class-id order           metrics
+=====  =========  ======================  ============  ==================================  ====================
+cola   CoLA       sentence (no header)    label         0, 1                                matthews_correlation
+sst2   SST-2      sentence                label         0, 1                                accuracy
+mrpc   MRPC       #1 String / #2 String   Quality       0, 1                                f1, accuracy
+stsb   STS-B      sentence1 / sentence2   score         none: regression, 0..5              pearson, spearman
+qqp    QQP        question1 / question2   is_duplicate  0, 1                                f1, accuracy
+mnli   MNLI       sentence1 / sentence2   gold_label    contradiction, entailment, neutral  accuracy
+qnli   QNLI       question / sentence     label         entailment, not_entailment          accuracy
+rte    RTE        sentence1 / sentence2   label         entailment, not_entailment          accuracy
+wnli   WNLI       sentence1 / sentence2   label         0, 1                                accuracy
+=====  =========  ======================  ============  ==================================  ====================
+
+The MNLI order is the one of BERT's original ``run_classifier.py`` GLUE processor (and of
+transformers' ``MnliProcessor``). Hugging Face ``datasets`` numbers MNLI differently
+(entailment, neutral, contradiction = 0, 1, 2), and a checkpoint evaluated with a reader whose
+order differs from its own silently scores about 7% accuracy: the well-known MNLI label-order trap.
+Two things here make that impossible to hit silently: every checkpoint stores its explicit
+``id2label``, so labels are encoded through the checkpoint's own mapping, and the Hub loader maps
+``datasets`` labels to ours by *name*, never by index.
+
+Splits are ``train``, ``dev`` and ``test`` (test files carry no labels: ``Example.label`` is None).
+For MNLI ``dev`` means ``dev_matched`` and ``test`` means ``test_matched``; ``dev_mismatched`` and
+``test_mismatched`` are named explicitly.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "CLASSIFICATION_METRICS",
+    "DataError",
+    "EncodedDataset",
+    "Example",
+    "GLUE_TASKS",
+    "REGRESSION_METRICS",
+    "TaskSpec",
+    "collate",
+    "encode",
+    "encode_labels",
+    "glue_task",
+    "label_space",
+    "length_grouped_batches",
+    "load_glue",
+    "read_glue",
+    "read_table",
+]
+
+# Metrics for user data. The mse of a regression task is reported but never averaged into a score.
+CLASSIFICATION_METRICS: tuple[str, ...] = ("accuracy", "macro_f1")
+REGRESSION_METRICS: tuple[str, ...] = ("pearson", "spearman", "mse")
+
+HUB_DATASET = "nyu-mll/glue"
+
+# Examples tokenized per call: bounds the memory held in `tokenizers` Encoding objects (QQP and
+# MNLI train have ~400k pairs) while keeping the Rust side's batch parallelism.
+_TOKENIZE_CHUNK = 8192
+
+
+class DataError(ValueError):
+    """Bad input data. Errors in a file read ``"{path}:{line}: {what}"``; a Hub failure says what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    """One input: ``line`` is the 1-based line in the source file (row number for Hub data)."""
+
+    text: str
+    text_pair: str | None
+    label: str | float | None
+    line: int
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What a task's data looks like and how it is scored.
+
+    ``text_column``, ``text_pair_column`` and ``label_column`` name columns of the source files.
+    ``labels`` is the class order (index = class id), or None for regression. The GLUE-only fields
+    say where the files are and how to parse them, and how to read the task from the Hub.
+    """
+
+    name: str
+    text_column: str
+    text_pair_column: str | None
+    label_column: str | None
+    labels: tuple[str, ...] | None
+    metrics: tuple[str, ...]
+    main_metric: str
+    # --- GLUE only
+    dir_name: str | None = None
+    # (split, file name) pairs; the first names are the canonical split names.
+    split_files: tuple[tuple[str, str], ...] = ()
+    # (alias, canonical split), e.g. MNLI's ("dev", "dev_matched").
+    split_aliases: tuple[tuple[str, str], ...] = ()
+    # Column names for files without a header row (CoLA); empty when the files have a header.
+    headerless_columns: tuple[str, ...] = ()
+    hub_config: str | None = None
+    hub_text_columns: tuple[str, str | None] | None = None
+    # (Hub ClassLabel name, our label): labels are mapped by name, never by index (see module doc).
+    hub_label_names: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.labels is not None and len(set(self.labels)) != len(self.labels):
+            raise ValueError(f"task {self.name}: duplicate labels in {self.labels}")
+        if self.main_metric not in self.metrics:
+            raise ValueError(f"task {self.name}: main_metric {self.main_metric!r} is not in {self.metrics}")
+
+    @classmethod
+    def custom(
+        cls,
+        name: str,
+        text_column: str,
+        text_pair_column: str | None,
+        label_column: str | None,
+        labels: Sequence[str] | None,
+    ) -> TaskSpec:
+        """A spec for user data: classification when ``labels`` is given, else regression."""
+        metrics = REGRESSION_METRICS if labels is None else CLASSIFICATION_METRICS
+        return cls(
+            name=name,
+            text_column=text_column,
+            text_pair_column=text_pair_column,
+            label_column=label_column,
+            labels=None if labels is None else tuple(labels),
+            metrics=metrics,
+            main_metric=metrics[0],
+        )
+
+    @property
+    def is_regression(self) -> bool:
+        return self.labels is None
+
+    @property
+    def num_labels(self) -> int:
+        """Width of the classifier head: 1 for regression."""
+        return 1 if self.labels is None else len(self.labels)
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """Canonical split names (aliases such as MNLI's ``dev`` are accepted too)."""
+        return tuple(s for s, _ in self.split_files)
+
+    def resolve_split(self, split: str) -> str:
+        """The canonical name of ``split``; ValueError listing the valid names if unknown."""
+        aliases = dict(self.split_aliases)
+        canonical = aliases.get(split, split)
+        if canonical not in self.splits:
+            valid = ", ".join([*self.splits, *aliases])
+            raise ValueError(f"task {self.name} has no split {split!r}; valid splits: {valid}")
+        return canonical
+
+    def split_file(self, split: str) -> str:
+        """File name of ``split`` inside the task directory, e.g. ``dev_matched.tsv``."""
+        return dict(self.split_files)[self.resolve_split(split)]
+
+
+def _glue(
+    name: str,
+    dir_name: str,
+    columns: tuple[str, str | None, str],
+    labels: tuple[str, ...] | None,
+    metrics: tuple[str, ...],
+    hub_columns: tuple[str, str | None],
+    hub_label_names: tuple[tuple[str, str], ...] = (),
+    headerless_columns: tuple[str, ...] = (),
+) -> TaskSpec:
+    text, pair, label = columns
+    if name == "mnli":
+        split_files = tuple((s, f"{s}.tsv") for s in ("train", "dev_matched", "dev_mismatched"))
+        split_files += (("test_matched", "test_matched.tsv"), ("test_mismatched", "test_mismatched.tsv"))
+        aliases = (("dev", "dev_matched"), ("test", "test_matched"))
+    else:
+        split_files = (("train", "train.tsv"), ("dev", "dev.tsv"), ("test", "test.tsv"))
+        aliases = ()
+    return TaskSpec(
+        name=name,
+        text_column=text,
+        text_pair_column=pair,
+        label_column=label,
+        labels=labels,
+        metrics=metrics,
+        main_metric=metrics[0],
+        dir_name=dir_name,
+        split_files=split_files,
+        split_aliases=aliases,
+        headerless_columns=headerless_columns,
+        hub_config=name,
+        hub_text_columns=hub_columns,
+        hub_label_names=hub_label_names,
+    )
+
+
+_BINARY = ("0", "1")
+_NLI2 = ("entailment", "not_entailment")
+
+GLUE_TASKS: dict[str, TaskSpec] = {
+    "cola": _glue(
+        "cola",
+        "CoLA",
+        ("sentence", None, "label"),
+        _BINARY,
+        ("matthews_correlation",),
+        ("sentence", None),
+        (("unacceptable", "0"), ("acceptable", "1")),
+        # CoLA train/dev have no header; the test file has one ("index", "sentence").
+        headerless_columns=("source", "label", "original_mark", "sentence"),
+    ),
+    "sst2": _glue(
+        "sst2",
+        "SST-2",
+        ("sentence", None, "label"),
+        _BINARY,
+        ("accuracy",),
+        ("sentence", None),
+        (("negative", "0"), ("positive", "1")),
+    ),
+    "mrpc": _glue(
+        "mrpc",
+        "MRPC",
+        ("#1 String", "#2 String", "Quality"),
+        _BINARY,
+        ("f1", "accuracy"),
+        ("sentence1", "sentence2"),
+        (("not_equivalent", "0"), ("equivalent", "1")),
+    ),
+    "stsb": _glue(
+        "stsb",
+        "STS-B",
+        ("sentence1", "sentence2", "score"),
+        None,
+        ("pearson", "spearman"),
+        ("sentence1", "sentence2"),
+    ),
+    "qqp": _glue(
+        "qqp",
+        "QQP",
+        ("question1", "question2", "is_duplicate"),
+        _BINARY,
+        ("f1", "accuracy"),
+        ("question1", "question2"),
+        (("not_duplicate", "0"), ("duplicate", "1")),
+    ),
+    "mnli": _glue(
+        "mnli",
+        "MNLI",
+        ("sentence1", "sentence2", "gold_label"),
+        ("contradiction", "entailment", "neutral"),
+        ("accuracy",),
+        ("premise", "hypothesis"),
+        (("contradiction", "contradiction"), ("entailment", "entailment"), ("neutral", "neutral")),
+    ),
+    "qnli": _glue(
+        "qnli",
+        "QNLI",
+        ("question", "sentence", "label"),
+        _NLI2,
+        ("accuracy",),
+        ("question", "sentence"),
+        (("entailment", "entailment"), ("not_entailment", "not_entailment")),
+    ),
+    "rte": _glue(
+        "rte",
+        "RTE",
+        ("sentence1", "sentence2", "label"),
+        _NLI2,
+        ("accuracy",),
+        ("sentence1", "sentence2"),
+        (("entailment", "entailment"), ("not_entailment", "not_entailment")),
+    ),
+    "wnli": _glue(
+        "wnli",
+        "WNLI",
+        ("sentence1", "sentence2", "label"),
+        _BINARY,
+        ("accuracy",),
+        ("sentence1", "sentence2"),
+        # GLUE's WNLI: 1 = the hypothesis is entailed.
+        (("not_entailment", "0"), ("entailment", "1")),
+    ),
+}
+
+# MNLI's two evaluation sets are often reported as separate "tasks".
+_GLUE_ALIASES = {"mnli-m": "mnli", "mnli-mm": "mnli", "mnli_matched": "mnli", "mnli_mismatched": "mnli"}
+
+
+def glue_task(name: str) -> TaskSpec:
+    """The GLUE task called ``name``: ``sst2``, the directory name ``SST-2``, or ``mnli-mm``."""
+    key = name.strip().lower()
+    key = _GLUE_ALIASES.get(key, key)
+    if key not in GLUE_TASKS:
+        key = key.replace("-", "")
+    if key not in GLUE_TASKS:
+        valid = ", ".join(f"{k} ({s.dir_name})" for k, s in GLUE_TASKS.items())
+        raise ValueError(f"unknown GLUE task {name!r}; valid names: {valid}")
+    return GLUE_TASKS[key]
+
+
+# ---------------------------------------------------------------------------------------- reading
+def _decode(path: Path) -> str:
+    """File text as utf-8, without a byte-order mark; bad bytes are reported by line."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise DataError(
+            f"{path}:{line}: bytes {data[e.start : e.end]!r} are not valid utf-8 ({e.reason}); save the file as utf-8"
+        ) from None
+    # MRPC's GLUE files start with a BOM (copied from the Microsoft source file).
+    return text.removeprefix("\ufeff")
+
+
+def _rows(path: Path, text: str, delimiter: str, quoting: int) -> Iterator[tuple[int, list[str]]]:
+    """``(first line of the record, fields)`` per non-blank record."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
+    start = 1
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            raise DataError(f"{path}:{start}: cannot parse the row ({e})") from None
+        # Blank lines are skipped, as pandas does; a trailing newline run is common in hand-made files.
+        if fields and not (len(fields) == 1 and not fields[0].strip()):
+            yield start, fields
+        start = reader.line_num + 1
+
+
+def _found_glue_files(data_dir: Path) -> str:
+    found = []
+    for spec in GLUE_TASKS.values():
+        assert spec.dir_name is not None
+        present = [s for s, f in spec.split_files if (data_dir / spec.dir_name / f).is_file()]
+        if present:
+            found.append(f"{spec.dir_name} ({', '.join(present)})")
+    return ", ".join(found) if found else "no GLUE task files"
+
+
+def _parse_score(path: Path, line: int, column: str, value: str) -> float:
+    try:
+        score = float(value)
+    except ValueError:
+        score = math.nan
+    if not math.isfinite(score):
+        raise DataError(f"{path}:{line}: column {column!r} holds {value!r}; expected a finite number")
+    return score
+
+
+def read_glue(data_dir: str | os.PathLike[str], task: str, split: str) -> list[Example]:
+    """Read ``DATA_DIR/<task dir>/<split>.tsv`` in the GLUE format.
+
+    Tab-separated with quoting off (GLUE text has unbalanced quotes), utf-8, columns read by header
+    name. Empty texts are kept: they are part of the benchmark as released. Test splits have no
+    labels (``label=None``); STS-B labels are floats, all others the strings in ``TaskSpec.labels``.
+    """
+    spec = glue_task(task)
+    assert spec.dir_name is not None
+    data_dir = Path(data_dir)
+    path = data_dir / spec.dir_name / spec.split_file(split)
+    if not path.is_file():
+        where = _found_glue_files(data_dir) if data_dir.is_dir() else "nothing (the directory does not exist)"
+        raise FileNotFoundError(f"{path}: no such file; found under {data_dir}: {where}")
+    is_test = spec.resolve_split(split).startswith("test")
+
+    rows = _rows(path, _decode(path), "\t", csv.QUOTE_NONE)
+    first = next(rows, None)
+    if first is None:
+        raise DataError(f"{path}:1: empty file")
+    if spec.headerless_columns and first[1][0].strip() != "index":
+        header, header_line, data_rows = list(spec.headerless_columns), 0, _chain(first, rows)
+    else:
+        header, header_line, data_rows = [h.strip() for h in first[1]], first[0], rows
+
+    def where(column: str | None) -> int | None:
+        if column is None:
+            return None
+        if column not in header:
+            raise DataError(
+                f"{path}:{max(header_line, 1)}: no column {column!r} for task {spec.name} "
+                f"(columns: {', '.join(header)})"
+            )
+        return header.index(column)
+
+    text_i = where(spec.text_column)
+    pair_i = where(spec.text_pair_column)
+    # GLUE test files have no label column; a labelled test file is read with its labels.
+    label_i = None if is_test and spec.label_column not in header else where(spec.label_column)
+    shape = "header" if header_line else f"{spec.dir_name} format ({', '.join(header)})"
+
+    examples = []
+    for line, fields in data_rows:
+        if len(fields) != len(header):
+            raise DataError(
+                f"{path}:{line}: row has {len(fields)} tab-separated fields but the {shape} has "
+                f"{len(header)} (quoting is off in GLUE files, so a tab inside a text splits it)"
+            )
+        label: str | float | None = None
+        if label_i is not None:
+            value = fields[label_i].strip()
+            if spec.labels is None:
+                label = _parse_score(path, line, header[label_i], value)
+            elif value in spec.labels:
+                label = value
+            else:
+                raise DataError(
+                    f"{path}:{line}: column {header[label_i]!r} holds {value!r}; "
+                    f"expected one of {', '.join(spec.labels)} for task {spec.name}"
+                )
+        assert text_i is not None
+        pair = None if pair_i is None else fields[pair_i]
+        examples.append(Example(fields[text_i], pair, label, line))
+    if not examples:
+        raise DataError(f"{path}:{header_line + 1}: no data rows")
+    return examples
+
+
+def _chain(first: tuple[int, list[str]], rest: Iterator[tuple[int, list[str]]]) -> Iterator[tuple[int, list[str]]]:
+    yield first
+    yield from rest
+
+
+def load_glue(task: str, split: str, data_dir: str | os.PathLike[str] | None = None) -> list[Example]:
+    """GLUE examples from ``data_dir`` (see :func:`read_glue`), else from the Hugging Face Hub.
+
+    The Hub path needs the ``datasets`` package (``squeezebert[datasets]``) and network access.
+    Its labels are mapped to ours by name; ``Example.line`` is then the 1-based row number.
+    """
+    if data_dir is not None:
+        return read_glue(data_dir, task, split)
+    spec = glue_task(task)
+    canonical = spec.resolve_split(split)
+    hub_split = canonical.replace("dev", "validation")
+    source = f"hf://{HUB_DATASET}/{spec.hub_config}/{hub_split}"
+    try:
+        import datasets
+
+        dataset = datasets.load_dataset(HUB_DATASET, spec.hub_config, split=hub_split)
+    except Exception as e:  # ImportError, connection errors, missing cache: all mean "no Hub here"
+        dirs = " ".join(f"{s.dir_name}/" for s in GLUE_TASKS.values())
+        raise DataError(
+            f"cannot load GLUE {spec.name}/{canonical} from the Hugging Face Hub ({type(e).__name__}: {e}). "
+            f"Pass --data-dir DIR pointing at a directory with the standard GLUE layout "
+            f"(subdirectories {dirs}), or install squeezebert[datasets] with network access."
+        ) from e
+    return _hub_examples(spec, dataset, source)
+
+
+def _hub_examples(spec: TaskSpec, dataset: Any, source: str) -> list[Example]:
+    assert spec.hub_text_columns is not None
+    text_col, pair_col = spec.hub_text_columns
+    to_ours: dict[int, str] = {}
+    if spec.labels is not None:
+        names = list(dataset.features["label"].names)
+        by_name = dict(spec.hub_label_names)
+        unknown = [n for n in names if n not in by_name]
+        if unknown:
+            raise DataError(
+                f"{source}: Hub label names {names} include {unknown}, which map to none of "
+                f"{', '.join(spec.labels)}; refusing to map labels by position"
+            )
+        to_ours = {i: by_name[n] for i, n in enumerate(names)}
+    examples = []
+    for row_number, row in enumerate(dataset, start=1):
+        raw = row["label"]
+        label: str | float | None
+        if raw is None or raw == -1:  # the Hub marks unlabelled test rows with -1
+            label = None
+        elif spec.labels is None:
+            label = float(raw)
+        else:
+            label = to_ours[int(raw)]
+        examples.append(Example(row[text_col], None if pair_col is None else row[pair_col], label, row_number))
+    return examples
+
+
+def _detect_format(path: Path, fmt: str | None) -> str:
+    if fmt is not None:
+        if fmt not in ("csv", "tsv", "jsonl"):
+            raise ValueError(f"fmt must be 'csv', 'tsv' or 'jsonl', not {fmt!r}")
+        return fmt
+    by_ext = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+    ext = path.suffix.lower()
+    if ext not in by_ext:
+        raise DataError(f"{path}: cannot tell the format from the extension {ext!r}; pass fmt='csv', 'tsv' or 'jsonl'")
+    return by_ext[ext]
+
+
+def read_table(
+    path: str | os.PathLike[str],
+    text_column: str,
+    text_pair_column: str | None = None,
+    label_column: str | None = None,
+    fmt: str | None = None,
+) -> list[Example]:
+    """Read user data from ``.csv``, ``.tsv`` (header row required) or ``.jsonl`` (one object a line).
+
+    ``fmt`` overrides the extension. CSV uses standard quoting; TSV has quoting off, as GLUE-style
+    TSVs often hold unbalanced quotes. Labels come back as strings: JSON ``1`` and ``"1"`` are the
+    same label; :func:`label_space` decides between classification and regression. Blank lines are
+    skipped; every other problem raises :class:`DataError` naming the file, line and field.
+    """
+    path = Path(path)
+    kind = _detect_format(path, fmt)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    text = _decode(path)
+    if kind == "jsonl":
+        examples = _read_jsonl(path, text, text_column, text_pair_column, label_column)
+    else:
+        delimiter, quoting = (",", csv.QUOTE_MINIMAL) if kind == "csv" else ("\t", csv.QUOTE_NONE)
+        examples = _read_delimited(path, text, delimiter, quoting, text_column, text_pair_column, label_column)
+    return examples
+
+
+def _read_delimited(
+    path: Path,
+    text: str,
+    delimiter: str,
+    quoting: int,
+    text_column: str,
+    text_pair_column: str | None,
+    label_column: str | None,
+) -> list[Example]:
+    rows = _rows(path, text, delimiter, quoting)
+    first = next(rows, None)
+    if first is None:
+        raise DataError(f"{path}:1: empty file; expected a header row naming the columns")
+    header_line, header = first[0], [h.strip() for h in first[1]]
+    for i, name in enumerate(header):
+        if name in header[:i]:
+            raise DataError(f"{path}:{header_line}: column {name!r} appears twice in the header")
+
+    def where(column: str | None) -> int | None:
+        if column is None:
+            return None
+        if column not in header:
+            raise DataError(f"{path}:{header_line}: no column {column!r} (columns: {', '.join(header)})")
+        return header.index(column)
+
+    text_i, pair_i, label_i = where(text_column), where(text_pair_column), where(label_column)
+    sep = "comma" if delimiter == "," else "tab"
+    examples = []
+    for line, fields in rows:
+        if len(fields) != len(header):
+            raise DataError(
+                f"{path}:{line}: row has {len(fields)} {sep}-separated fields but the header has {len(header)}"
+            )
+        assert text_i is not None
+        values = {header[i]: fields[i] for i in (text_i, pair_i, label_i) if i is not None}
+        examples.append(_example(path, line, values, text_column, text_pair_column, label_column))
+    if not examples:
+        raise DataError(f"{path}:{header_line + 1}: no data rows after the header")
+    return examples
+
+
+def _read_jsonl(
+    path: Path, text: str, text_column: str, text_pair_column: str | None, label_column: str | None
+) -> list[Example]:
+    examples = []
+    for line, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{line}: malformed JSON ({e.msg} at column {e.colno})") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}:{line}: expected a JSON object, got {_json_type(obj)}")
+        values: dict[str, str] = {}
+        for column in (text_column, text_pair_column, label_column):
+            if column is None:
+                continue
+            if column not in obj:
+                raise DataError(f"{path}:{line}: missing field {column!r} (fields: {', '.join(obj)})")
+            value = obj[column]
+            if column == label_column and value is not None:
+                values[column] = _json_label(path, line, column, value)
+            elif column == label_column:
+                values[column] = ""  # null label: reported as missing by _example
+            elif isinstance(value, str):
+                values[column] = value
+            else:
+                raise DataError(f"{path}:{line}: field {column!r} must be a string, got {_json_type(value)}")
+        examples.append(_example(path, line, values, text_column, text_pair_column, label_column))
+    if not examples:
+        raise DataError(f"{path}:1: empty file; expected one JSON object per line")
+    return examples
+
+
+def _json_type(value: object) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+    return names.get(type(value), "a number")
+
+
+def _json_label(path: Path, line: int, column: str, value: object) -> str:
+    # bool is a subclass of int: check it first, or true would become the label "True".
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise DataError(f"{path}:{line}: field {column!r} is {_json_type(value)}; labels must be strings or numbers")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise DataError(f"{path}:{line}: field {column!r} is {value}; expected a finite number")
+    # JSON 1 and "1" are the same label.
+    return str(value)
+
+
+def _example(
+    path: Path,
+    line: int,
+    values: Mapping[str, str],
+    text_column: str,
+    text_pair_column: str | None,
+    label_column: str | None,
+) -> Example:
+    for column in (text_column, text_pair_column):
+        if column is not None and not values[column].strip():
+            raise DataError(f"{path}:{line}: empty text in {column!r}; expected a non-blank string")
+    label = None
+    if label_column is not None:
+        label = values[label_column].strip()
+        if not label:
+            raise DataError(f"{path}:{line}: missing label in {label_column!r}")
+    pair = None if text_pair_column is None else values[text_pair_column]
+    return Example(values[text_column], pair, label, line)
+
+
+# ----------------------------------------------------------------------------------------- labels
+_INTEGER = re.compile(r"[+-]?\d+")
+
+
+def _as_number(label: str | float) -> float | None:
+    if isinstance(label, float):
+        return label
+    try:
+        value = float(label)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def label_space(examples: Sequence[Example], source: str | os.PathLike[str]) -> tuple[str, ...] | None:
+    """The label set of ``examples``, or None when they are a regression task.
+
+    Regression when every label is a number and at least one is non-integral (``3.5``); then
+    :func:`encode_labels` with ``label2id=None`` turns them into floats. Otherwise classification:
+    the distinct labels as strings, sorted numerically if all are integers, else lexicographically.
+    """
+    labels: list[str | float] = []
+    for ex in examples:
+        if ex.label is None:
+            raise DataError(f"{source}:{ex.line}: missing label")
+        labels.append(ex.label)
+    if not labels:
+        raise DataError(f"{source}: no labelled examples to take the label set from")
+    numbers = [_as_number(label) for label in labels]
+    if all(n is not None for n in numbers):
+        if any(not n.is_integer() for n in numbers if n is not None):
+            return None
+        distinct = sorted(set(map(str, labels)), key=float)
+        # "1" and "1.0" (or "01") would otherwise become two classes that mean the same thing.
+        seen: dict[float, str] = {}
+        for label in distinct:
+            value = float(label)
+            if value in seen:
+                raise DataError(f"{source}: labels {seen[value]!r} and {label!r} are the same number written two ways")
+            seen[value] = label
+        return tuple(distinct)
+    return tuple(sorted(set(map(str, labels))))
+
+
+def encode_labels(
+    examples: Sequence[Example], label2id: Mapping[str, int] | None, source: str | os.PathLike[str]
+) -> list[int] | list[float]:
+    """Class ids through ``label2id``, or floats when ``label2id`` is None (regression).
+
+    A label the model never saw raises :class:`DataError` naming the line and the known labels.
+    """
+    if label2id is None:
+        scores: list[float] = []
+        for ex in examples:
+            if ex.label is None:
+                raise DataError(f"{source}:{ex.line}: missing label")
+            value = _as_number(ex.label)
+            if value is None:
+                raise DataError(f"{source}:{ex.line}: label {ex.label!r} is not a number; this is a regression task")
+            scores.append(float(value))
+        return scores
+    ids: list[int] = []
+    for ex in examples:
+        if ex.label is None:
+            raise DataError(f"{source}:{ex.line}: missing label")
+        key = ex.label if isinstance(ex.label, str) else str(ex.label)
+        if key not in label2id:
+            known = ", ".join(sorted(label2id, key=label2id.__getitem__))
+            raise DataError(f"{source}:{ex.line}: label {key!r} was never seen by the model; known labels: {known}")
+        ids.append(label2id[key])
+    return ids
+
+
+# ------------------------------------------------------------------------------ tokens and batches
+@dataclass
+class EncodedDataset:
+    """Tokenized examples, unpadded. ``labels`` is None for unlabelled data (e.g. a test split)."""
+
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]]
+    labels: list[int] | list[float] | None
+    lengths: list[int]
+    is_regression: bool = False
+    lines: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def encode(
+    tokenizer: Any,
+    examples: Sequence[Example],
+    max_length: int,
+    label2id: Mapping[str, int] | None,
+    source: str | os.PathLike[str] = "<examples>",
+) -> EncodedDataset:
+    """Tokenize ``examples`` (truncated to ``max_length``) and encode their labels.
+
+    ``label2id`` maps labels to class ids; pass None for regression. When no example has a label
+    (a test split) the dataset's labels are None whatever ``label2id`` is.
+    """
+    if max_length < 2:
+        raise ValueError(f"max_length must be at least 2 ([CLS] and [SEP]), got {max_length}")
+    has_pair = [ex.text_pair is not None for ex in examples]
+    if any(has_pair) and not all(has_pair):
+        ex = examples[has_pair.index(not has_pair[0])]
+        raise DataError(f"{source}:{ex.line}: some examples have a second text and some do not")
+    labelled = [ex.label is not None for ex in examples]
+    labels = encode_labels(examples, label2id, source) if any(labelled) else None
+
+    input_ids: list[list[int]] = []
+    token_type_ids: list[list[int]] = []
+    for start in range(0, len(examples), _TOKENIZE_CHUNK):
+        chunk = examples[start : start + _TOKENIZE_CHUNK]
+        pairs = [ex.text_pair for ex in chunk] if has_pair and has_pair[0] else None
+        for ids, types in tokenizer.tokenize([ex.text for ex in chunk], pairs, max_length=max_length):
+            input_ids.append(list(ids))
+            token_type_ids.append(list(types))
+    return EncodedDataset(
+        input_ids=input_ids,
+        token_type_ids=token_type_ids,
+        labels=labels,
+        lengths=[len(ids) for ids in input_ids],
+        is_regression=labels is not None and label2id is None,
+        lines=[ex.line for ex in examples],
+    )
+
+
+# Batches are sorted by length inside chunks of this many batches: enough to make padding small,
+# few enough that a batch's examples still come from a random slice of the data.
+_MEGA_BATCHES = 50
+
+
+def length_grouped_batches(
+    lengths: Sequence[int], batch_size: int, seed: int, epoch: int, shuffle: bool = True
+) -> list[list[int]]:
+    """Batches of example indices with similar lengths, deterministic for ``(seed, epoch)``.
+
+    Training (``shuffle=True``): a random permutation, cut into chunks of 50 batches, each chunk
+    sorted by length (longest first) and split into batches, then the batch order shuffled. A run
+    resumed mid-epoch recomputes this list and skips the batches already done. Evaluation
+    (``shuffle=False``): all examples sorted by length; callers restore the order by index.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if seed < 0 or epoch < 0:
+        raise ValueError(f"seed and epoch must be non-negative, got seed={seed}, epoch={epoch}")
+    lens = np.asarray(lengths, dtype=np.int64)
+    if not shuffle:
+        # A stable sort keeps equal-length examples in file order, so evaluation is reproducible.
+        order = np.argsort(-lens, kind="stable")
+        return [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+    # numpy's Generator is specified bit-for-bit across platforms and versions for a given seed
+    # sequence, which resuming relies on; torch's CPU/GPU generators are not interchangeable.
+    rng = np.random.default_rng([seed, epoch])
+    perm = rng.permutation(len(lens))
+    chunk = _MEGA_BATCHES * batch_size
+    batches: list[list[int]] = []
+    for start in range(0, len(perm), chunk):
+        part = perm[start : start + chunk]
+        part = part[np.argsort(-lens[part], kind="stable")]
+        batches.extend(part[i : i + batch_size].tolist() for i in range(0, len(part), batch_size))
+    order = rng.permutation(len(batches))
+    return [batches[i] for i in order]
+
+
+def collate(
+    pad: Any | Callable[[Sequence[tuple[Sequence[int], Sequence[int]]]], Mapping[str, np.ndarray]],
+    dataset: EncodedDataset,
+    indices: Sequence[int],
+) -> dict[str, torch.Tensor]:
+    """A padded batch of ``dataset[indices]`` as int64 tensors ``(B, T)``, T = longest in the batch.
+
+    ``pad`` is a :class:`~squeezebert.tokenizer.Tokenizer` or its ``pad`` method. ``labels`` is
+    added when the dataset has labels: int64 class ids, or float32 scores for regression.
+    """
+    if len(indices) == 0:
+        raise ValueError("cannot collate an empty batch")
+    pad_fn = pad.pad if hasattr(pad, "pad") else pad
+    arrays = pad_fn([(dataset.input_ids[i], dataset.token_type_ids[i]) for i in indices])
+    batch = {
+        key: torch.from_numpy(np.ascontiguousarray(arrays[key], dtype=np.int64))
+        for key in ("input_ids", "attention_mask", "token_type_ids")
+    }
+    if dataset.labels is not None:
+        labels = [dataset.labels[i] for i in indices]
+        batch["labels"] = torch.tensor(labels, dtype=torch.float32 if dataset.is_regression else torch.int64)
+    return batch
