@@ -682,7 +682,7 @@ def label_space(examples: Sequence[Example], source: str | os.PathLike[str]) -> 
     if all(n is not None for n in numbers):
         if any(not n.is_integer() for n in numbers if n is not None):
             return None
-        distinct = sorted(set(map(str, labels)), key=float)
+        distinct = sorted(set(map(str, labels)), key=lambda s: (float(s), s))  # ties: deterministic order
         # "1" and "1.0" (or "01") would otherwise become two classes that mean the same thing.
         seen: dict[float, str] = {}
         for label in distinct:
