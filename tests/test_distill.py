@@ -1,0 +1,141 @@
+"""Distillation loss terms against hand-written references, and the loss function end to end."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from squeezebert.config import preset
+from squeezebert.distill import (
+    DistillationLoss,
+    DistillConfig,
+    attention_kl,
+    check_compatible,
+    default_layer_map,
+    hidden_mse,
+    logit_kd_loss,
+    teacher_logits,
+)
+from squeezebert.model import SqueezeBert
+
+
+def test_logit_kd_is_zero_when_student_equals_teacher() -> None:
+    logits = torch.randn(5, 3)
+    assert logit_kd_loss(logits, logits.clone(), 2.0).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_logit_kd_matches_hand_written_kl() -> None:
+    s, t, temp = torch.randn(4, 3), torch.randn(4, 3), 2.0
+    expected = 0.0
+    for i in range(4):
+        ps = [math.exp(v / temp) for v in s[i].tolist()]
+        pt = [math.exp(v / temp) for v in t[i].tolist()]
+        ps = [v / sum(ps) for v in ps]
+        pt = [v / sum(pt) for v in pt]
+        expected += sum(b * math.log(b / a) for a, b in zip(ps, pt))
+    expected = expected / 4 * temp * temp
+    assert logit_kd_loss(s, t, temp).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_logit_kd_for_regression_is_mse() -> None:
+    s, t = torch.tensor([[1.0], [2.0]]), torch.tensor([[0.0], [4.0]])
+    assert logit_kd_loss(s, t, 2.0, regression=True).item() == pytest.approx((1 + 4) / 2)
+
+
+def test_hidden_mse_counts_only_real_tokens() -> None:
+    s, t = torch.zeros(1, 3, 2), torch.zeros(1, 3, 2)
+    t[0, 0] = 1.0
+    t[0, 2] = 100.0  # a padding position: ignored
+    mask = torch.tensor([[1, 1, 0]])
+    assert hidden_mse(s, t, mask).item() == pytest.approx(2 / 4)
+    assert hidden_mse(t, t, mask).item() == 0.0
+
+
+def test_attention_kl_matches_reference_and_is_zero_for_equal_maps() -> None:
+    a = torch.softmax(torch.randn(2, 3, 4, 4), -1)
+    b = torch.softmax(torch.randn(2, 3, 4, 4), -1)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+    assert attention_kl(a, a, mask).item() == pytest.approx(0.0, abs=1e-6)
+    rows = []
+    for i in range(2):
+        for h in range(3):
+            for q in range(4):
+                if mask[i, q]:
+                    rows.append(sum(b[i, h, q, k] * math.log(b[i, h, q, k] / a[i, h, q, k]) for k in range(4)))
+    assert attention_kl(a, b, mask).item() == pytest.approx(float(sum(rows) / len(rows)), rel=1e-4)
+
+
+def test_default_layer_map_spreads_student_layers_over_the_teacher() -> None:
+    assert default_layer_map(3, 6) == [(0, 0), (1, 2), (2, 4), (3, 6)]
+    assert default_layer_map(6, 6)[-1] == (6, 6)
+
+
+def models(**student_changes):
+    torch.manual_seed(0)
+    teacher = SqueezeBert(preset("tiny", num_labels=2, num_hidden_layers=2)).eval()
+    student = SqueezeBert(preset("tiny", num_labels=2, num_hidden_layers=2, **student_changes))
+    return teacher, student
+
+
+def batch():
+    ids = torch.randint(1, 1000, (4, 9))
+    mask = torch.ones_like(ids)
+    mask[1, 5:] = 0
+    return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([0, 1, 1, 0])}
+
+
+def test_all_distillation_terms_are_zero_for_a_copy_of_the_teacher() -> None:
+    teacher, _ = models()
+    student = SqueezeBert(teacher.config)
+    student.load_state_dict(teacher.state_dict())
+    student.eval()
+    loss_fn = DistillationLoss(teacher, student, DistillConfig(alpha=1.0, hidden_weight=1.0, attention_weight=1.0))
+    out = loss_fn(student, batch())
+    for term in ("kd", "hidden", "attention"):
+        assert out[term].item() == pytest.approx(0.0, abs=1e-6), term
+    assert out["loss"].item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_loss_backpropagates_into_student_and_projection_not_teacher() -> None:
+    teacher, student = models(hidden_size=32, num_attention_heads=2, intermediate_size=64)
+    loss_fn = DistillationLoss(teacher, student, DistillConfig(alpha=0.5, hidden_weight=1.0, attention_weight=1.0))
+    assert loss_fn.projection is not None  # widths differ: 32 -> 64
+    out = loss_fn(student.train(), batch())
+    out["loss"].backward()
+    assert student.encoder.layers[0].attention.query.weight.grad is not None
+    assert loss_fn.projection.weight.grad is not None
+    assert all(p.grad is None for p in teacher.parameters())
+    assert {"kd", "task", "hidden", "attention"} <= set(out)
+
+
+def test_cached_teacher_logits_give_the_same_loss_as_running_the_teacher() -> None:
+    teacher, student = models()
+    student.eval()
+    b = batch()
+    loss_fn = DistillationLoss(teacher, student, DistillConfig())
+    online = loss_fn(student, b)["loss"]
+    cached = teacher_logits(
+        teacher, [([0, 1], {k: v[:2] for k, v in b.items()}), ([2, 3], {k: v[2:] for k, v in b.items()})]
+    )
+    with_cache = DistillationLoss(None, student, DistillConfig())(student, {**b, "teacher_logits": cached})["loss"]
+    assert_close(with_cache, online, rtol=1e-5, atol=1e-6)
+
+
+def test_mismatched_teacher_and_student_fail_early_saying_what_differs() -> None:
+    teacher, _ = models()
+    other = SqueezeBert(preset("tiny", num_labels=3, vocab_size=1000))
+    with pytest.raises(ValueError, match=r"vocabulary size: teacher 30522, student 1000.*number of labels"):
+        check_compatible(teacher, other)
+    relabeled = SqueezeBert(preset("tiny", id2label={0: "neg", 1: "pos"}))
+    with pytest.raises(ValueError, match="label maps"):
+        check_compatible(teacher, relabeled)
+
+
+def test_invalid_distill_config() -> None:
+    with pytest.raises(ValueError, match="alpha"):
+        DistillConfig(alpha=1.5)
+    with pytest.raises(ValueError, match="temperature"):
+        DistillConfig(temperature=0)
