@@ -199,3 +199,12 @@ def test_random_init_is_the_control(teacher, batch) -> None:
         "block",
     )
     assert not torch.allclose(student.encoder.layers[0].attention.query.weight, block)
+
+
+def test_flops_fraction_sets_ranks_of_that_cost(teacher) -> None:
+    spec = StudentSpec(groups=dict(DENSE), flops_fraction=0.25, low_rank_projections=("query", "intermediate"))
+    student, _ = build_student(teacher, spec)
+    # query 64x64: 0.25*64*64/128 = 8; intermediate 256x64: 0.25*256*64/320 = 12.8 -> 13
+    assert student.config.ranks == {"query": 8, "intermediate": 13}
+    with pytest.raises(ValueError, match="at most one of"):
+        StudentSpec(flops_fraction=0.25, rank_energy=0.9)

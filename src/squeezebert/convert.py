@@ -393,11 +393,13 @@ class StudentSpec:
     Rank, at most one of: ``ranks`` (per-group rank, keys as ``ModelConfig.ranks``: ``"query"`` or
     ``"3.query"``), ``rank_energy`` (keep this fraction of each projection's output energy) or
     ``param_budget`` (largest uniform rank fraction whose student has at most this many
-    parameters). ``embedding_size``: factorize the word embeddings to this width by SVD.
+    parameters) or ``flops_fraction`` (each chosen projection's rank set so it costs this fraction
+    of the dense projection's FLOPs: 0.25 matches SqueezeBERT's 4 groups).
+    ``embedding_size``: factorize the word embeddings to this width by SVD.
     ``init``: ``lsq`` (least-squares refit of groups on calibration data, activation-aware SVD),
     ``block`` (diagonal blocks, plain SVD) or ``random`` (teacher embeddings, random encoder: the
-    control). ``low_rank_projections``: which projections get a rank with ``rank_energy`` /
-    ``param_budget`` (default all six). ``permute``: first reorder FFN neurons and heads of a
+    control). ``low_rank_projections``: which projections get a rank with ``rank_energy``,
+    ``param_budget`` or ``flops_fraction`` (default all six). ``permute``: first reorder FFN neurons and heads of a
     dense teacher (exactly) so each group's diagonal block holds the most weight energy.
     """
 
@@ -406,6 +408,7 @@ class StudentSpec:
     ranks: dict[str, int] = field(default_factory=dict)
     rank_energy: float | None = None
     param_budget: int | None = None
+    flops_fraction: float | None = None
     embedding_size: int | None = None
     init: str = "lsq"
     low_rank_projections: tuple[str, ...] = PROJECTIONS
@@ -415,9 +418,11 @@ class StudentSpec:
         unknown = set(self.groups) - set(PROJECTIONS)
         if unknown:
             raise ValueError(f"groups: unknown projection(s) {sorted(unknown)}; use {PROJECTIONS}")
-        chosen = [x for x in (self.ranks, self.rank_energy, self.param_budget) if x]
+        chosen = [x for x in (self.ranks, self.rank_energy, self.param_budget, self.flops_fraction) if x]
         if len(chosen) > 1:
-            raise ValueError("give at most one of ranks, rank_energy and param_budget")
+            raise ValueError("give at most one of ranks, rank_energy, param_budget and flops_fraction")
+        if self.flops_fraction is not None and not 0 < self.flops_fraction < 1:
+            raise ValueError(f"flops_fraction must be in (0, 1), got {self.flops_fraction}")
         if self.init not in ("lsq", "block", "random"):
             raise ValueError(f"init must be 'lsq', 'block' or 'random', got {self.init!r}")
 
@@ -495,6 +500,15 @@ def _student_ranks(
     """Resolve ``rank_energy`` / ``param_budget`` into explicit per-layer ranks."""
     if spec.ranks:
         return dict(spec.ranks)
+    if spec.flops_fraction:
+        out = {}
+        for proj in spec.low_rank_projections:
+            cin, cout = cfg.projection_shape(proj)
+            g = cfg.groups(proj)
+            og, ig = cout // g, cin // g
+            # r·(og + ig) multiply-adds per group against og·ig for the dense group
+            out[proj] = max(1, round(spec.flops_fraction * og * ig / (og + ig)))
+        return out
     if not spec.rank_energy and not spec.param_budget:
         return {}
     ranks: dict[str, int] = {}
