@@ -8,6 +8,10 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from squeezebert.train import TrainConfig
 
 log = logging.getLogger("squeezebert")
 
@@ -89,6 +93,131 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- finetune / evaluate / glue
+def _train_config(args: argparse.Namespace) -> TrainConfig:
+    from squeezebert.train import TrainConfig
+
+    return TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup_ratio=args.warmup_ratio,
+        max_grad_norm=args.max_grad_norm,
+        grad_accum_steps=args.grad_accum,
+        eval_every=args.eval_every,
+        save_every=args.save_every,
+        seed=args.seed,
+        max_length=args.max_length,
+        max_train_samples=args.max_train_samples,
+        log_every=args.log_every,
+        num_threads=args.num_threads,
+        eval_batch_size=args.eval_batch_size,
+    )
+
+
+def _print_metrics(metrics: dict[str, float], indent: str = "  ") -> None:
+    for name, value in metrics.items():
+        print(f"{indent}{name:<22} {value:.4f}")
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from squeezebert.train import CUSTOM, finetune
+
+    task = args.task or (CUSTOM if args.train else None)
+    if task is None:
+        raise ValueError("give --task TASK (a GLUE task, with --data-dir) or --train FILE [--dev FILE] for custom data")
+    record = finetune(
+        args.model,
+        args.out,
+        task=task,
+        data_dir=args.data_dir,
+        train_file=args.train,
+        dev_file=args.dev,
+        text_column=args.text_column,
+        text_pair_column=args.text_pair_column,
+        label_column=args.label_column,
+        config=_train_config(args),
+        resume=args.resume,
+    )
+    train = record["train"]
+    print(f"wrote {args.out}: {record['task']} ({record['kind']}), best step {record['best_step']}")
+    if train["tokens_per_s"]:
+        print(
+            f"training: {train['global_step']} steps, {train['train_time_s']:.1f} s, "
+            f"{train['tokens_per_s']:.0f} tokens/s, {train['samples_per_s']:.1f} examples/s"
+        )
+    if "eval" in record:
+        print(f"{record['split']} ({record['num_eval_examples']} examples):")
+        _print_metrics(record["eval"])
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from squeezebert.checkpoint import atomic_write_text
+    from squeezebert.train import CUSTOM, evaluate_checkpoint
+
+    task = args.task or (CUSTOM if args.dev else None)
+    if task is None:
+        raise ValueError("give --task TASK (a GLUE task, with --data-dir) or --dev FILE for custom data")
+    if task != CUSTOM and args.dev:
+        raise ValueError(f"--dev is for custom data; task {task!r} reads its split from --data-dir")
+    result = evaluate_checkpoint(
+        args.model,
+        task,
+        data_dir=args.data_dir,
+        split=args.split,
+        data_file=args.dev,
+        text_column=args.text_column,
+        text_pair_column=args.text_pair_column,
+        label_column=args.label_column,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+    )
+    print(f"{result['source']} ({result['num_examples']} examples):")
+    _print_metrics(result["metrics"])
+    if args.json:
+        atomic_write_text(Path(args.json), json.dumps(result, indent=2, sort_keys=True) + "\n")
+    return 0
+
+
+def cmd_glue(args: argparse.Namespace) -> int:
+    from squeezebert.train import run_glue
+
+    run_glue(args.model, args.data_dir, args.out, args.tasks, config=_train_config(args), resume=args.resume)
+    print((Path(args.out) / "glue.md").read_text(encoding="utf-8"), end="")
+    print(f"wrote {Path(args.out) / 'glue.md'} and glue.json")
+    return 0
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="output run directory (best checkpoint, logs, resume state)")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=32, help="examples per forward pass")
+    p.add_argument("--grad-accum", type=int, default=1, help="forward passes per optimizer step")
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--warmup-ratio", type=float, default=0.1)
+    p.add_argument("--max-grad-norm", type=float, default=1.0, help="0 disables clipping")
+    p.add_argument("--max-length", type=int, default=128, help="tokens per example (pair) after truncation")
+    p.add_argument("--max-train-samples", type=int, default=None, help="train on a seeded random subset")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--eval-every", type=int, default=0, help="steps between evaluations (0: at epoch ends)")
+    p.add_argument("--save-every", type=int, default=0, help="steps between resume-state saves (0: at evals)")
+    p.add_argument("--log-every", type=int, default=10, help="steps between train_log.jsonl records")
+    p.add_argument("--eval-batch-size", type=int, default=64)
+    p.add_argument("--num-threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last/ state")
+
+
+def _add_column_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--text-column", default="text", help="custom data: column of the (first) text")
+    p.add_argument("--text-pair-column", default=None, help="custom data: column of the second text of a pair")
+    p.add_argument(
+        "--label-column", default="label", help="custom data: label column (numbers with decimals: regression)"
+    )
+
+
 # --------------------------------------------------------------------------- parser
 Handler = Callable[[argparse.Namespace], int]
 
@@ -116,6 +245,34 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the end-to-end demo on the embedded model")
     p.add_argument("--model", default="minilm-l6")
     p.set_defaults(handler=cmd_demo)
+    p = sub.add_parser("finetune", help="fine-tune a model on a GLUE task or custom CSV/TSV/JSONL data")
+    p.add_argument("--model", required=True, help="checkpoint directory, alias (minilm-l6), preset or Hub id")
+    p.add_argument("--task", default=None, help="GLUE task (sst2, mrpc, ...); 'custom' (implied by --train)")
+    p.add_argument("--data-dir", default=None, help="GLUE data directory (default: the Hugging Face Hub)")
+    p.add_argument("--train", default=None, help="custom training file (.csv, .tsv or .jsonl)")
+    p.add_argument("--dev", default=None, help="custom dev file, scored during training")
+    _add_column_args(p)
+    _add_train_args(p)
+    p.set_defaults(handler=cmd_finetune)
+
+    p = sub.add_parser("evaluate", help="score a fine-tuned checkpoint on a GLUE split or a custom labelled file")
+    p.add_argument("model", help="fine-tuned checkpoint directory")
+    p.add_argument("--task", default=None, help="GLUE task; 'custom' (implied by --dev)")
+    p.add_argument("--data-dir", default=None, help="GLUE data directory (default: the Hugging Face Hub)")
+    p.add_argument("--split", default="dev", help="GLUE split (dev, dev_mismatched, ...)")
+    p.add_argument("--dev", default=None, help="custom labelled file (.csv, .tsv or .jsonl)")
+    _add_column_args(p)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--max-length", type=int, default=None, help="default: the checkpoint's training max length")
+    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    p.set_defaults(handler=cmd_evaluate)
+
+    p = sub.add_parser("glue", help="fine-tune and evaluate on every GLUE task present; write glue.md/glue.json")
+    p.add_argument("--model", required=True, help="checkpoint directory, alias (minilm-l6), preset or Hub id")
+    p.add_argument("--data-dir", required=True, help="GLUE data directory (tasks without train.tsv are skipped)")
+    p.add_argument("--tasks", nargs="+", default=None, help="tasks to run (default: all GLUE tasks)")
+    _add_train_args(p)
+    p.set_defaults(handler=cmd_glue)
     return parser
 
 

@@ -1,0 +1,966 @@
+"""The one training loop, the fine-tuning loss, prediction, evaluation and the fine-tuning workflows.
+
+``fit(model, loss_fn, train_data, config, out_dir, evaluate_fn=...)`` is the only loop: workflows
+differ in ``loss_fn(model, batch) -> {"loss": tensor, **to_log}`` alone (fine-tuning here,
+distillation in ``distill.py``). It owns the optimizer (AdamW, no decay on biases and LayerNorm),
+the schedule (linear warmup, linear decay), clipping, accumulation, length-grouped dynamic-padding
+batches, periodic evaluation with keep-best checkpointing, a JSON-lines log and exact resume.
+
+What a run directory holds::
+
+    out_dir/config.json, model.safetensors, tokenizer.json   the best model (a normal checkpoint)
+    out_dir/metrics.json, train_args.json                    its eval metrics; the run's arguments
+    out_dir/train_log.jsonl                                  one JSON object per log step / eval
+    out_dir/last/                                            resume state (weights, optimizer, RNG)
+
+Resume is exact: the batch order is a pure function of ``(seed, epoch)``
+(:func:`squeezebert.data.length_grouped_batches`), so a resumed run recomputes the epoch's batches
+and skips the ones already done; weights, optimizer, scheduler and every RNG (dropout included)
+come back from ``last/``. An interrupted-then-resumed run ends with the weights of an uninterrupted
+one. ``last/`` is replaced as a whole directory (``last.tmp`` -> rename), never half-written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from squeezebert.checkpoint import atomic_write_text, load, save_checkpoint
+from squeezebert.data import (
+    GLUE_TASKS,
+    DataError,
+    EncodedDataset,
+    Example,
+    collate,
+    encode,
+    glue_task,
+    label_space,
+    length_grouped_batches,
+    load_glue,
+    read_table,
+)
+from squeezebert.model import SqueezeBert
+from squeezebert.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+LossFn = Callable[[SqueezeBert, dict[str, Tensor]], Mapping[str, Any]]
+EvaluateFn = Callable[[SqueezeBert], Mapping[str, float]]
+
+LOG_FILE = "train_log.jsonl"
+METRICS_FILE = "metrics.json"
+ARGS_FILE = "train_args.json"
+LAST_DIR = "last"
+_STATE_FILE = "state.json"
+_TORCH_STATE_FILE = "optimizer.pt"
+_LOSS_STATE_FILE = "loss_fn.safetensors"
+# Settings that decide the batch order and the schedule: a resumed run must share them.
+_RESUME_KEYS = ("seed", "batch_size", "grad_accum_steps", "epochs", "max_length", "max_train_samples")
+
+
+class TrainingError(ValueError):
+    """Training cannot go on (diverged loss, incompatible resume state): one line for the user."""
+
+
+@dataclass
+class TrainConfig:
+    """Optimization settings of one run.
+
+    ``batch_size`` is the examples per forward pass; an optimizer step sees
+    ``batch_size * grad_accum_steps`` examples, and the data order depends only on that product, so
+    accumulation changes memory use, not the result. ``eval_every`` and ``save_every`` count
+    optimizer steps; 0 means evaluate at each epoch end (and always at the end of training) and
+    save the resume state only at evaluations and epoch ends.
+    """
+
+    epochs: int = 3
+    batch_size: int = 32
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    grad_accum_steps: int = 1
+    eval_every: int = 0
+    save_every: int = 0
+    seed: int = 42
+    max_length: int = 128
+    max_train_samples: int | None = None
+    log_every: int = 10
+    num_threads: int | None = None
+    eval_batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "grad_accum_steps", "max_length", "log_every", "eval_batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("eval_every", "save_every", "seed"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.max_grad_norm < 0:
+            raise ValueError(f"max_grad_norm must be >= 0 (0 = no clipping), got {self.max_grad_norm}")
+        if self.max_train_samples is not None and self.max_train_samples < 1:
+            raise ValueError(f"max_train_samples must be >= 1, got {self.max_train_samples}")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ValueError(f"num_threads must be >= 1, got {self.num_threads}")
+
+
+# --------------------------------------------------------------------------- small pieces
+def _train_extra(module: str) -> Any:
+    """Import a module of the ``train`` extra, or say which extra to install."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise ImportError(f"training and evaluation need {e.name}: pip install 'squeezebert[train]'") from None
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python ``random``, numpy's global RNG and torch."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def classification_loss(model: SqueezeBert, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The fine-tuning ``loss_fn``: cross-entropy, or MSE for a regression head (``num_labels == 1``)."""
+    logits = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])  # (B, num_labels)
+    labels = batch["labels"]
+    if model.config.num_labels == 1:
+        return {"loss": F.mse_loss(logits.squeeze(-1).float(), labels.float())}
+    return {"loss": F.cross_entropy(logits.float(), labels)}
+
+
+def _padder(pad_token_id: int) -> Callable[[Sequence[tuple[Sequence[int], Sequence[int]]]], dict[str, np.ndarray]]:
+    """A pad function for :func:`squeezebert.data.collate` that needs only the model's pad id."""
+
+    def pad(items: Sequence[tuple[Sequence[int], Sequence[int]]]) -> dict[str, np.ndarray]:
+        width = max(len(ids) for ids, _ in items)
+        input_ids = np.full((len(items), width), pad_token_id, dtype=np.int64)
+        token_type_ids = np.zeros((len(items), width), dtype=np.int64)
+        attention_mask = np.zeros((len(items), width), dtype=np.int64)
+        for i, (ids, types) in enumerate(items):
+            input_ids[i, : len(ids)] = ids
+            token_type_ids[i, : len(ids)] = types
+            attention_mask[i, : len(ids)] = 1
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+
+    return pad
+
+
+def _split(indices: list[int], parts: int) -> list[list[int]]:
+    """``indices`` cut into at most ``parts`` contiguous pieces whose sizes differ by at most one."""
+    parts = min(parts, len(indices))
+    size, extra = divmod(len(indices), parts)
+    out, start = [], 0
+    for p in range(parts):
+        end = start + size + (p < extra)
+        out.append(indices[start:end])
+        start = end
+    return out
+
+
+def _no_decay(name: str, param: Tensor) -> bool:
+    # Biases and LayerNorm gains/shifts are not weights to shrink (BERT's recipe).
+    return param.ndim < 2 or name.endswith("bias") or "layernorm" in name.lower()
+
+
+def build_optimizer(params: Sequence[tuple[str, nn.Parameter]], config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on weight matrices only."""
+    decay = [p for n, p in params if p.requires_grad and not _no_decay(n, p)]
+    no_decay = [p for n, p in params if p.requires_grad and _no_decay(n, p)]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+def linear_schedule(
+    optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Learning rate rising linearly from 0 over ``warmup_steps``, then falling linearly to 0."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# --------------------------------------------------------------------------- prediction
+@torch.no_grad()
+def predict(model: SqueezeBert, data: EncodedDataset, batch_size: int = 64) -> np.ndarray:
+    """Logits ``(N, num_labels)`` float32 in the order of ``data``; batches run sorted by length so
+    that little compute goes into padding. The model's train/eval mode is restored afterwards."""
+    if model.config.num_labels == 0:
+        raise ValueError("the model has no classification head (num_labels=0); fine-tune it first")
+    was_training = model.training
+    model.eval()
+    pad = _padder(model.config.pad_token_id)
+    out = np.empty((len(data), model.config.num_labels), dtype=np.float32)
+    try:
+        for indices in length_grouped_batches(data.lengths, batch_size, seed=0, epoch=0, shuffle=False):
+            batch = collate(pad, data, indices)
+            logits = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+            out[indices] = logits.float().numpy()
+    finally:
+        model.train(was_training)
+    return out
+
+
+def evaluate(model: SqueezeBert, data: EncodedDataset, kind: str, batch_size: int = 64) -> dict[str, float]:
+    """Metrics of ``model`` on labelled ``data``; ``kind`` is a GLUE task or ``classification`` /
+    ``regression`` (see :func:`squeezebert.metrics.compute_metrics`).
+
+    ``data.labels`` are class ids of this model (encoded through its ``label2id``). For a GLUE
+    classification task the ids are mapped by label *name* into the task's class order before
+    scoring, so metrics with a positive class (MRPC/QQP F1) stay right whatever order the model's
+    head uses.
+    """
+    compute_metrics = _train_extra("squeezebert.metrics").compute_metrics
+    if data.labels is None:
+        raise DataError("the evaluation data has no labels (a test split?); nothing to score")
+    logits = predict(model, data, batch_size)
+    regression = model.config.num_labels == 1
+    if regression != data.is_regression:
+        raise ValueError(
+            f"the model is a {'regression' if regression else 'classification'} model but the data is "
+            f"{'regression' if data.is_regression else 'classification'} data"
+        )
+    if regression:
+        return compute_metrics(kind, logits[:, 0], np.asarray(data.labels, dtype=np.float64))
+    predictions = logits.argmax(-1)
+    references = np.asarray(data.labels, dtype=np.int64)
+    task_labels = _glue_labels(kind)
+    if task_labels is not None and tuple(model.config.labels) != task_labels:
+        to_task = _label_index_map(model.config.labels, task_labels, kind)
+        predictions, references = to_task[predictions], to_task[references]
+    return compute_metrics(kind, predictions, references)
+
+
+def _glue_labels(kind: str) -> tuple[str, ...] | None:
+    if kind in ("classification", "regression"):
+        return None
+    return glue_task(kind).labels
+
+
+def _label_index_map(model_labels: Sequence[str], task_labels: Sequence[str], kind: str) -> np.ndarray:
+    unknown = [name for name in model_labels if name not in task_labels]
+    if unknown:
+        raise ValueError(
+            f"the model's labels {list(model_labels)} include {unknown}, which are not labels of task "
+            f"{kind} ({', '.join(task_labels)})"
+        )
+    return np.asarray([task_labels.index(name) for name in model_labels], dtype=np.int64)
+
+
+# --------------------------------------------------------------------------- resume state
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_dir_atomically(target: Path, fill: Callable[[Path], None]) -> None:
+    """Replace directory ``target`` as a whole: ``fill(target.tmp)``, fsync, then
+    ``target -> target.old``, ``target.tmp -> target``, remove ``target.old``. A crash at any point
+    leaves a complete ``target`` or a complete ``target.old`` (see :func:`resume_dir`)."""
+    tmp = target.with_name(target.name + ".tmp")
+    old = target.with_name(target.name + ".old")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    fill(tmp)
+    for f in tmp.iterdir():
+        _fsync(f)
+    _fsync(tmp)
+    if target.exists():
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(target, old)
+    os.replace(tmp, target)
+    _fsync(target.parent)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def resume_dir(out_dir: Path) -> Path | None:
+    """``out_dir/last``, or ``last.old`` when a crash fell between the two renames; None if neither."""
+    for name in (LAST_DIR, LAST_DIR + ".old"):
+        if (out_dir / name / _STATE_FILE).is_file():
+            return out_dir / name
+    return None
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state(legacy=False)
+    version, internal, gauss = random.getstate()
+    return {
+        "python": [version, list(internal), gauss],
+        "numpy": {**np_state, "state": {**np_state["state"], "key": np_state["state"]["key"].tolist()}},
+    }
+
+
+def _set_rng_state(state: Mapping[str, Any], torch_rng: Tensor) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    np_state = dict(state["numpy"])
+    np_state["state"] = {**np_state["state"], "key": np.asarray(np_state["state"]["key"], dtype=np.uint32)}
+    np.random.set_state(np_state)
+    torch.set_rng_state(torch_rng)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TrainingError(f"{path}: cannot read ({e})") from None
+
+
+# --------------------------------------------------------------------------- the loop
+@dataclass
+class _Progress:
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    best_metric: float | None = None
+    best_step: int | None = None
+
+
+def fit(
+    model: SqueezeBert,
+    loss_fn: LossFn,
+    train_data: EncodedDataset,
+    config: TrainConfig,
+    out_dir: str | os.PathLike[str],
+    evaluate_fn: EvaluateFn | None = None,
+    main_metric: str | None = None,
+    greater_is_better: bool = True,
+    resume: bool = False,
+    tokenizer: Tokenizer | None = None,
+    batch_extras: Mapping[str, Tensor] | None = None,
+    run_args: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train ``model`` on ``train_data`` with ``loss_fn``; the one training loop.
+
+    Every ``config.eval_every`` steps (or at epoch ends) and at the end, ``evaluate_fn(model)``
+    returns metrics; when ``main_metric`` (default: the first key returned) improves, the model is
+    saved as the checkpoint in ``out_dir`` with ``metrics.json`` and ``train_args.json``. Without
+    ``evaluate_fn`` the final model is saved. On return the model holds the saved (best) weights.
+
+    ``loss_fn(model, batch)`` gets a padded batch (``input_ids``, ``attention_mask``,
+    ``token_type_ids``, ``labels``, plus ``batch_extras[k][indices]`` for per-example tensors such
+    as cached teacher logits) and returns ``{"loss": scalar, **values_to_log}``. A ``loss_fn`` that
+    is an ``nn.Module`` has its parameters trained and checkpointed with the model's.
+
+    ``resume=True`` continues from ``out_dir/last`` (see the module docstring), or starts afresh
+    with a warning when there is none. Returns a summary: steps, best metric and step, the best
+    eval metrics, mean training loss and throughput (real, non-padding tokens per second).
+    """
+    out = Path(out_dir)
+    if config.num_threads is not None:
+        torch.set_num_threads(config.num_threads)
+    if len(train_data) == 0:
+        raise DataError("no training examples")
+    if train_data.labels is None and not batch_extras:
+        raise DataError("the training data has no labels")
+    extras = dict(batch_extras or {})
+    for key, tensor in extras.items():
+        if tensor.shape[0] != len(train_data):
+            raise ValueError(f"batch_extras[{key!r}] has {tensor.shape[0]} rows for {len(train_data)} examples")
+
+    step_size = config.batch_size * config.grad_accum_steps
+    steps_per_epoch = len(length_grouped_batches(train_data.lengths, step_size, config.seed, 0))
+    total_steps = steps_per_epoch * config.epochs
+    warmup_steps = math.ceil(config.warmup_ratio * total_steps)
+    fingerprint = {k: getattr(config, k) for k in _RESUME_KEYS} | {"num_train_examples": len(train_data)}
+
+    named = list(model.named_parameters())
+    if isinstance(loss_fn, nn.Module):
+        named += [(f"loss_fn.{n}", p) for n, p in loss_fn.named_parameters()]
+    params = [p for _, p in named if p.requires_grad]
+    optimizer = build_optimizer(named, config)
+    scheduler = linear_schedule(optimizer, warmup_steps, total_steps)
+    progress = _Progress()
+
+    found = resume_dir(out) if resume else None
+    if resume and found is None:
+        log.warning("%s: no resume state (%s/); starting from scratch", out, LAST_DIR)
+    if found is not None:
+        progress = _restore(found, model, loss_fn, optimizer, scheduler, fingerprint)
+        _truncate_log(out / LOG_FILE, progress.global_step)
+        log.info(
+            "resuming %s at step %d (epoch %d, batch %d)",
+            out,
+            progress.global_step,
+            progress.epoch,
+            progress.step_in_epoch,
+        )
+    else:
+        previous = [n for n in (LAST_DIR, LAST_DIR + ".old", LOG_FILE) if (out / n).exists()]
+        if previous and not resume:
+            raise TrainingError(
+                f"{out}: holds a previous run ({', '.join(previous)}); pass --resume to continue it, "
+                "or choose a new output directory"
+            )
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / LOG_FILE, "")
+        seed_everything(config.seed)  # dropout draws depend on the seed alone, not on what ran before
+
+    train_args = {
+        **dataclasses.asdict(config),
+        **(run_args or {}),
+        "total_steps": total_steps,
+        "warmup_steps": warmup_steps,
+        "steps_per_epoch": steps_per_epoch,
+    }
+    atomic_write_text(out / ARGS_FILE, json.dumps(train_args, indent=2, sort_keys=True, default=str) + "\n")
+    log_file = (out / LOG_FILE).open("a", encoding="utf-8")
+
+    def write_log(record: dict[str, Any]) -> None:
+        log_file.write(json.dumps(record, sort_keys=True) + "\n")
+        log_file.flush()
+
+    def save_best(metrics: Mapping[str, float], epoch_float: float) -> None:
+        record = {"main_metric": main_metric, "step": progress.global_step, "epoch": epoch_float, "eval": dict(metrics)}
+        save_checkpoint(model, out, tokenizer, extra_json={METRICS_FILE: record, ARGS_FILE: train_args})
+
+    def save_state() -> None:
+        state = {**dataclasses.asdict(progress), "fingerprint": fingerprint, "rng": _rng_state()}
+        torch_state = {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
+
+        def fill(tmp: Path) -> None:
+            save_checkpoint(model, tmp)
+            if isinstance(loss_fn, nn.Module) and loss_fn.state_dict():
+                sd = {k: v.detach().contiguous() for k, v in loss_fn.state_dict().items()}
+                save_file(sd, str(tmp / _LOSS_STATE_FILE))
+            torch.save(torch_state, tmp / _TORCH_STATE_FILE)
+            (tmp / _STATE_FILE).write_text(json.dumps(state) + "\n", encoding="utf-8")
+
+        write_dir_atomically(out / LAST_DIR, fill)
+
+    tqdm = _train_extra("tqdm.auto").tqdm
+    bar = tqdm(total=total_steps, initial=progress.global_step, disable=not sys.stderr.isatty(), desc="train")
+    pad = _padder(model.config.pad_token_id)
+    train_time = 0.0
+    tokens = samples = 0
+    window: dict[str, list[float]] = {}
+    window_tokens, window_time = 0, 0.0
+    session_losses: list[float] = []
+    start_step = progress.global_step
+    model.train()
+    try:
+        while progress.epoch < config.epochs:
+            epoch = progress.epoch
+            batches = length_grouped_batches(train_data.lengths, step_size, config.seed, epoch)
+            while progress.step_in_epoch < len(batches):
+                t0 = time.perf_counter()
+                step_batch = batches[progress.step_in_epoch]
+                lr = scheduler.get_last_lr()[0]
+                values, n_tokens = _train_step(
+                    model, loss_fn, train_data, step_batch, config, pad, extras, optimizer, params
+                )
+                scheduler.step()
+                tokens += n_tokens
+                window_tokens += n_tokens
+                for key, value in values.items():
+                    window.setdefault(key, []).append(value)
+                samples += len(step_batch)
+                progress.global_step += 1
+                progress.step_in_epoch += 1
+                elapsed = time.perf_counter() - t0
+                train_time += elapsed
+                window_time += elapsed
+                bar.update(1)
+                epoch_float = round(epoch + progress.step_in_epoch / len(batches), 4)
+                at_epoch_end = progress.step_in_epoch == len(batches)
+                at_end = progress.global_step == total_steps
+
+                if progress.global_step % config.log_every == 0 or at_end:
+                    means = {k: float(np.mean(v)) for k, v in window.items()}
+                    session_losses.extend(window.get("loss", []))
+                    record = {
+                        "step": progress.global_step,
+                        "epoch": epoch_float,
+                        "lr": lr,
+                        **means,
+                        "tokens_per_s": round(window_tokens / max(window_time, 1e-9), 1),
+                    }
+                    write_log(record)
+                    bar.set_postfix(loss=f"{means.get('loss', float('nan')):.4f}")
+                    window, window_tokens, window_time = {}, 0, 0.0
+
+                if at_epoch_end:
+                    progress.epoch, progress.step_in_epoch = epoch + 1, 0
+                do_eval = evaluate_fn is not None and (
+                    at_end
+                    or (config.eval_every > 0 and progress.global_step % config.eval_every == 0)
+                    or (config.eval_every == 0 and at_epoch_end)
+                )
+                if do_eval:
+                    assert evaluate_fn is not None
+                    metrics = dict(evaluate_fn(model))
+                    if main_metric is None:
+                        main_metric = next(iter(metrics))
+                    if main_metric not in metrics:
+                        raise ValueError(f"main_metric {main_metric!r} is not among the eval metrics {list(metrics)}")
+                    value = float(metrics[main_metric])
+                    best = progress.best_metric
+                    improved = best is None or (value > best if greater_is_better else value < best)
+                    write_log(
+                        {
+                            "step": progress.global_step,
+                            "epoch": epoch_float,
+                            **{f"eval_{k}": v for k, v in metrics.items()},
+                            "best": improved,
+                        }
+                    )
+                    log.info("step %d: %s", progress.global_step, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+                    if improved:
+                        progress.best_metric, progress.best_step = value, progress.global_step
+                        save_best(metrics, epoch_float)
+                if at_end and evaluate_fn is None:
+                    save_best({}, epoch_float)
+                if do_eval or at_epoch_end or (config.save_every and progress.global_step % config.save_every == 0):
+                    save_state()
+                if at_epoch_end:
+                    break
+    finally:
+        bar.close()
+        log_file.close()
+
+    if progress.best_step is not None or evaluate_fn is None:
+        sd = load_file(str(out / "model.safetensors"))
+        model.load_state_dict(sd)
+    model.eval()
+    best_record = _read_json(out / METRICS_FILE) if (out / METRICS_FILE).is_file() else {}
+    summary = {
+        "global_step": progress.global_step,
+        "total_steps": total_steps,
+        "resumed_from_step": start_step,
+        "main_metric": main_metric,
+        "best_metric": progress.best_metric,
+        "best_step": progress.best_step,
+        "best_eval": best_record.get("eval", {}),
+        "train_loss": float(np.mean(session_losses)) if session_losses else None,
+        "train_time_s": round(train_time, 3),
+        "train_tokens": tokens,
+        "train_samples": samples,
+        "tokens_per_s": round(tokens / train_time, 1) if train_time else None,
+        "samples_per_s": round(samples / train_time, 2) if train_time else None,
+    }
+    return summary
+
+
+def _train_step(
+    model: SqueezeBert,
+    loss_fn: LossFn,
+    data: EncodedDataset,
+    step_batch: list[int],
+    config: TrainConfig,
+    pad: Callable[[Sequence[tuple[Sequence[int], Sequence[int]]]], dict[str, np.ndarray]],
+    extras: Mapping[str, Tensor],
+    optimizer: torch.optim.Optimizer,
+    params: Sequence[nn.Parameter],
+) -> tuple[dict[str, float], int]:
+    """One optimizer step over ``step_batch``, in ``grad_accum_steps`` micro-batches. Returns the
+    size-weighted mean of each logged value and the number of real (non-padding) tokens."""
+    optimizer.zero_grad(set_to_none=True)
+    sums: dict[str, float] = {}
+    n_tokens = 0
+    for micro in _split(step_batch, config.grad_accum_steps):
+        batch = collate(pad, data, micro)
+        for key, tensor in extras.items():
+            batch[key] = tensor[micro]
+        outputs = loss_fn(model, batch)
+        loss = outputs["loss"]
+        if not torch.isfinite(loss):
+            raise TrainingError(f"loss became {loss.item()}; lower the learning rate (lr={config.lr})")
+        # Weighted by size, the summed gradients are those of the mean over the whole step batch.
+        weight = len(micro) / len(step_batch)
+        (loss * weight).backward()
+        for key, value in outputs.items():
+            sums[key] = sums.get(key, 0.0) + weight * float(value.detach() if isinstance(value, Tensor) else value)
+        n_tokens += int(batch["attention_mask"].sum())
+    if config.max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+    optimizer.step()
+    return sums, n_tokens
+
+
+def _restore(
+    where: Path,
+    model: SqueezeBert,
+    loss_fn: LossFn,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    fingerprint: Mapping[str, Any],
+) -> _Progress:
+    """Load the resume state written by ``fit`` into the model, optimizer, scheduler and RNGs."""
+    state = _read_json(where / _STATE_FILE)
+    saved = state.get("fingerprint", {})
+    changed = [f"{k}: {saved.get(k)!r} then, {v!r} now" for k, v in fingerprint.items() if saved.get(k) != v]
+    if changed:
+        raise TrainingError(
+            f"{where}: cannot resume with different settings ({'; '.join(changed)}); "
+            "use the original settings or a new output directory"
+        )
+    model.load_state_dict(load_file(str(where / "model.safetensors")))
+    if isinstance(loss_fn, nn.Module) and (where / _LOSS_STATE_FILE).is_file():
+        loss_fn.load_state_dict(load_file(str(where / _LOSS_STATE_FILE)), strict=False)
+    try:
+        # weights_only: tensors, dicts, lists and numbers only; never arbitrary unpickling.
+        torch_state = torch.load(where / _TORCH_STATE_FILE, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise TrainingError(
+            f"{where / _TORCH_STATE_FILE}: cannot load resume state ({type(e).__name__}: {e})"
+        ) from None
+    optimizer.load_state_dict(torch_state["optimizer"])
+    scheduler.load_state_dict(torch_state["scheduler"])
+    _set_rng_state(state["rng"], torch_state["torch_rng"])
+    return _Progress(
+        epoch=state["epoch"],
+        step_in_epoch=state["step_in_epoch"],
+        global_step=state["global_step"],
+        best_metric=state["best_metric"],
+        best_step=state["best_step"],
+    )
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log records after ``step`` (written by the interrupted run after its last save)."""
+    if not path.is_file():
+        atomic_write_text(path, "")
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by the interruption
+            continue
+        if isinstance(record, dict) and record.get("step", 0) <= step:
+            kept.append(line)
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
+# --------------------------------------------------------------------------- workflows
+CUSTOM = "custom"
+
+
+@dataclass
+class TaskData:
+    """A task's examples and how to score them: ``kind`` is the GLUE task or
+    ``classification``/``regression``; ``labels`` the class order (None: regression)."""
+
+    task: str
+    kind: str
+    labels: tuple[str, ...] | None
+    train: list[Example]
+    dev: list[Example] | None
+    train_source: str
+    dev_source: str
+
+
+def load_task_data(
+    task: str,
+    data_dir: str | os.PathLike[str] | None = None,
+    train_file: str | os.PathLike[str] | None = None,
+    dev_file: str | os.PathLike[str] | None = None,
+    text_column: str = "text",
+    text_pair_column: str | None = None,
+    label_column: str = "label",
+) -> TaskData:
+    """Train and dev examples of a GLUE task (from ``data_dir``, else the Hub) or of custom files
+    (``task="custom"``; the dev file is optional).
+
+    For custom data the label set comes from the training file: regression when its labels are
+    non-integral numbers, else classification over the distinct labels (:func:`~squeezebert.data.label_space`).
+    """
+    if task == CUSTOM:
+        if train_file is None:
+            raise ValueError("custom data needs --train FILE (and usually --dev FILE)")
+        columns = (text_column, text_pair_column, label_column)
+        train = read_table(train_file, *columns)
+        dev = read_table(dev_file, *columns) if dev_file is not None else None
+        labels = label_space(train, train_file)
+        kind = "classification" if labels is not None else "regression"
+        return TaskData(CUSTOM, kind, labels, train, dev, str(train_file), str(dev_file))
+    if train_file is not None or dev_file is not None:
+        raise ValueError(f"--train/--dev are for custom data; task {task!r} reads its files from --data-dir")
+    spec = glue_task(task)
+    where = Path(data_dir) / (spec.dir_name or "") if data_dir is not None else Path(f"hf://{spec.name}")
+    train = load_glue(spec.name, "train", data_dir)
+    dev = load_glue(spec.name, "dev", data_dir)
+    return TaskData(
+        spec.name, spec.name, spec.labels, train, dev, str(where / "train.tsv"), str(where / spec.split_file("dev"))
+    )
+
+
+def _subsample(examples: list[Example], n: int | None, seed: int) -> list[Example]:
+    """A seeded random subset of ``n`` examples kept in file order (files may be sorted by label)."""
+    if n is None or n >= len(examples):
+        return examples
+    keep = np.sort(np.random.default_rng(seed).choice(len(examples), size=n, replace=False))
+    return [examples[i] for i in keep]
+
+
+def finetune(
+    model_src: str,
+    out_dir: str | os.PathLike[str],
+    task: str = CUSTOM,
+    data_dir: str | os.PathLike[str] | None = None,
+    train_file: str | os.PathLike[str] | None = None,
+    dev_file: str | os.PathLike[str] | None = None,
+    text_column: str = "text",
+    text_pair_column: str | None = None,
+    label_column: str = "label",
+    config: TrainConfig | None = None,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """Fine-tune ``model_src`` on a GLUE task or custom files and evaluate the best checkpoint.
+
+    The head gets the task's label names (GLUE order from :mod:`squeezebert.data`; custom labels
+    sorted, see :func:`squeezebert.data.label_space`), saved in ``config.json``. Writes the run
+    directory described in the module docstring; ``metrics.json`` ends up holding the final dev
+    metrics of the best checkpoint and the training throughput. Returns that record.
+    """
+    config = config or TrainConfig()
+    out = Path(out_dir)
+    if config.num_threads is not None:
+        torch.set_num_threads(config.num_threads)
+    data = load_task_data(task, data_dir, train_file, dev_file, text_column, text_pair_column, label_column)
+    train_examples = _subsample(data.train, config.max_train_samples, config.seed)
+
+    seed_everything(config.seed)  # before loading: a new head's initialization is part of the run
+    if data.labels is None:
+        ckpt = load(model_src, num_labels=1)
+    else:
+        ckpt = load(model_src, id2label=dict(enumerate(data.labels)))
+    if ckpt.tokenizer is None:
+        raise ValueError(f"{model_src}: has no tokenizer (tokenizer.json or vocab.txt) to encode the text with")
+    model = ckpt.model
+    max_length = min(config.max_length, model.config.max_position_embeddings)
+    label2id = None if data.labels is None else model.config.label2id
+    train = encode(ckpt.tokenizer, train_examples, max_length, label2id, data.train_source)
+    dev = encode(ckpt.tokenizer, data.dev, max_length, label2id, data.dev_source) if data.dev else None
+    evaluate_fn = None
+    if dev is not None:
+
+        def evaluate_fn(m: SqueezeBert) -> dict[str, float]:
+            return evaluate(m, dev, data.kind, config.eval_batch_size)
+
+    main_metric = _train_extra("squeezebert.metrics").main_metric
+    run_args = {
+        "model": str(model_src),
+        "task": data.task,
+        "kind": data.kind,
+        "train_file": data.train_source,
+        "dev_file": data.dev_source if dev is not None else None,
+        "text_column": text_column,
+        "text_pair_column": text_pair_column,
+        "label_column": label_column,
+        "num_train_examples": len(train),
+    }
+    if data.task != CUSTOM:
+        run_args.update(text_column=None, text_pair_column=None, label_column=None, data_dir=str(data_dir))
+    summary = fit(
+        model,
+        classification_loss,
+        train,
+        config,
+        out,
+        evaluate_fn=evaluate_fn,
+        main_metric=main_metric(data.kind),
+        resume=resume,
+        tokenizer=ckpt.tokenizer,
+        run_args=run_args,
+    )
+    record: dict[str, Any] = {
+        "task": data.task,
+        "kind": data.kind,
+        "main_metric": main_metric(data.kind),
+        "best_step": summary["best_step"],
+        "train": {
+            k: summary[k]
+            for k in (
+                "global_step",
+                "train_loss",
+                "train_time_s",
+                "train_tokens",
+                "train_samples",
+                "tokens_per_s",
+                "samples_per_s",
+                "resumed_from_step",
+            )
+        },
+    }
+    if dev is not None:
+        record["split"] = "dev"
+        record["num_eval_examples"] = len(dev)
+        record["eval"] = evaluate(model, dev, data.kind, config.eval_batch_size)
+    atomic_write_text(out / METRICS_FILE, json.dumps(record, indent=2, sort_keys=True) + "\n")
+    return record
+
+
+def evaluate_checkpoint(
+    src: str | os.PathLike[str],
+    task: str = CUSTOM,
+    data_dir: str | os.PathLike[str] | None = None,
+    split: str = "dev",
+    data_file: str | os.PathLike[str] | None = None,
+    text_column: str = "text",
+    text_pair_column: str | None = None,
+    label_column: str = "label",
+    batch_size: int = 64,
+    max_length: int | None = None,
+) -> dict[str, Any]:
+    """Score a fine-tuned checkpoint on a GLUE split or a custom labelled file.
+
+    Labels are mapped to class ids by *name* through the checkpoint's ``label2id``; a label it never
+    saw raises :class:`~squeezebert.data.DataError` naming the file and line. ``max_length``
+    defaults to the one the checkpoint was trained with (``train_args.json``), else 128.
+    """
+    ckpt = load(src)
+    model = ckpt.model
+    if model.config.num_labels == 0:
+        raise ValueError(f"{src}: has no classification head; fine-tune it first")
+    if ckpt.tokenizer is None:
+        raise ValueError(f"{src}: has no tokenizer (tokenizer.json or vocab.txt)")
+    if max_length is None:
+        max_length = 128
+        args_file = ckpt.path / ARGS_FILE if ckpt.path is not None else None
+        if args_file is not None and args_file.is_file():
+            max_length = int(_read_json(args_file).get("max_length", 128))
+    max_length = min(max_length, model.config.max_position_embeddings)
+    regression = model.config.num_labels == 1
+    if task == CUSTOM:
+        if data_file is None:
+            raise ValueError("custom evaluation needs --dev FILE (or pass --task with --data-dir)")
+        examples = read_table(data_file, text_column, text_pair_column, label_column)
+        kind, source = ("regression" if regression else "classification"), str(data_file)
+    else:
+        spec = glue_task(task)
+        if spec.is_regression != regression:
+            raise ValueError(
+                f"{src}: a {'regression' if regression else f'{model.config.num_labels}-label'} model cannot be "
+                f"scored on {spec.name}, a {'regression' if spec.is_regression else 'classification'} task"
+            )
+        examples = load_glue(spec.name, split, data_dir)
+        kind = spec.name
+        where = Path(data_dir) / (spec.dir_name or "") if data_dir is not None else Path(f"hf://{spec.name}")
+        source = str(where / spec.split_file(split))
+    label2id = None if regression else model.config.label2id
+    data = encode(ckpt.tokenizer, examples, max_length, label2id, source)
+    metrics = evaluate(model, data, kind, batch_size)
+    return {
+        "model": str(src),
+        "task": task,
+        "split": split,
+        "source": source,
+        "num_examples": len(data),
+        "metrics": metrics,
+    }
+
+
+def run_glue(
+    model_src: str,
+    data_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    tasks: Sequence[str] | None = None,
+    config: TrainConfig | None = None,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """Fine-tune and evaluate ``model_src`` on every GLUE task present in ``data_dir``.
+
+    Each task runs in ``out_dir/<task>``; tasks without ``train.tsv`` or a dev file are skipped
+    with a note. MNLI is scored on matched and mismatched dev. Writes ``glue.md`` and ``glue.json``
+    (:func:`squeezebert.metrics.glue_summary`) to ``out_dir`` and returns the JSON summary.
+    """
+    glue_summary = _train_extra("squeezebert.metrics").glue_summary
+    data_dir, out = Path(data_dir), Path(out_dir)
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"{data_dir}: no such GLUE data directory")
+    names = [glue_task(t).name for t in (tasks or list(GLUE_TASKS))]
+    results: dict[str, dict[str, float]] = {}
+    skipped: list[str] = []
+    config = config or TrainConfig()
+    for name in names:
+        spec = GLUE_TASKS[name]
+        assert spec.dir_name is not None
+        needed = ["train", "dev"] + (["dev_mismatched"] if name == "mnli" else [])
+        absent = [spec.split_file(s) for s in needed if not (data_dir / spec.dir_name / spec.split_file(s)).is_file()]
+        if absent:
+            note = f"{spec.dir_name}: skipped, no {' or '.join(absent)} in {data_dir / spec.dir_name}"
+            log.warning(note)
+            skipped.append(note)
+            continue
+        log.info("GLUE %s: fine-tuning", spec.dir_name)
+        record = finetune(model_src, out / name, task=name, data_dir=data_dir, config=config, resume=resume)
+        if name == "mnli":
+            results["mnli-m"] = record["eval"]
+            mm = evaluate_checkpoint(
+                out / name, "mnli", data_dir, split="dev_mismatched", batch_size=config.eval_batch_size
+            )
+            results["mnli-mm"] = mm["metrics"]
+        else:
+            results[name] = record["eval"]
+    if not results:
+        raise DataError(f"{data_dir}: none of the tasks {', '.join(names)} has train and dev files")
+    markdown, summary = glue_summary(results)
+    if skipped:
+        markdown += "\n" + "\n".join(f"- {note}" for note in skipped) + "\n"
+    summary["skipped"] = skipped
+    summary["model"] = str(model_src)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "glue.md", markdown)
+    atomic_write_text(out / "glue.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return summary
+
+
+__all__ = [
+    "TaskData",
+    "TrainConfig",
+    "TrainingError",
+    "build_optimizer",
+    "classification_loss",
+    "evaluate",
+    "evaluate_checkpoint",
+    "finetune",
+    "fit",
+    "linear_schedule",
+    "load_task_data",
+    "predict",
+    "resume_dir",
+    "run_glue",
+    "seed_everything",
+    "write_dir_atomically",
+]
