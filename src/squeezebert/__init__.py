@@ -1,9 +1,39 @@
-"""squeezebert: fast, small NLP models on ordinary CPUs."""
+"""squeezebert: fast, small NLP models on ordinary CPUs.
+
+``import squeezebert`` stays light: the torch model, the optimizer and the classifier are loaded
+on first use (PEP 562), so an ONNX deployment that uses only :class:`Classifier` with
+``backend="onnx"`` never imports torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from squeezebert.config import PRESETS, ModelConfig, preset
-from squeezebert.model import SqueezeBert
+
+if TYPE_CHECKING:
+    from squeezebert.infer import Classifier, Prediction
+    from squeezebert.model import SqueezeBert
+    from squeezebert.quantize import optimize
 
 __version__ = "0.1.0"
+
+# Public name -> module that defines it, imported when the name is first used.
+_LAZY = {
+    "SqueezeBert": "squeezebert.model",
+    "optimize": "squeezebert.quantize",
+    "Classifier": "squeezebert.infer",
+    "Prediction": "squeezebert.infer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module 'squeezebert' has no attribute {name!r}")
 
 
 def from_pretrained(path_or_alias: str, **kwargs: object) -> SqueezeBert:
@@ -14,4 +44,14 @@ def from_pretrained(path_or_alias: str, **kwargs: object) -> SqueezeBert:
     return _from_pretrained(path_or_alias, **kwargs)
 
 
-__all__ = ["ModelConfig", "PRESETS", "SqueezeBert", "from_pretrained", "preset", "__version__"]
+__all__ = [
+    "Classifier",
+    "ModelConfig",
+    "PRESETS",
+    "Prediction",
+    "SqueezeBert",
+    "from_pretrained",
+    "optimize",
+    "preset",
+    "__version__",
+]

@@ -218,6 +218,15 @@ def _add_column_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+# --------------------------------------------------------------------------- export
+def cmd_export(args: argparse.Namespace) -> int:
+    from squeezebert.export import export
+
+    report = export(args.model, args.out, precision=args.precision, opset=args.opset)
+    print(report.summary())
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 Handler = Callable[[argparse.Namespace], int]
 
@@ -273,6 +282,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", nargs="+", default=None, help="tasks to run (default: all GLUE tasks)")
     _add_train_args(p)
     p.set_defaults(handler=cmd_glue)
+
+    p = sub.add_parser("export", help="export a checkpoint to ONNX (model.onnx + config.json + tokenizer.json)")
+    p.add_argument("model", help="checkpoint directory, alias (minilm-l6) or preset")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument(
+        "--precision", choices=("fp32", "int8"), default="fp32", help="int8: dynamic quantization of projections"
+    )
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 14)")
+    p.set_defaults(handler=cmd_export)
     return parser
 
 

@@ -1,0 +1,385 @@
+"""ONNX export and its verification: a self-contained directory ONNX Runtime can serve.
+
+``export`` writes ``model.onnx``, ``config.json`` (with the labels) and ``tokenizer.json`` into a
+directory, each under a temporary name first and renamed into place, ``config.json`` last. The
+graph takes ``input_ids``, ``attention_mask`` and ``token_type_ids`` (int64, dynamic batch and
+sequence axes) and returns ``logits`` (or ``last_hidden_state`` for a headless model).
+
+Every export is checked before it is written: ``onnx.checker``, then ONNX Runtime against PyTorch
+at two input shapes (fp32 must agree within 1e-4, else :class:`ExportError`). int8 exports also
+report how often their predictions agree with PyTorch's fp32 ones on a sample.
+
+Choices, measured with torch 2.13 and onnxruntime 1.32 (docs/RESULTS.md):
+
+* The TorchScript exporter (``dynamo=False``). It exports the tiny model in 0.5 s against 3-5 s
+  for the dynamo exporter, and it folds each grouped weight's reshape/transpose into a constant
+  ``(G, in/G, out/G)`` initializer; the dynamo graph recomputes them from the parameter at run
+  time, which ran 1.2x slower in ONNX Runtime and hides the weights from the quantizer.
+* Grouped projections export through the model's own traced path: one batched ``MatMul`` of
+  ``(G, N, in/G)`` activations against that initializer (no Conv, so no ConvInteger after
+  quantization). The block-diagonal alternative is one 2-D MatMul with G-fold MACs (2.8x slower
+  in fp32); one MatMul per group runs as fast in fp32 but 1.35x slower in int8.
+* int8: ONNX Runtime's ``quantize_dynamic`` (per channel, int8 weights, dynamic uint8
+  activations) for the dense projections. Its per-channel mode mishandles 3-D weights — it
+  shares one scale per output column across all groups and emits a zero-point shape its own
+  MatMulInteger kernel then rejects at run time — so the grouped MatMuls are quantized here,
+  per group and output column, into the same node pattern (DynamicQuantizeLinear ->
+  MatMulInteger -> Cast -> Mul), which ONNX Runtime fuses into one kernel as it does its own.
+  Pooler and classifier stay fp32, as in :func:`squeezebert.optimize`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import warnings
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from squeezebert.config import ModelConfig
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.onnx"
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+EXPORT_PRECISIONS = ("fp32", "int8")
+DEFAULT_OPSET = 17
+FP32_TOLERANCE = 1e-4
+# Shapes (batch, sequence) that the fp32 export is checked at: two, so that a shape baked into
+# the graph by tracing shows up as a mismatch or an error.
+CHECK_SHAPES = ((1, 7), (3, 19))
+
+
+class ExportError(ValueError):
+    """The exported graph is invalid or does not compute what the PyTorch model computes."""
+
+
+@dataclass
+class ExportReport:
+    """What :func:`export` wrote and how it checked out.
+
+    ``max_abs_diff``: ONNX Runtime fp32 vs PyTorch, per checked shape (``"BxT"``).
+    ``int8_agreement``: for int8 classifiers, the fraction of sample predictions (argmax) equal to
+    PyTorch fp32's; ``int8_max_abs_diff``: the largest output difference on that sample.
+    ``op_types``: node counts of the written graph.
+    """
+
+    path: Path
+    precision: str
+    opset: int
+    max_abs_diff: dict[str, float]
+    op_types: dict[str, int]
+    int8_agreement: float | None = None
+    int8_max_abs_diff: float | None = None
+    sample_size: int = 0
+    files: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """A few human-readable lines."""
+        diffs = ", ".join(f"{shape}: {d:.1e}" for shape, d in self.max_abs_diff.items())
+        lines = [
+            f"wrote {self.path} ({', '.join(self.files)}); {self.precision}, opset {self.opset}",
+            f"fp32 ONNX Runtime vs PyTorch max abs diff: {diffs} (limit {FP32_TOLERANCE:g})",
+        ]
+        if self.precision == "int8":
+            agree = "" if self.int8_agreement is None else f"predictions agree on {self.int8_agreement:.1%}, "
+            lines.append(
+                f"int8 vs PyTorch fp32 on {self.sample_size} samples: {agree}max abs diff {self.int8_max_abs_diff:.3g}"
+            )
+        matmuls = {k: v for k, v in sorted(self.op_types.items()) if "MatMul" in k or "Conv" in k or k == "Gemm"}
+        lines.append("projection ops: " + ", ".join(f"{k} x{v}" for k, v in matmuls.items()))
+        return "\n".join(lines)
+
+
+def _require_onnx() -> tuple[Any, Any]:
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError as e:
+        raise ImportError(
+            f"ONNX export needs onnx and onnxruntime ({e.name} is missing): pip install 'squeezebert[onnx]'"
+        ) from None
+    return onnx, onnxruntime
+
+
+# --------------------------------------------------------------------------- inputs
+def sample_inputs(
+    config: ModelConfig, batch: int, seq: int, seed: int = 0, pad_from: int | None = None
+) -> dict[str, np.ndarray]:
+    """Random token ids ``(batch, seq)`` with a second segment and, from row 1 on, padding (each
+    row shorter than the one before), so a check exercises masks and token types."""
+    rng = np.random.default_rng(seed)
+    low = min(1000, config.vocab_size // 2)  # past the special tokens of a BERT vocabulary
+    ids = rng.integers(low, config.vocab_size, (batch, seq), dtype=np.int64)
+    mask = np.ones((batch, seq), dtype=np.int64)
+    for i in range(1, batch):
+        mask[i, max(2, seq - (pad_from or 3) * i) :] = 0
+    types = np.zeros_like(ids)
+    types[:, seq // 2 :] = 1
+    ids = np.where(mask == 1, ids, config.pad_token_id)
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types * mask}
+
+
+# --------------------------------------------------------------------------- export
+@contextlib.contextmanager
+def _quiet_export() -> Iterator[None]:
+    import torch
+
+    with warnings.catch_warnings():
+        # Chosen knowingly (see the module docstring); the sequence-length check in
+        # SqueezeBert.encode is a Python comparison the tracer rightly treats as a constant.
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        yield
+
+
+def _torch_export(model: Any, path: Path, opset: int) -> None:
+    import torch
+
+    output = "logits" if model.config.num_labels > 0 else "last_hidden_state"
+    example = {k: torch.from_numpy(v) for k, v in sample_inputs(model.config, 2, 8).items()}
+    axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES}
+    axes[output] = {0: "batch"} if output == "logits" else {0: "batch", 1: "sequence"}
+    with _quiet_export():
+        torch.onnx.export(
+            model,
+            tuple(example[k] for k in INPUT_NAMES),
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=list(INPUT_NAMES),
+            output_names=[output],
+            dynamic_axes=axes,
+            do_constant_folding=True,
+        )
+
+
+def _session(path: Path, num_threads: int | None = None) -> Any:
+    _, ort = _require_onnx()
+    options = ort.SessionOptions()
+    if num_threads:
+        options.intra_op_num_threads = num_threads
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _torch_outputs(model: Any, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    import torch
+
+    with torch.inference_mode():
+        return model(**{k: torch.from_numpy(v) for k, v in inputs.items()}).float().numpy()
+
+
+# --------------------------------------------------------------------------- int8
+def _quantize_grouped_matmuls(model: Any) -> int:
+    """Replace every MatMul against a constant 3-D ``(G, in/G, out/G)`` weight by int8 nodes,
+    weights symmetric per (group, output column). Returns how many were replaced."""
+    onnx, _ = _require_onnx()
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = model.graph
+    inits = {init.name: init for init in graph.initializer}
+    replaced, new_nodes = 0, []
+    for node in graph.node:
+        weight = inits.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) == 2 else None
+        if weight is None or len(weight.dims) != 3:
+            new_nodes.append(node)
+            continue
+        w = numpy_helper.to_array(weight).astype(np.float32)  # (G, in/G, out/G)
+        scale = np.maximum(np.abs(w).max(axis=1, keepdims=True), 1e-12) / 127  # (G, 1, out/G)
+        q = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
+        base = f"{node.name or node.output[0]}_int8"
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(q, f"{base}_weight"),
+                numpy_helper.from_array(scale.astype(np.float32), f"{base}_weight_scale"),
+                # Per-column zero points must be shaped (G, 1, out/G) for ORT's MatMulInteger.
+                numpy_helper.from_array(np.zeros_like(q[:, :1]), f"{base}_weight_zero_point"),
+            ]
+        )
+        x = node.input[0]
+        new_nodes += [
+            helper.make_node(
+                "DynamicQuantizeLinear", [x], [f"{base}_x", f"{base}_x_scale", f"{base}_x_zero_point"], f"{base}_quant"
+            ),
+            helper.make_node(
+                "MatMulInteger",
+                [f"{base}_x", f"{base}_weight", f"{base}_x_zero_point", f"{base}_weight_zero_point"],
+                [f"{base}_int32"],
+                f"{base}_matmul",
+            ),
+            helper.make_node("Cast", [f"{base}_int32"], [f"{base}_float"], f"{base}_cast", to=TensorProto.FLOAT),
+            helper.make_node("Mul", [f"{base}_x_scale", f"{base}_weight_scale"], [f"{base}_scale"], f"{base}_scale"),
+            helper.make_node("Mul", [f"{base}_float", f"{base}_scale"], [node.output[0]], f"{base}_dequant"),
+        ]
+        replaced += 1
+    del graph.node[:]
+    graph.node.extend(new_nodes)
+    # Drop the fp32 weights that no node reads any more.
+    used = {name for n in graph.node for name in n.input}
+    keep = [init for init in graph.initializer if init.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    onnx.checker.check_model(model)
+    return replaced
+
+
+def _quantize_int8(fp32_path: Path, out_path: Path) -> None:
+    onnx, _ = _require_onnx()
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    model = onnx.load(str(fp32_path))
+    inits = {init.name: len(init.dims) for init in model.graph.initializer}
+    grouped = [n.name for n in model.graph.node if n.op_type == "MatMul" and inits.get(n.input[1]) == 3]
+    # The quantizer turns Gemm into MatMul (renamed "<name>_MatMul") before it filters by op
+    # type, so the pooler and classifier are excluded by both names to keep them fp32.
+    gemms = [n.name for n in model.graph.node if n.op_type == "Gemm"]
+    # The quantizer logs a hint about its pre-processing step on the root logger; the graph is
+    # already shape-annotated by the exporter.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))
+    try:
+        quantize_dynamic(
+            fp32_path,
+            out_path,
+            op_types_to_quantize=["MatMul"],
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=grouped + gemms + [f"{name}_MatMul" for name in gemms],
+        )
+    finally:
+        root.setLevel(level)
+    model = onnx.load(str(out_path))
+    replaced = _quantize_grouped_matmuls(model)
+    if replaced != len(grouped):
+        raise ExportError(f"quantized {replaced} of {len(grouped)} grouped MatMuls; the graph changed shape")
+    onnx.save(model, str(out_path))
+
+
+# --------------------------------------------------------------------------- checks
+def _check_fp32(model: Any, session: Any) -> dict[str, float]:
+    diffs = {}
+    for i, (batch, seq) in enumerate(CHECK_SHAPES):
+        inputs = sample_inputs(model.config, batch, seq, seed=i)
+        expected = _torch_outputs(model, inputs)
+        got = session.run(None, inputs)[0]
+        if got.shape != expected.shape:
+            raise ExportError(f"ONNX output shape {got.shape} != PyTorch {expected.shape} at batch {batch} x {seq}")
+        if model.config.num_labels == 0:  # outputs at padding positions carry no meaning
+            keep = inputs["attention_mask"].astype(bool)
+            got, expected = got[keep], expected[keep]
+        diff = float(np.abs(got - expected).max())
+        diffs[f"{batch}x{seq}"] = diff
+        if not diff <= FP32_TOLERANCE:
+            raise ExportError(
+                f"ONNX Runtime differs from PyTorch by {diff:.3g} (> {FP32_TOLERANCE:g}) at batch {batch} x "
+                f"sequence {seq}; the export is wrong, nothing was written"
+            )
+    return diffs
+
+
+def _check_int8(model: Any, session: Any, samples: int, seq: int = 32) -> tuple[float | None, float]:
+    batch = 16
+    agree, total, max_diff = 0, 0, 0.0
+    for start in range(0, samples, batch):
+        inputs = sample_inputs(model.config, min(batch, samples - start), seq, seed=100 + start, pad_from=1)
+        expected = _torch_outputs(model, inputs)
+        got = session.run(None, inputs)[0]
+        if model.config.num_labels == 0:
+            keep = inputs["attention_mask"].astype(bool)
+            got, expected = got[keep], expected[keep]
+        max_diff = max(max_diff, float(np.abs(got - expected).max()))
+        if model.config.num_labels > 1:
+            agree += int((got.argmax(-1) == expected.argmax(-1)).sum())
+            total += len(got)
+    return (agree / total if total else None), max_diff
+
+
+# --------------------------------------------------------------------------- public API
+def export_model(
+    model: Any,
+    out: str | os.PathLike[str],
+    tokenizer: Any | None = None,
+    precision: str = "fp32",
+    opset: int = DEFAULT_OPSET,
+    int8_samples: int = 64,
+) -> ExportReport:
+    """Export a :class:`~squeezebert.model.SqueezeBert` (and its tokenizer) to ``out``.
+
+    ``precision``: ``fp32`` or ``int8`` (dynamic quantization of every encoder projection, see
+    the module docstring). The fp32 graph is always checked against PyTorch at two shapes and
+    :class:`ExportError` raised beyond 1e-4; an int8 graph is additionally compared with PyTorch
+    fp32 on ``int8_samples`` random sequences and the agreement reported, not enforced.
+    Nothing is written to ``out`` unless the checks pass.
+    """
+    import copy
+
+    from squeezebert.checkpoint import atomic_write, atomic_write_text
+
+    onnx, _ = _require_onnx()
+    if precision not in EXPORT_PRECISIONS:
+        raise ValueError(f"precision must be one of {EXPORT_PRECISIONS} for ONNX, got {precision!r}")
+    if opset < 14:
+        raise ValueError(f"opset must be at least 14 (scaled_dot_product_attention), got {opset}")
+    model = copy.deepcopy(model).float().eval()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def write_model(tmp: Path) -> None:
+        # Everything happens under the temporary name; the rename makes it visible.
+        fp32_tmp = tmp.with_name(tmp.name + ".fp32")
+        try:
+            _torch_export(model, fp32_tmp, opset)
+            onnx.checker.check_model(str(fp32_tmp))
+            report.max_abs_diff = _check_fp32(model, _session(fp32_tmp))
+            if precision == "fp32":
+                os.replace(fp32_tmp, tmp)
+            else:
+                _quantize_int8(fp32_tmp, tmp)
+                onnx.checker.check_model(str(tmp))
+                report.int8_agreement, report.int8_max_abs_diff = _check_int8(model, _session(tmp), int8_samples)
+                report.sample_size = int8_samples
+        finally:
+            fp32_tmp.unlink(missing_ok=True)
+        report.op_types = dict(Counter(n.op_type for n in onnx.load(str(tmp)).graph.node))
+
+    report = ExportReport(out, precision, opset, {}, {})
+    atomic_write(out / MODEL_FILE, write_model)
+    report.files.append(MODEL_FILE)
+    if tokenizer is not None:
+        atomic_write(out / "tokenizer.json", lambda p: tokenizer.backend.save(str(p)))
+        report.files.append("tokenizer.json")
+    else:
+        log.warning("%s: no tokenizer given; the export cannot classify text on its own", out)
+    config = model.config.to_dict()
+    config["onnx"] = {"precision": precision, "opset": opset, "inputs": list(INPUT_NAMES)}
+    atomic_write_text(out / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
+    report.files.append("config.json")
+    return report
+
+
+def export(
+    src: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    precision: str = "fp32",
+    opset: int = DEFAULT_OPSET,
+) -> ExportReport:
+    """Load a checkpoint (directory, alias or preset, as :func:`squeezebert.checkpoint.load`) and
+    export it with :func:`export_model`."""
+    from squeezebert.checkpoint import load
+
+    ckpt = load(src)
+    return export_model(ckpt.model, out, ckpt.tokenizer, precision=precision, opset=opset)
+
+
+def is_export_dir(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a directory holding an ONNX export (``model.onnx`` + ``config.json``)."""
+    path = Path(path)
+    return (path / MODEL_FILE).is_file() and (path / "config.json").is_file()

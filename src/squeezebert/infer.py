@@ -1,0 +1,291 @@
+"""Inference as one :class:`Classifier`: preprocess -> forward -> postprocess.
+
+preprocess tokenizes, sorts the texts by length and cuts them into batches, each padded only to
+its own longest sequence (so short texts never pay for a long neighbour); forward maps a padded
+batch to logits; postprocess turns logits into :class:`Prediction` objects in input order. The
+backends differ only in their forward:
+
+* ``torch``: the model made by :func:`squeezebert.optimize` (fp32, bf16 or int8);
+* ``onnx``: an ONNX Runtime session over an export directory (fp32 or int8, see
+  :mod:`squeezebert.export`).
+
+This module imports no torch at import time, and the ONNX path never does: an ONNX deployment
+needs only onnxruntime, tokenizers and numpy. The three stages are public so that a benchmark can
+time them apart.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from squeezebert.config import ModelConfig
+from squeezebert.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("torch", "onnx")
+ONNX_MODEL_FILE = "model.onnx"  # = squeezebert.export.MODEL_FILE, repeated to keep this module light
+
+#: One input: a text, or a (text, text) pair for pair tasks (NLI, paraphrase).
+TextInput = str | tuple[str, str]
+#: A padded batch: int64 arrays ``(B, T)`` named input_ids, attention_mask, token_type_ids.
+Batch = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One result. Classification: ``label`` (from the checkpoint's id2label), ``score`` (its
+    probability) and ``probabilities`` (label -> probability). Regression: ``value``."""
+
+    label: str | None = None
+    score: float | None = None
+    probabilities: dict[str, float] | None = None
+    value: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields that are set, for JSON."""
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+# --------------------------------------------------------------------------- backends
+class TorchForward:
+    """Forward through :func:`squeezebert.optimize` (``precision`` fp32, bf16 or int8)."""
+
+    def __init__(self, model: Any, precision: str = "fp32", num_threads: int | None = None) -> None:
+        import torch
+
+        from squeezebert.quantize import optimize
+
+        if num_threads:
+            torch.set_num_threads(num_threads)  # process-wide: torch has no per-model setting
+        self.model = optimize(model, precision)
+
+    def __call__(self, batch: Batch) -> np.ndarray:
+        import torch
+
+        inputs = {k: torch.from_numpy(v) for k, v in batch.items()}
+        return self.model(**inputs).numpy()
+
+
+class OnnxForward:
+    """Forward through an ONNX Runtime session on ``model.onnx``; imports no torch."""
+
+    def __init__(self, model_path: str | os.PathLike[str], num_threads: int | None = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ImportError("the onnx backend needs onnxruntime: pip install 'squeezebert[onnx]'") from None
+        options = ort.SessionOptions()
+        if num_threads:
+            options.intra_op_num_threads = num_threads
+        options.inter_op_num_threads = 1
+        # Busy-waiting worker threads make back-to-back calls a little faster on an idle machine
+        # but burn the cores that tokenization, a web server or a torch model next to it need.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def __call__(self, batch: Batch) -> np.ndarray:
+        return self.session.run(None, {name: batch[name] for name in self.input_names})[0]
+
+
+# --------------------------------------------------------------------------- the classifier
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(-1, keepdims=True)  # stable: exp never overflows
+    e = np.exp(z)
+    return e / e.sum(-1, keepdims=True)
+
+
+class Classifier:
+    """Text (pair) classification or regression with any backend.
+
+    Build one with :meth:`from_pretrained`; call :meth:`predict`. ``forward`` maps a padded
+    :data:`Batch` to float32 logits ``(B, num_labels)``.
+    """
+
+    def __init__(
+        self,
+        forward: Callable[[Batch], np.ndarray],
+        tokenizer: Tokenizer,
+        config: ModelConfig,
+        max_length: int = 128,
+        backend: str = "torch",
+        precision: str = "fp32",
+        normalize: bool = False,
+    ) -> None:
+        if config.num_labels < 1:
+            raise ValueError("this model has no classification head (num_labels=0); fine-tune or load one with labels")
+        if not 2 <= max_length <= config.max_position_embeddings:
+            raise ValueError(f"max_length must be in [2, {config.max_position_embeddings}], got {max_length}")
+        self._forward = forward
+        self.tokenizer = tokenizer
+        self.config = config
+        self.max_length = max_length
+        self.backend = backend
+        self.precision = precision
+        self.normalize = normalize
+        self.labels = config.labels
+        self._tmpdir: tempfile.TemporaryDirectory[str] | None = None  # an on-the-fly export lives here
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike[str],
+        precision: str | None = None,
+        backend: str = "torch",
+        max_length: int = 128,
+        num_threads: int | None = None,
+        normalize: bool = False,
+    ) -> Classifier:
+        """Load a classifier.
+
+        ``path``: a checkpoint directory (or alias / preset, as :func:`squeezebert.checkpoint.load`)
+        or, for ``backend="onnx"``, an export directory (``model.onnx`` + ``config.json`` +
+        ``tokenizer.json``, see ``squeezebert export``), which loads without torch. Given a
+        checkpoint, the onnx backend exports it first into a temporary directory (that step uses
+        torch).
+
+        ``precision``: torch ``fp32`` / ``bf16`` / ``int8``; onnx ``fp32`` / ``int8``. None means
+        fp32, or for an export directory the precision it was exported with.
+        ``num_threads``: intra-op threads (for torch this sets the process-wide thread count).
+        ``normalize``: apply :func:`squeezebert.normalize.normalize_text` (NFKC and look-alike
+        letters) before tokenizing.
+        """
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        path_ = Path(path).expanduser()
+        is_export = (path_ / ONNX_MODEL_FILE).is_file()
+        if backend == "onnx":
+            if is_export:
+                return cls._from_export(path_, precision, max_length, num_threads, normalize)
+            return cls._export_and_load(path, precision or "fp32", max_length, num_threads, normalize)
+        if is_export and not (path_ / "model.safetensors").is_file():
+            raise ValueError(f"{path_}: is an ONNX export; load it with backend='onnx'")
+        return cls._from_checkpoint(path, precision or "fp32", max_length, num_threads, normalize)
+
+    @classmethod
+    def _from_checkpoint(
+        cls, path: str | os.PathLike[str], precision: str, max_length: int, num_threads: int | None, normalize: bool
+    ) -> Classifier:
+        from squeezebert.checkpoint import load
+
+        ckpt = load(path)
+        if ckpt.tokenizer is None:
+            raise ValueError(f"{path}: has no tokenizer (tokenizer.json or vocab.txt)")
+        forward = TorchForward(ckpt.model, precision, num_threads)
+        return cls(forward, ckpt.tokenizer, ckpt.model.config, max_length, "torch", precision, normalize)
+
+    @classmethod
+    def _from_export(
+        cls, path: Path, precision: str | None, max_length: int, num_threads: int | None, normalize: bool
+    ) -> Classifier:
+        config_file = path / "config.json"
+        config = ModelConfig.load(config_file)
+        try:
+            exported = json.loads(config_file.read_text(encoding="utf-8")).get("onnx", {}).get("precision", "fp32")
+        except AttributeError:
+            raise ValueError(f"{config_file}: 'onnx' must be an object") from None
+        if precision is not None and precision != exported:
+            raise ValueError(
+                f"{path}: holds a {exported} export but precision={precision!r} was asked for; "
+                f"pass precision={exported!r} or export again with --precision {precision}"
+            )
+        tokenizer = Tokenizer.from_dir(path)
+        forward = OnnxForward(path / ONNX_MODEL_FILE, num_threads)
+        return cls(forward, tokenizer, config, max_length, "onnx", exported, normalize)
+
+    @classmethod
+    def _export_and_load(
+        cls, src: str | os.PathLike[str], precision: str, max_length: int, num_threads: int | None, normalize: bool
+    ) -> Classifier:
+        from squeezebert.export import export
+
+        tmpdir = tempfile.TemporaryDirectory(prefix="squeezebert-onnx-")
+        try:
+            export(src, tmpdir.name, precision=precision)
+            clf = cls._from_export(Path(tmpdir.name), precision, max_length, num_threads, normalize)
+        except BaseException:
+            tmpdir.cleanup()
+            raise
+        clf._tmpdir = tmpdir  # removed with the classifier (ONNX Runtime has read the file by now)
+        return clf
+
+    # ------------------------------------------------------------------ the three stages
+    def encode(self, inputs: Sequence[TextInput]) -> list[tuple[list[int], list[int]]]:
+        """Unpadded ``(input_ids, token_type_ids)`` per input, truncated to ``max_length``."""
+        if isinstance(inputs, (str, tuple)):
+            raise TypeError("predict takes a list of texts or of (text, text) pairs, not a single one")
+        inputs = list(inputs)
+        if not inputs:
+            return []
+        if all(isinstance(x, str) for x in inputs):
+            texts, pairs = inputs, None
+        elif all(isinstance(x, (tuple, list)) and len(x) == 2 and all(isinstance(t, str) for t in x) for x in inputs):
+            texts, pairs = [x[0] for x in inputs], [x[1] for x in inputs]
+        else:
+            for i, x in enumerate(inputs):
+                pair = isinstance(x, (tuple, list)) and len(x) == 2 and all(isinstance(t, str) for t in x)
+                if not (isinstance(x, str) or pair):
+                    raise TypeError(f"input {i} is {x!r:.60}: expected a text or a (text, text) pair")
+            raise TypeError("inputs must be all texts or all (text, text) pairs, not a mix")
+        if self.normalize:
+            from squeezebert.normalize import normalize_text
+
+            texts = [normalize_text(t) for t in texts]
+            pairs = None if pairs is None else [normalize_text(t) for t in pairs]
+        return self.tokenizer.tokenize(texts, pairs, max_length=self.max_length)
+
+    def preprocess(self, inputs: Sequence[TextInput], batch_size: int = 32) -> Iterator[tuple[list[int], Batch]]:
+        """Yield ``(positions, batch)``: batches of similar length, each padded to its own longest
+        sequence; ``positions`` are the inputs' indices in the batch's row order."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        items = self.encode(inputs)
+        # Longest first: a too-large batch fails at once, not at the end of a long job.
+        order = sorted(range(len(items)), key=lambda i: len(items[i][0]), reverse=True)
+        for start in range(0, len(order), batch_size):
+            positions = order[start : start + batch_size]
+            yield positions, self.tokenizer.pad([items[i] for i in positions])
+
+    def forward(self, batch: Batch) -> np.ndarray:
+        """Logits ``(B, num_labels)``, float32, for one padded batch."""
+        return np.asarray(self._forward(batch), dtype=np.float32)
+
+    def postprocess(self, logits: np.ndarray) -> list[Prediction]:
+        """Predictions for logits ``(B, num_labels)``, one per row."""
+        if self.config.num_labels == 1:
+            return [Prediction(value=float(v)) for v in logits[:, 0]]
+        probs = _softmax(logits.astype(np.float64))
+        best = probs.argmax(-1)
+        return [
+            Prediction(
+                label=self.labels[k],
+                score=float(row[k]),
+                probabilities={label: float(p) for label, p in zip(self.labels, row)},
+            )
+            for k, row in zip(best, probs)
+        ]
+
+    def predict(self, inputs: Sequence[TextInput], batch_size: int = 32) -> list[Prediction]:
+        """Classify texts or (text, text) pairs; results come back in input order."""
+        results: list[Prediction | None] = [None] * len(inputs)
+        for positions, batch in self.preprocess(inputs, batch_size):
+            for i, prediction in zip(positions, self.postprocess(self.forward(batch))):
+                results[i] = prediction
+        return results  # type: ignore[return-value]  # every slot is filled above
+
+    def __repr__(self) -> str:
+        return (
+            f"Classifier(backend={self.backend!r}, precision={self.precision!r}, labels={self.labels}, "
+            f"max_length={self.max_length})"
+        )
