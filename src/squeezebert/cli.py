@@ -68,29 +68,86 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-# --------------------------------------------------------------------------- demo
-DEMO_SENTENCES = [
-    "A warm, funny and beautifully acted film.",
-    "The plot was a tedious mess and I left early.",
-    "Not bad at all, I would watch it again.",
-]
-
-
+# --------------------------------------------------------------------------- demo / squeeze
 def cmd_demo(args: argparse.Namespace) -> int:
-    import torch
+    import os
 
-    from squeezebert.checkpoint import load
+    from squeezebert.squeeze import demo
 
-    ckpt = load(args.model, num_labels=2)
-    if ckpt.tokenizer is None:
-        raise ValueError(f"{args.model}: has no tokenizer")
-    batch = {k: torch.from_numpy(v) for k, v in ckpt.tokenizer(DEMO_SENTENCES).items()}
-    with torch.no_grad():
-        probs = ckpt.model(**batch).softmax(-1)
-    print(f"{args.model}: {ckpt.model.num_parameters():,} parameters; classification head is untrained")
-    for text, p in zip(DEMO_SENTENCES, probs.tolist()):
-        print(f"  {p[1]:.3f}  {text}")
-    return 0
+    data_dir = args.data_dir or os.environ.get("SQUEEZEBERT_GLUE_DIR") or None
+    report = demo(args.out, data_dir=data_dir, teacher=args.model, construction=args.construction, threads=args.threads)
+    print((Path(args.out) / "student" / "report.md").read_text(encoding="utf-8"), end="")
+    print(f"\nwrote {Path(args.out) / 'student'} (student checkpoint, report.md, report.json)")
+    return 0 if report else 1
+
+
+def _int_list(text: str | None, name: str) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"{name} takes comma-separated integers, got {text!r}") from None
+
+
+def cmd_squeeze(args: argparse.Namespace) -> int:
+    from squeezebert.config import PROJECTIONS
+    from squeezebert.distill import DistillConfig
+    from squeezebert.squeeze import construction_spec, squeeze
+    from squeezebert.train import CUSTOM
+
+    task = args.task or (CUSTOM if args.train else None)
+    if task is None:
+        raise ValueError("give --task TASK (a GLUE task, with --data-dir) or --train FILE --dev FILE for custom data")
+    spec = construction_spec(args.construction, layers=_int_list(args.layers, "--layers"))
+    groups = _int_list(args.groups, "--groups")
+    if groups is not None:
+        if len(groups) != len(PROJECTIONS):
+            raise ValueError(f"--groups takes 6 numbers ({'/'.join(PROJECTIONS)}), got {args.groups!r}")
+        spec.groups = dict(zip(PROJECTIONS, groups))
+    rank_flags = [f for f in ("rank", "rank_energy", "param_budget", "flops_fraction") if getattr(args, f) is not None]
+    if len(rank_flags) > 1:
+        raise ValueError("give at most one of --rank, --rank-energy, --param-budget, --flops-fraction")
+    if rank_flags:
+        spec.flops_fraction = None
+        spec.ranks = {}
+        spec.low_rank_projections = PROJECTIONS if args.construction != "lowrank" else spec.low_rank_projections
+        if args.rank is not None:
+            spec.ranks = {p: args.rank for p in spec.low_rank_projections}
+        spec.rank_energy, spec.param_budget = args.rank_energy, args.param_budget
+        spec.flops_fraction = args.flops_fraction
+    spec.embedding_size = args.embedding_size
+    spec.init = args.init
+    spec.permute = args.permute
+    spec.__post_init__()  # re-validate after the flags
+    distill = DistillConfig(
+        alpha=args.alpha,
+        temperature=args.temperature,
+        hidden_weight=args.hidden_weight,
+        attention_weight=args.attention_weight,
+    )
+    report = squeeze(
+        args.teacher,
+        args.out,
+        task=task,
+        data_dir=args.data_dir,
+        train_file=args.train,
+        dev_file=args.dev,
+        text_column=args.text_column,
+        text_pair_column=args.text_pair_column,
+        label_column=args.label_column,
+        student_src=args.student,
+        spec=spec,
+        distill=distill,
+        config=_train_config(args),
+        calibration_samples=args.calibration_samples,
+        bench_threads=args.bench_threads,
+        bench_repeats=args.bench_repeats,
+        int8=not args.no_int8,
+        resume=args.resume,
+    )
+    print((Path(args.out) / "report.md").read_text(encoding="utf-8"), end="")
+    return 0 if report else 1
 
 
 # --------------------------------------------------------------------------- finetune / evaluate / glue
@@ -251,9 +308,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-mismatch", action="store_true", help="load despite missing/unexpected weights")
     p.set_defaults(handler=cmd_convert)
 
-    p = sub.add_parser("demo", help="the end-to-end demo on the embedded model")
-    p.add_argument("--model", default="minilm-l6")
+    p = sub.add_parser("demo", help="fine-tune the embedded model, squeeze it and print the report (offline)")
+    p.add_argument("--model", default="minilm-l6", help="teacher to start from")
+    p.add_argument("--out", default="runs/demo", help="output directory (teacher/ and student/ inside)")
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="GLUE directory: use SST-2 (default: $SQUEEZEBERT_GLUE_DIR, else the shipped sample)",
+    )
+    p.add_argument("--construction", default="lowrank", choices=("lowrank", "grouped", "grouped-lowrank"))
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.set_defaults(handler=cmd_demo)
+
+    p = sub.add_parser("squeeze", help="distill a fine-tuned teacher into a smaller, faster student; write a report")
+    p.add_argument("--teacher", required=True, help="fine-tuned teacher checkpoint (any format load understands)")
+    p.add_argument("--task", default=None, help="GLUE task (sst2, mrpc, ...); 'custom' (implied by --train)")
+    p.add_argument("--data-dir", default=None, help="GLUE data directory (default: the Hugging Face Hub)")
+    p.add_argument("--train", default=None, help="custom training file (.csv, .tsv or .jsonl)")
+    p.add_argument("--dev", default=None, help="custom dev file (needed: the report scores the student on it)")
+    _add_column_args(p)
+    p.add_argument("--student", default=None, help="distill into this pretrained checkpoint instead of surgery")
+    p.add_argument(
+        "--construction",
+        default="lowrank",
+        choices=("lowrank", "grouped", "grouped-lowrank"),
+        help="student shape at a quarter of the projections' FLOPs (default lowrank: measured best)",
+    )
+    p.add_argument("--groups", default=None, help="groups q,k,v,post_attention,intermediate,output e.g. 4,4,4,1,4,4")
+    p.add_argument("--layers", default=None, help="teacher layers to keep, e.g. 0,2,4 (default all)")
+    p.add_argument("--rank", type=int, default=None, help="rank per group of every factorized projection")
+    p.add_argument("--rank-energy", type=float, default=None, help="keep this fraction of output energy")
+    p.add_argument("--param-budget", type=int, default=None, help="largest student within this many parameters")
+    p.add_argument("--flops-fraction", type=float, default=None, help="factorized projections at this FLOPs fraction")
+    p.add_argument("--embedding-size", type=int, default=None, help="factorize word embeddings to this width")
+    p.add_argument("--init", default="lsq", choices=("lsq", "block", "random"), help="how the student starts")
+    p.add_argument("--permute", action="store_true", help="permute FFN neurons/heads before grouping")
+    p.add_argument("--alpha", type=float, default=0.7, help="weight of logit distillation vs the task loss")
+    p.add_argument("--temperature", type=float, default=2.0)
+    p.add_argument("--hidden-weight", type=float, default=0.0, help="hidden-state MSE weight (runs the teacher)")
+    p.add_argument("--attention-weight", type=float, default=0.0, help="attention KL weight (runs the teacher)")
+    p.add_argument("--calibration-samples", type=int, default=4000, help="training examples for surgery statistics")
+    p.add_argument("--bench-threads", type=int, default=None, help="threads for the latency measurement")
+    p.add_argument("--bench-repeats", type=int, default=20)
+    p.add_argument("--no-int8", action="store_true", help="skip the int8 paths in the report")
+    _add_train_args(p)
+    p.set_defaults(handler=cmd_squeeze, lr=1e-4)
     p = sub.add_parser("finetune", help="fine-tune a model on a GLUE task or custom CSV/TSV/JSONL data")
     p.add_argument("--model", required=True, help="checkpoint directory, alias (minilm-l6), preset or Hub id")
     p.add_argument("--task", default=None, help="GLUE task (sst2, mrpc, ...); 'custom' (implied by --train)")

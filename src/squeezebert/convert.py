@@ -243,16 +243,24 @@ def collect_input_stats(model: torch.nn.Module, batches: Iterable[dict[str, Tens
     sums: dict[str, list[Any]] = {}
     current_mask: list[Tensor] = []
     hooks = []
+    # Query, key and value see the very same input tensor: compute its moments once per call.
+    last: dict[str, Any] = {"input": None, "moments": None}
 
     def hook_for(name: str):
         def hook(module: torch.nn.Module, args: tuple[Tensor, ...]) -> None:
             x = args[0]
-            x = x[current_mask[0]] if x.dim() == 3 else x  # (tokens, in), padding dropped
-            x = x.detach().double()
-            acc = sums.setdefault(name, [0, torch.zeros(x.shape[-1], dtype=torch.float64), None])
-            acc[0] += x.shape[0]
-            acc[1] += x.sum(0)
-            acc[2] = x.T @ x if acc[2] is None else acc[2] + x.T @ x
+            if last["input"] is x:
+                n, s, m = last["moments"]
+            else:
+                flat = x[current_mask[0]] if x.dim() == 3 else x  # (tokens, in), padding dropped
+                flat = flat.detach().float()
+                # fp32 GEMM per batch (fast), fp64 running sums (no drift over many batches)
+                n, s, m = flat.shape[0], flat.sum(0).double(), (flat.T @ flat).double()
+                last["input"], last["moments"] = x, (n, s, m)
+            acc = sums.setdefault(name, [0, 0.0, 0.0])
+            acc[0] += n
+            acc[1] = acc[1] + s
+            acc[2] = acc[2] + m
 
         return hook
 

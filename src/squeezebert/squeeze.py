@@ -1,0 +1,399 @@
+"""The squeeze workflow: teacher -> student (surgery or pretrained) -> distillation -> report.
+
+A user hands in a fine-tuned BERT-family model and gets back a smaller, faster student plus a
+report that proves (or disproves) it: teacher vs student metric, parameters, FLOPs, file size and
+CPU latency, always against the teacher's own int8 path, in one interleaved measurement.
+
+The default construction follows the measurements in ../shared/notes/squeeze-findings.md: at
+equal FLOPs, an activation-aware low-rank student (query, key, value and both FFN projections
+at a quarter of their dense FLOPs; the attention output dense) lost 1.0 SST-2 point after one
+epoch of logit distillation, against 5.5 points for the best SqueezeBERT-grouped student. The
+grouped construction stays one flag away (``construction="grouped"``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from squeezebert.bench import model_latency
+from squeezebert.checkpoint import atomic_write_text, file_size, load
+from squeezebert.convert import (
+    SQUEEZEBERT_GROUPS,
+    StudentSpec,
+    build_student,
+    collect_input_stats,
+)
+from squeezebert.data import collate, encode
+from squeezebert.distill import DistillationLoss, DistillConfig, check_compatible
+from squeezebert.metrics import main_metric
+from squeezebert.model import SqueezeBert
+from squeezebert.train import CUSTOM, TrainConfig, _padder, _subsample, evaluate, fit, load_task_data, predict
+
+log = logging.getLogger(__name__)
+
+REPORT_MD = "report.md"
+REPORT_JSON = "report.json"
+DENSE_GROUPS = {p: 1 for p in SQUEEZEBERT_GROUPS}
+LOW_RANK_PROJECTIONS = ("query", "key", "value", "intermediate", "output")
+
+
+def construction_spec(name: str, layers: list[int] | None = None) -> StudentSpec:
+    """Named student constructions of equal encoder FLOPs (a quarter of the dense projections'):
+
+    * ``lowrank`` (default): dense groups, activation-aware SVD of Q, K, V, FFN in and out;
+    * ``grouped``: SqueezeBERT's 4/4/4/1/4/4 groups, least-squares refit of each group;
+    * ``grouped-lowrank``: the grouped student with each group's FFN blocks at half their FLOPs.
+    """
+    if name == "lowrank":
+        return StudentSpec(
+            groups=dict(DENSE_GROUPS), flops_fraction=0.25, low_rank_projections=LOW_RANK_PROJECTIONS, layers=layers
+        )
+    if name == "grouped":
+        return StudentSpec(groups=dict(SQUEEZEBERT_GROUPS), layers=layers)
+    if name == "grouped-lowrank":
+        return StudentSpec(
+            groups=dict(SQUEEZEBERT_GROUPS),
+            flops_fraction=0.5,
+            low_rank_projections=("intermediate", "output"),
+            layers=layers,
+        )
+    raise ValueError(f"unknown construction {name!r}; use lowrank, grouped or grouped-lowrank")
+
+
+def _calibration_batches(data: Any, tokenizer: Any, n: int, seed: int, batch_size: int = 32) -> list[dict]:
+    """Up to ``n`` training examples as padded batches, for the surgery's input statistics."""
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(data), size=min(n, len(data)), replace=False).tolist()
+    order = sorted(chosen, key=lambda i: data.lengths[i])  # similar lengths: little padding
+    pad = _padder(tokenizer.pad_token_id if tokenizer is not None else 0)
+    return [collate(pad, data, order[i : i + batch_size]) for i in range(0, len(order), batch_size)]
+
+
+def _row(name: str, model: torch.nn.Module, metrics: dict[str, float], size: int, config: Any) -> dict[str, Any]:
+    from squeezebert.model import encoder_flops
+
+    return {
+        "model": name,
+        "metrics": metrics,
+        "parameters": sum(p.numel() for p in model.parameters()) if isinstance(model, SqueezeBert) else None,
+        "flops_seq128": encoder_flops(config, 128),
+        "file_bytes": size,
+    }
+
+
+def squeeze(
+    teacher_src: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    task: str = CUSTOM,
+    data_dir: str | os.PathLike[str] | None = None,
+    train_file: str | os.PathLike[str] | None = None,
+    dev_file: str | os.PathLike[str] | None = None,
+    text_column: str = "text",
+    text_pair_column: str | None = None,
+    label_column: str = "label",
+    student_src: str | None = None,
+    spec: StudentSpec | None = None,
+    distill: DistillConfig | None = None,
+    config: TrainConfig | None = None,
+    calibration_samples: int = 4000,
+    bench_threads: int | None = None,
+    bench_repeats: int = 20,
+    bench_batch_sizes: tuple[int, ...] = (1, 32),
+    int8: bool = True,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """Squeeze a fine-tuned ``teacher_src`` on a task; write the student and ``report.md`` /
+    ``report.json`` into ``out_dir``; return the report.
+
+    ``student_src``: distill into this pretrained checkpoint instead of carving one out of the
+    teacher (the paper's recipe: a pretrained SqueezeBERT, distilled from a task teacher).
+    """
+    spec = spec or construction_spec("lowrank")
+    distill = distill or DistillConfig()
+    config = config or TrainConfig(epochs=3, lr=1e-4, batch_size=32, max_length=64)
+    out = Path(out_dir)
+    if config.num_threads is not None:
+        torch.set_num_threads(config.num_threads)
+
+    teacher_ckpt = load(teacher_src)
+    teacher = teacher_ckpt.model
+    if teacher.config.num_labels == 0:
+        raise ValueError(f"{teacher_src}: the teacher has no classification head; fine-tune it on the task first")
+    tokenizer = teacher_ckpt.tokenizer
+    if tokenizer is None:
+        raise ValueError(f"{teacher_src}: has no tokenizer files")
+    data = load_task_data(task, data_dir, train_file, dev_file, text_column, text_pair_column, label_column)
+    if data.dev is None:
+        raise ValueError("squeeze needs a dev set to report the student's metric (--dev FILE)")
+    regression = teacher.config.problem_type == "regression"
+    if (data.labels is None) != regression:
+        raise ValueError(
+            f"the teacher is a {'regression' if regression else 'classification'} model but task {data.task} is not"
+        )
+    label2id = None if regression else teacher.config.label2id
+    max_length = min(config.max_length, teacher.config.max_position_embeddings)
+    train_examples = _subsample(data.train, config.max_train_samples, config.seed)
+    train = encode(tokenizer, train_examples, max_length, label2id, data.train_source)
+    dev = encode(tokenizer, data.dev, max_length, label2id, data.dev_source)
+    kind = data.kind
+
+    log.info("teacher: evaluating on %d dev examples", len(dev))
+    teacher_metrics = evaluate(teacher, dev, kind)
+
+    notes: list[str] = []
+    surgery = None
+    if student_src is not None:
+        student = load(student_src, id2label=teacher.config.id2label).model
+        check_compatible(teacher, student)
+        construction = f"pretrained student {student_src}"
+    else:
+        stats = None
+        if spec.init == "lsq":
+            log.info("collecting calibration statistics on %d training examples", min(calibration_samples, len(train)))
+            stats = collect_input_stats(
+                teacher, _calibration_batches(train, tokenizer, calibration_samples, config.seed)
+            )
+        student, surgery = build_student(teacher, spec, stats)
+        construction = json.dumps(
+            {k: v for k, v in asdict(spec).items() if v not in (None, {}, [], False)}, sort_keys=True, default=str
+        )
+    after_construction = evaluate(student, dev, kind)
+    log.info("student right after construction: %s", after_construction)
+
+    log.info("teacher logits on %d training examples (computed once)", len(train))
+    t_logits = torch.from_numpy(predict(teacher, train, config.eval_batch_size))
+    loss_fn = DistillationLoss(teacher if distill.needs_teacher_activations else None, student, distill)
+
+    def evaluate_fn(m: SqueezeBert) -> dict[str, float]:
+        return evaluate(m, dev, kind, config.eval_batch_size)
+
+    summary = fit(
+        student,
+        loss_fn,
+        train,
+        config,
+        out,
+        evaluate_fn=evaluate_fn,
+        main_metric=main_metric(kind),
+        resume=resume,
+        tokenizer=tokenizer,
+        batch_extras={"teacher_logits": t_logits},
+        run_args={
+            "workflow": "squeeze",
+            "teacher": str(teacher_src),
+            "task": data.task,
+            "construction": construction,
+            "distill": asdict(distill),
+        },
+    )
+    student_metrics = evaluate(student, dev, kind)
+
+    # ---------------------------------------------------------------- size and speed
+    metric = main_metric(kind)
+    candidates: dict[str, torch.nn.Module] = {"teacher fp32": teacher, "student fp32": student}
+    metrics_of = {"teacher fp32": teacher_metrics, "student fp32": student_metrics}
+    if int8:
+        from squeezebert.quantize import optimize
+
+        for who, model in (("teacher", teacher), ("student", student)):
+            q = optimize(model, "int8").eval()
+            candidates[f"{who} int8"] = q
+            metrics_of[f"{who} int8"] = evaluate(q, dev, kind)
+    latency: dict[str, dict[str, Any]] = {name: {} for name in candidates}
+    for bs in bench_batch_sizes:
+        timings = model_latency(candidates, bs, 128, threads=bench_threads, repeats=bench_repeats)
+        for name, t in timings.items():
+            latency[name][f"batch{bs}_seq128"] = t.to_dict()
+    sizes = {
+        "teacher": file_size(teacher_ckpt.path) if teacher_ckpt.path else 0,
+        "student": file_size(out),
+    }
+    rows = []
+    for name, model in candidates.items():
+        who = name.split()[0]
+        size = sizes[who] if name.endswith("fp32") else 0  # int8 copies live in memory only
+        row = _row(name, teacher if who == "teacher" else student, metrics_of[name], size, model.config)
+        row["latency_ms"] = latency[name]
+        rows.append(row)
+    base = {bs: latency["teacher fp32"][f"batch{bs}_seq128"]["p50"] for bs in bench_batch_sizes}
+    base_int8 = {bs: latency["teacher int8"][f"batch{bs}_seq128"]["p50"] for bs in bench_batch_sizes} if int8 else {}
+    for row in rows:
+        p50 = {bs: row["latency_ms"][f"batch{bs}_seq128"]["p50"] for bs in bench_batch_sizes}
+        row["speedup_vs_teacher_fp32"] = {f"batch{bs}": round(base[bs] / p50[bs], 2) for bs in bench_batch_sizes}
+        if int8:
+            row["speedup_vs_teacher_int8"] = {
+                f"batch{bs}": round(base_int8[bs] / p50[bs], 2) for bs in bench_batch_sizes
+            }
+    pareto = _pareto_notes(rows, metric, bench_batch_sizes, greater_is_better=True)
+    report = {
+        "teacher": str(teacher_src),
+        "task": data.task,
+        "kind": kind,
+        "main_metric": metric,
+        "construction": construction,
+        "distill": asdict(distill),
+        "train": {k: summary[k] for k in ("global_step", "train_time_s", "tokens_per_s", "best_step")},
+        "num_train_examples": len(train),
+        "num_dev_examples": len(dev),
+        "teacher_metrics": teacher_metrics,
+        "student_after_construction": after_construction,
+        "student_metrics": student_metrics,
+        "rows": rows,
+        "pareto": pareto,
+        "threads": torch.get_num_threads(),
+        "surgery": [asdict(r) for r in surgery.rows] if surgery else None,
+        "notes": notes + (surgery.notes if surgery else []),
+    }
+    atomic_write_text(out / REPORT_JSON, json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
+    atomic_write_text(out / REPORT_MD, render_report(report, surgery.table() if surgery else None))
+    return report
+
+
+def _pareto_notes(rows: list[dict], metric: str, batch_sizes: tuple[int, ...], greater_is_better: bool) -> list[str]:
+    """Say plainly, per batch size, which student paths are dominated by a teacher path (at
+    least as accurate and at least as fast)."""
+    notes = []
+    for bs in batch_sizes:
+        key = f"batch{bs}_seq128"
+        for s in (r for r in rows if r["model"].startswith("student")):
+            s_m, s_t = s["metrics"][metric], s["latency_ms"][key]["p50"]
+            for t in (r for r in rows if r["model"].startswith("teacher")):
+                t_m, t_t = t["metrics"][metric], t["latency_ms"][key]["p50"]
+                better_or_equal = t_m >= s_m if greater_is_better else t_m <= s_m
+                if better_or_equal and t_t <= s_t:
+                    notes.append(
+                        f"batch {bs}: {s['model']} is NOT on the accuracy/latency Pareto front: {t['model']} is "
+                        f"as accurate ({t_m:.4f} vs {s_m:.4f}) and as fast ({t_t:.2f} vs {s_t:.2f} ms)"
+                    )
+                    break
+            else:
+                notes.append(f"batch {bs}: {s['model']} is on the Pareto front against every teacher path")
+    return notes
+
+
+def render_report(report: dict[str, Any], surgery_table: str | None = None) -> str:
+    """The markdown report: the comparison table first, then what each lossy step lost."""
+    metric = report["main_metric"]
+    bss = sorted({int(k.split("_")[0][5:]) for r in report["rows"] for k in r["latency_ms"]})
+    head = ["model", metric, "parameters", "GFLOPs@128", "file MB"]
+    for bs in bss:
+        head += [f"p50 ms b{bs}", f"speedup b{bs}"]
+    lines = [
+        f"# squeeze report: {report['task']}",
+        "",
+        f"Teacher `{report['teacher']}`; construction {report['construction']}; "
+        f"{report['num_train_examples']} training and {report['num_dev_examples']} dev examples; "
+        f"latency at sequence length 128, {report['threads']} threads, median of interleaved runs; "
+        "speedup is against the teacher in fp32.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for r in report["rows"]:
+        cells = [
+            r["model"],
+            f"{r['metrics'][metric]:.4f}",
+            f"{r['parameters']:,}" if r["parameters"] else "",
+            f"{r['flops_seq128'] / 1e9:.2f}",
+            f"{r['file_bytes'] / 1e6:.1f}" if r["file_bytes"] else "",
+        ]
+        for bs in bss:
+            cells += [
+                f"{r['latency_ms'][f'batch{bs}_seq128']['p50']:.2f}",
+                f"{r['speedup_vs_teacher_fp32'][f'batch{bs}']:.2f}x",
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"Student {metric} right after construction (before any training): "
+        f"{report['student_after_construction'][metric]:.4f}; after distillation: "
+        f"{report['student_metrics'][metric]:.4f}; teacher: {report['teacher_metrics'][metric]:.4f}.",
+        "",
+        "## Pareto",
+        "",
+        *[f"- {n}" for n in report["pareto"]],
+    ]
+    if surgery_table:
+        lines += ["", "## What each lossy step lost", "", surgery_table]
+    if report["notes"]:
+        lines += ["", "## Notes", "", *[f"- {n}" for n in report["notes"]]]
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["construction_spec", "render_report", "squeeze"]
+
+
+# =========================================================================== the demo
+DEMO_MARKER = "demo.json"
+
+
+def demo_data_dir() -> Path:
+    """The small labelled sentiment set shipped with the package (written for this project)."""
+    from importlib.resources import files
+
+    return Path(str(files("squeezebert") / "demo_data"))
+
+
+def demo(
+    out_dir: str | os.PathLike[str] = "runs/demo",
+    data_dir: str | os.PathLike[str] | None = None,
+    teacher: str = "minilm-l6",
+    construction: str = "lowrank",
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """The whole story offline: fine-tune ``teacher`` on a sentiment task, squeeze it, report.
+
+    Without ``data_dir`` the task is the shipped sample (480 training, 160 dev sentences); with
+    it, SST-2 from the GLUE directory (a 6,000-sentence training sample, the full dev set), so the
+    demo stays within minutes on two cores.
+    """
+    import shutil
+
+    from squeezebert.train import finetune
+
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        if not (out / DEMO_MARKER).is_file():
+            raise ValueError(f"{out}: exists and is not a previous demo run; choose another --out")
+        for sub in ("teacher", "student"):
+            shutil.rmtree(out / sub, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / DEMO_MARKER, json.dumps({"teacher": teacher, "data_dir": str(data_dir)}) + "\n")
+    if data_dir is not None:
+        task_args: dict[str, Any] = {"task": "sst2", "data_dir": data_dir}
+        teacher_cfg = TrainConfig(epochs=1, batch_size=32, lr=5e-5, max_length=64, max_train_samples=6000)
+        student_cfg = TrainConfig(epochs=2, batch_size=32, lr=1e-4, max_length=64, max_train_samples=6000)
+    else:
+        d = demo_data_dir()
+        task_args = {
+            "task": CUSTOM,
+            "train_file": d / "train.tsv",
+            "dev_file": d / "dev.tsv",
+            "text_column": "sentence",
+            "label_column": "label",
+        }
+        teacher_cfg = TrainConfig(epochs=4, batch_size=16, lr=5e-5, max_length=64)
+        student_cfg = TrainConfig(epochs=3, batch_size=16, lr=1e-4, max_length=64)
+    if threads is not None:
+        teacher_cfg.num_threads = student_cfg.num_threads = threads
+    print(f"[1/2] fine-tuning the teacher {teacher} on {task_args['task']} ...", flush=True)
+    finetune(teacher, out / "teacher", config=teacher_cfg, **task_args)
+    print(f"[2/2] squeezing it ({construction}) and measuring both ...", flush=True)
+    report = squeeze(
+        out / "teacher",
+        out / "student",
+        spec=construction_spec(construction),
+        config=student_cfg,
+        bench_threads=threads,
+        bench_repeats=10,
+        **task_args,
+    )
+    return report

@@ -1,0 +1,136 @@
+"""The squeeze workflow end to end on tiny models: student, report, pretrained students, errors."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+
+from squeezebert.checkpoint import load, save_hf
+from squeezebert.cli import main as cli_main
+from squeezebert.config import preset
+from squeezebert.model import SqueezeBert
+from squeezebert.squeeze import construction_spec, squeeze
+from squeezebert.tokenizer import Tokenizer
+from squeezebert.train import TrainConfig
+
+DENSE = dict(q_groups=1, k_groups=1, v_groups=1, post_attention_groups=1, intermediate_groups=1, output_groups=1)
+WORDS_POS = ["good", "great", "fine", "lovely", "superb"]
+WORDS_NEG = ["bad", "awful", "poor", "dull", "terrible"]
+
+
+@pytest.fixture(scope="module")
+def task_files(tmp_path_factory):
+    rng = random.Random(0)
+    d = tmp_path_factory.mktemp("data")
+    for split, n in (("train", 48), ("dev", 16)):
+        rows = ["text,label"]
+        for i in range(n):
+            label = "pos" if i % 2 else "neg"
+            word = rng.choice(WORDS_POS if label == "pos" else WORDS_NEG)
+            rows.append(f"the film was {word} and the cast was {rng.choice(['young', 'old', 'new'])},{label}")
+        (d / f"{split}.csv").write_text("\n".join(rows) + "\n")
+    return d
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory, minilm_path):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("teacher")
+    model = SqueezeBert(preset("tiny", id2label={0: "neg", 1: "pos"}, **DENSE))
+    model.save_pretrained(path, tokenizer=Tokenizer.from_dir(minilm_path))
+    return path
+
+
+def run(teacher_dir, task_files, out, **kwargs):
+    return squeeze(
+        teacher_dir,
+        out,
+        train_file=task_files / "train.csv",
+        dev_file=task_files / "dev.csv",
+        config=TrainConfig(epochs=1, batch_size=8, lr=1e-3, max_length=32, log_every=2),
+        calibration_samples=32,
+        bench_repeats=2,
+        bench_batch_sizes=(1, 4),
+        **kwargs,
+    )
+
+
+def test_squeeze_writes_student_and_a_complete_report(teacher_dir, task_files, tmp_path) -> None:
+    report = run(teacher_dir, task_files, tmp_path / "out")
+    out = tmp_path / "out"
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "report.md", "report.json"):
+        assert (out / name).is_file(), name
+    student = load(out).model
+    assert student.config.ranks and student.config.labels == ["neg", "pos"]
+    assert json.loads((out / "report.json").read_text()) == json.loads(json.dumps(report, default=str))
+    names = [r["model"] for r in report["rows"]]
+    assert names == ["teacher fp32", "student fp32", "teacher int8", "student int8"]
+    for row in report["rows"]:
+        assert set(row["latency_ms"]) == {"batch1_seq128", "batch4_seq128"}
+        assert {"p50", "p90", "p99"} <= set(row["latency_ms"]["batch1_seq128"])
+        assert "accuracy" in row["metrics"] and row["flops_seq128"] > 0
+        assert set(row["speedup_vs_teacher_int8"]) == {"batch1", "batch4"}
+    student_row = report["rows"][1]
+    assert student_row["flops_seq128"] < report["rows"][0]["flops_seq128"]
+    assert student_row["parameters"] < report["rows"][0]["parameters"]
+    assert len(report["pareto"]) == 4 and all("Pareto front" in n for n in report["pareto"])
+    assert "accuracy" in report["student_after_construction"]
+    md = (out / "report.md").read_text()
+    assert "| teacher int8 |" in md and "What each lossy step lost" in md
+
+
+def test_grouped_construction_and_layer_drop(teacher_dir, task_files, tmp_path) -> None:
+    spec = construction_spec("grouped", layers=[1])
+    report = run(teacher_dir, task_files, tmp_path / "out", spec=spec, int8=False)
+    student = load(tmp_path / "out").model
+    assert student.config.num_hidden_layers == 1 and student.config.groups("query") == 4
+    assert [r["model"] for r in report["rows"]] == ["teacher fp32", "student fp32"]
+    assert all(r["teacher_layer"] == 1 for r in report["surgery"])
+
+
+def test_pretrained_student_without_surgery(teacher_dir, task_files, tmp_path, minilm_path) -> None:
+    # a random-weight HF SqueezeBERT checkpoint of the tiny shape stands in for the Hub's
+    student = SqueezeBert(preset("tiny", num_hidden_layers=1))
+    save_hf(student, tmp_path / "hf-student", Tokenizer.from_dir(minilm_path))
+    report = run(teacher_dir, task_files, tmp_path / "out", student_src=str(tmp_path / "hf-student"), int8=False)
+    assert report["construction"].startswith("pretrained student")
+    assert report["surgery"] is None
+    assert load(tmp_path / "out").model.config.labels == ["neg", "pos"]
+
+
+def test_cli_squeeze_end_to_end(teacher_dir, task_files, tmp_path, capsys) -> None:
+    code = cli_main(
+        [
+            "squeeze", "--teacher", str(teacher_dir), "--train", str(task_files / "train.csv"),
+            "--dev", str(task_files / "dev.csv"), "--out", str(tmp_path / "cli"), "--epochs", "1",
+            "--batch-size", "8", "--max-length", "32", "--groups", "4,4,4,1,4,4", "--rank", "2",
+            "--calibration-samples", "16", "--bench-repeats", "1", "--no-int8",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    assert "squeeze report" in capsys.readouterr().out
+    cfg = load(tmp_path / "cli").model.config
+    assert cfg.groups("intermediate") == 4 and cfg.rank(0, "intermediate") == 2
+
+
+def test_teacher_without_head_is_refused(task_files, tmp_path, minilm_path) -> None:
+    SqueezeBert(preset("tiny")).save_pretrained(tmp_path / "headless", tokenizer=Tokenizer.from_dir(minilm_path))
+    with pytest.raises(ValueError, match="no classification head"):
+        run(tmp_path / "headless", task_files, tmp_path / "out")
+
+
+def test_labels_the_teacher_never_saw_fail_early(teacher_dir, tmp_path) -> None:
+    (tmp_path / "train.csv").write_text("text,label\nsome text,neutral\nmore text,neg\n")
+    with pytest.raises(ValueError, match="neutral"):
+        squeeze(teacher_dir, tmp_path / "out", train_file=tmp_path / "train.csv", dev_file=tmp_path / "train.csv")
+
+
+def test_bad_cli_flags_are_one_line_errors(teacher_dir, task_files, tmp_path, capsys) -> None:
+    args = ["squeeze", "--teacher", str(teacher_dir), "--train", str(task_files / "train.csv"), "--out", str(tmp_path)]
+    assert cli_main([*args, "--groups", "4,4"]) == 2
+    assert "--groups takes 6 numbers" in capsys.readouterr().err
+    assert cli_main([*args, "--rank", "2", "--rank-energy", "0.9"]) == 2
+    assert "at most one of" in capsys.readouterr().err
