@@ -284,3 +284,12 @@ def test_module_is_importable_without_side_effects() -> None:
     # The CLI must not read sys.argv at import time.
     mod = types.ModuleType("probe")
     exec("import squeezebert.cli", mod.__dict__)
+
+
+def test_saved_files_get_the_usual_permissions(good_checkpoint) -> None:
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in good_checkpoint.iterdir():
+        assert f.stat().st_mode & 0o777 == 0o666 & ~umask, f.name

@@ -272,12 +272,22 @@ def from_pretrained(src: str | os.PathLike[str], **kwargs: Any) -> SqueezeBert:
 
 
 # --------------------------------------------------------------------------- writing
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def atomic_write(path: Path, write: Any) -> None:
     """Call ``write(tmp_path)`` then rename onto ``path``: readers see the old or new file only."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give them the usual mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
