@@ -124,8 +124,15 @@ class Classifier:
     ) -> None:
         if config.num_labels < 1:
             raise ValueError("this model has no classification head (num_labels=0); fine-tune or load one with labels")
-        if not 2 <= max_length <= config.max_position_embeddings:
-            raise ValueError(f"max_length must be in [2, {config.max_position_embeddings}], got {max_length}")
+        if max_length < 2:
+            raise ValueError(f"max_length must be at least 2 ([CLS] and [SEP]), got {max_length}")
+        if max_length > config.max_position_embeddings:
+            log.info(
+                "max_length %d exceeds the model's %d positions; using those",
+                max_length,
+                config.max_position_embeddings,
+            )
+            max_length = config.max_position_embeddings
         self._forward = forward
         self.tokenizer = tokenizer
         self.config = config

@@ -7,19 +7,22 @@ read and the fp32 copy is the reference, bit for bit.
 
 int8 is dynamic quantization: weights are symmetric int8 per output channel, fixed at
 ``optimize`` time; activations are quantized per tensor (asymmetric uint8) at every call from
-their observed range, so no calibration data is needed. All projections of the encoder are
-quantized, grouped and dense alike:
+their observed range, so no calibration data is needed. Every encoder projection is quantized,
+grouped and dense alike, through oneDNN with fp32 output:
 
-* dense (``groups == 1``, the embedding projection, low-rank halves with one group): fbgemm's
-  dynamic int8 linear (``quantized::linear_dynamic``), fp32 in and out;
-* grouped: oneDNN's int8 grouped 1x1 convolution with fp32 output (``onednn::qconv_pointwise``),
-  fed a ``(1, C, N, 1)`` channels-last *view* of the ``(N, C)`` activations, so no transpose is
-  ever copied. Measured 1.4-3x faster than the fp32 grouped ``baddbmm``; the alternatives were
-  slower or wrong (docs/RESULTS.md): one int8 GEMM against the block-diagonal weight pays the
-  G-fold MACs and only ties with fp32; fbgemm's ``conv1d_dynamic`` requantizes its *output* to
-  uint8 with the input's scale, which clips any output larger than the input (31% error on a
-  random layer). Where oneDNN's op is missing (older torch) grouped projections fall back to the
-  block-diagonal int8 GEMM: still int8 and correct, just not faster than fp32.
+* dense (``groups == 1``, the embedding projection): ``onednn::qlinear_pointwise``;
+* grouped: ``onednn::qconv_pointwise`` as a grouped 1x1 convolution fed a ``(1, C, N, 1)``
+  channels-last *view* of the ``(N, C)`` activations, so no transpose is ever copied.
+
+Measured on the shared 2-core EPYC (AVX-512 VNNI; noisy, ratios within one interleaved run): the
+grouped int8 convolution ran 1.4-3x faster than the fp32 grouped ``baddbmm``, dense int8 3-4x
+faster than fp32 ``F.linear``. Rejected: one int8 GEMM against the block-diagonal weight pays the
+G-fold MACs and only ties fp32; fbgemm's ``quantized::conv1d_dynamic`` requantizes its *output* to
+uint8 with the input's scale, clipping every output larger than the input (31% error on a random
+layer); ``quantize_dynamic`` and fbgemm's ``linear_dynamic`` (as fast as oneDNN for dense) need the
+quantized dtypes that torch 2.13 deprecates. Where oneDNN's ops are missing or misbehave (checked
+once per process) projections fall back to ``torch._int_mm``, per-token int8: correct, and for
+grouped projections (block-diagonal) no faster than fp32.
 
 The pooler and classifier stay fp32: they see one vector per sequence, cost nothing, and their
 error would land directly on the logits.
@@ -266,7 +269,8 @@ def optimize(model: SqueezeBert, precision: str = "fp32") -> InferenceModel:
         raise TypeError(f"optimize expects a SqueezeBert model, got {type(model).__name__}")
     copy_ = copy.deepcopy(model).eval().requires_grad_(False)
     if precision == "bf16":
-        if not torch.backends.mkldnn.is_available() or not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        native = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+        if not torch.backends.mkldnn.is_available() or not native():
             log.warning("this CPU has no native bf16 (AVX512-BF16/AMX): bf16 will be emulated and slow")
         copy_ = copy_.to(torch.bfloat16)
     elif precision == "int8":

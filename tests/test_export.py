@@ -1,0 +1,171 @@
+"""ONNX export: parity with PyTorch at several shapes, MatMul-only graphs for grouped projections,
+int8 graphs built on MatMulInteger, self-contained directories, and failures that write nothing."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from squeezebert import export as export_module
+from squeezebert.checkpoint import save_checkpoint
+from squeezebert.cli import main
+from squeezebert.config import preset
+from squeezebert.export import ExportError, export, export_model, sample_inputs
+from squeezebert.model import SqueezeBert
+from squeezebert.tokenizer import Tokenizer
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"good bad the a movie plot was very".split()]
+DENSE = dict(q_groups=1, k_groups=1, v_groups=1, post_attention_groups=1, intermediate_groups=1, output_groups=1)
+CONFIGS = {
+    "grouped": {},
+    "dense": DENSE,
+    "low-rank": {"ranks": {"query": 4}},
+    "factorized-embeddings": {"embedding_size": 32},
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    # Two torch threads on a shared 2-core machine stall behind other processes; one is steady.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Tokenizer:
+    vocab = tmp_path_factory.mktemp("vocab") / "vocab.txt"
+    vocab.write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
+    return Tokenizer.from_vocab(vocab)
+
+
+def tiny_model(**overrides: object) -> SqueezeBert:
+    labels = {"num_labels": 3, "id2label": {0: "a", 1: "b", 2: "c"}}
+    config = preset("tiny", vocab_size=len(VOCAB), max_position_embeddings=64, **{**labels, **overrides})
+    return SqueezeBert(config).eval()
+
+
+def op_types(path: Path) -> Counter:
+    return Counter(node.op_type for node in onnx.load(str(path)).graph.node)
+
+
+def run_onnx(path: Path, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, inputs)[0]
+
+
+def run_torch(model: SqueezeBert, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    with torch.no_grad():
+        return model(**{k: torch.from_numpy(v) for k, v in inputs.items()}).numpy()
+
+
+@pytest.mark.parametrize("kind", CONFIGS)
+def test_fp32_export_matches_pytorch_at_several_shapes(kind: str, tmp_path: Path) -> None:
+    model = tiny_model(**CONFIGS[kind])
+    report = export_model(model, tmp_path, precision="fp32")
+    assert len(report.max_abs_diff) == 2 and max(report.max_abs_diff.values()) <= 1e-4
+    # and at a shape the export itself did not check (batch and sequence both dynamic)
+    inputs = sample_inputs(model.config, batch=5, seq=23, seed=9)
+    np.testing.assert_allclose(run_onnx(tmp_path / "model.onnx", inputs), run_torch(model, inputs), rtol=0, atol=1e-4)
+
+
+def test_inputs_have_dynamic_batch_and_sequence_axes(tmp_path: Path) -> None:
+    export_model(tiny_model(), tmp_path)
+    graph = onnx.load(str(tmp_path / "model.onnx")).graph
+    assert [i.name for i in graph.input] == ["input_ids", "attention_mask", "token_type_ids"]
+    for tensor in graph.input:
+        dims = tensor.type.tensor_type.shape.dim
+        assert [d.dim_param for d in dims] == ["batch", "sequence"]
+    assert graph.output[0].name == "logits"
+
+
+@pytest.mark.parametrize("kind", ["grouped", "low-rank"])
+def test_grouped_projections_export_as_matmul_without_conv(kind: str, tmp_path: Path) -> None:
+    export_model(tiny_model(**CONFIGS[kind]), tmp_path)
+    ops = op_types(tmp_path / "model.onnx")
+    assert ops["MatMul"] >= 12 and not any("Conv" in op for op in ops)
+    # grouped weights are constant (G, in/G, out/G) initializers: visible to the int8 quantizer
+    model = onnx.load(str(tmp_path / "model.onnx"))
+    inits = {init.name: tuple(init.dims) for init in model.graph.initializer}
+    grouped = [inits[n.input[1]] for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in inits]
+    assert (4, 16, 16) in grouped and (4, 16, 64) in grouped and (4, 64, 16) in grouped
+
+
+@pytest.mark.parametrize("kind", ["grouped", "dense", "low-rank"])
+def test_int8_export_uses_matmulinteger_and_no_convinteger(kind: str, tmp_path: Path) -> None:
+    model = tiny_model(**CONFIGS[kind])
+    report = export_model(model, tmp_path, precision="int8")
+    ops = op_types(tmp_path / "model.onnx")
+    projections = 12 + (2 if kind == "low-rank" else 0)  # the low-rank query is two MatMuls per layer
+    assert ops["MatMulInteger"] == projections and ops["DynamicQuantizeLinear"] >= 1
+    assert not any("Conv" in op for op in ops)
+    assert ops["MatMul"] == 2 * 2 + 2  # attention scores and context per layer; pooler and classifier stay fp32
+    assert report.int8_agreement is not None and report.int8_agreement >= 0.9
+    inputs = sample_inputs(model.config, batch=4, seq=12, seed=5)
+    np.testing.assert_allclose(run_onnx(tmp_path / "model.onnx", inputs), run_torch(model, inputs), rtol=0, atol=0.02)
+
+
+def test_int8_grouped_weights_have_a_scale_per_group_and_column(tmp_path: Path) -> None:
+    export_model(tiny_model(), tmp_path, precision="int8")
+    model = onnx.load(str(tmp_path / "model.onnx"))
+    inits = {init.name: init for init in model.graph.initializer}
+    node = next(n for n in model.graph.node if n.op_type == "MatMulInteger" and "intermediate" in n.name)
+    weight = onnx.numpy_helper.to_array(inits[node.input[1]])
+    scale = onnx.numpy_helper.to_array(inits[node.input[1] + "_scale"])
+    assert weight.dtype == np.int8 and weight.shape == (4, 16, 64)  # 64 -> 256 in 4 groups
+    assert scale.shape == (4, 1, 64)
+    assert np.abs(weight).max(axis=1).min() == 127  # every (group, column) uses its full range
+
+
+def test_export_writes_a_self_contained_directory(tokenizer: Tokenizer, tmp_path: Path) -> None:
+    ckpt = save_checkpoint(tiny_model(), tmp_path / "ckpt", tokenizer)
+    out = tmp_path / "export"
+    report = export(ckpt, out, precision="int8")
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.onnx", "tokenizer.json"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["id2label"] == {"0": "a", "1": "b", "2": "c"}
+    assert config["onnx"]["precision"] == "int8"
+    assert Tokenizer.from_dir(out)(["the good movie"])["input_ids"].shape == (1, 5)
+    assert report.files == ["model.onnx", "tokenizer.json", "config.json"]
+
+
+def test_export_that_disagrees_with_pytorch_raises_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = export_module._torch_outputs
+    monkeypatch.setattr(export_module, "_torch_outputs", lambda model, inputs: real(model, inputs) + 1e-3)
+    with pytest.raises(ExportError, match="differs from PyTorch"):
+        export_model(tiny_model(), tmp_path)
+    assert list(tmp_path.iterdir()) == []  # no model.onnx, no temporary file left behind
+
+
+def test_export_rejects_unsupported_precision_and_opset(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="precision"):
+        export_model(tiny_model(), tmp_path, precision="bf16")
+    with pytest.raises(ValueError, match="opset"):
+        export_model(tiny_model(), tmp_path, opset=13)
+
+
+def test_headless_model_exports_hidden_states(tmp_path: Path) -> None:
+    model = tiny_model(num_labels=0, id2label={})
+    report = export_model(model, tmp_path)
+    assert onnx.load(str(tmp_path / "model.onnx")).graph.output[0].name == "last_hidden_state"
+    assert max(report.max_abs_diff.values()) <= 1e-4
+
+
+def test_cli_export_prints_the_report(tokenizer: Tokenizer, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    ckpt = save_checkpoint(tiny_model(), tmp_path / "ckpt", tokenizer)
+    assert main(["export", str(ckpt), "--out", str(tmp_path / "out"), "--precision", "int8", "--opset", "17"]) == 0
+    printed = capsys.readouterr().out
+    assert "int8, opset 17" in printed and "MatMulInteger" in printed and "agree" in printed
+    assert main(["export", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
