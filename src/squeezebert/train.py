@@ -826,7 +826,8 @@ def finetune(
     if dev is not None:
         record["split"] = "dev"
         record["num_eval_examples"] = len(dev)
-        record["eval"] = evaluate(model, dev, data.kind, config.eval_batch_size)
+        # fit scored exactly these (best) weights already; score again only if that record is gone.
+        record["eval"] = summary["best_eval"] or evaluate(model, dev, data.kind, config.eval_batch_size)
     atomic_write_text(out / METRICS_FILE, json.dumps(record, indent=2, sort_keys=True) + "\n")
     return record
 
