@@ -40,6 +40,7 @@ For MNLI ``dev`` means ``dev_matched`` and ``test`` means ``test_matched``; ``de
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
@@ -52,6 +53,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from squeezebert.tokenizer import pad_batch
 
 __all__ = [
     "CLASSIFICATION_METRICS",
@@ -817,18 +820,22 @@ def length_grouped_batches(
 
 
 def collate(
-    pad: Any | Callable[[Sequence[tuple[Sequence[int], Sequence[int]]]], Mapping[str, np.ndarray]],
+    pad: int | Any | Callable[[Sequence[tuple[Sequence[int], Sequence[int]]]], Mapping[str, np.ndarray]],
     dataset: EncodedDataset,
     indices: Sequence[int],
 ) -> dict[str, torch.Tensor]:
     """A padded batch of ``dataset[indices]`` as int64 tensors ``(B, T)``, T = longest in the batch.
 
-    ``pad`` is a :class:`~squeezebert.tokenizer.Tokenizer` or its ``pad`` method. ``labels`` is
+    ``pad`` is a :class:`~squeezebert.tokenizer.Tokenizer`, its ``pad`` method or just the pad
+    token id (:func:`~squeezebert.tokenizer.pad_batch`). ``labels`` is
     added when the dataset has labels: int64 class ids, or float32 scores for regression.
     """
     if len(indices) == 0:
         raise ValueError("cannot collate an empty batch")
-    pad_fn = pad.pad if hasattr(pad, "pad") else pad
+    if isinstance(pad, int):
+        pad_fn = functools.partial(pad_batch, pad_token_id=pad)
+    else:
+        pad_fn = pad.pad if hasattr(pad, "pad") else pad
     arrays = pad_fn([(dataset.input_ids[i], dataset.token_type_ids[i]) for i in indices])
     batch = {
         key: torch.from_numpy(np.ascontiguousarray(arrays[key], dtype=np.int64))

@@ -35,7 +35,7 @@ from squeezebert.data import collate, encode
 from squeezebert.distill import DistillationLoss, DistillConfig, check_compatible
 from squeezebert.metrics import main_metric
 from squeezebert.model import SqueezeBert
-from squeezebert.train import CUSTOM, TrainConfig, _padder, _subsample, evaluate, fit, load_task_data, predict
+from squeezebert.train import CUSTOM, TrainConfig, _subsample, evaluate, fit, load_task_data, predict
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def _calibration_batches(data: Any, tokenizer: Any, n: int, seed: int, batch_siz
     rng = np.random.default_rng(seed)
     chosen = rng.choice(len(data), size=min(n, len(data)), replace=False).tolist()
     order = sorted(chosen, key=lambda i: data.lengths[i])  # similar lengths: little padding
-    pad = _padder(tokenizer.pad_token_id if tokenizer is not None else 0)
+    pad = tokenizer.pad_token_id if tokenizer is not None else 0
     return [collate(pad, data, order[i : i + batch_size]) for i in range(0, len(order), batch_size)]
 
 

@@ -125,17 +125,7 @@ class Tokenizer:
 
     def pad(self, items: Sequence[tuple[Sequence[int], Sequence[int]]]) -> dict[str, np.ndarray]:
         """Pad ``(input_ids, token_type_ids)`` items to the longest one: int64 arrays (B, T)."""
-        width = max((len(ids) for ids, _ in items), default=0)
-        batch = len(items)
-        input_ids = np.full((batch, width), self.pad_token_id, dtype=np.int64)
-        token_type_ids = np.zeros((batch, width), dtype=np.int64)
-        attention_mask = np.zeros((batch, width), dtype=np.int64)
-        for i, (ids, types) in enumerate(items):
-            n = len(ids)
-            input_ids[i, :n] = ids
-            token_type_ids[i, :n] = types
-            attention_mask[i, :n] = 1
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+        return pad_batch(items, self.pad_token_id)
 
     def __call__(
         self, texts: Sequence[str], pairs: Sequence[str] | None = None, max_length: int = 128
@@ -144,6 +134,22 @@ class Tokenizer:
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.backend.decode(list(ids))
+
+
+def pad_batch(items: Sequence[tuple[Sequence[int], Sequence[int]]], pad_token_id: int = 0) -> dict[str, np.ndarray]:
+    """Pad ``(input_ids, token_type_ids)`` items to the longest one: ``input_ids``,
+    ``attention_mask`` and ``token_type_ids`` as int64 arrays (B, T)."""
+    width = max((len(ids) for ids, _ in items), default=0)
+    batch = len(items)
+    input_ids = np.full((batch, width), pad_token_id, dtype=np.int64)
+    token_type_ids = np.zeros((batch, width), dtype=np.int64)
+    attention_mask = np.zeros((batch, width), dtype=np.int64)
+    for i, (ids, types) in enumerate(items):
+        n = len(ids)
+        input_ids[i, :n] = ids
+        token_type_ids[i, :n] = types
+        attention_mask[i, :n] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
 
 
 def _lowercase_from_tokenizer_config(path: Path) -> bool:

@@ -155,23 +155,6 @@ def classification_loss(model: SqueezeBert, batch: dict[str, Tensor]) -> dict[st
     return {"loss": F.cross_entropy(logits.float(), labels)}
 
 
-def _padder(pad_token_id: int) -> Callable[[Sequence[tuple[Sequence[int], Sequence[int]]]], dict[str, np.ndarray]]:
-    """A pad function for :func:`squeezebert.data.collate` that needs only the model's pad id."""
-
-    def pad(items: Sequence[tuple[Sequence[int], Sequence[int]]]) -> dict[str, np.ndarray]:
-        width = max(len(ids) for ids, _ in items)
-        input_ids = np.full((len(items), width), pad_token_id, dtype=np.int64)
-        token_type_ids = np.zeros((len(items), width), dtype=np.int64)
-        attention_mask = np.zeros((len(items), width), dtype=np.int64)
-        for i, (ids, types) in enumerate(items):
-            input_ids[i, : len(ids)] = ids
-            token_type_ids[i, : len(ids)] = types
-            attention_mask[i, : len(ids)] = 1
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
-
-    return pad
-
-
 def _split(indices: list[int], parts: int) -> list[list[int]]:
     """``indices`` cut into at most ``parts`` contiguous pieces whose sizes differ by at most one."""
     parts = min(parts, len(indices))
@@ -219,7 +202,7 @@ def predict(model: SqueezeBert, data: EncodedDataset, batch_size: int = 64) -> n
         raise ValueError("the model has no classification head (num_labels=0); fine-tune it first")
     was_training = model.training
     model.eval()
-    pad = _padder(model.config.pad_token_id)
+    pad = model.config.pad_token_id
     out = np.empty((len(data), model.config.num_labels), dtype=np.float32)
     try:
         for indices in length_grouped_batches(data.lengths, batch_size, seed=0, epoch=0, shuffle=False):
@@ -470,7 +453,7 @@ def fit(
 
     tqdm = _train_extra("tqdm.auto").tqdm
     bar = tqdm(total=total_steps, initial=progress.global_step, disable=not sys.stderr.isatty(), desc="train")
-    pad = _padder(model.config.pad_token_id)
+    pad = model.config.pad_token_id
     train_time = 0.0
     tokens = samples = 0
     window: dict[str, list[float]] = {}
