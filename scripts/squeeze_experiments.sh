@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The squeeze experiments of docs/RESULTS.md: students of each minilm-l6 GLUE teacher
+# (scripts/reproduce_teachers.sh makes them), then scripts/summarize_squeeze.py tabulates.
+# Usage: SQUEEZEBERT_GLUE_DIR=... scripts/squeeze_experiments.sh RUNS_DIR TASK [VARIANT ...]
+# Variants: lowrank grouped grouped-block grouped-random grouped-4layers grouped-lowrank
+set -euo pipefail
+GLUE=${SQUEEZEBERT_GLUE_DIR:?set SQUEEZEBERT_GLUE_DIR to the GLUE data directory}
+RUNS=${1:?runs directory}
+TASK=${2:?task}
+shift 2
+VARIANTS=${*:-lowrank grouped grouped-block grouped-random grouped-4layers}
+EPOCHS=${EPOCHS:-1}
+if [ "$TASK" = sst2 ]; then LEN=64; else LEN=128; fi
+for v in $VARIANTS; do
+  case $v in
+    lowrank)         args=(--construction lowrank) ;;
+    grouped)         args=(--construction grouped) ;;
+    grouped-block)   args=(--construction grouped --init block) ;;
+    grouped-random)  args=(--construction grouped --init random) ;;
+    grouped-4layers) args=(--construction grouped --layers 0,2,3,5) ;;
+    grouped-lowrank) args=(--construction grouped-lowrank) ;;
+    *) echo "unknown variant $v" >&2; exit 2 ;;
+  esac
+  /usr/bin/time -f "$TASK $v wall %e s" squeezebert squeeze --teacher "$RUNS/teacher-$TASK" --task "$TASK" \
+    --data-dir "$GLUE" --out "$RUNS/student-$TASK-$v" --epochs "$EPOCHS" --batch-size 32 --lr 1e-4 \
+    --max-length "$LEN" --seed 42 --num-threads "${THREADS:-2}" --bench-threads "${THREADS:-2}" "${args[@]}"
+done
