@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from squeezebert.train import TrainConfig
@@ -129,13 +129,7 @@ def cmd_squeeze(args: argparse.Namespace) -> int:
     report = squeeze(
         args.teacher,
         args.out,
-        task=task,
-        data_dir=args.data_dir,
-        train_file=args.train,
-        dev_file=args.dev,
-        text_column=args.text_column,
-        text_pair_column=args.text_pair_column,
-        label_column=args.label_column,
+        **_data_kwargs(args, task),
         student_src=args.student,
         spec=spec,
         distill=distill,
@@ -173,6 +167,19 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
     )
 
 
+def _data_kwargs(args: argparse.Namespace, task: str) -> dict[str, Any]:
+    """The task/data arguments that finetune and squeeze share."""
+    return {
+        "task": task,
+        "data_dir": args.data_dir,
+        "train_file": args.train,
+        "dev_file": args.dev,
+        "text_column": args.text_column,
+        "text_pair_column": args.text_pair_column,
+        "label_column": args.label_column,
+    }
+
+
 def _print_metrics(metrics: dict[str, float], indent: str = "  ") -> None:
     for name, value in metrics.items():
         print(f"{indent}{name:<22} {value:.4f}")
@@ -187,13 +194,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     record = finetune(
         args.model,
         args.out,
-        task=task,
-        data_dir=args.data_dir,
-        train_file=args.train,
-        dev_file=args.dev,
-        text_column=args.text_column,
-        text_pair_column=args.text_pair_column,
-        label_column=args.label_column,
+        **_data_kwargs(args, task),
         config=_train_config(args),
         resume=args.resume,
     )
