@@ -1,0 +1,70 @@
+"""Accuracy of the fast inference paths against fp32, on a GLUE dev set.
+
+For each path (torch fp32/bf16/int8, ONNX Runtime fp32/int8) prints the task metric and the
+share of dev predictions that agree with torch fp32.
+
+    python scripts/fast_path_accuracy.py runs/teacher-sst2 --task sst2 --data-dir $SQUEEZEBERT_GLUE_DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from squeezebert.data import glue_task, load_glue
+from squeezebert.infer import Classifier
+from squeezebert.metrics import compute_metrics, main_metric
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    ap.add_argument("model")
+    ap.add_argument("--task", required=True)
+    ap.add_argument("--data-dir", required=True)
+    ap.add_argument("--max-length", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--paths", nargs="+", default=["torch:fp32", "torch:bf16", "torch:int8", "onnx:fp32", "onnx:int8"])
+    args = ap.parse_args()
+    spec = glue_task(args.task)
+    examples = load_glue(spec.name, "dev", args.data_dir)
+    inputs = [ex.text if ex.text_pair is None else (ex.text, ex.text_pair) for ex in examples]
+    metric = main_metric(spec.name)
+    preds: dict[str, np.ndarray] = {}
+    print(f"| path | {metric} | agreement with torch fp32 |")
+    print("|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for path in args.paths:
+            backend, precision = path.split(":")
+            src = args.model
+            if backend == "onnx":  # export once per precision, then load the export directory
+                from squeezebert.export import export
+
+                src = str(Path(tmp) / precision)
+                export(args.model, src, precision=precision)
+            clf = Classifier.from_pretrained(
+                src, precision=precision, backend=backend, max_length=args.max_length, num_threads=args.threads
+            )
+            out = clf.predict(inputs, batch_size=64)
+            if spec.is_regression:
+                p = np.array([o.value for o in out])
+                refs = np.array([float(ex.label) for ex in examples])
+            else:
+                p = np.array([spec.labels.index(o.label) for o in out])
+                refs = np.array([spec.labels.index(str(ex.label)) for ex in examples])
+            preds[path] = p
+            score = compute_metrics(spec.name, p, refs)[metric]
+            base = preds.get("torch:fp32")
+            if base is None:
+                agree = "-"
+            elif spec.is_regression:
+                agree = f"max |Δ| {np.abs(p - base).max():.4f}"
+            else:
+                agree = f"{(p == base).mean() * 100:.2f}%"
+            print(f"| {path} | {score:.4f} | {agree} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
