@@ -1,10 +1,29 @@
-"""Benchmark helpers: report shape and bookkeeping only, never timing values."""
+"""Benchmark: report shape and bookkeeping only, never timing values."""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+
 import pytest
 
-from squeezebert.bench import _percentile, model_latency, random_batch, time_interleaved
+from squeezebert.bench import (
+    CANDIDATES,
+    DEFAULT_CANDIDATES,
+    EnergyMeter,
+    _percentile,
+    busy_warning,
+    format_report,
+    model_latency,
+    random_batch,
+    read_texts,
+    run_bench,
+    run_workload,
+    select_candidates,
+    time_interleaved,
+)
+from squeezebert.cli import main
 from squeezebert.config import preset
 from squeezebert.model import SqueezeBert
 
@@ -32,3 +51,198 @@ def test_model_latency_reports_every_model() -> None:
 def test_random_batch_shape() -> None:
     b = random_batch(30522, 3, 7)
     assert b["input_ids"].shape == (3, 7) and int(b["attention_mask"].sum()) == 21
+
+
+# --------------------------------------------------------------------------- the side-by-side benchmark
+NO_RAPL = "/nonexistent/intel-rapl:*/energy_uj"
+CELL_FIELDS = {
+    "batch_size",
+    "seq_len",
+    "latency_ms",
+    "throughput_texts_per_s",
+    "gops",
+    "peak_gops",
+    "peak_fraction",
+    "cpu_s_per_call",
+    "energy_j_per_1000_texts",
+    "energy_source",
+    "speedup_vs_baseline",
+}
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    out = tmp_path_factory.mktemp("bench")
+    report = run_bench(
+        quick=True,
+        threads=1,
+        metrics={"ours-torch-int8": 0.9, "hf-bert-torch-fp32": 0.92},
+        json_path=out / "bench.json",
+        markdown_path=out / "bench.md",
+        plot_path=out / "bench.png",
+        rapl_glob=NO_RAPL,
+    )
+    return report, out
+
+
+def test_quick_bench_reports_every_field_for_every_default_candidate(quick_report: tuple[dict, Path]) -> None:
+    report, _ = quick_report
+    assert [c["name"] for c in report["candidates"]] == list(DEFAULT_CANDIDATES)
+    for c in report["candidates"]:
+        assert c["status"] in ("ok", "skipped")
+        if c["status"] == "skipped":  # a peer may be missing here; then it says why
+            assert c["note"].startswith("skipped") and c["cells"] == []
+            continue
+        assert c["parameters"] > 0 and c["file_bytes"] > 0 and c["rss_load_mb"] is not None
+        assert set(c["flops_per_text"]) == {"8"} and c["flops_per_text"]["8"] > 0
+        assert c["rss_run_peak_mb"] is not None  # measured on the first (largest) cell's warm-up
+        assert {(cell["batch_size"], cell["seq_len"]) for cell in c["cells"]} == {(1, 8), (2, 8)}
+        for cell in c["cells"]:
+            assert set(cell) == CELL_FIELDS
+            lat = cell["latency_ms"]
+            assert lat["p50"] <= lat["p90"] <= lat["p99"] and lat["n"] == 2
+            assert cell["energy_source"] == "estimate" and cell["energy_j_per_1000_texts"] >= 0
+    assert set(report["matmul_peak_gops"]) == {"fp32", "bf16", "int8"}
+    assert report["candidates"][2]["accuracy"] == 0.9  # ours-torch-int8 from metrics
+    env = report["environment"]
+    assert env["cpu"] and env["threads"] == 1 and env["versions"]["torch"] and env["date"]
+    assert "malloc_trim" in report["memory_method"] and report["process_peak_rss_mb"] > 0
+
+
+def test_quick_bench_writes_json_markdown_and_png(quick_report: tuple[dict, Path]) -> None:
+    report, out = quick_report
+    assert json.loads((out / "bench.json").read_text())["candidates"][0]["name"] == "ours-torch-fp32"
+    markdown = (out / "bench.md").read_text()
+    assert "| ours-torch-int8 |" in markdown and "J/1k texts (est.)" in markdown and "- CPU: " in markdown
+    assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = format_report(report)
+    assert "hf-bert-torch-fp32" in text and "p50 ms" in text
+
+
+def test_without_rapl_energy_is_labelled_an_estimate(quick_report: tuple[dict, Path]) -> None:
+    report, _ = quick_report
+    assert report["energy"]["source"] == "estimate"
+    assert report["energy"]["note"].startswith("estimate") and "W per busy core" in report["energy"]["note"]
+    meter = EnergyMeter(watts_per_core=12.0, rapl_glob=NO_RAPL)
+    assert meter.read() is None and meter.joules(None, None, cpu_seconds=0.5) == pytest.approx(6.0)
+
+
+def test_rapl_counters_are_read_per_package_and_wrap(tmp_path: Path) -> None:
+    for name in ("intel-rapl:0", "intel-rapl:0:0"):  # a package and its sub-domain (not counted twice)
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "energy_uj").write_text("1000\n")
+        (tmp_path / name / "max_energy_range_uj").write_text("5000000\n")
+    meter = EnergyMeter(rapl_glob=str(tmp_path / "intel-rapl:*" / "energy_uj"))
+    assert meter.source == "rapl" and len(meter.domains) == 1 and meter.read() == [1000]
+    assert meter.joules([4_000_000], [1_000_000], cpu_seconds=9.0) == pytest.approx(2.0)  # wrapped at 5 J
+
+
+def test_missing_peer_package_is_skipped_with_a_note(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "transformers", None)  # `import transformers` now fails
+    report = run_bench(quick=True, threads=1, candidates=["ours-torch-fp32", "hf-bert-*"], repeats=1, rapl_glob=NO_RAPL)
+    by_name = {c["name"]: c for c in report["candidates"]}
+    assert set(by_name) == {
+        "ours-torch-fp32",
+        "hf-bert-torch-fp32",
+        "hf-bert-torch-int8",
+        "hf-bert-onnx-fp32",
+        "hf-bert-onnx-int8",
+    }
+    assert by_name["ours-torch-fp32"]["status"] == "ok" and by_name["ours-torch-fp32"]["cells"]
+    for name in by_name:
+        if name.startswith("hf-"):
+            c = by_name[name]
+            assert c["status"] == "skipped" and "transformers is not installed" in c["note"] and c["cells"] == []
+    assert report["baseline"] == "ours-torch-fp32"  # the default baseline was not measured
+
+
+def test_select_candidates_takes_names_and_patterns() -> None:
+    assert select_candidates(None) == list(DEFAULT_CANDIDATES)
+    assert select_candidates(["ours-onnx-*", "hf-bert-torch-fp32"]) == [
+        "ours-onnx-fp32",
+        "ours-onnx-int8",
+        "hf-bert-torch-fp32",
+    ]
+    assert "hf-bert-onnx-fp32" in CANDIDATES and "hf-bert-onnx-fp32" not in DEFAULT_CANDIDATES
+    with pytest.raises(ValueError, match="unknown candidate 'gpt'"):
+        select_candidates(["gpt"])
+
+
+def test_bad_metrics_file_is_one_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "m.json"
+    bad.write_text('{"ours-torch-fp32": "high"}')
+    with pytest.raises(ValueError, match="m.json: 'ours-torch-fp32': expected a number"):
+        run_bench(quick=True, metrics=bad)
+
+
+def test_busy_machine_is_flagged() -> None:
+    env = {"load_average": [3.5, 3.0, 2.0], "load_average_end": [1.0, 1.0, 1.0], "cpus_available": 2}
+    assert "busy" in busy_warning(env)[0]
+    assert busy_warning(env | {"load_average": [0.5, 0.5, 0.5]}) == []
+
+
+# --------------------------------------------------------------------------- the real-workload mode
+def test_read_texts_plain_lines_and_glue_tsv(tmp_path: Path) -> None:
+    plain = tmp_path / "texts.txt"
+    plain.write_text("good film\n\nbad film\n")
+    assert read_texts(plain) == ["good film", "bad film"]
+    tsv = tmp_path / "dev.tsv"
+    tsv.write_text("sentence\tlabel\nit 's charming . \t1\nbleak \t0\n")
+    assert read_texts(tsv) == ["it 's charming . ", "bleak "]
+    assert read_texts(tsv, max_texts=1) == ["it 's charming . "]
+    no_column = tmp_path / "other.tsv"
+    no_column.write_text("text\tlabel\nx\t1\n")
+    with pytest.raises(ValueError, match="line 1: a .tsv workload needs a 'sentence' column"):
+        read_texts(no_column)
+
+
+def test_workload_mode_reports_speed_and_label_agreement(tmp_path: Path, minilm_path: Path) -> None:
+    texts = tmp_path / "ten.txt"
+    texts.write_text("\n".join(f"sentence number {i} is {'good' if i % 2 else 'bad'}" for i in range(10)) + "\n")
+    report = run_workload(
+        texts,
+        "tiny",  # random 2-label head; the same weights on both sides
+        threads=1,
+        batch_sizes=(1, 4),
+        repeats=1,
+        json_path=tmp_path / "w.json",
+        markdown_path=tmp_path / "w.md",
+        plot_path=tmp_path / "w.png",
+    )
+    assert report["settings"]["num_texts"] == 10
+    rows = {(r["implementation"], r["batch_size"]): r for r in report["rows"]}
+    assert set(rows) == {("ours", 1), ("transformers", 1), ("ours", 4), ("transformers", 4)}
+    for r in rows.values():
+        assert r["texts_per_s"] > 0 and r["speedup_vs_transformers"] > 0
+        assert 0.0 <= r["label_agreement"] <= 1.0
+    assert rows[("transformers", 1)]["speedup_vs_transformers"] == 1.0
+    # Same weights and tokenizer: labels agree (random logits can tie only by a float hair).
+    assert rows[("ours", 4)]["label_agreement"] >= 0.9
+    assert json.loads((tmp_path / "w.json").read_text())["kind"] == "workload"
+    assert "label agreement" in (tmp_path / "w.md").read_text()
+    assert (tmp_path / "w.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# --------------------------------------------------------------------------- CLI
+def test_cli_bench_prints_the_table_and_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "r.json"
+    code = main(
+        ["bench", "--quick", "--threads", "1", "--candidates", "ours-torch-*", "--repeats", "1", "--json", str(out)]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "ours-torch-bf16" in printed and "p50 ms" in printed and f"wrote {out}" in printed
+    assert [c["name"] for c in json.loads(out.read_text())["candidates"]] == [
+        "ours-torch-fp32",
+        "ours-torch-bf16",
+        "ours-torch-int8",
+    ]
+
+
+def test_cli_bench_workload_without_model_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    texts = tmp_path / "t.txt"
+    texts.write_text("hello\n")
+    assert main(["bench", "--workload", str(texts)]) == 2
+    assert "--workload needs --model" in capsys.readouterr().err

@@ -1,18 +1,60 @@
-"""Latency measurement: warm up, pin threads, interleave candidates, report percentiles.
+"""Side-by-side CPU benchmark: our model against transformers' SqueezeBERT and BERT, one run.
 
-Candidates run round-robin (one call of each, then the next round) so that machine drift — other
-processes, frequency changes — hits all of them alike; compare numbers from one run only.
+Everything compared is measured in the same process, with the same thread count, interleaved:
+candidates run round-robin (one call of each, then the next round) so that machine drift — other
+processes, frequency changes — hits all of them alike. Numbers from different runs are not
+comparable; ratios within one run are.
+
+Two modes:
+
+* :func:`run_bench` — a grid of batch size x sequence length on random token ids (latency does not
+  depend on the ids; random weights are fine). Per candidate and cell: latency p50/p90/p99,
+  throughput, achieved GOP/s and its fraction of a matmul peak timed in the same run, energy per
+  1,000 texts; per candidate: parameters, FLOPs, file size, memory.
+* :func:`run_workload` — a real text file, texts -> labels end to end (tokenization included):
+  our :class:`~squeezebert.infer.Classifier` against ``transformers.pipeline`` on the same
+  weights, with the agreement of their labels.
+
+How memory is measured (said in every report, ``memory_method``): ``rss_load_mb`` is the growth
+of the process's resident set from before a candidate is built to after its first call on 8
+tokens: weights (transformers memory-maps them, so they count only once touched), packed copies,
+an ONNX Runtime session; freed heap is returned to the OS (``malloc_trim``) on both sides.
+``rss_run_peak_mb`` is the peak resident set (``VmHWM``, reset through ``/proc/self/clear_refs``)
+during the candidate's first call at the largest cell, above the resident set just before it:
+activations and workspace. Both are per candidate inside one shared process, so they are
+estimates; the process peak (``getrusage``) is reported beside them.
+
+Energy: RAPL package counters (``/sys/class/powercap/intel-rapl:N/energy_uj``) when readable —
+these count the whole package, other processes included — else an *estimate*: the process CPU time
+of each call (all its threads) times a stated power per busy core.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import datetime
+import fnmatch
+import gc
+import glob
+import json
+import logging
+import os
+import platform
+import resource
 import statistics
+import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import torch
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -37,34 +79,175 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
 
 
+def _timing(values_ms: list[float]) -> Timing:
+    values = sorted(values_ms)
+    return Timing(
+        p50=statistics.median(values),
+        p90=_percentile(values, 0.9),
+        p99=_percentile(values, 0.99),
+        mean=statistics.fmean(values),
+        n=len(values),
+    )
+
+
+# --------------------------------------------------------------------------- memory
+def _rss_bytes() -> int:
+    """Current resident set of this process."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _reset_peak_rss() -> bool:
+    """Reset ``VmHWM`` to the current resident set (Linux >= 4.0); False where not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_bytes() -> int | None:
+    """``VmHWM``: peak resident set since the last reset (or process start)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _process_peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def _trim() -> None:
+    """Collect garbage and hand freed heap back to the OS, so that RSS deltas are not hidden by
+    memory glibc keeps for reuse."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+MEMORY_METHOD = (
+    "rss_load_mb: resident-set growth from before building the candidate to after its first call on 1 x 8 tokens "
+    "(which pages in memory-mapped weights; malloc_trim before and after); "
+    "rss_run_peak_mb: peak resident set (VmHWM, reset via /proc/self/clear_refs) during its first call at the "
+    "largest cell, above the resident set just before that call; process_peak_rss_mb: getrusage ru_maxrss of "
+    "the whole benchmark process. All candidates share one process, so per-candidate figures are estimates."
+)
+
+
+# --------------------------------------------------------------------------- energy
+RAPL_GLOB = "/sys/class/powercap/intel-rapl:*/energy_uj"
+
+
+class EnergyMeter:
+    """Joules per call: RAPL package counters when readable, else CPU time x watts per core.
+
+    ``source`` is ``"rapl"`` or ``"estimate"``; ``note`` says what the number means.
+    """
+
+    def __init__(self, watts_per_core: float = 10.0, rapl_glob: str = RAPL_GLOB) -> None:
+        if watts_per_core <= 0:
+            raise ValueError(f"watts_per_core must be positive, got {watts_per_core}")
+        self.watts_per_core = watts_per_core
+        self.domains: list[tuple[str, int]] = []
+        for path in sorted(glob.glob(rapl_glob)):
+            if Path(path).parent.name.count(":") != 1:  # intel-rapl:0:1 is a sub-domain of package 0
+                continue
+            try:
+                int(Path(path).read_text())
+                max_range = int((Path(path).parent / "max_energy_range_uj").read_text())
+            except (OSError, ValueError):
+                continue  # often root-only since CVE-2020-8694
+            self.domains.append((path, max_range))
+        self.source = "rapl" if self.domains else "estimate"
+        if self.domains:
+            self.note = (
+                f"RAPL package energy ({len(self.domains)} package(s)); counts the whole package, "
+                "so other processes on the machine are included"
+            )
+        else:
+            self.note = (
+                f"estimate: process CPU time x {watts_per_core:g} W per busy core (RAPL counters "
+                f"{rapl_glob} not readable)"
+            )
+
+    def read(self) -> list[int] | None:
+        """Raw RAPL counters (µJ), or None for the estimate."""
+        if not self.domains:
+            return None
+        return [int(Path(p).read_text()) for p, _ in self.domains]
+
+    def joules(self, before: list[int] | None, after: list[int] | None, cpu_seconds: float) -> float:
+        if before is None or after is None:
+            return cpu_seconds * self.watts_per_core
+        total = 0
+        for (_, max_range), b, a in zip(self.domains, before, after):
+            total += a - b if a >= b else a + max_range - b  # the counter wrapped
+        return total / 1e6
+
+
+# --------------------------------------------------------------------------- measurement
+@dataclass
+class _Samples:
+    times_ms: list[float] = field(default_factory=list)
+    cpu_s: list[float] = field(default_factory=list)
+    energy_j: list[float] = field(default_factory=list)
+    run_peak_bytes: int | None = None
+
+
+def _measure(
+    candidates: Mapping[str, Callable[[], Any]],
+    warmup: int,
+    repeats: int,
+    max_seconds: float | None = None,
+    meter: EnergyMeter | None = None,
+    track_memory: bool = False,
+) -> dict[str, _Samples]:
+    """Warm up, then time each callable ``repeats`` times round-robin; stop early (after at least
+    3 rounds) once ``max_seconds`` have passed. With ``track_memory``, each candidate's first call
+    records its peak resident set above the one before it (needs ``warmup >= 1``)."""
+    samples = {name: _Samples() for name in candidates}
+    for round_ in range(warmup):
+        for name, fn in candidates.items():
+            if track_memory and round_ == 0:
+                _trim()
+                before, resettable = _rss_bytes(), _reset_peak_rss()
+                fn()
+                peak = _peak_rss_bytes()
+                if resettable and peak is not None:
+                    samples[name].run_peak_bytes = max(0, peak - before)
+            else:
+                fn()
+    start = time.perf_counter()
+    for round_ in range(repeats):
+        for name, fn in candidates.items():
+            e0 = meter.read() if meter else None
+            c0, t0 = time.process_time(), time.perf_counter()
+            fn()
+            t1, c1 = time.perf_counter(), time.process_time()
+            e1 = meter.read() if meter else None
+            s = samples[name]
+            s.times_ms.append((t1 - t0) * 1e3)
+            s.cpu_s.append(c1 - c0)
+            if meter:
+                s.energy_j.append(meter.joules(e0, e1, c1 - c0))
+        if max_seconds is not None and round_ >= 2 and time.perf_counter() - start > max_seconds:
+            break
+    return samples
+
+
 def time_interleaved(
     candidates: dict[str, Callable[[], Any]], warmup: int = 3, repeats: int = 20, max_seconds: float | None = None
 ) -> dict[str, Timing]:
     """Time each zero-argument callable ``repeats`` times, interleaved; stop early (at least 3
     rounds) once ``max_seconds`` have passed."""
-    for _ in range(warmup):
-        for fn in candidates.values():
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in candidates}
-    start = time.perf_counter()
-    for round_ in range(repeats):
-        for name, fn in candidates.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append((time.perf_counter() - t0) * 1e3)
-        if max_seconds is not None and round_ >= 2 and time.perf_counter() - start > max_seconds:
-            break
-    out = {}
-    for name, values in times.items():
-        values.sort()
-        out[name] = Timing(
-            p50=statistics.median(values),
-            p90=_percentile(values, 0.9),
-            p99=_percentile(values, 0.99),
-            mean=statistics.fmean(values),
-            n=len(values),
-        )
-    return out
+    samples = _measure(candidates, warmup, repeats, max_seconds)
+    return {name: _timing(s.times_ms) for name, s in samples.items()}
 
 
 def random_batch(vocab_size: int, batch_size: int, seq_len: int, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -100,3 +283,1026 @@ def model_latency(
         return run
 
     return time_interleaved({name: call(m) for name, m in models.items()}, repeats=repeats, max_seconds=max_seconds)
+
+
+def matmul_peaks(size: int = 2048, warmup: int = 1, repeats: int = 5) -> dict[str, float | None]:
+    """GOP/s of a ``size``³ matmul in fp32, bf16 and int8 (``torch._int_mm``), interleaved, at the
+    current thread count: the ceiling each precision's achieved GOP/s is compared with. A
+    precision this build cannot run maps to None."""
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(size, size, generator=g), torch.randn(size, size, generator=g)
+    calls: dict[str, Callable[[], Any]] = {"fp32": lambda: torch.mm(a, b)}
+    a16, b16 = a.bfloat16(), b.bfloat16()
+    ai8 = torch.randint(-127, 128, (size, size), dtype=torch.int8, generator=g)
+    bi8 = torch.randint(-127, 128, (size, size), dtype=torch.int8, generator=g)
+    for name, fn in (("bf16", lambda: torch.mm(a16, b16)), ("int8", lambda: torch._int_mm(ai8, bi8))):
+        try:
+            fn()
+            calls[name] = fn
+        except (RuntimeError, AttributeError) as e:  # not every build has every kernel
+            log.info("no %s matmul on this build (%s)", name, e)
+    timings = time_interleaved(calls, warmup=warmup, repeats=repeats)
+    ops = 2 * size**3
+    return {p: (ops / (timings[p].p50 / 1e3) / 1e9 if p in timings else None) for p in ("fp32", "bf16", "int8")}
+
+
+# --------------------------------------------------------------------------- environment
+def environment(threads: int | None = None) -> dict[str, Any]:
+    """What a reader needs to judge the numbers: CPU, cores, threads, library versions, date, load."""
+    cpu, flags = platform.processor() or "unknown", set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and cpu in ("unknown", platform.processor()):
+                cpu = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    versions = {}
+    for package in ("torch", "onnxruntime", "onnx", "transformers", "numpy", "tokenizers"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        affinity = os.cpu_count()
+    return {
+        "cpu": cpu,
+        "cpu_flags": sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8"}),
+        "logical_cpus": os.cpu_count(),
+        "cpus_available": affinity,
+        "threads": threads,
+        "torch_threads": torch.get_num_threads(),
+        "versions": versions,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def busy_warning(env: Mapping[str, Any]) -> list[str]:
+    """A warning when other work kept the CPUs busy (1-minute load average at or above the
+    number of available CPUs, at start or end): multi-threaded timings then suffer most, because
+    a thread that waits at a barrier for a preempted peer waits a whole scheduler slice."""
+    loads = [env["load_average"][0]] + ([env["load_average_end"][0]] if env.get("load_average_end") else [])
+    cpus = env.get("cpus_available") or 1
+    if max(loads) < cpus:
+        return []
+    return [
+        f"the machine was busy (load average {max(loads):.1f} on {cpus} CPUs): timings are inflated and noisy, "
+        "most of all for multi-threaded runs; compare ratios within this run only (or use --threads 1)"
+    ]
+
+
+# --------------------------------------------------------------------------- candidates
+@dataclass(frozen=True)
+class CandidateSpec:
+    """One benchmark candidate: which model family, runtime and precision."""
+
+    family: str  # ours | squeezebert | bert
+    backend: str  # torch | onnxruntime
+    precision: str  # fp32 | bf16 | int8
+    how: str  # how it is made, for the report
+
+
+CANDIDATES: dict[str, CandidateSpec] = {
+    "ours-torch-fp32": CandidateSpec("ours", "torch", "fp32", "squeezebert.optimize(model, 'fp32')"),
+    "ours-torch-bf16": CandidateSpec("ours", "torch", "bf16", "squeezebert.optimize(model, 'bf16')"),
+    "ours-torch-int8": CandidateSpec("ours", "torch", "int8", "squeezebert.optimize(model, 'int8') (oneDNN)"),
+    "ours-onnx-fp32": CandidateSpec("ours", "onnxruntime", "fp32", "squeezebert.export_model(precision='fp32')"),
+    "ours-onnx-int8": CandidateSpec("ours", "onnxruntime", "int8", "squeezebert.export_model(precision='int8')"),
+    "hf-squeezebert-torch-fp32": CandidateSpec("squeezebert", "torch", "fp32", "transformers SqueezeBERT"),
+    "hf-squeezebert-onnx-fp32": CandidateSpec("squeezebert", "onnxruntime", "fp32", "torch.onnx.export, opset 17"),
+    "hf-squeezebert-onnx-int8": CandidateSpec(
+        "squeezebert", "onnxruntime", "int8", "onnxruntime.quantization.quantize_dynamic, defaults"
+    ),
+    "hf-bert-torch-fp32": CandidateSpec("bert", "torch", "fp32", "transformers BERT"),
+    "hf-bert-torch-int8": CandidateSpec(
+        "bert", "torch", "int8", "torch.ao.quantization.quantize_dynamic({nn.Linear}, qint8)"
+    ),
+    "hf-bert-onnx-fp32": CandidateSpec("bert", "onnxruntime", "fp32", "torch.onnx.export, opset 17"),
+    "hf-bert-onnx-int8": CandidateSpec(
+        "bert", "onnxruntime", "int8", "onnxruntime.quantization.quantize_dynamic, defaults"
+    ),
+}
+#: Measured unless ``candidates`` says otherwise (BERT's fp32 ONNX graph is on request only).
+DEFAULT_CANDIDATES = tuple(name for name in CANDIDATES if name != "hf-bert-onnx-fp32")
+#: The candidate speedups are stated against, when measured.
+DEFAULT_BASELINE = "hf-bert-torch-fp32"
+
+_FIELDS_PER_CANDIDATE = (
+    "name",
+    "family",
+    "backend",
+    "precision",
+    "how",
+    "model",
+    "status",
+    "note",
+    "parameters",
+    "flops_per_text",
+    "file",
+    "file_bytes",
+    "rss_load_mb",
+    "rss_run_peak_mb",
+    "accuracy",
+    "cells",
+)
+
+
+def select_candidates(patterns: Sequence[str] | None) -> list[str]:
+    """Candidate names matching ``patterns`` (exact names or shell patterns, ``ours-*``), in
+    the canonical order; None means :data:`DEFAULT_CANDIDATES`."""
+    if patterns is None:
+        return list(DEFAULT_CANDIDATES)
+    chosen: set[str] = set()
+    for pattern in patterns:
+        pattern = pattern.strip()
+        if not pattern:
+            continue
+        hits = fnmatch.filter(CANDIDATES, pattern)
+        if not hits:
+            raise ValueError(f"unknown candidate {pattern!r}; choose from {', '.join(CANDIDATES)} (or a pattern)")
+        chosen.update(hits)
+    if not chosen:
+        raise ValueError("no candidates selected")
+    return [name for name in CANDIDATES if name in chosen]
+
+
+def _describe(config: Any) -> str:
+    from squeezebert.config import PROJECTIONS
+
+    groups = "/".join(str(config.groups(p)) for p in PROJECTIONS)
+    rank = ", low-rank" if config.ranks else ""
+    return f"{config.num_hidden_layers}x{config.hidden_size}, groups {groups}{rank}"
+
+
+def _peer_config(family: str, quick: bool) -> Any:
+    """The architecture a transformers peer is built with: SqueezeBERT-uncased and BERT-base, or
+    the tiny preset (grouped / dense) for ``quick``."""
+    from squeezebert.config import preset
+
+    dense = dict(q_groups=1, k_groups=1, v_groups=1, intermediate_groups=1, output_groups=1)
+    if family == "squeezebert":
+        return preset("tiny" if quick else "squeezebert-uncased", num_labels=2)
+    return preset("tiny", num_labels=2, **dense) if quick else preset("bert-base", num_labels=2)
+
+
+def _load_ours(src: str) -> Any:
+    """A checkpoint with a classification head: presets and headless encoders get a fresh
+    2-label head (random weights: latency does not depend on them)."""
+    from squeezebert.checkpoint import load, resolve
+
+    if isinstance(resolve(src), str):  # a preset
+        return load(src, num_labels=2)
+    ckpt = load(src)
+    if ckpt.model.config.num_labels == 0:
+        ckpt = load(src, num_labels=2)
+    return ckpt
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence exporter/quantizer chatter: deprecation warnings of the paths benchmarked on
+    purpose, transformers' progress bars and onnxruntime's pre-processing hint on the root logger."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))
+    bar_was_on = None
+    try:
+        from transformers.utils import logging as hf_logging
+
+        bar_was_on = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        root.setLevel(level)
+        if bar_was_on:
+            hf_logging.enable_progress_bar()
+
+
+def _missing(spec: CandidateSpec) -> str | None:
+    """Why a candidate cannot run here (a package is missing), or None."""
+    import importlib.util
+
+    need = []
+    if spec.family != "ours":
+        need.append(("transformers", "pip install transformers"))
+    if spec.backend == "onnxruntime":
+        need += [("onnxruntime", "pip install 'squeezebert[onnx]'"), ("onnx", "pip install 'squeezebert[onnx]'")]
+    for module, how in need:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ValueError:  # sys.modules[module] is None: import blocked
+            found = False
+        if not found:
+            return f"skipped: {module} is not installed ({how})"
+    return None
+
+
+def _hf_model(path: Path) -> Any:
+    from transformers import AutoModelForSequenceClassification
+
+    with _quiet():
+        return AutoModelForSequenceClassification.from_pretrained(str(path), dtype=torch.float32).eval()
+
+
+class _HFLogits(torch.nn.Module):
+    """Positional inputs -> logits, the signature ``torch.onnx.export`` traces."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor) -> Any:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
+
+
+def _export_hf_onnx(hf_dir: Path, out: Path) -> float:
+    """Export a transformers classifier to ONNX; return the max |difference| from PyTorch on a
+    padded check batch (the graph would be benchmarked, so it had better compute the same)."""
+    import numpy as np
+
+    from squeezebert.convert import config_from_hf
+    from squeezebert.export import INPUT_NAMES, sample_inputs
+
+    model = _HFLogits(_hf_model(hf_dir)).eval()
+    config = config_from_hf(json.loads((hf_dir / "config.json").read_text()))
+    example = {k: torch.from_numpy(v) for k, v in sample_inputs(config, 2, 8).items()}
+    axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES} | {"logits": {0: "batch"}}
+    with _quiet():
+        torch.onnx.export(
+            model,
+            tuple(example[k] for k in INPUT_NAMES),
+            str(out),
+            dynamo=False,
+            opset_version=17,
+            input_names=list(INPUT_NAMES),
+            output_names=["logits"],
+            dynamic_axes=axes,
+            do_constant_folding=True,
+        )
+    import onnxruntime as ort
+
+    check = sample_inputs(config, 3, 16, seed=1)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = session.run(None, check)[0]
+    with torch.inference_mode():
+        expected = model(*(torch.from_numpy(check[k]) for k in INPUT_NAMES)).numpy()
+    return float(np.abs(got - expected).max())
+
+
+def _ort_quantize_default(src: Path, out: Path) -> None:
+    from onnxruntime.quantization import quantize_dynamic
+
+    with _quiet():
+        quantize_dynamic(str(src), str(out))  # ORT's defaults: QInt8 weights, per tensor
+
+
+@dataclass
+class _Built:
+    """A loaded candidate: ``make(batch)`` returns the zero-argument call for one input batch."""
+
+    make: Callable[[dict[str, torch.Tensor]], Callable[[], Any]]
+    parameters: int
+    config: Any
+    file: Path
+    note: str = ""
+
+
+def _torch_call(model: Any, hf: bool) -> Callable[[dict[str, torch.Tensor]], Callable[[], Any]]:
+    def make(batch: dict[str, torch.Tensor]) -> Callable[[], Any]:
+        ids, mask, types = batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
+        if hf:
+
+            def run() -> Any:
+                with torch.inference_mode():
+                    return model(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
+
+            return run
+        return lambda: model(ids, mask, types)  # an InferenceModel: inference mode inside
+
+    return make
+
+
+def _onnx_call(path: Path, threads: int) -> Callable[[dict[str, torch.Tensor]], Callable[[], Any]]:
+    # Same session options for every ONNX candidate, ours and the peers': infer.OnnxForward.
+    from squeezebert.infer import OnnxForward
+
+    forward = OnnxForward(path, num_threads=threads)
+
+    def make(batch: dict[str, torch.Tensor]) -> Callable[[], Any]:
+        arrays = {k: v.numpy() for k, v in batch.items()}
+        return lambda: forward(arrays)
+
+    return make
+
+
+# --------------------------------------------------------------------------- the grid benchmark
+def _quick_or(value: Any, quick_value: Any, full_value: Any, quick: bool) -> Any:
+    if value is not None:
+        return value
+    return quick_value if quick else full_value
+
+
+def _read_metrics(metrics: str | os.PathLike[str] | Mapping[str, Any] | None) -> dict[str, float]:
+    """Per-candidate accuracy: ``{"ours-torch-int8": 0.91, ...}`` or ``{name: {"accuracy": x}}``."""
+    if metrics is None:
+        return {}
+    source = "metrics"
+    if not isinstance(metrics, Mapping):
+        source = str(metrics)
+        try:
+            metrics = json.loads(Path(metrics).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{source}: metrics file not found") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{source}: not valid JSON ({e})") from None
+        if not isinstance(metrics, Mapping):
+            raise ValueError(f"{source}: expected a JSON object mapping candidate names to accuracies")
+    out = {}
+    for name, value in metrics.items():
+        if isinstance(value, Mapping):
+            value = value.get("accuracy")
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ValueError(f"{source}: {name!r}: expected a number or an object with 'accuracy', got {value!r}")
+        out[str(name)] = float(value)
+    return out
+
+
+def run_bench(
+    model: str | None = None,
+    candidates: Sequence[str] | None = None,
+    threads: int = 2,
+    batch_sizes: Sequence[int] | None = None,
+    seq_lens: Sequence[int] | None = None,
+    warmup: int | None = None,
+    repeats: int | None = None,
+    max_seconds: float | None = None,
+    quick: bool = False,
+    matmul_size: int | None = None,
+    watts_per_core: float = 10.0,
+    metrics: str | os.PathLike[str] | Mapping[str, Any] | None = None,
+    baseline: str | None = None,
+    json_path: str | os.PathLike[str] | None = None,
+    markdown_path: str | os.PathLike[str] | None = None,
+    plot_path: str | os.PathLike[str] | None = None,
+    rapl_glob: str = RAPL_GLOB,
+) -> dict[str, Any]:
+    """Measure every candidate on a grid of batch size x sequence length in one interleaved run.
+
+    ``model``: our checkpoint (directory, alias or preset; default ``squeezebert-uncased`` with
+    random weights, ``tiny`` with ``quick``). ``candidates``: names or patterns from
+    :data:`CANDIDATES` (default :data:`DEFAULT_CANDIDATES`); peers whose package is missing are
+    reported as skipped with a note. The transformers peers are SqueezeBERT-uncased and BERT-base
+    with random weights (tiny versions with ``quick``).
+
+    ``quick``: the tiny configuration tests use (batch 1, 2 x sequence 8, 1 warm-up, 2 repeats,
+    256³ matmul peak); explicit arguments override it. Full defaults: batch 1, 8, 32 x sequence
+    32, 128, 2 warm-up rounds, 20 repeats, at most 30 s per cell, a 2048³ matmul peak.
+
+    ``metrics``: per-candidate accuracy (a JSON file or mapping) for the accuracy-vs-latency plot.
+    ``baseline``: the candidate speedups are given against (default hf-bert-torch-fp32 when
+    measured, else the first one measured). Writes JSON / markdown / PNG where paths are given
+    and returns the report (see :func:`format_report` for a terminal table).
+    """
+    from squeezebert.checkpoint import save_checkpoint, save_hf
+    from squeezebert.model import SqueezeBert, encoder_flops
+
+    names = select_candidates(candidates)
+    batch_sizes = list(_quick_or(batch_sizes, (1, 2), (1, 8, 32), quick))
+    seq_lens = list(_quick_or(seq_lens, (8,), (32, 128), quick))
+    warmup = int(_quick_or(warmup, 1, 2, quick))
+    repeats = int(_quick_or(repeats, 2, 20, quick))
+    max_seconds = _quick_or(max_seconds, None, 30.0, quick)
+    matmul_size = int(_quick_or(matmul_size, 256, 2048, quick))
+    model = model or ("tiny" if quick else "squeezebert-uncased")
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    if not batch_sizes or not seq_lens or min(batch_sizes) < 1 or min(seq_lens) < 2:
+        raise ValueError("batch sizes must be >= 1 and sequence lengths >= 2")
+    if repeats < 1 or warmup < 0:
+        raise ValueError("repeats must be >= 1 and warmup >= 0")
+    if baseline is not None and baseline not in names:
+        raise ValueError(f"baseline {baseline!r} is not among the candidates: {', '.join(names)}")
+    accuracies = _read_metrics(metrics)
+    if plot_path is not None:
+        _require_matplotlib()  # fail before minutes of measuring, not after
+    meter = EnergyMeter(watts_per_core, rapl_glob)
+    torch.set_num_threads(threads)
+    env = environment(threads)
+
+    ckpt = _load_ours(model)
+    ours_config = ckpt.model.config
+    positions = ours_config.max_position_embeddings
+    if any(CANDIDATES[n].family != "ours" for n in names):
+        positions = min(positions, _peer_config("bert", quick).max_position_embeddings)
+    if max(seq_lens) > positions:
+        raise ValueError(f"sequence length {max(seq_lens)} exceeds the {positions} positions of the models compared")
+
+    rows: dict[str, dict[str, Any]] = {}
+    for name in names:
+        spec = CANDIDATES[name]
+        rows[name] = {key: None for key in _FIELDS_PER_CANDIDATE} | {
+            "name": name,
+            "family": spec.family,
+            "backend": spec.backend,
+            "precision": spec.precision,
+            "how": spec.how,
+            "status": "ok",
+            "note": "",
+            "accuracy": accuracies.get(name),
+            "cells": [],
+        }
+        missing = _missing(spec)
+        if missing:
+            rows[name].update(status="skipped", note=missing)
+    for unknown in sorted(set(accuracies) - set(rows)):
+        log.warning("metrics: %r is not a candidate of this run; ignored", unknown)
+
+    built: dict[str, _Built] = {}
+    with tempfile.TemporaryDirectory(prefix="squeezebert-bench-") as tmp:
+        work = Path(tmp)
+
+        def skip(name: str, why: str) -> None:
+            log.warning("%s: %s", name, why)
+            rows[name].update(status="skipped", note=why)
+
+        active = [n for n in names if rows[n]["status"] == "ok"]
+        # ---- 1. files: our checkpoint, exports, the peers' HF directories (not timed, not in RSS)
+        ours_dir = save_checkpoint(ckpt.model, work / "ours", ckpt.tokenizer)
+        ours_onnx: dict[str, tuple[Path, str]] = {}
+        for name in [n for n in active if CANDIDATES[n].family == "ours" and CANDIDATES[n].backend != "torch"]:
+            precision = CANDIDATES[name].precision
+            try:
+                from squeezebert.export import export_model
+
+                with _quiet():
+                    report = export_model(ckpt.model, work / name, None, precision=precision)
+                diff = max(report.max_abs_diff.values())
+                note = f"ONNX fp32 vs torch max abs diff {diff:.1e}"
+                if report.int8_agreement is not None:
+                    note += f"; int8 agrees with fp32 on {report.int8_agreement:.0%} of {report.sample_size} samples"
+                ours_onnx[name] = (work / name / "model.onnx", note)
+            except Exception as e:  # a failed export is reported, the rest of the run goes on
+                skip(name, f"skipped: export failed ({type(e).__name__}: {e})")
+        peer_dirs: dict[str, tuple[Path, Any]] = {}
+        peer_onnx: dict[str, tuple[Path, str]] = {}
+        for family in ("squeezebert", "bert"):
+            wanted = [n for n in active if CANDIDATES[n].family == family and rows[n]["status"] == "ok"]
+            if not wanted:
+                continue
+            config = _peer_config(family, quick)
+            torch.manual_seed(0)
+            hf_dir = save_hf(SqueezeBert(config), work / f"hf-{family}", None, arch=family)
+            peer_dirs[family] = (hf_dir, config)
+            onnx_wanted = [n for n in wanted if CANDIDATES[n].backend == "onnxruntime"]
+            if onnx_wanted:
+                fp32_path = work / f"hf-{family}.onnx"
+                try:
+                    diff = _export_hf_onnx(hf_dir, fp32_path)
+                except Exception as e:
+                    for n in onnx_wanted:
+                        skip(n, f"skipped: ONNX export failed ({type(e).__name__}: {e})")
+                    continue
+                for n in onnx_wanted:
+                    if CANDIDATES[n].precision == "fp32":
+                        peer_onnx[n] = (fp32_path, f"ONNX fp32 vs torch max abs diff {diff:.1e}")
+                        continue
+                    path = work / f"{n}.onnx"
+                    try:
+                        _ort_quantize_default(fp32_path, path)
+                        peer_onnx[n] = (path, "")
+                    except Exception as e:
+                        skip(n, f"skipped: quantize_dynamic failed ({type(e).__name__}: {e})")
+
+        # ---- 2. load each candidate, measuring the resident-set growth up to a first tiny call:
+        # transformers memory-maps safetensors, so its weights become resident only when used.
+        vocab = min([ours_config.vocab_size] + [cfg.vocab_size for _, cfg in peer_dirs.values()])
+        tiny_batch = random_batch(vocab, 1, min(8, positions))
+        for name in [n for n in names if rows[n]["status"] == "ok"]:
+            spec = CANDIDATES[name]
+            _trim()
+            before = _rss_bytes()
+            try:
+                built[name] = _build(spec, name, ckpt, ours_dir, ours_onnx, peer_dirs, peer_onnx, threads)
+                built[name].make(tiny_batch)()
+            except Exception as e:
+                skip(name, f"skipped: could not be built ({type(e).__name__}: {e})")
+                continue
+            _trim()
+            row, b = rows[name], built[name]
+            row["rss_load_mb"] = round((_rss_bytes() - before) / 2**20, 1)
+            row["parameters"] = b.parameters
+            row["model"] = _describe(b.config)
+            row["file"] = b.file.name
+            row["file_bytes"] = b.file.stat().st_size
+            row["flops_per_text"] = {str(s): encoder_flops(b.config, s) for s in seq_lens}
+            row["note"] = b.note
+        del ckpt
+        _trim()
+
+        # ---- 3. the ceiling, then the grid (largest cell first: its warm-up measures memory)
+        peaks = matmul_peaks(matmul_size)
+        cells = sorted(((b, s) for b in batch_sizes for s in seq_lens), key=lambda c: (-c[0] * c[1], c))
+        measured: dict[tuple[int, int], dict[str, _Samples]] = {}
+        for i, (batch_size, seq_len) in enumerate(cells):
+            batch = random_batch(vocab, batch_size, seq_len)
+            calls = {name: b.make(batch) for name, b in built.items()}
+            log.info("bench: batch %d x seq %d, %d candidates", batch_size, seq_len, len(calls))
+            measured[(batch_size, seq_len)] = _measure(
+                calls, warmup, repeats, max_seconds, meter, track_memory=(i == 0 and warmup > 0)
+            )
+
+    # ---- 4. the report
+    for name in built:
+        first = measured[cells[0]][name].run_peak_bytes
+        rows[name]["rss_run_peak_mb"] = None if first is None else round(first / 2**20, 1)
+    if baseline is not None and baseline not in built:
+        log.warning("baseline %s was skipped; speedups are given against the default", baseline)
+        baseline = None
+    base = baseline or (DEFAULT_BASELINE if DEFAULT_BASELINE in built else next(iter(built), None))
+    for batch_size, seq_len in sorted(measured):
+        samples = measured[(batch_size, seq_len)]
+        base_p50 = statistics.median(samples[base].times_ms) if base else None
+        for name, s in samples.items():
+            t = _timing(s.times_ms)
+            spec, row = CANDIDATES[name], rows[name]
+            seconds = t.p50 / 1e3
+            gops = row["flops_per_text"][str(seq_len)] * batch_size / seconds / 1e9
+            peak = peaks.get(spec.precision)
+            joules = statistics.median(s.energy_j) if s.energy_j else None
+            row["cells"].append(
+                {
+                    "batch_size": batch_size,
+                    "seq_len": seq_len,
+                    "latency_ms": {k: round(v, 3) if isinstance(v, float) else v for k, v in t.to_dict().items()},
+                    "throughput_texts_per_s": round(batch_size / seconds, 2),
+                    "gops": round(gops, 3),
+                    "peak_gops": None if peak is None else round(peak, 1),
+                    "peak_fraction": None if not peak else round(gops / peak, 4),
+                    "cpu_s_per_call": round(statistics.median(s.cpu_s), 5),
+                    "energy_j_per_1000_texts": None if joules is None else round(joules / batch_size * 1000, 3),
+                    "energy_source": meter.source,
+                    "speedup_vs_baseline": None if base_p50 is None else round(base_p50 / t.p50, 3),
+                }
+            )
+    env["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    env["warnings"] = busy_warning(env)
+    report = {
+        "kind": "grid",
+        "environment": env,
+        "settings": {
+            "model": model,
+            "candidates": names,
+            "threads": threads,
+            "batch_sizes": batch_sizes,
+            "seq_lens": seq_lens,
+            "warmup": warmup,
+            "repeats": repeats,
+            "max_seconds_per_cell": max_seconds,
+            "quick": quick,
+            "matmul_size": matmul_size,
+            "watts_per_core": watts_per_core,
+            "inputs": "random token ids, full length (no padding)",
+        },
+        "baseline": base,
+        "matmul_peak_gops": {k: None if v is None else round(v, 1) for k, v in peaks.items()},
+        "energy": {"source": meter.source, "note": meter.note},
+        "memory_method": MEMORY_METHOD,
+        "process_peak_rss_mb": round(_process_peak_rss_bytes() / 2**20, 1),
+        "candidates": [rows[n] for n in names],
+    }
+    write_outputs(report, json_path, markdown_path, plot_path)
+    return report
+
+
+def _build(
+    spec: CandidateSpec,
+    name: str,
+    ckpt: Any,
+    ours_dir: Path,
+    ours_onnx: dict[str, tuple[Path, str]],
+    peer_dirs: dict[str, tuple[Path, Any]],
+    peer_onnx: dict[str, tuple[Path, str]],
+    threads: int,
+) -> _Built:
+    if spec.family == "ours":
+        params, config = ckpt.model.num_parameters(), ckpt.model.config
+        if spec.backend == "torch":
+            from squeezebert.quantize import optimize
+
+            note = {"bf16": "weights cast to bf16 at load", "int8": "weights quantized at load"}.get(spec.precision, "")
+            return _Built(
+                _torch_call(optimize(ckpt.model, spec.precision), hf=False),
+                params,
+                config,
+                ours_dir / "model.safetensors",
+                note,
+            )
+        path, note = ours_onnx[name]
+        return _Built(_onnx_call(path, threads), params, config, path, note)
+    hf_dir, config = peer_dirs[spec.family]
+    params = _count_parameters(hf_dir / "model.safetensors")
+    if spec.backend == "onnxruntime":
+        path, note = peer_onnx[name]
+        return _Built(_onnx_call(path, threads), params, config, path, note)
+    model = _hf_model(hf_dir)
+    note = ""
+    if spec.precision == "int8":
+        with _quiet():
+            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        note = "weights quantized at load"
+    return _Built(_torch_call(model, hf=True), params, config, hf_dir / "model.safetensors", note)
+
+
+def _count_parameters(weights: Path) -> int:
+    """Parameters in a safetensors file, from its header alone (nothing is loaded)."""
+    import math
+
+    from safetensors import safe_open
+
+    with safe_open(str(weights), framework="pt") as f:
+        return sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+
+
+# --------------------------------------------------------------------------- real workload
+def read_texts(path: str | os.PathLike[str], max_texts: int | None = None) -> list[str]:
+    """Texts of a workload file: one per line, or the ``sentence`` column of a GLUE ``.tsv``
+    (a file whose first line is tab-separated and names a ``sentence`` column)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: workload file not found")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({e})") from None
+    header = lines[0].split("\t") if lines else []
+    if path.suffix.lower() == ".tsv" or (len(header) > 1 and "sentence" in header):
+        if "sentence" not in header:
+            raise ValueError(f"{path}: line 1: a .tsv workload needs a 'sentence' column, found {header}")
+        col, texts = header.index("sentence"), []
+        for number, line in enumerate(lines[1:], start=2):
+            if not line.strip():
+                continue
+            fields = line.split("\t")
+            if len(fields) <= col:
+                raise ValueError(f"{path}: line {number}: {len(fields)} fields, expected 'sentence' in field {col + 1}")
+            texts.append(fields[col])
+    else:
+        texts = [line for line in lines if line.strip()]
+    if not texts:
+        raise ValueError(f"{path}: no texts (expected one text per line, or a .tsv with a 'sentence' column)")
+    return texts[:max_texts] if max_texts else texts
+
+
+def run_workload(
+    workload: str | os.PathLike[str],
+    model: str,
+    backend: str = "torch",
+    precision: str | None = None,
+    threads: int = 2,
+    batch_sizes: Sequence[int] = (1, 32),
+    warmup: int = 1,
+    repeats: int = 3,
+    max_seconds: float | None = 120.0,
+    max_length: int = 128,
+    max_texts: int | None = None,
+    json_path: str | os.PathLike[str] | None = None,
+    markdown_path: str | os.PathLike[str] | None = None,
+    plot_path: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Texts -> labels end to end (tokenization included) on a real text file: our
+    :class:`~squeezebert.infer.Classifier` (``backend``, ``precision``) against
+    ``transformers.pipeline("text-classification")`` over an HF export of the same weights
+    (:func:`~squeezebert.checkpoint.save_hf`), same threads, interleaved, per batch size.
+    Reports texts/s, our speedup and how often the two predict the same label.
+
+    A warm-up runs each side on the first 64 texts; then each timed call is one pass over the
+    whole file. A preset ``model`` gets a random 2-label head (agreement is still meaningful:
+    both sides hold the same weights).
+    """
+    try:
+        import transformers
+    except ImportError:
+        raise ImportError("the workload comparison needs transformers: pip install transformers") from None
+    from squeezebert.checkpoint import save_checkpoint, save_hf
+    from squeezebert.infer import Classifier
+
+    texts = read_texts(workload, max_texts)
+    if plot_path is not None:
+        _require_matplotlib()
+    if not batch_sizes or min(batch_sizes) < 1:
+        raise ValueError("batch sizes must be >= 1")
+    torch.set_num_threads(threads)
+    env = environment(threads)
+    ckpt = _load_ours(model)
+    config = ckpt.model.config
+    if config.num_labels < 2:
+        raise ValueError(f"{model}: workload mode compares labels; it needs a classifier (num_labels >= 2)")
+    if ckpt.tokenizer is None:
+        raise ValueError(f"{model}: has no tokenizer (tokenizer.json or vocab.txt)")
+    with tempfile.TemporaryDirectory(prefix="squeezebert-workload-") as tmp:
+        ours_dir = save_checkpoint(ckpt.model, Path(tmp) / "ours", ckpt.tokenizer)
+        hf_dir = save_hf(ckpt.model, Path(tmp) / "hf", ckpt.tokenizer)
+        del ckpt
+        clf = Classifier.from_pretrained(
+            ours_dir, precision=precision, backend=backend, max_length=max_length, num_threads=threads
+        )
+        with _quiet():
+            pipe = transformers.pipeline(
+                "text-classification", model=str(hf_dir), tokenizer=str(hf_dir), device="cpu", dtype=torch.float32
+            )
+        max_length = clf.max_length  # capped at the model's positions; the pipeline truncates alike
+        outputs: dict[str, list[str]] = {}
+
+        def ours(bs: int) -> Callable[[], Any]:
+            def run() -> None:
+                outputs[f"ours b{bs}"] = [p.label for p in clf.predict(texts, batch_size=bs)]
+
+            return run
+
+        def theirs(bs: int) -> Callable[[], Any]:
+            def run() -> None:
+                result = pipe(texts, batch_size=bs, truncation=True, max_length=max_length)
+                outputs[f"transformers b{bs}"] = [r["label"] for r in result]
+
+            return run
+
+        calls: dict[str, Callable[[], Any]] = {}
+        for bs in batch_sizes:
+            calls[f"ours b{bs}"], calls[f"transformers b{bs}"] = ours(bs), theirs(bs)
+        head = texts[:64]
+        for _ in range(warmup):
+            clf.predict(head, batch_size=max(batch_sizes))
+            with _quiet():
+                pipe(head, batch_size=max(batch_sizes), truncation=True, max_length=max_length)
+        samples = _measure(calls, 0, repeats, max_seconds)
+    rows = []
+    for bs in batch_sizes:
+        ours_t, hf_t = _timing(samples[f"ours b{bs}"].times_ms), _timing(samples[f"transformers b{bs}"].times_ms)
+        ours_labels, hf_labels = outputs[f"ours b{bs}"], outputs[f"transformers b{bs}"]
+        agreement = sum(a == b for a, b in zip(ours_labels, hf_labels)) / len(texts)
+        for who, t in (("ours", ours_t), ("transformers", hf_t)):
+            rows.append(
+                {
+                    "implementation": who,
+                    "batch_size": bs,
+                    "seconds_per_pass": {
+                        k: round(v / 1e3, 4) if isinstance(v, float) else v for k, v in asdict(t).items()
+                    },
+                    "texts_per_s": round(len(texts) / (t.p50 / 1e3), 2),
+                    "speedup_vs_transformers": round(hf_t.p50 / t.p50, 3),
+                    "label_agreement": round(agreement, 4),
+                }
+            )
+    env["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    env["warnings"] = busy_warning(env)
+    report = {
+        "kind": "workload",
+        "environment": env,
+        "settings": {
+            "workload": str(workload),
+            "num_texts": len(texts),
+            "model": model,
+            "labels": config.labels,
+            "ours": f"squeezebert Classifier, backend {backend}, precision {clf.precision}",
+            "transformers": f"transformers {transformers.__version__} pipeline('text-classification'), torch fp32, "
+            "same weights via save_hf",
+            "threads": threads,
+            "batch_sizes": list(batch_sizes),
+            "warmup": warmup,
+            "repeats": repeats,
+            "max_length": max_length,
+            "timed": "one pass over every text per call: tokenize, batch, forward, labels",
+        },
+        "rows": rows,
+        "process_peak_rss_mb": round(_process_peak_rss_bytes() / 2**20, 1),
+    }
+    write_outputs(report, json_path, markdown_path, plot_path)
+    return report
+
+
+# --------------------------------------------------------------------------- output
+def _fmt(value: Any, spec: str = ".1f") -> str:
+    if value is None:
+        return "-"
+    return format(value, spec) if isinstance(value, (int, float)) else str(value)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool) -> str:
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
+        return "\n".join(lines)
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+def _environment_lines(env: Mapping[str, Any]) -> list[str]:
+    versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
+    return [
+        f"CPU: {env['cpu']} ({env['cpus_available']} of {env['logical_cpus']} logical CPUs available; "
+        f"{' '.join(env['cpu_flags']) or 'no AVX-512'}), threads {env['threads']}",
+        f"software: python {env['python']}, {versions}",
+        f"date: {env['date']}; load average at start {env['load_average']}, at end {env.get('load_average_end')}",
+    ] + [f"WARNING: {w}" for w in busy_warning(env)]
+
+
+def format_report(report: Mapping[str, Any], markdown: bool = False) -> str:
+    """The report as text: terminal tables, or markdown with ``markdown=True``."""
+    if report["kind"] == "workload":
+        return _format_workload(report, markdown)
+    env, settings = report["environment"], report["settings"]
+    peaks = report["matmul_peak_gops"]
+    m = settings["matmul_size"]
+    lines = ["# squeezebert bench" if markdown else "squeezebert bench", ""]
+    lines += [("- " if markdown else "") + line for line in _environment_lines(env)]
+    lines += [
+        ("- " if markdown else "")
+        + f"matmul peak ({m}x{m}x{m}, same run): "
+        + ", ".join(f"{p} {_fmt(v)} GOP/s" for p, v in peaks.items()),
+        ("- " if markdown else "") + f"energy: {report['energy']['note']}",
+        ("- " if markdown else "")
+        + f"timing: {settings['warmup']} warm-up + up to {settings['repeats']} interleaved rounds per cell"
+        + (f" (at most {limit} s)" if (limit := settings["max_seconds_per_cell"]) else "")
+        + f", {settings['inputs']}",
+        ("- " if markdown else "") + f"speedup vs {report['baseline']} (p50 ratio)",
+        "",
+    ]
+    header = ["candidate", "model", "params M", "file MB", "RSS load MB", "RSS run MB", "status / note"]
+    rows = []
+    for c in report["candidates"]:
+        rows.append(
+            [
+                c["name"],
+                c["model"] or "-",
+                _fmt(None if c["parameters"] is None else c["parameters"] / 1e6, ".2f"),
+                _fmt(None if c["file_bytes"] is None else c["file_bytes"] / 1e6, ".1f"),
+                _fmt(c["rss_load_mb"]),
+                _fmt(c["rss_run_peak_mb"]),
+                c["note"] if c["status"] == "ok" else c["note"],
+            ]
+        )
+    lines += [_table(header, rows, markdown), ""]
+    header = ["candidate", "batch", "seq", "p50 ms", "p90 ms", "p99 ms", "texts/s", "GOP/s", "% peak"]
+    header += ["J/1k texts" + (" (est.)" if report["energy"]["source"] == "estimate" else ""), "speedup"]
+    cell_rows = []
+    for c in report["candidates"]:
+        for cell in c["cells"]:
+            lat = cell["latency_ms"]
+            cell_rows.append(
+                (
+                    (cell["batch_size"], cell["seq_len"], c["name"]),
+                    [
+                        c["name"],
+                        str(cell["batch_size"]),
+                        str(cell["seq_len"]),
+                        _fmt(lat["p50"], ".2f"),
+                        _fmt(lat["p90"], ".2f"),
+                        _fmt(lat["p99"], ".2f"),
+                        _fmt(cell["throughput_texts_per_s"]),
+                        _fmt(cell["gops"]),
+                        _fmt(None if cell["peak_fraction"] is None else 100 * cell["peak_fraction"], ".1f"),
+                        _fmt(cell["energy_j_per_1000_texts"], ".2f"),
+                        _fmt(cell["speedup_vs_baseline"], ".2f") + "x",
+                    ],
+                )
+            )
+    order = {c["name"]: i for i, c in enumerate(report["candidates"])}
+    cell_rows.sort(key=lambda r: (r[0][0], r[0][1], order[r[0][2]]))
+    lines.append(_table(header, [r for _, r in cell_rows], markdown))
+    lines += ["", ("- " if markdown else "") + "memory: " + report["memory_method"]]
+    lines.append(("- " if markdown else "") + f"process peak RSS: {report['process_peak_rss_mb']} MB")
+    return "\n".join(lines) + "\n"
+
+
+def _format_workload(report: Mapping[str, Any], markdown: bool) -> str:
+    s = report["settings"]
+    lines = ["# squeezebert bench --workload" if markdown else "squeezebert bench --workload", ""]
+    bullet = "- " if markdown else ""
+    lines += [bullet + line for line in _environment_lines(report["environment"])]
+    lines += [
+        bullet
+        + f"workload: {s['workload']} ({s['num_texts']} texts), model {s['model']}, max_length {s['max_length']}",
+        bullet + f"ours: {s['ours']}",
+        bullet + f"transformers: {s['transformers']}",
+        bullet + f"timed: {s['timed']}; {s['warmup']} warm-up, up to {s['repeats']} interleaved passes",
+        "",
+    ]
+    header = ["implementation", "batch", "s/pass p50", "s/pass p90", "texts/s", "speedup", "label agreement"]
+    rows = [
+        [
+            r["implementation"],
+            str(r["batch_size"]),
+            _fmt(r["seconds_per_pass"]["p50"], ".3f"),
+            _fmt(r["seconds_per_pass"]["p90"], ".3f"),
+            _fmt(r["texts_per_s"]),
+            _fmt(r["speedup_vs_transformers"], ".2f") + "x",
+            f"{r['label_agreement']:.2%}",
+        ]
+        for r in report["rows"]
+    ]
+    lines.append(_table(header, rows, markdown))
+    return "\n".join(lines) + "\n"
+
+
+def _require_matplotlib() -> Any:
+    try:
+        import matplotlib
+    except ImportError:
+        raise ImportError("--plot needs matplotlib: pip install 'squeezebert[plot]'") from None
+    return matplotlib
+
+
+def plot_report(report: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
+    """A PNG: p50 latency per configuration (and accuracy vs latency when accuracies are known);
+    for a workload report, texts/s per implementation and batch size."""
+    matplotlib = _require_matplotlib()
+    from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
+
+    from squeezebert.checkpoint import atomic_write
+
+    if report["kind"] == "workload":
+        fig = Figure(figsize=(6, 4), layout="constrained")
+        ax = fig.subplots()
+        batch_sizes = report["settings"]["batch_sizes"]
+        width = 0.38
+        for k, who in enumerate(("ours", "transformers")):
+            values = [
+                next(r["texts_per_s"] for r in report["rows"] if r["implementation"] == who and r["batch_size"] == b)
+                for b in batch_sizes
+            ]
+            ax.bar([i + (k - 0.5) * width for i in range(len(batch_sizes))], values, width, label=who)
+        ax.set_xticks(range(len(batch_sizes)), [f"batch {b}" for b in batch_sizes])
+        ax.set_ylabel("texts/s (end to end, higher is better)")
+        ax.set_title(f"{Path(report['settings']['workload']).name}: {report['settings']['num_texts']} texts")
+        ax.legend()
+    else:
+        measured = [c for c in report["candidates"] if c["cells"]]
+        with_acc = [c for c in measured if c["accuracy"] is not None]
+        fig = Figure(figsize=(13 if with_acc else 9, 5), layout="constrained")
+        axes = fig.subplots(1, 2 if with_acc else 1, squeeze=False)[0]
+        ax = axes[0]
+        cells = sorted({(cell["batch_size"], cell["seq_len"]) for c in measured for cell in c["cells"]})
+        width = 0.8 / max(1, len(measured))
+        for k, c in enumerate(measured):
+            p50 = {(cell["batch_size"], cell["seq_len"]): cell["latency_ms"]["p50"] for cell in c["cells"]}
+            color = matplotlib.colormaps["tab20"](k % 20)  # tab10 would repeat after ten candidates
+            ax.bar(
+                [i + k * width for i in range(len(cells))],
+                [p50[cell] for cell in cells],
+                width,
+                label=c["name"],
+                color=color,
+            )
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(cells))], [f"b{b} x s{s}" for b, s in cells])
+        ax.set_yscale("log")
+        ax.set_ylabel("p50 latency, ms (log; lower is better)")
+        threads = report["settings"]["threads"]
+        ax.set_title(f"{report['environment']['cpu']}, {threads} thread{'s' if threads != 1 else ''}")
+        ax.legend(fontsize=7, ncol=2)
+        if with_acc:
+            b, s = min(cell[0] for cell in cells), max(cell[1] for cell in cells)
+            ax2 = axes[1]
+            for c in with_acc:
+                p50 = next(
+                    cell["latency_ms"]["p50"] for cell in c["cells"] if (cell["batch_size"], cell["seq_len"]) == (b, s)
+                )
+                ax2.scatter(p50, c["accuracy"])
+                ax2.annotate(c["name"], (p50, c["accuracy"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ax2.set_xscale("log")
+            ax2.set_xlabel(f"p50 latency at batch {b} x seq {s}, ms (log)")
+            ax2.set_ylabel("accuracy")
+            ax2.set_title("accuracy vs latency")
+    atomic_write(Path(path), lambda p: fig.savefig(p, format="png", dpi=120))
+
+
+def write_outputs(
+    report: Mapping[str, Any],
+    json_path: str | os.PathLike[str] | None = None,
+    markdown_path: str | os.PathLike[str] | None = None,
+    plot_path: str | os.PathLike[str] | None = None,
+) -> None:
+    """Write the report as JSON, markdown and a PNG plot (each only where a path is given),
+    each to a temporary name first, then renamed."""
+    from squeezebert.checkpoint import atomic_write_text
+
+    for target in (json_path, markdown_path, plot_path):
+        if target is not None:
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+    if json_path is not None:
+        atomic_write_text(Path(json_path), json.dumps(report, indent=2) + "\n")
+    if markdown_path is not None:
+        atomic_write_text(Path(markdown_path), format_report(report, markdown=True))
+    if plot_path is not None:
+        plot_report(report, plot_path)

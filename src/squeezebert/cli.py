@@ -285,6 +285,56 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- bench
+def cmd_bench(args: argparse.Namespace) -> int:
+    from squeezebert.bench import format_report, run_bench, run_workload
+
+    given = {
+        "threads": args.threads,
+        "batch_sizes": _int_list(args.batch_sizes, "--batch-sizes"),
+        "warmup": args.warmup,
+        "repeats": args.repeats,
+        "max_seconds": args.max_seconds,
+        "json_path": args.json,
+        "markdown_path": args.markdown,
+        "plot_path": args.plot,
+    }
+    if args.workload:
+        if args.model is None:
+            raise ValueError("--workload needs --model (a fine-tuned classifier; a preset gives random weights)")
+        for flag, value in (
+            ("--candidates", args.candidates),
+            ("--seq-lens", args.seq_lens),
+            ("--metrics", args.metrics),
+        ):
+            if value is not None:
+                raise ValueError(f"{flag} is for the grid benchmark, not --workload")
+        extra = {"backend": args.backend or "torch", "precision": args.precision, "max_texts": args.max_texts}
+        kwargs = {k: v for k, v in (given | extra).items() if v is not None}
+        report = run_workload(args.workload, args.model, max_length=args.max_length, **kwargs)
+    else:
+        if args.backend or args.precision or args.max_texts:
+            raise ValueError(
+                "--backend, --precision and --max-texts go with --workload; pick grid candidates with --candidates"
+            )
+        report = run_bench(
+            model=args.model,
+            candidates=args.candidates.split(",") if args.candidates else None,
+            seq_lens=_int_list(args.seq_lens, "--seq-lens"),
+            quick=args.quick,
+            matmul_size=args.matmul_size,
+            watts_per_core=args.watts_per_core,
+            metrics=args.metrics,
+            baseline=args.baseline,
+            **given,
+        )
+    print(format_report(report), end="")
+    written = [p for p in (args.json, args.markdown, args.plot) if p]
+    if written:
+        print(f"wrote {', '.join(written)}")
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 Handler = Callable[[argparse.Namespace], int]
 
@@ -391,6 +441,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 14)")
     p.set_defaults(handler=cmd_export)
+
+    p = sub.add_parser(
+        "bench",
+        help="side-by-side CPU benchmark against transformers' SqueezeBERT and BERT (or a real text file)",
+        description="Grid mode (default): latency, throughput, GOP/s vs a matmul peak, energy, memory and size of "
+        "our model (torch fp32/bf16/int8, ONNX fp32/int8) and transformers peers, interleaved in one run. "
+        "Workload mode (--workload FILE --model CKPT): texts -> labels end to end against transformers.pipeline.",
+    )
+    p.add_argument("--model", default=None, help="our checkpoint, alias or preset (default squeezebert-uncased)")
+    p.add_argument("--candidates", default=None, help="comma-separated names or patterns, e.g. 'ours-*,hf-bert-*'")
+    p.add_argument(
+        "--quick", action="store_true", help="tiny models and grid (batch 1,2 x seq 8, 2 repeats): a smoke run"
+    )
+    p.add_argument("--threads", type=int, default=2, help="intra-op threads for every candidate (default 2)")
+    p.add_argument("--batch-sizes", default=None, help="comma-separated (default 1,8,32; workload 1,32)")
+    p.add_argument("--seq-lens", default=None, help="comma-separated sequence lengths (default 32,128)")
+    p.add_argument("--warmup", type=int, default=None, help="warm-up rounds per cell (default 2; workload 1)")
+    p.add_argument(
+        "--repeats", type=int, default=None, help="timed interleaved rounds per cell (default 20; workload 3)"
+    )
+    p.add_argument("--max-seconds", type=float, default=None, help="stop a cell's rounds after this long (default 30)")
+    p.add_argument("--matmul-size", type=int, default=None, help="N of the NxNxN matmul peak (default 2048)")
+    p.add_argument("--watts-per-core", type=float, default=10.0, help="energy estimate without RAPL (default 10 W)")
+    p.add_argument("--baseline", default=None, help="candidate speedups are given against (default hf-bert-torch-fp32)")
+    p.add_argument("--metrics", default=None, help="JSON {candidate: accuracy} for the accuracy-vs-latency plot")
+    p.add_argument("--json", default=None, help="write the report as JSON")
+    p.add_argument("--markdown", default=None, help="write the report as markdown")
+    p.add_argument("--plot", default=None, help="write a PNG plot (needs matplotlib: squeezebert[plot])")
+    p.add_argument("--workload", default=None, help="text file (one text per line, or a GLUE .tsv with 'sentence')")
+    p.add_argument("--backend", choices=("torch", "onnx"), default=None, help="workload: our backend (default torch)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default=None, help="workload: our precision")
+    p.add_argument("--max-length", type=int, default=128, help="workload: tokens per text after truncation")
+    p.add_argument("--max-texts", type=int, default=None, help="workload: use the first N texts")
+    p.set_defaults(handler=cmd_bench)
     return parser
 
 
