@@ -335,6 +335,88 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- predict / serve / loadtest
+def cmd_predict(args: argparse.Namespace) -> int:
+    from squeezebert.predict import predict_file
+
+    report = predict_file(
+        args.model,
+        args.input,
+        args.output,
+        fmt=args.format,
+        text_column=args.text_column,
+        text_pair_column=args.text_pair_column,
+        id_column=args.id_column,
+        batch_size=args.batch_size,
+        chunk_size=args.chunk_size,
+        precision=args.precision,
+        backend=args.backend,
+        max_length=args.max_length,
+        num_threads=args.num_threads,
+        normalize=not args.no_normalize,
+    )
+    # The predictions may be on stdout: the summary goes to stderr.
+    where = "stdout" if report.output == "-" else report.output
+    print(
+        f"wrote {where}: {report.rows} rows in {report.seconds:.1f} s ({report.texts_per_s:.0f} texts/s)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    from squeezebert.serve import API_KEY_ENV, ServeConfig, run
+
+    config = ServeConfig(
+        max_batch_size=args.max_batch_size,
+        max_wait_ms=args.max_wait_ms,
+        batching=not args.no_batching,
+        max_texts=args.max_texts,
+        max_chars=args.max_chars,
+        max_body_bytes=args.max_body_bytes,
+        max_queue=args.max_queue,
+        timeout_s=args.timeout_s,
+        api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
+    )
+    run(
+        args.model,
+        args.host,
+        args.port,
+        config=config,
+        backend=args.backend,
+        precision=args.precision,
+        max_length=args.max_length,
+        num_threads=args.num_threads,
+        normalize=not args.no_normalize,
+        log_level="debug" if args.verbose else "info",
+        access_log=args.access_log,
+    )
+    return 0
+
+
+def cmd_loadtest(args: argparse.Namespace) -> int:
+    import os
+
+    from squeezebert.checkpoint import atomic_write_text
+    from squeezebert.serve import API_KEY_ENV, loadtest, read_texts
+
+    report = loadtest(
+        args.url,
+        concurrency=args.concurrency,
+        duration_s=args.duration,
+        texts=read_texts(args.texts) if args.texts else None,
+        texts_per_request=args.texts_per_request,
+        api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
+    )
+    print(report.summary())
+    if args.json:
+        atomic_write_text(Path(args.json), json.dumps(report.to_dict(), indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 Handler = Callable[[argparse.Namespace], int]
 
@@ -475,6 +557,74 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, default=128, help="workload: tokens per text after truncation")
     p.add_argument("--max-texts", type=int, default=None, help="workload: use the first N texts")
     p.set_defaults(handler=cmd_bench)
+
+    p = sub.add_parser(
+        "predict",
+        help="classify a text/CSV/TSV/JSONL file (or stdin) into JSONL, streamed in chunks",
+        description="One JSON object per input row, in order: line (and id when the input has one), label, "
+        "score and probabilities (value for regression). Input and output '-' mean stdin/stdout. An output file is "
+        "written under a temporary name and renamed at the end: a bad row leaves no partial file.",
+    )
+    p.add_argument("model", help="fine-tuned checkpoint, ONNX export directory (with --backend onnx) or alias")
+    p.add_argument("--input", default="-", help="input file or - for stdin (default -)")
+    p.add_argument("--output", default="-", help="output JSONL file or - for stdout (default -)")
+    p.add_argument(
+        "--format", choices=("text", "csv", "tsv", "jsonl"), default=None, help="input format (default: extension)"
+    )
+    p.add_argument("--text-column", default="text", help="CSV/TSV/JSONL: column of the (first) text")
+    p.add_argument("--text-pair-column", default=None, help="CSV/TSV/JSONL: column of the second text of a pair")
+    p.add_argument("--id-column", default=None, help="column copied to the output as id (default: 'id' if present)")
+    p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass")
+    p.add_argument("--chunk-size", type=int, default=1024, help="rows read, classified and written at a time")
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch")
+    p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default=None)
+    p.add_argument("--max-length", type=int, default=128, help="tokens per text after truncation")
+    p.add_argument("--num-threads", type=int, default=None, help="intra-op threads (default: the backend's choice)")
+    p.add_argument("--no-normalize", action="store_true", help="skip NFKC and look-alike letter normalization")
+    p.set_defaults(handler=cmd_predict)
+
+    p = sub.add_parser(
+        "serve",
+        help="HTTP classification service (FastAPI + uvicorn) with dynamic micro-batching",
+        description='POST /v1/classify {"texts": [...]} or {"pairs": [[a, b], ...]}; GET /healthz, /readyz, '
+        "/metrics (Prometheus), /docs. SIGTERM drains in-flight requests and exits 0. Needs squeezebert[serve].",
+    )
+    p.add_argument("model", help="fine-tuned checkpoint, ONNX export directory (with --backend onnx) or alias")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch")
+    p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default=None)
+    p.add_argument("--max-length", type=int, default=128, help="tokens per text after truncation")
+    p.add_argument("--num-threads", type=int, default=None, help="intra-op threads (default: the backend's choice)")
+    p.add_argument("--max-batch-size", type=int, default=32, help="texts per model call (1: no batching)")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits to fill")
+    p.add_argument("--no-batching", action="store_true", help="one request per model call")
+    p.add_argument("--max-texts", type=int, default=64, help="texts per request (more: 422)")
+    p.add_argument("--max-chars", type=int, default=2000, help="characters per text (more: 422)")
+    p.add_argument("--max-body-bytes", type=int, default=1_000_000, help="request body size (more: 413)")
+    p.add_argument("--max-queue", type=int, default=256, help="requests waiting for the model (more: 503)")
+    p.add_argument("--timeout-s", type=float, default=10.0, help="per-request deadline (past it: 504)")
+    p.add_argument(
+        "--api-key", default=None, help="require Authorization: Bearer KEY (default: $SQUEEZEBERT_API_KEY if set)"
+    )
+    p.add_argument("--access-log", action="store_true", help="log every request")
+    p.add_argument("--no-normalize", action="store_true", help="skip NFKC and look-alike letter normalization")
+    p.set_defaults(handler=cmd_serve)
+
+    p = sub.add_parser(
+        "loadtest",
+        help="load-test a local squeezebert serve: requests/s, latency percentiles, errors",
+        description="Concurrent clients POST /v1/classify for a bounded time (<= 60 s, <= 256 clients); only "
+        "loopback addresses (localhost, 127.0.0.0/8, ::1) are accepted.",
+    )
+    p.add_argument("url", help="server URL, e.g. http://127.0.0.1:8080")
+    p.add_argument("--concurrency", type=int, default=8, help="concurrent clients (<= 256)")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds (<= 60)")
+    p.add_argument("--texts", default=None, help="text file, one request text per line (default: built-in samples)")
+    p.add_argument("--texts-per-request", type=int, default=1)
+    p.add_argument("--api-key", default=None, help="bearer token (default: $SQUEEZEBERT_API_KEY if set)")
+    p.add_argument("--json", default=None, help="also write the report as JSON to this file")
+    p.set_defaults(handler=cmd_loadtest)
     return parser
 
 

@@ -1,0 +1,443 @@
+"""Classify a text, CSV, TSV or JSONL file (or stdin) into JSONL, streamed in chunks.
+
+:func:`predict_file` reads ``chunk_size`` rows, classifies them with one
+:class:`~squeezebert.infer.Classifier` (the same one ``serve`` and ``bench`` use), writes their
+results and moves on, so memory stays flat on a multi-gigabyte input. Each output line is one
+JSON object per input row, in input order::
+
+    {"line": 7, "id": "a17", "label": "positive", "score": 0.98, "probabilities": {...}}
+
+``line`` is the input line the row starts on (1-based, header included), ``id`` is copied from the
+id column when there is one (``--id-column``, or a column named ``id`` when present), and the rest
+is :meth:`~squeezebert.infer.Prediction.to_dict` (``value`` instead of label/score for a
+regression model).
+
+Input rules match :func:`squeezebert.data.read_table`: CSV with standard quoting and TSV with
+quoting off, both with a header row; JSONL with one object per line; blank lines skipped; every
+problem raises :class:`InputError` reading ``"{path}:{line}: {what}"``. Plain
+text is one text per line (blank lines skipped). An output file is written under a temporary name
+in its own directory and renamed at the end, so a bad row leaves no partial output behind; on
+stdout, the rows before the bad one have already gone out.
+
+This module imports no torch: with ``backend="onnx"`` and an export directory, predict runs
+without it. (That is why it has its own :class:`InputError` rather than ``data.InputError``:
+``squeezebert.data`` imports torch.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import itertools
+import json
+import math
+import os
+import secrets
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+from squeezebert.infer import Classifier, Prediction, TextInput
+
+FORMATS = ("text", "csv", "tsv", "jsonl")
+_BY_EXTENSION = {
+    ".txt": "text",
+    ".text": "text",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+}
+STDIO = "-"
+DEFAULT_ID_COLUMN = "id"
+
+
+class InputError(ValueError):
+    """A bad input row or file: ``"{path}:{line}: {what}"``, as ``squeezebert.data.InputError``."""
+
+
+class SupportsPredict(Protocol):
+    """What predict needs from a classifier: :meth:`Classifier.predict`."""
+
+    def predict(self, inputs: list[TextInput], batch_size: int = 32) -> list[Prediction]: ...
+
+
+@dataclass(frozen=True)
+class Row:
+    """One input row: the line it starts on, its id (or None) and its text or text pair."""
+
+    line: int
+    id: Any
+    text: TextInput
+
+
+@dataclass
+class PredictReport:
+    """What :func:`predict_file` did."""
+
+    input: str
+    output: str
+    format: str
+    rows: int
+    seconds: float
+    texts_per_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------- reading (streamed)
+def detect_format(path: str, fmt: str | None) -> str:
+    """``fmt`` if given, else the format its extension names; stdin defaults to plain text."""
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise ValueError(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+        return fmt
+    if path == STDIO:
+        return "text"
+    ext = Path(path).suffix.lower()
+    if ext not in _BY_EXTENSION:
+        raise InputError(
+            f"{path}: cannot tell the format from the extension {ext!r}; pass --format {'|'.join(FORMATS)}"
+        )
+    return _BY_EXTENSION[ext]
+
+
+class _Lines:
+    """Decoded lines of a binary stream, counting bytes for the progress bar.
+
+    Decoding line by line (rather than through a TextIOWrapper) lets a bad byte be reported with
+    its line number without reading the whole file first.
+    """
+
+    def __init__(self, stream: IO[bytes], name: str) -> None:
+        self.stream = stream
+        self.name = name
+        self.bytes_read = 0
+        self.line = 0
+
+    def __iter__(self) -> Iterator[str]:
+        for raw in self.stream:
+            self.line += 1
+            self.bytes_read += len(raw)
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise InputError(
+                    f"{self.name}:{self.line}: bytes {raw[e.start : e.end]!r} are not valid utf-8 ({e.reason}); "
+                    "save the file as utf-8"
+                ) from None
+            if self.line == 1:
+                text = text.removeprefix("\ufeff")  # a byte-order mark is not part of the first text
+            yield text
+
+
+def _read_text(lines: _Lines, text_pair_column: str | None) -> Iterator[Row]:
+    if text_pair_column is not None:
+        raise ValueError("plain text holds one text per line; text pairs need a CSV, TSV or JSONL input")
+    for text in lines:
+        text = text.rstrip("\r\n")
+        if text.strip():
+            yield Row(lines.line, None, text)
+
+
+def _read_delimited(
+    lines: _Lines, delimiter: str, text_column: str, text_pair_column: str | None, id_column: str | None
+) -> Iterator[Row]:
+    name = lines.name
+    quoting = csv.QUOTE_MINIMAL if delimiter == "," else csv.QUOTE_NONE
+    reader = csv.reader(lines, delimiter=delimiter, quoting=quoting)
+    sep = "comma" if delimiter == "," else "tab"
+    header: list[str] | None = None
+    header_line = 1
+    text_i = pair_i = id_i = None
+    start = 1
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:
+            raise InputError(f"{name}:{start}: cannot parse the row ({e})") from None
+        line, start = start, lines.line + 1
+        if not fields or (len(fields) == 1 and not fields[0].strip()):
+            continue  # blank line
+        if header is None:
+            header, header_line = [h.strip() for h in fields], line
+            text_i, pair_i, id_i = _columns(name, header_line, header, text_column, text_pair_column, id_column)
+            continue
+        if len(fields) != len(header):
+            raise InputError(
+                f"{name}:{line}: row has {len(fields)} {sep}-separated fields but the header has {len(header)}"
+            )
+        assert text_i is not None
+        text = _check_text(name, line, text_column, fields[text_i])
+        if pair_i is not None:
+            assert text_pair_column is not None
+            text = (text, _check_text(name, line, text_pair_column, fields[pair_i]))
+        yield Row(line, None if id_i is None else fields[id_i], text)
+    if header is None:
+        raise InputError(f"{name}:1: empty file; expected a header row naming the columns")
+
+
+def _columns(
+    name: str, line: int, header: list[str], text_column: str, text_pair_column: str | None, id_column: str | None
+) -> tuple[int, int | None, int | None]:
+    for i, column in enumerate(header):
+        if column in header[:i]:
+            raise InputError(f"{name}:{line}: column {column!r} appears twice in the header")
+
+    def where(column: str) -> int:
+        if column not in header:
+            raise InputError(f"{name}:{line}: no column {column!r} (columns: {', '.join(header)})")
+        return header.index(column)
+
+    text_i = where(text_column)
+    pair_i = None if text_pair_column is None else where(text_pair_column)
+    if id_column is None:
+        id_i = header.index(DEFAULT_ID_COLUMN) if DEFAULT_ID_COLUMN in header else None
+    else:
+        id_i = where(id_column)
+    return text_i, pair_i, id_i
+
+
+def _check_text(name: str, line: int, column: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise InputError(f"{name}:{line}: field {column!r} must be a string, got {_json_type(value)}")
+    if not value.strip():
+        raise InputError(f"{name}:{line}: empty text in {column!r}; expected a non-blank string")
+    return value
+
+
+def _json_type(value: object) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+    return names.get(type(value), "a number")
+
+
+def _read_jsonl(lines: _Lines, text_column: str, text_pair_column: str | None, id_column: str | None) -> Iterator[Row]:
+    name = lines.name
+    for raw in lines:
+        line = lines.line
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{name}:{line}: malformed JSON ({e.msg} at column {e.colno})") from None
+        if not isinstance(obj, dict):
+            raise InputError(f"{name}:{line}: expected a JSON object, got {_json_type(obj)}")
+        for column in (text_column, text_pair_column, id_column):
+            if column is not None and column not in obj:
+                raise InputError(f"{name}:{line}: missing field {column!r} (fields: {', '.join(obj)})")
+        text: TextInput = _check_text(name, line, text_column, obj[text_column])
+        if text_pair_column is not None:
+            text = (text, _check_text(name, line, text_pair_column, obj[text_pair_column]))
+        row_id = obj.get(id_column or DEFAULT_ID_COLUMN)
+        if isinstance(row_id, float) and not math.isfinite(row_id):
+            raise InputError(f"{name}:{line}: field {id_column or DEFAULT_ID_COLUMN!r} is {row_id}; not valid JSON out")
+        yield Row(line, row_id, text)
+
+
+def read_rows(
+    stream: IO[bytes],
+    fmt: str,
+    name: str = "<input>",
+    text_column: str = "text",
+    text_pair_column: str | None = None,
+    id_column: str | None = None,
+) -> Iterator[Row]:
+    """Stream :class:`Row` objects from a binary stream, one at a time.
+
+    ``fmt`` is one of :data:`FORMATS`; ``name`` is the file name errors report. ``id_column``
+    None picks up a column named ``id`` where there is one; a named one must exist.
+    """
+    return _rows(_Lines(stream, name), fmt, text_column, text_pair_column, id_column)
+
+
+def _rows(
+    lines: _Lines, fmt: str, text_column: str, text_pair_column: str | None, id_column: str | None
+) -> Iterator[Row]:
+    if fmt == "text":
+        if id_column is not None:
+            raise ValueError("plain text has no columns; --id-column needs a CSV, TSV or JSONL input")
+        return _read_text(lines, text_pair_column)
+    if fmt == "jsonl":
+        return _read_jsonl(lines, text_column, text_pair_column, id_column)
+    if fmt in ("csv", "tsv"):
+        return _read_delimited(lines, "," if fmt == "csv" else "\t", text_column, text_pair_column, id_column)
+    raise ValueError(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+
+
+# --------------------------------------------------------------------------- writing
+def _record(row: Row, prediction: Prediction) -> dict[str, Any]:
+    record: dict[str, Any] = {"line": row.line}
+    if row.id is not None:
+        record["id"] = row.id
+    record.update(prediction.to_dict())
+    return record
+
+
+def _chunks(rows: Iterator[Row], size: int) -> Iterator[list[Row]]:
+    chunk: list[Row] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _progress(total_bytes: int | None, enabled: bool | None) -> Any:
+    """A tqdm bar over input bytes on a terminal; None when off or tqdm is missing."""
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None  # the bar is a nicety; predicting works without it
+    return tqdm(total=total_bytes, unit="B", unit_scale=True, desc="predict", file=sys.stderr, dynamic_ncols=True)
+
+
+def _classify(
+    classifier: SupportsPredict,
+    rows: Iterator[Row],
+    out: IO[str],
+    lines: _Lines,
+    batch_size: int,
+    chunk_size: int,
+    bar: Any,
+) -> int:
+    count = 0
+    for chunk in _chunks(rows, chunk_size):
+        predictions = classifier.predict([r.text for r in chunk], batch_size=batch_size)
+        if len(predictions) != len(chunk):
+            raise RuntimeError(f"the classifier returned {len(predictions)} results for {len(chunk)} inputs")
+        out.write("".join(json.dumps(_record(r, p), ensure_ascii=False) + "\n" for r, p in zip(chunk, predictions)))
+        count += len(chunk)
+        if bar is not None:
+            bar.set_postfix(rows=count, refresh=False)
+            bar.update(lines.bytes_read - bar.n)
+    return count
+
+
+def predict_file(
+    model: str | os.PathLike[str] | SupportsPredict,
+    input: str | os.PathLike[str] = STDIO,
+    output: str | os.PathLike[str] = STDIO,
+    *,
+    fmt: str | None = None,
+    text_column: str = "text",
+    text_pair_column: str | None = None,
+    id_column: str | None = None,
+    batch_size: int = 32,
+    chunk_size: int = 1024,
+    precision: str | None = None,
+    backend: str = "torch",
+    max_length: int = 128,
+    num_threads: int | None = None,
+    normalize: bool = True,
+    progress: bool | None = None,
+) -> PredictReport:
+    """Classify every row of ``input`` and write one JSON object per row to ``output``.
+
+    ``model``: a loaded classifier (anything with ``predict(inputs, batch_size)``), or a path or
+    alias for :meth:`Classifier.from_pretrained` with ``precision``, ``backend``, ``max_length``,
+    ``num_threads`` and ``normalize`` (on by default: NFKC and look-alike letters). ``input`` and
+    ``output`` are paths or ``"-"`` for stdin/stdout. ``fmt`` (text, csv, tsv, jsonl) overrides
+    the input's extension. Rows are read, classified and written ``chunk_size`` at a time.
+    ``progress``: a progress bar on stderr (None: when stderr is a terminal).
+
+    Raises :class:`InputError` naming the file and line of a bad row; an output
+    file is then left untouched (it is written under a temporary name and renamed at the end).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    in_name, out_name = os.fspath(input), os.fspath(output)
+    kind = detect_format(in_name, fmt)
+    out_path = None if out_name == STDIO else Path(out_name)
+    if in_name != STDIO:
+        in_path = Path(in_name)
+        if not in_path.is_file():
+            raise FileNotFoundError(f"{in_name}: no such file")
+        if out_path is not None and out_path.exists() and out_path.resolve() == in_path.resolve():
+            raise ValueError(f"{out_name}: is the input file; write the predictions somewhere else")
+    if out_path is not None and not out_path.parent.is_dir():
+        raise FileNotFoundError(f"{out_path.parent}: no such directory for the output")
+    if out_path is not None and out_path.is_dir():
+        raise ValueError(f"{out_name}: is a directory; give an output file name")
+
+    with _open_input(in_name) as stream:
+        lines = _Lines(stream, "<stdin>" if in_name == STDIO else in_name)
+        rows = _rows(lines, kind, text_column, text_pair_column, id_column)
+        # Read the header and first row before loading the model: a wrong column name or a bad
+        # file fails in milliseconds, not after the model has loaded.
+        first = next(rows, None)
+        if first is not None:
+            rows = itertools.chain([first], rows)
+        classifier = _load(model, precision, backend, max_length, num_threads, normalize)
+        start = time.perf_counter()  # classification only, not the model's loading
+        bar = _progress(None if in_name == STDIO else Path(in_name).stat().st_size, progress)
+        try:
+            if out_path is None:
+                count = _classify(classifier, rows, sys.stdout, lines, batch_size, chunk_size, bar)
+                sys.stdout.flush()
+            else:
+                count = _write_atomic(
+                    out_path, lambda f: _classify(classifier, rows, f, lines, batch_size, chunk_size, bar)
+                )
+        finally:
+            if bar is not None:
+                bar.close()
+    seconds = time.perf_counter() - start
+    return PredictReport(
+        input=in_name,
+        output=out_name,
+        format=kind,
+        rows=count,
+        seconds=seconds,
+        texts_per_s=count / seconds if seconds > 0 else 0.0,
+    )
+
+
+def _open_input(name: str) -> contextlib.AbstractContextManager[IO[bytes]]:
+    if name == STDIO:
+        return contextlib.nullcontext(sys.stdin.buffer)  # not ours to close
+    return open(name, "rb")
+
+
+def _load(
+    model: str | os.PathLike[str] | SupportsPredict,
+    precision: str | None,
+    backend: str,
+    max_length: int,
+    num_threads: int | None,
+    normalize: bool,
+) -> SupportsPredict:
+    if not isinstance(model, (str, os.PathLike)):
+        return model
+    return Classifier.from_pretrained(
+        model, precision=precision, backend=backend, max_length=max_length, num_threads=num_threads, normalize=normalize
+    )
+
+
+def _write_atomic(path: Path, write: Callable[[IO[str]], int]) -> int:
+    """``write(text_file)`` into a new file beside ``path``, renamed onto it only on success."""
+    # open(..., "x") gives the file the umask's mode (mkstemp's would be 0600) and never reuses a name.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "x", encoding="utf-8", newline="\n") as f:
+            count = write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return count
