@@ -23,5 +23,5 @@ for v in $VARIANTS; do
   esac
   /usr/bin/time -f "$TASK $v wall %e s" squeezebert squeeze --teacher "$RUNS/teacher-$TASK" --task "$TASK" \
     --data-dir "$GLUE" --out "$RUNS/student-$TASK-$v" --epochs "$EPOCHS" --batch-size 32 --lr 1e-4 \
-    --max-length "$LEN" --seed 42 --num-threads "${THREADS:-2}" --bench-threads "${THREADS:-2}" "${args[@]}"
+    --max-length "$LEN" --seed 42 --num-threads "${THREADS:-2}" --bench-threads "${THREADS:-2}" --bench-repeats "${BENCH_REPEATS:-20}" "${args[@]}"
 done

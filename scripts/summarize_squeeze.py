@@ -1,34 +1,67 @@
-"""Tabulate squeeze reports (report.json files) as the markdown table of docs/RESULTS.md.
+"""Tabulate squeeze reports (report.json files) as the markdown tables of docs/RESULTS.md.
 
 python scripts/summarize_squeeze.py runs/student-*/report.json
+
+The first table has one row per report; the second averages, per student variant (the report
+directory's name without the task: ``student-cola-grouped`` -> ``grouped``), the change of the main
+metric in points (x100) over the tasks that variant was run on, and the median speed ratios.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 import sys
+from collections import defaultdict
 from pathlib import Path
+
+
+def _ratio(row: dict, key: str, batch: str) -> float:
+    return row.get(key, {}).get(batch, float("nan"))
 
 
 def main(paths: list[str]) -> None:
     print(
-        "| task | student | teacher | after construction | after distillation | Δ | "
+        "| task | student | teacher | after construction | after distillation | Δ (points) | "
         "fp32 speedup b1 / b32 | int8 student vs int8 teacher b1 / b32 |"
     )
     print("|---|---|---|---|---|---|---|---|")
+    by_variant: dict[str, list[tuple[str, float, float, float]]] = defaultdict(list)
     for p in sorted(paths):
         r = json.loads(Path(p).read_text())
         m = r["main_metric"]
         rows = {row["model"]: row for row in r["rows"]}
-        s = rows["student fp32"]["speedup_vs_teacher_fp32"]
-        fp32 = f"{s['batch1']:.2f}x / {s.get('batch32', float('nan')):.2f}x"
+        fp = rows["student fp32"]
+        fp32 = (
+            f"{_ratio(fp, 'speedup_vs_teacher_fp32', 'batch1'):.2f}x / "
+            f"{_ratio(fp, 'speedup_vs_teacher_fp32', 'batch32'):.2f}x"
+        )
         int8 = ""
+        q1 = q32 = float("nan")
         if "student int8" in rows:
-            q = rows["student int8"]["speedup_vs_teacher_int8"]
-            int8 = f"{q['batch1']:.2f}x / {q.get('batch32', float('nan')):.2f}x"
+            q = rows["student int8"]
+            q1 = _ratio(q, "speedup_vs_teacher_int8", "batch1")
+            q32 = _ratio(q, "speedup_vs_teacher_int8", "batch32")
+            int8 = f"{q1:.2f}x / {q32:.2f}x"
         t, a, d = r["teacher_metrics"][m], r["student_after_construction"][m], r["student_metrics"][m]
         name = Path(p).parent.name
-        print(f"| {r['task']} | {name} | {t:.4f} | {a:.4f} | {d:.4f} | {d - t:+.4f} | {fp32} | {int8} |")
+        variant = name.removeprefix("student-").removeprefix(f"{r['task']}-")
+        by_variant[variant].append(
+            (r["task"], 100 * (d - t), _ratio(fp, "speedup_vs_teacher_fp32", "batch1"), q1)
+        )
+        print(
+            f"| {r['task']} | {variant} | {100 * t:.2f} | {100 * a:.2f} | {100 * d:.2f} | "
+            f"{100 * (d - t):+.2f} | {fp32} | {int8} |"
+        )
+    print()
+    print("| student | tasks | mean Δ (points) | median fp32 speedup b1 | median int8 vs int8 b1 |")
+    print("|---|---|---|---|---|")
+    for variant, rs in sorted(by_variant.items()):
+        tasks = ", ".join(t for t, *_ in rs)
+        mean = statistics.fmean(x[1] for x in rs)
+        sp = statistics.median(x[2] for x in rs)
+        q = statistics.median(x[3] for x in rs)
+        print(f"| {variant} | {tasks} | {mean:+.2f} | {sp:.2f}x | {q:.2f}x |")
 
 
 if __name__ == "__main__":
