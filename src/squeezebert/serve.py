@@ -161,8 +161,8 @@ class MicroBatcher:
         self._on_batch = on_batch
         self._on_queue = on_queue
         self._pending: collections.deque[_Item] = collections.deque()
-        # One thread: the classifier's tokenizer is not thread-safe, and one model call at a
-        # time keeps torch's intra-op threads from fighting each other.
+        # One thread: one model call at a time keeps torch's intra-op threads from fighting each
+        # other. (The tokenizer is thread-safe, so this is a choice, not a constraint.)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="squeezebert-model")
         self._arrived: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
