@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -270,3 +271,60 @@ def test_refuses_to_overwrite_the_input_and_checks_columns_before_loading(tmp_pa
 def _write(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
+
+
+# --------------------------------------------------------------------------- ONNX without torch
+NO_TORCH = """
+import importlib.abc, sys
+
+class NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is blocked in this test")
+        return None
+
+sys.meta_path.insert(0, NoTorch())
+from squeezebert.cli import main
+
+code = main(sys.argv[1:])
+assert "torch" not in sys.modules, "predict imported torch"
+sys.exit(code)
+"""
+
+
+def test_cli_predict_onnx_runs_where_torch_cannot_be_imported(checkpoint: Path, tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    from squeezebert.export import export
+
+    export(checkpoint, tmp_path / "onnx", precision="fp32")
+    src = tmp_path / "in.csv"
+    src.write_text('id,a,b\nr1,"good, very good",movie\nr2,bad plot,film\n', encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    args = ["predict", str(tmp_path / "onnx"), "--backend", "onnx", "--input", str(src), "--output", str(out)]
+    args += ["--text-column", "a", "--text-pair-column", "b"]
+    result = subprocess.run([sys.executable, "-c", NO_TORCH, *args], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    rows = read_jsonl(out)
+    want = Classifier.from_pretrained(tmp_path / "onnx", backend="onnx", normalize=True).predict(
+        [("good, very good", "movie"), ("bad plot", "film")]
+    )
+    assert [(r["line"], r["id"], r["label"]) for r in rows] == [(2, "r1", want[0].label), (3, "r2", want[1].label)]
+    assert [r["score"] for r in rows] == pytest.approx([w.score for w in want], abs=1e-6)
+
+    # A bad row is reported by the torch-free reader: file and line, exit 2, no output file left.
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "good"}\n{"text": 3}\n', encoding="utf-8")
+    args = [
+        "predict",
+        str(tmp_path / "onnx"),
+        "--backend",
+        "onnx",
+        "--input",
+        str(bad),
+        "--output",
+        str(tmp_path / "b.jsonl"),
+    ]
+    result = subprocess.run([sys.executable, "-c", NO_TORCH, *args], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert f"{bad}:2: field 'text' must be a string, got a number" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "b.jsonl").exists()

@@ -67,10 +67,12 @@ class Recording:
         self.max_length = max_length
         self.labels = ("neg", "pos")
         self.calls: list[int] = []
+        self.batch_sizes: list[int] = []
         self.entered = threading.Event()
 
     def predict(self, inputs: Sequence[TextInput], batch_size: int = 32) -> list[Prediction]:
         self.calls.append(len(inputs))
+        self.batch_sizes.append(batch_size)
         self.entered.set()
         if self.gate is not None and not self.gate.wait(timeout=30):
             raise TimeoutError("test gate never opened")
@@ -275,6 +277,8 @@ def test_api_key_is_required_on_the_api_and_metrics_but_not_the_probes() -> None
 def test_config_rejects_nonsense() -> None:
     with pytest.raises(ValueError, match="max_batch_size"):
         ServeConfig(max_batch_size=0)
+    with pytest.raises(ValueError, match="forward_batch_size"):
+        ServeConfig(forward_batch_size=0)
     with pytest.raises(ValueError, match="timeout_s"):
         ServeConfig(timeout_s=0)
     with pytest.raises(ValueError, match="api_key"):
@@ -362,7 +366,7 @@ def test_shutdown_finishes_in_flight_requests() -> None:
 # --------------------------------------------------------------------------- batching
 def test_concurrent_requests_are_merged_and_each_gets_its_own_results(classifier: Classifier) -> None:
     fake = Recording(inner=classifier)
-    config = ServeConfig(max_batch_size=32, max_wait_ms=50, warmup=False)
+    config = ServeConfig(max_batch_size=32, max_wait_ms=50, forward_batch_size=3, warmup=False)
     words = "good bad movie film plot was very the a it".split()
     requests = [[" ".join(words[(i + k) % 10 : (i + k) % 10 + 1 + k % 4]) for k in range(1 + i % 3)] for i in range(12)]
 
@@ -376,6 +380,7 @@ def test_concurrent_requests_are_merged_and_each_gets_its_own_results(classifier
     responses = run(main)
     assert max(fake.calls) > 1 and len(fake.calls) < len(requests)
     assert sum(fake.calls) == sum(len(t) for t in requests)
+    assert set(fake.batch_sizes) == {3}  # merged calls run in forward passes of forward_batch_size
     for texts, r in zip(requests, responses):
         assert r.status_code == 200
         got = r.json()["predictions"]
@@ -463,11 +468,20 @@ def test_loopback_hosts_are_recognized(host: str) -> None:
         ("http://127.0.0.1:1", {"duration_s": 0}, "duration"),
         ("http://127.0.0.1:1", {"concurrency": 257}, "concurrency"),
         ("http://127.0.0.1:1", {"concurrency": 0}, "concurrency"),
+        ("http://127.0.0.1:1", {"rate": 0}, "rate"),
+        ("http://127.0.0.1:1", {"rate": 2001}, "rate"),
+        ("http://127.0.0.1:1", {"rate": float("nan")}, "rate"),
     ],
 )
 def test_loadtest_refuses_remote_hosts_and_unbounded_runs(url: str, kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         loadtest(url, **{"duration_s": 1, **kwargs})
+
+
+def test_loadtest_counts_a_refused_connection_as_an_error_by_name() -> None:
+    report = loadtest(f"http://127.0.0.1:{_free_port()}", concurrency=2, duration_s=0.2)
+    assert report.requests > 0 and report.status_counts == {"ConnectionRefusedError": report.requests}
+    assert report.errors == report.requests and report.requests_per_s == 0
 
 
 # --------------------------------------------------------------------------- end to end
@@ -503,6 +517,9 @@ def test_real_server_serves_concurrent_requests_and_exits_0_on_sigterm(checkpoin
         report = loadtest(base, concurrency=8, duration_s=1.0, api_key=KEY)
         assert report.requests > 0 and report.status_counts == {"200": report.requests} and report.errors == 0
         assert report.latency_ms["p50"] <= report.latency_ms["p99"]
+        # Open loop: request i is due at i / rate, so 1 s at 20/s is exactly 20 requests.
+        paced = loadtest(base, concurrency=4, duration_s=1.0, rate=20, api_key=KEY)
+        assert paced.status_counts == {"200": 20} and paced.rate == 20 and "20 requests/s" in paced.summary()
         with httpx.Client(base_url=base, headers={"authorization": f"Bearer {KEY}"}) as client:
             metrics = client.get("/metrics").text
         assert "squeezebert_batch_size_count" in metrics

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 
 import numpy as np
 import pytest
@@ -108,3 +109,34 @@ def test_bad_tokenizer_files_are_clear_errors(tmp_path) -> None:
 def test_a_single_string_is_rejected_not_split_into_characters(minilm_path) -> None:
     with pytest.raises(TypeError, match="not a single string"):
         Tokenizer.from_dir(minilm_path).tokenize("a string")  # type: ignore[arg-type]
+
+
+def test_tokenize_from_many_threads_with_different_max_lengths_matches_one_thread(minilm_path) -> None:
+    # The server tokenizes off the event loop; a max_length set on shared state by one thread must
+    # never truncate another thread's texts.
+    tok = Tokenizer.from_dir(minilm_path)
+    texts = [*varied_sentences()[:29], " ".join(FRAGMENTS) * 2]  # the last one is longer than 128 tokens
+    pairs = list(reversed(texts))
+    jobs = [(m, p) for m in (6, 9, 16, 33, 128) for p in (False, True)]
+    reference = {(m, p): tok.tokenize(texts, pairs if p else None, max_length=m) for m, p in jobs}
+    assert len({str(r) for r in reference.values()}) == len(jobs)  # every job gives a different answer
+    mismatches: list[tuple[int, bool]] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def hammer(worker: int) -> None:
+        try:
+            start.wait()
+            for i in range(20):
+                m, p = jobs[(worker * 7 + i) % len(jobs)]
+                if tok.tokenize(texts, pairs if p else None, max_length=m) != reference[(m, p)]:
+                    mismatches.append((m, p))
+        except BaseException as e:  # noqa: BLE001 - reported below, with the thread's error
+            errors.append(e)
+
+    threads = [threading.Thread(target=hammer, args=(w,)) for w in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and mismatches == []

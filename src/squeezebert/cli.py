@@ -372,6 +372,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = ServeConfig(
         max_batch_size=args.max_batch_size,
         max_wait_ms=args.max_wait_ms,
+        forward_batch_size=args.forward_batch_size,
         batching=not args.no_batching,
         max_texts=args.max_texts,
         max_chars=args.max_chars,
@@ -408,6 +409,7 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
         duration_s=args.duration,
         texts=read_texts(args.texts) if args.texts else None,
         texts_per_request=args.texts_per_request,
+        rate=args.rate,
         api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
     )
     print(report.summary())
@@ -596,8 +598,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default=None)
     p.add_argument("--max-length", type=int, default=128, help="tokens per text after truncation")
     p.add_argument("--num-threads", type=int, default=None, help="intra-op threads (default: the backend's choice)")
-    p.add_argument("--max-batch-size", type=int, default=32, help="texts per model call (1: no batching)")
-    p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits to fill")
+    p.add_argument("--max-batch-size", type=int, default=32, help="texts merged into one model call (1: no batching)")
+    p.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=0.0,
+        help="how long a batch waits to fill (default 0: batches form from what queues while the model runs)",
+    )
+    p.add_argument(
+        "--forward-batch-size",
+        type=int,
+        default=16,
+        help="texts per forward pass inside a model call, sorted by length (default 16)",
+    )
     p.add_argument("--no-batching", action="store_true", help="one request per model call")
     p.add_argument("--max-texts", type=int, default=64, help="texts per request (more: 422)")
     p.add_argument("--max-chars", type=int, default=2000, help="characters per text (more: 422)")
@@ -622,6 +635,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=10.0, help="seconds (<= 60)")
     p.add_argument("--texts", default=None, help="text file, one request text per line (default: built-in samples)")
     p.add_argument("--texts-per-request", type=int, default=1)
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="open loop: this many requests/s (<= 2000), at most --concurrency in flight; latency counts from "
+        "each request's due time (default: closed loop, each client sends when answered)",
+    )
     p.add_argument("--api-key", default=None, help="bearer token (default: $SQUEEZEBERT_API_KEY if set)")
     p.add_argument("--json", default=None, help="also write the report as JSON to this file")
     p.set_defaults(handler=cmd_loadtest)

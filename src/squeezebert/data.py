@@ -1,4 +1,7 @@
-"""Task specs, GLUE and custom-file readers, tokenization and length-grouped batching.
+"""Task specs, GLUE readers, tokenization and length-grouped batching.
+
+The torch-free part (custom CSV/TSV/JSONL readers, :class:`DataError`, :class:`Example`, label
+spaces) lives in :mod:`squeezebert.tables` and is re-exported here.
 
 Reading is strict: a bad row raises :class:`DataError` with one line of the form
 ``"{path}:{line}: {what}"`` naming the field and what was expected, never a bare traceback and
@@ -39,13 +42,9 @@ For MNLI ``dev`` means ``dev_matched`` and ``test`` means ``test_matched``; ``de
 
 from __future__ import annotations
 
-import csv
 import functools
-import io
-import json
 import math
 import os
-import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +53,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from squeezebert.tables import DataError, Example, Lines, delimited_rows, encode_labels, label_space, read_table
 from squeezebert.tokenizer import pad_batch
 
 __all__ = [
@@ -84,20 +84,6 @@ HUB_DATASET = "nyu-mll/glue"
 # Examples tokenized per call: bounds the memory held in `tokenizers` Encoding objects (QQP and
 # MNLI train have ~400k pairs) while keeping the Rust side's batch parallelism.
 _TOKENIZE_CHUNK = 8192
-
-
-class DataError(ValueError):
-    """Bad input data. Errors in a file read ``"{path}:{line}: {what}"``; a Hub failure says what to do."""
-
-
-@dataclass(frozen=True, slots=True)
-class Example:
-    """One input: ``line`` is the 1-based line in the source file (row number for Hub data)."""
-
-    text: str
-    text_pair: str | None
-    label: str | float | None
-    line: int
 
 
 @dataclass(frozen=True)
@@ -326,37 +312,6 @@ def glue_task(name: str) -> TaskSpec:
 
 
 # ---------------------------------------------------------------------------------------- reading
-def _decode(path: Path) -> str:
-    """File text as utf-8, without a byte-order mark; bad bytes are reported by line."""
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        raise DataError(
-            f"{path}:{line}: bytes {data[e.start : e.end]!r} are not valid utf-8 ({e.reason}); save the file as utf-8"
-        ) from None
-    # MRPC's GLUE files start with a BOM (copied from the Microsoft source file).
-    return text.removeprefix("\ufeff")
-
-
-def _rows(path: Path, text: str, delimiter: str, quoting: int) -> Iterator[tuple[int, list[str]]]:
-    """``(first line of the record, fields)`` per non-blank record."""
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
-    start = 1
-    while True:
-        try:
-            fields = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as e:
-            raise DataError(f"{path}:{start}: cannot parse the row ({e})") from None
-        # Blank lines are skipped, as pandas does; a trailing newline run is common in hand-made files.
-        if fields and not (len(fields) == 1 and not fields[0].strip()):
-            yield start, fields
-        start = reader.line_num + 1
-
-
 def _found_glue_files(data_dir: Path) -> str:
     found = []
     for spec in GLUE_TASKS.values():
@@ -393,7 +348,11 @@ def read_glue(data_dir: str | os.PathLike[str], task: str, split: str) -> list[E
         raise FileNotFoundError(f"{path}: no such file; found under {data_dir}: {where}")
     is_test = spec.resolve_split(split).startswith("test")
 
-    rows = _rows(path, _decode(path), "\t", csv.QUOTE_NONE)
+    with open(path, "rb") as f:
+        return _read_glue_rows(spec, path, delimited_rows(Lines(f, str(path)), "\t"), is_test)
+
+
+def _read_glue_rows(spec: TaskSpec, path: Path, rows: Iterator[tuple[int, list[str]]], is_test: bool) -> list[Example]:
     first = next(rows, None)
     if first is None:
         raise DataError(f"{path}:1: empty file")
@@ -502,228 +461,6 @@ def _hub_examples(spec: TaskSpec, dataset: Any, source: str) -> list[Example]:
             label = to_ours[int(raw)]
         examples.append(Example(row[text_col], None if pair_col is None else row[pair_col], label, row_number))
     return examples
-
-
-def _detect_format(path: Path, fmt: str | None) -> str:
-    if fmt is not None:
-        if fmt not in ("csv", "tsv", "jsonl"):
-            raise ValueError(f"fmt must be 'csv', 'tsv' or 'jsonl', not {fmt!r}")
-        return fmt
-    by_ext = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
-    ext = path.suffix.lower()
-    if ext not in by_ext:
-        raise DataError(f"{path}: cannot tell the format from the extension {ext!r}; pass fmt='csv', 'tsv' or 'jsonl'")
-    return by_ext[ext]
-
-
-def read_table(
-    path: str | os.PathLike[str],
-    text_column: str,
-    text_pair_column: str | None = None,
-    label_column: str | None = None,
-    fmt: str | None = None,
-) -> list[Example]:
-    """Read user data from ``.csv``, ``.tsv`` (header row required) or ``.jsonl`` (one object a line).
-
-    ``fmt`` overrides the extension. CSV uses standard quoting; TSV has quoting off, as GLUE-style
-    TSVs often hold unbalanced quotes. Labels come back as strings: JSON ``1`` and ``"1"`` are the
-    same label; :func:`label_space` decides between classification and regression. Blank lines are
-    skipped; every other problem raises :class:`DataError` naming the file, line and field.
-    """
-    path = Path(path)
-    kind = _detect_format(path, fmt)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    text = _decode(path)
-    if kind == "jsonl":
-        examples = _read_jsonl(path, text, text_column, text_pair_column, label_column)
-    else:
-        delimiter, quoting = (",", csv.QUOTE_MINIMAL) if kind == "csv" else ("\t", csv.QUOTE_NONE)
-        examples = _read_delimited(path, text, delimiter, quoting, text_column, text_pair_column, label_column)
-    return examples
-
-
-def _read_delimited(
-    path: Path,
-    text: str,
-    delimiter: str,
-    quoting: int,
-    text_column: str,
-    text_pair_column: str | None,
-    label_column: str | None,
-) -> list[Example]:
-    rows = _rows(path, text, delimiter, quoting)
-    first = next(rows, None)
-    if first is None:
-        raise DataError(f"{path}:1: empty file; expected a header row naming the columns")
-    header_line, header = first[0], [h.strip() for h in first[1]]
-    for i, name in enumerate(header):
-        if name in header[:i]:
-            raise DataError(f"{path}:{header_line}: column {name!r} appears twice in the header")
-
-    def where(column: str | None) -> int | None:
-        if column is None:
-            return None
-        if column not in header:
-            raise DataError(f"{path}:{header_line}: no column {column!r} (columns: {', '.join(header)})")
-        return header.index(column)
-
-    text_i, pair_i, label_i = where(text_column), where(text_pair_column), where(label_column)
-    sep = "comma" if delimiter == "," else "tab"
-    examples = []
-    for line, fields in rows:
-        if len(fields) != len(header):
-            raise DataError(
-                f"{path}:{line}: row has {len(fields)} {sep}-separated fields but the header has {len(header)}"
-            )
-        assert text_i is not None
-        values = {header[i]: fields[i] for i in (text_i, pair_i, label_i) if i is not None}
-        examples.append(_example(path, line, values, text_column, text_pair_column, label_column))
-    if not examples:
-        raise DataError(f"{path}:{header_line + 1}: no data rows after the header")
-    return examples
-
-
-def _read_jsonl(
-    path: Path, text: str, text_column: str, text_pair_column: str | None, label_column: str | None
-) -> list[Example]:
-    examples = []
-    for line, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{line}: malformed JSON ({e.msg} at column {e.colno})") from None
-        if not isinstance(obj, dict):
-            raise DataError(f"{path}:{line}: expected a JSON object, got {_json_type(obj)}")
-        values: dict[str, str] = {}
-        for column in (text_column, text_pair_column, label_column):
-            if column is None:
-                continue
-            if column not in obj:
-                raise DataError(f"{path}:{line}: missing field {column!r} (fields: {', '.join(obj)})")
-            value = obj[column]
-            if column == label_column and value is not None:
-                values[column] = _json_label(path, line, column, value)
-            elif column == label_column:
-                values[column] = ""  # null label: reported as missing by _example
-            elif isinstance(value, str):
-                values[column] = value
-            else:
-                raise DataError(f"{path}:{line}: field {column!r} must be a string, got {_json_type(value)}")
-        examples.append(_example(path, line, values, text_column, text_pair_column, label_column))
-    if not examples:
-        raise DataError(f"{path}:1: empty file; expected one JSON object per line")
-    return examples
-
-
-def _json_type(value: object) -> str:
-    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
-    return names.get(type(value), "a number")
-
-
-def _json_label(path: Path, line: int, column: str, value: object) -> str:
-    # bool is a subclass of int: check it first, or true would become the label "True".
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise DataError(f"{path}:{line}: field {column!r} is {_json_type(value)}; labels must be strings or numbers")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise DataError(f"{path}:{line}: field {column!r} is {value}; expected a finite number")
-    # JSON 1 and "1" are the same label.
-    return str(value)
-
-
-def _example(
-    path: Path,
-    line: int,
-    values: Mapping[str, str],
-    text_column: str,
-    text_pair_column: str | None,
-    label_column: str | None,
-) -> Example:
-    for column in (text_column, text_pair_column):
-        if column is not None and not values[column].strip():
-            raise DataError(f"{path}:{line}: empty text in {column!r}; expected a non-blank string")
-    label = None
-    if label_column is not None:
-        label = values[label_column].strip()
-        if not label:
-            raise DataError(f"{path}:{line}: missing label in {label_column!r}")
-    pair = None if text_pair_column is None else values[text_pair_column]
-    return Example(values[text_column], pair, label, line)
-
-
-# ----------------------------------------------------------------------------------------- labels
-_INTEGER = re.compile(r"[+-]?\d+")
-
-
-def _as_number(label: str | float) -> float | None:
-    if isinstance(label, float):
-        return label
-    try:
-        value = float(label)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
-
-
-def label_space(examples: Sequence[Example], source: str | os.PathLike[str]) -> tuple[str, ...] | None:
-    """The label set of ``examples``, or None when they are a regression task.
-
-    Regression when every label is a number and at least one is non-integral (``3.5``); then
-    :func:`encode_labels` with ``label2id=None`` turns them into floats. Otherwise classification:
-    the distinct labels as strings, sorted numerically if all are integers, else lexicographically.
-    """
-    labels: list[str | float] = []
-    for ex in examples:
-        if ex.label is None:
-            raise DataError(f"{source}:{ex.line}: missing label")
-        labels.append(ex.label)
-    if not labels:
-        raise DataError(f"{source}: no labelled examples to take the label set from")
-    numbers = [_as_number(label) for label in labels]
-    if all(n is not None for n in numbers):
-        if any(not n.is_integer() for n in numbers if n is not None):
-            return None
-        distinct = sorted(set(map(str, labels)), key=lambda s: (float(s), s))  # ties: deterministic order
-        # "1" and "1.0" (or "01") would otherwise become two classes that mean the same thing.
-        seen: dict[float, str] = {}
-        for label in distinct:
-            value = float(label)
-            if value in seen:
-                raise DataError(f"{source}: labels {seen[value]!r} and {label!r} are the same number written two ways")
-            seen[value] = label
-        return tuple(distinct)
-    return tuple(sorted(set(map(str, labels))))
-
-
-def encode_labels(
-    examples: Sequence[Example], label2id: Mapping[str, int] | None, source: str | os.PathLike[str]
-) -> list[int] | list[float]:
-    """Class ids through ``label2id``, or floats when ``label2id`` is None (regression).
-
-    A label the model never saw raises :class:`DataError` naming the line and the known labels.
-    """
-    if label2id is None:
-        scores: list[float] = []
-        for ex in examples:
-            if ex.label is None:
-                raise DataError(f"{source}:{ex.line}: missing label")
-            value = _as_number(ex.label)
-            if value is None:
-                raise DataError(f"{source}:{ex.line}: label {ex.label!r} is not a number; this is a regression task")
-            scores.append(float(value))
-        return scores
-    ids: list[int] = []
-    for ex in examples:
-        if ex.label is None:
-            raise DataError(f"{source}:{ex.line}: missing label")
-        key = ex.label if isinstance(ex.label, str) else str(ex.label)
-        if key not in label2id:
-            known = ", ".join(sorted(label2id, key=label2id.__getitem__))
-            raise DataError(f"{source}:{ex.line}: label {key!r} was never seen by the model; known labels: {known}")
-        ids.append(label2id[key])
-    return ids
 
 
 # ------------------------------------------------------------------------------ tokens and batches

@@ -12,25 +12,22 @@ id column when there is one (``--id-column``, or a column named ``id`` when pres
 is :meth:`~squeezebert.infer.Prediction.to_dict` (``value`` instead of label/score for a
 regression model).
 
-Input rules match :func:`squeezebert.data.read_table`: CSV with standard quoting and TSV with
-quoting off, both with a header row; JSONL with one object per line; blank lines skipped; every
-problem raises :class:`InputError` reading ``"{path}:{line}: {what}"``. Plain
-text is one text per line (blank lines skipped). An output file is written under a temporary name
-in its own directory and renamed at the end, so a bad row leaves no partial output behind; on
-stdout, the rows before the bad one have already gone out.
+Input is read by :mod:`squeezebert.tables`, the readers :func:`squeezebert.data.read_table` uses
+too: CSV with standard quoting and TSV with quoting off, both with a header row; JSONL with one
+object per line; plain text one text per line; blank lines skipped; every problem raises
+:class:`~squeezebert.tables.DataError` reading ``"{path}:{line}: {what}"``. An output file is
+written under a temporary name in its own directory and renamed at the end, so a bad row leaves no
+partial output behind; on stdout, the rows before the bad one have already gone out.
 
-This module imports no torch: with ``backend="onnx"`` and an export directory, predict runs
-without it. (That is why it has its own :class:`InputError` rather than ``data.InputError``:
-``squeezebert.data`` imports torch.)
+This module imports no torch (nor does :mod:`squeezebert.tables`): with ``backend="onnx"`` and an
+export directory, predict runs where torch is not installed.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import itertools
 import json
-import math
 import os
 import secrets
 import sys
@@ -40,24 +37,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from squeezebert import tables
 from squeezebert.infer import Classifier, Prediction, TextInput
+from squeezebert.tables import DataError
 
-FORMATS = ("text", "csv", "tsv", "jsonl")
-_BY_EXTENSION = {
-    ".txt": "text",
-    ".text": "text",
-    ".csv": "csv",
-    ".tsv": "tsv",
-    ".tab": "tsv",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-}
+FORMATS = tables.FORMATS
 STDIO = "-"
 DEFAULT_ID_COLUMN = "id"
 
 
-class InputError(ValueError):
-    """A bad input row or file: ``"{path}:{line}: {what}"``, as ``squeezebert.data.InputError``."""
+# Bad input rows and files raise this: ``"{path}:{line}: {what}"``. One class with
+# ``squeezebert.data.DataError``; the old name stays for callers that catch it.
+InputError = DataError
 
 
 class SupportsPredict(Protocol):
@@ -93,153 +84,9 @@ class PredictReport:
 # --------------------------------------------------------------------------- reading (streamed)
 def detect_format(path: str, fmt: str | None) -> str:
     """``fmt`` if given, else the format its extension names; stdin defaults to plain text."""
-    if fmt is not None:
-        if fmt not in FORMATS:
-            raise ValueError(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}")
-        return fmt
-    if path == STDIO:
+    if fmt is None and path == STDIO:
         return "text"
-    ext = Path(path).suffix.lower()
-    if ext not in _BY_EXTENSION:
-        raise InputError(
-            f"{path}: cannot tell the format from the extension {ext!r}; pass --format {'|'.join(FORMATS)}"
-        )
-    return _BY_EXTENSION[ext]
-
-
-class _Lines:
-    """Decoded lines of a binary stream, counting bytes for the progress bar.
-
-    Decoding line by line (rather than through a TextIOWrapper) lets a bad byte be reported with
-    its line number without reading the whole file first.
-    """
-
-    def __init__(self, stream: IO[bytes], name: str) -> None:
-        self.stream = stream
-        self.name = name
-        self.bytes_read = 0
-        self.line = 0
-
-    def __iter__(self) -> Iterator[str]:
-        for raw in self.stream:
-            self.line += 1
-            self.bytes_read += len(raw)
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise InputError(
-                    f"{self.name}:{self.line}: bytes {raw[e.start : e.end]!r} are not valid utf-8 ({e.reason}); "
-                    "save the file as utf-8"
-                ) from None
-            if self.line == 1:
-                text = text.removeprefix("\ufeff")  # a byte-order mark is not part of the first text
-            yield text
-
-
-def _read_text(lines: _Lines, text_pair_column: str | None) -> Iterator[Row]:
-    if text_pair_column is not None:
-        raise ValueError("plain text holds one text per line; text pairs need a CSV, TSV or JSONL input")
-    for text in lines:
-        text = text.rstrip("\r\n")
-        if text.strip():
-            yield Row(lines.line, None, text)
-
-
-def _read_delimited(
-    lines: _Lines, delimiter: str, text_column: str, text_pair_column: str | None, id_column: str | None
-) -> Iterator[Row]:
-    name = lines.name
-    quoting = csv.QUOTE_MINIMAL if delimiter == "," else csv.QUOTE_NONE
-    reader = csv.reader(lines, delimiter=delimiter, quoting=quoting)
-    sep = "comma" if delimiter == "," else "tab"
-    header: list[str] | None = None
-    header_line = 1
-    text_i = pair_i = id_i = None
-    start = 1
-    while True:
-        try:
-            fields = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as e:
-            raise InputError(f"{name}:{start}: cannot parse the row ({e})") from None
-        line, start = start, lines.line + 1
-        if not fields or (len(fields) == 1 and not fields[0].strip()):
-            continue  # blank line
-        if header is None:
-            header, header_line = [h.strip() for h in fields], line
-            text_i, pair_i, id_i = _columns(name, header_line, header, text_column, text_pair_column, id_column)
-            continue
-        if len(fields) != len(header):
-            raise InputError(
-                f"{name}:{line}: row has {len(fields)} {sep}-separated fields but the header has {len(header)}"
-            )
-        assert text_i is not None
-        text = _check_text(name, line, text_column, fields[text_i])
-        if pair_i is not None:
-            assert text_pair_column is not None
-            text = (text, _check_text(name, line, text_pair_column, fields[pair_i]))
-        yield Row(line, None if id_i is None else fields[id_i], text)
-    if header is None:
-        raise InputError(f"{name}:1: empty file; expected a header row naming the columns")
-
-
-def _columns(
-    name: str, line: int, header: list[str], text_column: str, text_pair_column: str | None, id_column: str | None
-) -> tuple[int, int | None, int | None]:
-    for i, column in enumerate(header):
-        if column in header[:i]:
-            raise InputError(f"{name}:{line}: column {column!r} appears twice in the header")
-
-    def where(column: str) -> int:
-        if column not in header:
-            raise InputError(f"{name}:{line}: no column {column!r} (columns: {', '.join(header)})")
-        return header.index(column)
-
-    text_i = where(text_column)
-    pair_i = None if text_pair_column is None else where(text_pair_column)
-    if id_column is None:
-        id_i = header.index(DEFAULT_ID_COLUMN) if DEFAULT_ID_COLUMN in header else None
-    else:
-        id_i = where(id_column)
-    return text_i, pair_i, id_i
-
-
-def _check_text(name: str, line: int, column: str, value: Any) -> str:
-    if not isinstance(value, str):
-        raise InputError(f"{name}:{line}: field {column!r} must be a string, got {_json_type(value)}")
-    if not value.strip():
-        raise InputError(f"{name}:{line}: empty text in {column!r}; expected a non-blank string")
-    return value
-
-
-def _json_type(value: object) -> str:
-    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
-    return names.get(type(value), "a number")
-
-
-def _read_jsonl(lines: _Lines, text_column: str, text_pair_column: str | None, id_column: str | None) -> Iterator[Row]:
-    name = lines.name
-    for raw in lines:
-        line = lines.line
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{name}:{line}: malformed JSON ({e.msg} at column {e.colno})") from None
-        if not isinstance(obj, dict):
-            raise InputError(f"{name}:{line}: expected a JSON object, got {_json_type(obj)}")
-        for column in (text_column, text_pair_column, id_column):
-            if column is not None and column not in obj:
-                raise InputError(f"{name}:{line}: missing field {column!r} (fields: {', '.join(obj)})")
-        text: TextInput = _check_text(name, line, text_column, obj[text_column])
-        if text_pair_column is not None:
-            text = (text, _check_text(name, line, text_pair_column, obj[text_pair_column]))
-        row_id = obj.get(id_column or DEFAULT_ID_COLUMN)
-        if isinstance(row_id, float) and not math.isfinite(row_id):
-            raise InputError(f"{name}:{line}: field {id_column or DEFAULT_ID_COLUMN!r} is {row_id}; not valid JSON out")
-        yield Row(line, row_id, text)
+    return tables.detect_format(path, fmt)
 
 
 def read_rows(
@@ -255,21 +102,18 @@ def read_rows(
     ``fmt`` is one of :data:`FORMATS`; ``name`` is the file name errors report. ``id_column``
     None picks up a column named ``id`` where there is one; a named one must exist.
     """
-    return _rows(_Lines(stream, name), fmt, text_column, text_pair_column, id_column)
+    return _rows(tables.Lines(stream, name), fmt, text_column, text_pair_column, id_column)
 
 
 def _rows(
-    lines: _Lines, fmt: str, text_column: str, text_pair_column: str | None, id_column: str | None
+    lines: tables.Lines, fmt: str, text_column: str, text_pair_column: str | None, id_column: str | None
 ) -> Iterator[Row]:
-    if fmt == "text":
-        if id_column is not None:
-            raise ValueError("plain text has no columns; --id-column needs a CSV, TSV or JSONL input")
-        return _read_text(lines, text_pair_column)
-    if fmt == "jsonl":
-        return _read_jsonl(lines, text_column, text_pair_column, id_column)
-    if fmt in ("csv", "tsv"):
-        return _read_delimited(lines, "," if fmt == "csv" else "\t", text_column, text_pair_column, id_column)
-    raise ValueError(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+    if fmt == "text" and id_column is not None:
+        raise ValueError("plain text has no columns; --id-column needs a CSV, TSV or JSONL input")
+    examples = tables.iter_examples(
+        lines, fmt, text_column, text_pair_column, id_column=id_column, default_id_column=DEFAULT_ID_COLUMN
+    )
+    return (Row(ex.line, ex.id, ex.text if ex.text_pair is None else (ex.text, ex.text_pair)) for ex in examples)
 
 
 # --------------------------------------------------------------------------- writing
@@ -309,7 +153,7 @@ def _classify(
     classifier: SupportsPredict,
     rows: Iterator[Row],
     out: IO[str],
-    lines: _Lines,
+    lines: tables.Lines,
     batch_size: int,
     chunk_size: int,
     bar: Any,
@@ -354,7 +198,7 @@ def predict_file(
     the input's extension. Rows are read, classified and written ``chunk_size`` at a time.
     ``progress``: a progress bar on stderr (None: when stderr is a terminal).
 
-    Raises :class:`InputError` naming the file and line of a bad row; an output
+    Raises :class:`~squeezebert.tables.DataError` naming the file and line of a bad row; an output
     file is then left untouched (it is written under a temporary name and renamed at the end).
     """
     if batch_size < 1:
@@ -376,7 +220,7 @@ def predict_file(
         raise ValueError(f"{out_name}: is a directory; give an output file name")
 
     with _open_input(in_name) as stream:
-        lines = _Lines(stream, "<stdin>" if in_name == STDIO else in_name)
+        lines = tables.Lines(stream, "<stdin>" if in_name == STDIO else in_name)
         rows = _rows(lines, kind, text_column, text_pair_column, id_column)
         # Read the header and first row before loading the model: a wrong column name or a bad
         # file fails in milliseconds, not after the model has loaded.

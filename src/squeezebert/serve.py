@@ -13,9 +13,12 @@ Dynamic micro-batching (:class:`MicroBatcher`): requests wait in one queue; a ba
 the oldest one, then for at most ``max_wait_ms`` gathers more until the batch holds
 ``max_batch_size`` texts, and runs ``Classifier.predict`` on the merged inputs in a single
 worker thread, off the event loop. While the model runs new requests queue up, so under load
-batches fill without waiting. Each request gets exactly its own slice of the results back, in
-order. A request is never split: one with more texts than ``max_batch_size`` runs alone
-(``predict`` still cuts it into forward passes of ``max_batch_size``).
+batches fill without waiting; that is why ``max_wait_ms`` defaults to 0 (an idle server answers
+a lone request at once instead of holding it back for company). ``predict`` sorts a model call's
+texts by length and runs them in forward passes of ``forward_batch_size`` (16): on CPU, passes of
+8 to 16 short texts cost less per text than one pass of 32 (less padding, activations that stay
+in cache; measured in docs/RESULTS.md). Each request gets exactly its own slice of the results
+back, in order. A request is never split: one with more texts than ``max_batch_size`` runs alone.
 
 Limits are part of the contract: the body size (413), the texts per request and characters per
 text (422 naming the limit and the received value), the queue length (503 with ``Retry-After``)
@@ -76,8 +79,6 @@ def _require(what: str) -> None:
             import prometheus_client  # noqa: F401
         if what == "run":
             import uvicorn  # noqa: F401
-        if what == "loadtest":
-            import httpx  # noqa: F401
     except ImportError as e:
         raise ImportError(f"{what} needs {e.name}: pip install 'squeezebert[serve]'") from None
 
@@ -93,12 +94,15 @@ class ServeConfig:
     """Batching, limits and security of one app. Defaults match ``squeezebert serve``.
 
     ``batching=False`` (or ``max_batch_size=1``) runs every request as its own model call.
+    ``max_batch_size`` bounds the texts merged into one model call, ``forward_batch_size`` the
+    texts of one forward pass inside it.
     ``max_queue`` bounds the requests waiting for the model (not counting the batch it runs).
     ``timeout_s`` is each request's deadline from arrival to answer.
     """
 
     max_batch_size: int = 32
-    max_wait_ms: float = 5.0
+    max_wait_ms: float = 0.0
+    forward_batch_size: int = 16
     batching: bool = True
     max_texts: int = 64
     max_chars: int = 2000
@@ -109,7 +113,7 @@ class ServeConfig:
     warmup: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("max_batch_size", "max_texts", "max_chars", "max_body_bytes", "max_queue"):
+        for name in ("max_batch_size", "forward_batch_size", "max_texts", "max_chars", "max_body_bytes", "max_queue"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -161,8 +165,8 @@ class MicroBatcher:
         self._on_batch = on_batch
         self._on_queue = on_queue
         self._pending: collections.deque[_Item] = collections.deque()
-        # One thread: the classifier's tokenizer is not thread-safe, and one model call at a
-        # time keeps torch's intra-op threads from fighting each other.
+        # One thread: one model call at a time keeps torch's intra-op threads from fighting each
+        # other. (The tokenizer is thread-safe, so this is a choice, not a constraint.)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="squeezebert-model")
         self._arrived: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -472,7 +476,7 @@ def create_app(classifier: SupportsPredict, config: ServeConfig | None = None) -
     config = config or ServeConfig()
     metrics = _Metrics()
     state = _State()
-    batch_size = config.max_batch_size
+    batch_size = config.forward_batch_size
 
     def run_model(inputs: list[TextInput]) -> list[Prediction]:
         return classifier.predict(inputs, batch_size=batch_size)
@@ -760,6 +764,7 @@ def run(
 # --------------------------------------------------------------------------- load test (client)
 MAX_LOAD_SECONDS = 60.0
 MAX_LOAD_CONCURRENCY = 256
+MAX_LOAD_RATE = 2000.0
 _SAMPLE_TEXTS = (
     "a gripping, beautifully acted film",
     "the plot was thin and the jokes fell flat",
@@ -780,6 +785,7 @@ class LoadReport:
     concurrency: int
     duration_s: float
     texts_per_request: int
+    rate: float | None
     requests: int
     requests_per_s: float
     latency_ms: dict[str, float]
@@ -792,8 +798,11 @@ class LoadReport:
     def summary(self) -> str:
         lat = self.latency_ms
         statuses = ", ".join(f"{k}: {v}" for k, v in sorted(self.status_counts.items())) or "none"
+        load = f"concurrency {self.concurrency}"
+        if self.rate is not None:
+            load = f"a fixed {self.rate:g} requests/s (at most {self.concurrency} in flight)"
         return (
-            f"{self.url}: {self.requests} requests in {self.duration_s:.1f} s at concurrency {self.concurrency} "
+            f"{self.url}: {self.requests} requests in {self.duration_s:.1f} s at {load} "
             f"({self.texts_per_request} text(s) each)\n"
             f"  {self.requests_per_s:.1f} requests/s\n"
             f"  latency ms: p50 {lat['p50']:.1f}  p90 {lat['p90']:.1f}  p99 {lat['p99']:.1f}  "
@@ -834,19 +843,23 @@ def loadtest(
     *,
     texts: Sequence[str] | None = None,
     texts_per_request: int = 1,
+    rate: float | None = None,
     api_key: str | None = None,
     request_timeout_s: float = 30.0,
-    transport: Any = None,
 ) -> LoadReport:
     """Send ``POST /v1/classify`` from ``concurrency`` concurrent clients for ``duration_s``.
 
     ``url``: the server's base URL (``http://127.0.0.1:8080``) or the classify URL; only
-    loopback hosts are accepted. Bounded: ``duration_s`` <= 60, ``concurrency`` <= 256.
-    ``texts`` are sent round-robin, ``texts_per_request`` per request (default: a few
-    built-in review-like sentences). Requests in flight at the deadline are completed and
-    counted. ``transport``: an httpx transport (tests use an in-process one).
+    loopback hosts are accepted. Bounded: ``duration_s`` <= 60, ``concurrency`` <= 256,
+    ``rate`` <= 2000. ``texts`` are sent round-robin, ``texts_per_request`` per request (default:
+    a few built-in review-like sentences). Requests in flight at the deadline are completed and
+    counted.
+
+    Closed loop by default: each client sends its next request when its last one is answered.
+    With ``rate``, open loop: request *i* is due at ``i / rate`` seconds, whatever the server's
+    speed, with at most ``concurrency`` in flight; its latency counts from when it was due, so
+    a server that falls behind shows it in the percentiles instead of slowing the load down.
     """
-    _require("loadtest")
     target = _classify_url(url)
     if not 1 <= concurrency <= MAX_LOAD_CONCURRENCY:
         raise ValueError(f"concurrency must be in 1..{MAX_LOAD_CONCURRENCY}, got {concurrency}")
@@ -854,12 +867,12 @@ def loadtest(
         raise ValueError(f"duration must be in (0, {MAX_LOAD_SECONDS:g}] seconds, got {duration_s}")
     if texts_per_request < 1:
         raise ValueError(f"texts_per_request must be >= 1, got {texts_per_request}")
+    if rate is not None and not (math.isfinite(rate) and 0 < rate <= MAX_LOAD_RATE):
+        raise ValueError(f"rate must be in (0, {MAX_LOAD_RATE:g}] requests/s, got {rate}")
     pool = list(texts) if texts else list(_SAMPLE_TEXTS)
-    # httpx logs every request at INFO: thousands of lines, and CPU taken from the measurement.
-    logging.getLogger("httpx").setLevel(max(logging.getLogger("httpx").getEffectiveLevel(), logging.WARNING))
     headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
     latencies, statuses, elapsed = asyncio.run(
-        _load(target, concurrency, duration_s, pool, texts_per_request, headers, request_timeout_s, transport)
+        _load(target, concurrency, duration_s, pool, texts_per_request, headers, request_timeout_s, rate)
     )
     done = len(latencies)
     ms = sorted(x * 1000 for x in latencies)
@@ -868,6 +881,7 @@ def loadtest(
         concurrency=concurrency,
         duration_s=elapsed,
         texts_per_request=texts_per_request,
+        rate=rate,
         requests=sum(statuses.values()),
         requests_per_s=done / elapsed if elapsed > 0 else 0.0,
         latency_ms={
@@ -892,6 +906,82 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
 
 
+class _Connection:
+    """One keep-alive HTTP/1.1 connection for the load test: POST a JSON body, read the status.
+
+    Just enough HTTP for ``squeezebert serve`` (Content-Length or chunked bodies, ``Connection:
+    close``), written out because the load generator shares the CPU with the server it measures:
+    httpx spent 2 to 5 ms of CPU per request here (measured, docs/RESULTS.md), about as much as
+    the server's own work, which starved the server of requests to batch.
+    """
+
+    def __init__(self, url: str, headers: dict[str, str], timeout_s: float) -> None:
+        parts = urlsplit(url)
+        assert parts.hostname is not None
+        self.host = parts.hostname
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.ssl = parts.scheme == "https"
+        self.timeout_s = timeout_s
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        lines = [
+            f"POST {parts.path or '/'}{'?' + parts.query if parts.query else ''} HTTP/1.1",
+            f"host: {host}:{self.port}",
+            "content-type: application/json",
+            *(f"{k}: {v}" for k, v in headers.items()),
+        ]
+        self.head = ("\r\n".join(lines) + "\r\ncontent-length: ").encode("latin-1")
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, body: bytes) -> int:
+        """Send one request and read its whole response; returns the status code."""
+        try:
+            return await asyncio.wait_for(self._post(body), self.timeout_s)
+        except BaseException:
+            self.close()  # a half-read response leaves the connection unusable
+            raise
+
+    async def _post(self, body: bytes) -> int:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port, ssl=self.ssl or None)
+        assert self.reader is not None
+        self.writer.write(self.head + str(len(body)).encode() + b"\r\n\r\n" + body)
+        status_line = await self.reader.readline()
+        parts = status_line.split(None, 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/"):
+            raise ConnectionError(f"not an HTTP response: {status_line[:60]!r}")
+        status = int(parts[1])
+        length, chunked, close = 0, False, False
+        while True:
+            line = await self.reader.readline()
+            if line in (b"\r\n", b"\n", b""):
+                break
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"transfer-encoding":
+                chunked = b"chunked" in value.lower()
+            elif name == b"connection":
+                close = b"close" in value.lower()
+        if chunked:
+            while True:
+                size = int((await self.reader.readline()).split(b";")[0], 16)
+                await self.reader.readexactly(size + 2)  # the chunk and its CRLF
+                if size == 0:
+                    break
+        else:
+            await self.reader.readexactly(length)
+        if close:
+            self.close()
+        return status
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
 async def _load(
     url: str,
     concurrency: int,
@@ -900,33 +990,61 @@ async def _load(
     per_request: int,
     headers: dict[str, str],
     timeout_s: float,
-    transport: Any,
+    rate: float | None = None,
 ) -> tuple[list[float], collections.Counter[str], float]:
-    import httpx
-
     latencies: list[float] = []
     statuses: collections.Counter[str] = collections.Counter()
     counter = itertools.count()
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(transport=transport, limits=limits, timeout=timeout_s, headers=headers) as client:
-        start = time.perf_counter()
-        deadline = start + duration_s
 
-        async def worker() -> None:
-            while time.perf_counter() < deadline:
-                i = next(counter) * per_request
-                body = {"texts": [texts[(i + k) % len(texts)] for k in range(per_request)]}
-                sent = time.perf_counter()
-                try:
-                    response = await client.post(url, json=body)
-                    await response.aread()
-                except httpx.HTTPError as e:
-                    statuses[type(e).__name__] += 1  # connection refused, read timeout, ...
-                    await asyncio.sleep(0.01)  # a dead server must not become a busy loop
-                    continue
-                latencies.append(time.perf_counter() - sent)
-                statuses[str(response.status_code)] += 1
+    async def send(connection: _Connection, i: int, due: float) -> None:
+        """Request number ``i``; its latency counts from ``due``."""
+        body = json.dumps({"texts": [texts[(i * per_request + k) % len(texts)] for k in range(per_request)]}).encode()
+        try:
+            status = await connection.post(body)
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError) as e:
+            statuses[type(e).__name__] += 1  # connection refused, timeout, cut-off response, ...
+            await asyncio.sleep(0.01)  # a dead server must not become a busy loop
+            return
+        latencies.append(time.perf_counter() - due)
+        statuses[str(status)] += 1
 
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - start
+    async def worker(connection: _Connection) -> None:
+        while time.perf_counter() < deadline:
+            await send(connection, next(counter), time.perf_counter())
+
+    async def scheduler(rate: float) -> None:
+        idle: asyncio.Queue[_Connection] = asyncio.Queue()
+        for connection in connections:
+            idle.put_nowait(connection)
+
+        async def send_and_release(connection: _Connection, i: int, due: float) -> None:
+            try:
+                await send(connection, i, due)
+            finally:
+                idle.put_nowait(connection)
+
+        tasks: set[asyncio.Task[None]] = set()
+        for i in itertools.count():
+            due = start + i / rate
+            if due >= deadline:
+                break
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            connection = await idle.get()  # `concurrency` in flight: the next one waits (and is late)
+            task = asyncio.create_task(send_and_release(connection, i, due))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        await asyncio.gather(*tasks)
+
+    connections = [_Connection(url, headers, timeout_s) for _ in range(concurrency)]
+    start = time.perf_counter()
+    deadline = start + duration_s
+    try:
+        if rate is None:
+            await asyncio.gather(*(worker(c) for c in connections))
+        else:
+            await scheduler(rate)
+    finally:
+        for connection in connections:
+            connection.close()
+    elapsed = time.perf_counter() - start
     return latencies, statuses, elapsed

@@ -2,11 +2,17 @@
 
 Torch-free on purpose (the ONNX deployment path uses it): batches come back as int64 numpy arrays.
 Padding is dynamic, to the longest sequence of each batch; truncation is longest-first for pairs.
+
+Thread safety: ``tokenizers`` keeps truncation as mutable state on the tokenizer object, so setting
+it per call would let two threads (the server's, say) truncate with each other's length. Instead
+each ``max_length`` gets its own copy of the tokenizer, configured once when first used and only
+read after that; encoding on a configured copy mutates nothing and is safe from any thread.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,6 +36,9 @@ class Tokenizer:
         # dynamically per batch and truncate per call instead.
         self.backend.no_padding()
         self.backend.no_truncation()
+        # max_length -> a copy of `backend` with that truncation set; never changed once made.
+        self._truncating: dict[int, HFTokenizer] = {}
+        self._truncating_lock = threading.Lock()
         self.max_length = max_length
         self.pad_token_id = self._special_id("[PAD]", 0)
         self.cls_token_id = self._special_id("[CLS]", None)
@@ -115,13 +124,22 @@ class Tokenizer:
             raise TypeError("texts must be a sequence of strings, not a single string")
         if pairs is not None and len(pairs) != len(texts):
             raise ValueError(f"got {len(texts)} texts but {len(pairs)} pair texts")
-        self.backend.enable_truncation(max_length=max_length, strategy="longest_first")
-        try:
-            inputs = list(texts) if pairs is None else list(zip(texts, pairs))
-            encodings = self.backend.encode_batch(inputs)
-        finally:
-            self.backend.no_truncation()
+        inputs = list(texts) if pairs is None else list(zip(texts, pairs))
+        encodings = self._with_truncation(max_length).encode_batch(inputs)
         return [(e.ids, e.type_ids) for e in encodings]
+
+    def _with_truncation(self, max_length: int) -> HFTokenizer:
+        """The copy of ``backend`` that truncates longest-first to ``max_length`` (made once)."""
+        backend = self._truncating.get(max_length)
+        if backend is None:
+            with self._truncating_lock:
+                backend = self._truncating.get(max_length)
+                if backend is None:
+                    # A round trip through JSON is the library's way to copy a tokenizer.
+                    backend = HFTokenizer.from_str(self.backend.to_str())
+                    backend.enable_truncation(max_length=max_length, strategy="longest_first")
+                    self._truncating[max_length] = backend
+        return backend
 
     def pad(self, items: Sequence[tuple[Sequence[int], Sequence[int]]]) -> dict[str, np.ndarray]:
         """Pad ``(input_ids, token_type_ids)`` items to the longest one: int64 arrays (B, T)."""
