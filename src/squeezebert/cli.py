@@ -140,7 +140,8 @@ def cmd_squeeze(args: argparse.Namespace) -> int:
         int8=not args.no_int8,
         resume=args.resume,
     )
-    print((Path(args.out) / "report.md").read_text(encoding="utf-8"), end="")
+    if _is_main():
+        print((Path(args.out) / "report.md").read_text(encoding="utf-8"), end="")
     return 0 if report else 1
 
 
@@ -164,6 +165,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         log_every=args.log_every,
         num_threads=args.num_threads,
         eval_batch_size=args.eval_batch_size,
+        dist_timeout=args.dist_timeout,
     )
 
 
@@ -178,6 +180,13 @@ def _data_kwargs(args: argparse.Namespace, task: str) -> dict[str, Any]:
         "text_pair_column": args.text_pair_column,
         "label_column": args.label_column,
     }
+
+
+def _is_main() -> bool:
+    """False in the processes other than rank 0 of a torchrun job: they print nothing."""
+    from squeezebert.distributed import world
+
+    return world().is_main
 
 
 def _print_metrics(metrics: dict[str, float], indent: str = "  ") -> None:
@@ -198,6 +207,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         config=_train_config(args),
         resume=args.resume,
     )
+    if not _is_main():
+        return 0
     train = record["train"]
     print(f"wrote {args.out}: {record['task']} ({record['kind']}), best step {record['best_step']}")
     if train["tokens_per_s"]:
@@ -243,6 +254,8 @@ def cmd_glue(args: argparse.Namespace) -> int:
     from squeezebert.train import run_glue
 
     run_glue(args.model, args.data_dir, args.out, args.tasks, config=_train_config(args), resume=args.resume)
+    if not _is_main():
+        return 0
     print((Path(args.out) / "glue.md").read_text(encoding="utf-8"), end="")
     print(f"wrote {Path(args.out) / 'glue.md'} and glue.json")
     return 0
@@ -265,6 +278,12 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-every", type=int, default=10, help="steps between train_log.jsonl records")
     p.add_argument("--eval-batch-size", type=int, default=64)
     p.add_argument("--num-threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=1800.0,
+        help="under torchrun: seconds a process waits for the others before failing (above the longest evaluation)",
+    )
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last/ state")
 
 
