@@ -354,6 +354,34 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- batch (Ray)
+def cmd_batch(args: argparse.Namespace) -> int:
+    from squeezebert.batch import classify_file
+
+    report = classify_file(
+        args.model,
+        args.input,
+        args.output,
+        text_column=args.text_column,
+        text_pair_column=args.text_pair_column,
+        id_column=args.id_column,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        threads_per_worker=args.threads_per_worker,
+        ray_address=args.ray_address,
+        num_cpus=args.num_cpus,
+        precision=args.precision,
+        backend=args.backend,
+        max_length=args.max_length,
+        normalize=not args.no_normalize,
+    )
+    print(
+        f"wrote {report.output}: {report.rows} rows in {report.seconds:.1f} s ({report.texts_per_s:.0f} texts/s, "
+        f"{report.workers} workers x {report.threads_per_worker} threads)"
+    )
+    return 0
+
+
 # --------------------------------------------------------------------------- predict / serve / loadtest
 def cmd_predict(args: argparse.Namespace) -> int:
     from squeezebert.predict import predict_file
@@ -576,6 +604,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, default=128, help="workload: tokens per text after truncation")
     p.add_argument("--max-texts", type=int, default=None, help="workload: use the first N texts")
     p.set_defaults(handler=cmd_bench)
+
+    p = sub.add_parser(
+        "batch",
+        help="classify a CSV/TSV/JSONL/Parquet file on a pool of Ray actors; write JSONL or Parquet",
+        description="Batch inference with Ray Data: one model per actor, results in input order with the "
+        "input's ids, written atomically. Without --ray-address a local Ray instance is started. "
+        "Needs squeezebert[ray].",
+    )
+    p.add_argument("model", help="fine-tuned checkpoint or ONNX export directory (on every node of a cluster)")
+    p.add_argument("--input", required=True, help="input file: .csv, .tsv, .jsonl or .parquet")
+    p.add_argument("--output", required=True, help="output file: .jsonl or .parquet (written atomically)")
+    p.add_argument("--text-column", default="text")
+    p.add_argument("--text-pair-column", default=None, help="second text of a pair task")
+    p.add_argument("--id-column", default=None, help="column copied to the output (default: 'row', the row number)")
+    p.add_argument("--ray-address", default=None, help="Ray cluster to join, e.g. auto or ray://head:10001")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance (default: all)")
+    p.add_argument("--num-workers", type=int, default=None, help="actors (default: Ray's CPUs / threads per worker)")
+    p.add_argument("--threads-per-worker", type=int, default=1, help="torch/ONNX Runtime threads per actor")
+    p.add_argument("--batch-size", type=int, default=64, help="texts per forward pass")
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch")
+    p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default=None)
+    p.add_argument("--max-length", type=int, default=128, help="tokens per text after truncation")
+    p.add_argument("--no-normalize", action="store_true", help="skip NFKC and look-alike letter normalization")
+    p.set_defaults(handler=cmd_batch)
 
     p = sub.add_parser(
         "predict",
