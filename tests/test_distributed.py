@@ -213,7 +213,9 @@ def test_a_killed_rank_fails_the_run_fast_and_a_resumed_run_ends_with_the_uninte
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert time.monotonic() - killed_at < 60
+    ended_after = time.monotonic() - killed_at
+    print(f"the run ended {ended_after:.1f} s after rank 1 was killed")  # shown with -s
+    assert ended_after < 60
     assert proc.returncode != 0, "the run finished before rank 1 was killed; make it longer"
     assert "SIGKILL" in err, err[-3000:]  # torchrun names the rank that died and how
     state = json.loads((killed / "last" / "state.json").read_text())
