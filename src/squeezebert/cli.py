@@ -140,7 +140,8 @@ def cmd_squeeze(args: argparse.Namespace) -> int:
         int8=not args.no_int8,
         resume=args.resume,
     )
-    print((Path(args.out) / "report.md").read_text(encoding="utf-8"), end="")
+    if _is_main():
+        print((Path(args.out) / "report.md").read_text(encoding="utf-8"), end="")
     return 0 if report else 1
 
 
@@ -164,6 +165,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         log_every=args.log_every,
         num_threads=args.num_threads,
         eval_batch_size=args.eval_batch_size,
+        dist_timeout=args.dist_timeout,
     )
 
 
@@ -178,6 +180,13 @@ def _data_kwargs(args: argparse.Namespace, task: str) -> dict[str, Any]:
         "text_pair_column": args.text_pair_column,
         "label_column": args.label_column,
     }
+
+
+def _is_main() -> bool:
+    """False in the processes other than rank 0 of a torchrun job: they print nothing."""
+    from squeezebert.distributed import world
+
+    return world().is_main
 
 
 def _print_metrics(metrics: dict[str, float], indent: str = "  ") -> None:
@@ -198,6 +207,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         config=_train_config(args),
         resume=args.resume,
     )
+    if not _is_main():
+        return 0
     train = record["train"]
     print(f"wrote {args.out}: {record['task']} ({record['kind']}), best step {record['best_step']}")
     if train["tokens_per_s"]:
@@ -243,6 +254,8 @@ def cmd_glue(args: argparse.Namespace) -> int:
     from squeezebert.train import run_glue
 
     run_glue(args.model, args.data_dir, args.out, args.tasks, config=_train_config(args), resume=args.resume)
+    if not _is_main():
+        return 0
     print((Path(args.out) / "glue.md").read_text(encoding="utf-8"), end="")
     print(f"wrote {Path(args.out) / 'glue.md'} and glue.json")
     return 0
@@ -265,6 +278,12 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-every", type=int, default=10, help="steps between train_log.jsonl records")
     p.add_argument("--eval-batch-size", type=int, default=64)
     p.add_argument("--num-threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=1800.0,
+        help="under torchrun: seconds a process waits for the others before failing (above the longest evaluation)",
+    )
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last/ state")
 
 
@@ -332,6 +351,34 @@ def cmd_bench(args: argparse.Namespace) -> int:
     written = [p for p in (args.json, args.markdown, args.plot) if p]
     if written:
         print(f"wrote {', '.join(written)}")
+    return 0
+
+
+# --------------------------------------------------------------------------- batch (Ray)
+def cmd_batch(args: argparse.Namespace) -> int:
+    from squeezebert.batch import classify_file
+
+    report = classify_file(
+        args.model,
+        args.input,
+        args.output,
+        text_column=args.text_column,
+        text_pair_column=args.text_pair_column,
+        id_column=args.id_column,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        threads_per_worker=args.threads_per_worker,
+        ray_address=args.ray_address,
+        num_cpus=args.num_cpus,
+        precision=args.precision,
+        backend=args.backend,
+        max_length=args.max_length,
+        normalize=not args.no_normalize,
+    )
+    print(
+        f"wrote {report.output}: {report.rows} rows in {report.seconds:.1f} s ({report.texts_per_s:.0f} texts/s, "
+        f"{report.workers} workers x {report.threads_per_worker} threads)"
+    )
     return 0
 
 
@@ -559,6 +606,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, default=128, help="workload: tokens per text after truncation")
     p.add_argument("--max-texts", type=int, default=None, help="workload: use the first N texts")
     p.set_defaults(handler=cmd_bench)
+
+    p = sub.add_parser(
+        "batch",
+        help="classify a CSV/TSV/JSONL/Parquet file on a pool of Ray actors; write JSONL or Parquet",
+        description="Batch inference with Ray Data: one model per actor, results in input order with the "
+        "input's ids, written atomically. Without --ray-address a local Ray instance is started. "
+        "Needs squeezebert[ray].",
+    )
+    p.add_argument("model", help="fine-tuned checkpoint or ONNX export directory (on every node of a cluster)")
+    p.add_argument("--input", required=True, help="input file: .csv, .tsv, .jsonl or .parquet")
+    p.add_argument("--output", required=True, help="output file: .jsonl or .parquet (written atomically)")
+    p.add_argument("--text-column", default="text")
+    p.add_argument("--text-pair-column", default=None, help="second text of a pair task")
+    p.add_argument("--id-column", default=None, help="column copied to the output (default: 'row', the row number)")
+    p.add_argument("--ray-address", default=None, help="Ray cluster to join, e.g. auto or ray://head:10001")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance (default: all)")
+    p.add_argument("--num-workers", type=int, default=None, help="actors (default: Ray's CPUs / threads per worker)")
+    p.add_argument("--threads-per-worker", type=int, default=1, help="torch/ONNX Runtime threads per actor")
+    p.add_argument("--batch-size", type=int, default=64, help="texts per forward pass")
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch")
+    p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default=None)
+    p.add_argument("--max-length", type=int, default=128, help="tokens per text after truncation")
+    p.add_argument("--no-normalize", action="store_true", help="skip NFKC and look-alike letter normalization")
+    p.set_defaults(handler=cmd_batch)
 
     p = sub.add_parser(
         "predict",

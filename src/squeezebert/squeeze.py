@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from squeezebert import distributed
 from squeezebert.bench import model_latency
 from squeezebert.checkpoint import atomic_write_text, file_size, load
 from squeezebert.convert import (
@@ -115,10 +116,45 @@ def squeeze(
 
     ``student_src``: distill into this pretrained checkpoint instead of carving one out of the
     teacher (the paper's recipe: a pretrained SqueezeBERT, distilled from a task teacher).
+
+    Under ``torchrun`` the distillation runs data-parallel (see :func:`squeezebert.train.fit`);
+    the evaluations and the report stage (int8 copies, latency benchmark, report files) run on
+    rank 0 alone while the other processes wait for it, and every process returns the report.
     """
+    config = config or TrainConfig(epochs=3, lr=1e-4, batch_size=32, max_length=64)
+    # One process group for the whole workflow (fit then leaves it alone), so that the other
+    # ranks can wait for rank 0's report instead of benchmarking N copies against each other.
+    with distributed.process_group(config.dist_timeout):
+        return _squeeze(
+            teacher_src, out_dir, task, data_dir, train_file, dev_file, text_column, text_pair_column,
+            label_column, student_src, spec, distill, config, calibration_samples, bench_threads,
+            bench_repeats, bench_batch_sizes, int8, resume,
+        )  # fmt: skip
+
+
+def _squeeze(
+    teacher_src: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    task: str,
+    data_dir: str | os.PathLike[str] | None,
+    train_file: str | os.PathLike[str] | None,
+    dev_file: str | os.PathLike[str] | None,
+    text_column: str,
+    text_pair_column: str | None,
+    label_column: str,
+    student_src: str | None,
+    spec: StudentSpec | None,
+    distill: DistillConfig | None,
+    config: TrainConfig,
+    calibration_samples: int,
+    bench_threads: int | None,
+    bench_repeats: int,
+    bench_batch_sizes: tuple[int, ...],
+    int8: bool,
+    resume: bool,
+) -> dict[str, Any]:
     spec = spec or construction_spec("lowrank")
     distill = distill or DistillConfig()
-    config = config or TrainConfig(epochs=3, lr=1e-4, batch_size=32, max_length=64)
     out = Path(out_dir)
     if config.num_threads is not None:
         torch.set_num_threads(config.num_threads)
@@ -146,7 +182,7 @@ def squeeze(
     kind = data.kind
 
     log.info("teacher: evaluating on %d dev examples", len(dev))
-    teacher_metrics = evaluate(teacher, dev, kind)
+    teacher_metrics = distributed.on_main(lambda: evaluate(teacher, dev, kind))
 
     notes: list[str] = []
     surgery = None
@@ -165,7 +201,7 @@ def squeeze(
         construction = json.dumps(
             {k: v for k, v in asdict(spec).items() if v not in (None, {}, [], False)}, sort_keys=True, default=str
         )
-    after_construction = evaluate(student, dev, kind)
+    after_construction = distributed.on_main(lambda: evaluate(student, dev, kind))
     log.info("student right after construction: %s", after_construction)
 
     log.info("teacher logits on %d training examples (computed once)", len(train))
@@ -194,67 +230,75 @@ def squeeze(
             "distill": asdict(distill),
         },
     )
-    student_metrics = evaluate(student, dev, kind)
 
-    # ---------------------------------------------------------------- size and speed
-    metric = main_metric(kind)
-    candidates: dict[str, torch.nn.Module] = {"teacher fp32": teacher, "student fp32": student}
-    metrics_of = {"teacher fp32": teacher_metrics, "student fp32": student_metrics}
-    if int8:
-        from squeezebert.quantize import optimize
+    def report_stage() -> dict[str, Any]:
+        """Rank 0: evaluate the student, quantize both models, measure latency, write the report."""
+        log.info("report: scoring the student and the int8 copies, measuring latency")
+        student_metrics = evaluate(student, dev, kind)
 
-        for who, model in (("teacher", teacher), ("student", student)):
-            q = optimize(model, "int8").eval()
-            candidates[f"{who} int8"] = q
-            metrics_of[f"{who} int8"] = evaluate(q, dev, kind)
-    latency: dict[str, dict[str, Any]] = {name: {} for name in candidates}
-    for bs in bench_batch_sizes:
-        timings = model_latency(candidates, bs, 128, threads=bench_threads, repeats=bench_repeats)
-        for name, t in timings.items():
-            latency[name][f"batch{bs}_seq128"] = t.to_dict()
-    sizes = {
-        "teacher": file_size(teacher_ckpt.path) if teacher_ckpt.path else 0,
-        "student": file_size(out),
-    }
-    rows = []
-    for name, model in candidates.items():
-        who = name.split()[0]
-        size = sizes[who] if name.endswith("fp32") else 0  # int8 copies live in memory only
-        row = _row(name, teacher if who == "teacher" else student, metrics_of[name], size, model.config)
-        row["latency_ms"] = latency[name]
-        rows.append(row)
-    base = {bs: latency["teacher fp32"][f"batch{bs}_seq128"]["p50"] for bs in bench_batch_sizes}
-    base_int8 = {bs: latency["teacher int8"][f"batch{bs}_seq128"]["p50"] for bs in bench_batch_sizes} if int8 else {}
-    for row in rows:
-        p50 = {bs: row["latency_ms"][f"batch{bs}_seq128"]["p50"] for bs in bench_batch_sizes}
-        row["speedup_vs_teacher_fp32"] = {f"batch{bs}": round(base[bs] / p50[bs], 2) for bs in bench_batch_sizes}
+        # ---------------------------------------------------------------- size and speed
+        metric = main_metric(kind)
+        candidates: dict[str, torch.nn.Module] = {"teacher fp32": teacher, "student fp32": student}
+        metrics_of = {"teacher fp32": teacher_metrics, "student fp32": student_metrics}
         if int8:
-            row["speedup_vs_teacher_int8"] = {
-                f"batch{bs}": round(base_int8[bs] / p50[bs], 2) for bs in bench_batch_sizes
-            }
-    pareto = _pareto_notes(rows, metric, bench_batch_sizes, greater_is_better=True)
-    report = {
-        "teacher": str(teacher_src),
-        "task": data.task,
-        "kind": kind,
-        "main_metric": metric,
-        "construction": construction,
-        "distill": asdict(distill),
-        "train": {k: summary[k] for k in ("global_step", "train_time_s", "tokens_per_s", "best_step")},
-        "num_train_examples": len(train),
-        "num_dev_examples": len(dev),
-        "teacher_metrics": teacher_metrics,
-        "student_after_construction": after_construction,
-        "student_metrics": student_metrics,
-        "rows": rows,
-        "pareto": pareto,
-        "threads": torch.get_num_threads(),
-        "surgery": [asdict(r) for r in surgery.rows] if surgery else None,
-        "notes": notes + (surgery.notes if surgery else []),
-    }
-    atomic_write_text(out / REPORT_JSON, json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
-    atomic_write_text(out / REPORT_MD, render_report(report, surgery.table() if surgery else None))
-    return report
+            from squeezebert.quantize import optimize
+
+            for who, model in (("teacher", teacher), ("student", student)):
+                q = optimize(model, "int8").eval()
+                candidates[f"{who} int8"] = q
+                metrics_of[f"{who} int8"] = evaluate(q, dev, kind)
+        latency: dict[str, dict[str, Any]] = {name: {} for name in candidates}
+        for bs in bench_batch_sizes:
+            timings = model_latency(candidates, bs, 128, threads=bench_threads, repeats=bench_repeats)
+            for name, t in timings.items():
+                latency[name][f"batch{bs}_seq128"] = t.to_dict()
+        sizes = {
+            "teacher": file_size(teacher_ckpt.path) if teacher_ckpt.path else 0,
+            "student": file_size(out),
+        }
+        rows = []
+        for name, model in candidates.items():
+            who = name.split()[0]
+            size = sizes[who] if name.endswith("fp32") else 0  # int8 copies live in memory only
+            row = _row(name, teacher if who == "teacher" else student, metrics_of[name], size, model.config)
+            row["latency_ms"] = latency[name]
+            rows.append(row)
+        base = {bs: latency["teacher fp32"][f"batch{bs}_seq128"]["p50"] for bs in bench_batch_sizes}
+        base_int8 = (
+            {bs: latency["teacher int8"][f"batch{bs}_seq128"]["p50"] for bs in bench_batch_sizes} if int8 else {}
+        )
+        for row in rows:
+            p50 = {bs: row["latency_ms"][f"batch{bs}_seq128"]["p50"] for bs in bench_batch_sizes}
+            row["speedup_vs_teacher_fp32"] = {f"batch{bs}": round(base[bs] / p50[bs], 2) for bs in bench_batch_sizes}
+            if int8:
+                row["speedup_vs_teacher_int8"] = {
+                    f"batch{bs}": round(base_int8[bs] / p50[bs], 2) for bs in bench_batch_sizes
+                }
+        pareto = _pareto_notes(rows, metric, bench_batch_sizes, greater_is_better=True)
+        report = {
+            "teacher": str(teacher_src),
+            "task": data.task,
+            "kind": kind,
+            "main_metric": metric,
+            "construction": construction,
+            "distill": asdict(distill),
+            "train": {k: summary[k] for k in ("global_step", "train_time_s", "tokens_per_s", "best_step")},
+            "num_train_examples": len(train),
+            "num_dev_examples": len(dev),
+            "teacher_metrics": teacher_metrics,
+            "student_after_construction": after_construction,
+            "student_metrics": student_metrics,
+            "rows": rows,
+            "pareto": pareto,
+            "threads": torch.get_num_threads(),
+            "surgery": [asdict(r) for r in surgery.rows] if surgery else None,
+            "notes": notes + (surgery.notes if surgery else []),
+        }
+        atomic_write_text(out / REPORT_JSON, json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
+        atomic_write_text(out / REPORT_MD, render_report(report, surgery.table() if surgery else None))
+        return report
+
+    return distributed.on_main(report_stage)
 
 
 def _pareto_notes(rows: list[dict], metric: str, batch_sizes: tuple[int, ...], greater_is_better: bool) -> list[str]:

@@ -32,6 +32,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from squeezebert import distributed
 from squeezebert.checkpoint import atomic_write_text, load, save_checkpoint
 from squeezebert.data import (
     GLUE_TASKS,
@@ -88,6 +90,10 @@ class TrainConfig:
     accumulation changes memory use, not the result. ``eval_every`` and ``save_every`` count
     optimizer steps; 0 means evaluate at each epoch end (and always at the end of training) and
     save the resume state only at evaluations and epoch ends.
+
+    Under ``torchrun`` (``WORLD_SIZE > 1``) the step batch is the *global* one, shared out among
+    the processes (:mod:`squeezebert.distributed`), so the same settings give the same run on any
+    number of processes. ``dist_timeout`` bounds, in seconds, every wait for another process.
     """
 
     epochs: int = 3
@@ -105,6 +111,7 @@ class TrainConfig:
     log_every: int = 10
     num_threads: int | None = None
     eval_batch_size: int = 64
+    dist_timeout: float = distributed.DEFAULT_TIMEOUT_S
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "grad_accum_steps", "max_length", "log_every", "eval_batch_size"):
@@ -126,6 +133,8 @@ class TrainConfig:
             raise ValueError(f"max_train_samples must be >= 1, got {self.max_train_samples}")
         if self.num_threads is not None and self.num_threads < 1:
             raise ValueError(f"num_threads must be >= 1, got {self.num_threads}")
+        if not self.dist_timeout > 0:
+            raise ValueError(f"dist_timeout must be > 0 seconds, got {self.dist_timeout}")
 
 
 # --------------------------------------------------------------------------- small pieces
@@ -370,8 +379,45 @@ def fit(
     ``resume=True`` continues from ``out_dir/last`` (see the module docstring), or starts afresh
     with a warning when there is none. Returns a summary: steps, best metric and step, the best
     eval metrics, mean training loss and throughput (real, non-padding tokens per second).
+
+    Launched by ``torchrun`` with ``WORLD_SIZE > 1``, fit trains data-parallel
+    (:mod:`squeezebert.distributed`): each process takes its share of every step's batch, DDP
+    averages the gradients, rank 0 alone evaluates and writes ``out_dir``, and every process
+    returns the same summary and best weights. Logged losses and token counts are sums over all
+    processes, i.e. those of the whole step batch.
     """
-    out = Path(out_dir)
+    with distributed.process_group(config.dist_timeout):
+        return _fit(
+            model,
+            loss_fn,
+            train_data,
+            config,
+            Path(out_dir),
+            evaluate_fn,
+            main_metric,
+            greater_is_better,
+            resume,
+            tokenizer,
+            batch_extras,
+            run_args,
+        )
+
+
+def _fit(
+    model: SqueezeBert,
+    loss_fn: LossFn,
+    train_data: EncodedDataset,
+    config: TrainConfig,
+    out: Path,
+    evaluate_fn: EvaluateFn | None,
+    main_metric: str | None,
+    greater_is_better: bool,
+    resume: bool,
+    tokenizer: Tokenizer | None,
+    batch_extras: Mapping[str, Tensor] | None,
+    run_args: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    world = distributed.world()
     if config.num_threads is not None:
         torch.set_num_threads(config.num_threads)
     if len(train_data) == 0:
@@ -395,22 +441,33 @@ def fit(
     params = [p for _, p in named if p.requires_grad]
     optimizer = build_optimizer(named, config)
     scheduler = linear_schedule(optimizer, warmup_steps, total_steps)
-    progress = _Progress()
 
-    found = resume_dir(out) if resume else None
-    if resume and found is None:
-        log.warning("%s: no resume state (%s/); starting from scratch", out, LAST_DIR)
-    if found is not None:
-        progress = _restore(found, model, loss_fn, optimizer, scheduler, fingerprint)
-        _truncate_log(out / LOG_FILE, progress.global_step)
-        log.info(
-            "resuming %s at step %d (epoch %d, batch %d)",
-            out,
-            progress.global_step,
-            progress.epoch,
-            progress.step_in_epoch,
-        )
-    else:
+    def start() -> dict[str, Any] | None:
+        """Rank 0: check ``out``, then restore the resume state (returning what the other ranks
+        need to continue in step with it) or start a fresh log (returning None)."""
+        found = resume_dir(out) if resume else None
+        if resume and found is None:
+            log.warning("%s: no resume state (%s/); starting from scratch", out, LAST_DIR)
+        if found is not None:
+            progress, torch_rngs = _restore(found, model, loss_fn, optimizer, scheduler, fingerprint)
+            _truncate_log(out / LOG_FILE, progress.global_step)
+            log.info(
+                "resuming %s at step %d (epoch %d, batch %d)",
+                out,
+                progress.global_step,
+                progress.epoch,
+                progress.step_in_epoch,
+            )
+            if not distributed.is_distributed():
+                return {"progress": progress}
+            # The weights reach the other ranks when DDP is built (it broadcasts rank 0's).
+            return {
+                "progress": progress,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": _rng_state(),
+                "torch_rngs": torch_rngs,
+            }
         previous = [n for n in (LAST_DIR, LAST_DIR + ".old", LOG_FILE) if (out / n).exists()]
         if previous and not resume:
             raise TrainingError(
@@ -419,7 +476,32 @@ def fit(
             )
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / LOG_FILE, "")
+        return None
+
+    resumed = distributed.on_main(start)
+    if resumed is None:
+        progress = _Progress()
         seed_everything(config.seed)  # dropout draws depend on the seed alone, not on what ran before
+        if not world.is_main:  # rank 0 keeps the single-process stream; the others get their own
+            torch.manual_seed(distributed.rank_seed(config.seed, world.rank))
+    else:
+        progress = resumed["progress"]
+        if not world.is_main:
+            optimizer.load_state_dict(resumed["optimizer"])
+            scheduler.load_state_dict(resumed["scheduler"])
+            torch_rngs = resumed["torch_rngs"]
+            if torch_rngs is not None and len(torch_rngs) == world.size:
+                _set_rng_state(resumed["rng"], torch_rngs[world.rank])
+            else:  # saved by a different number of processes: a fresh stream for this rank
+                _set_rng_state(resumed["rng"], torch.get_rng_state())
+                torch.manual_seed(distributed.rank_seed(config.seed, world.rank, progress.global_step))
+    forward: Callable[[dict[str, Tensor]], Mapping[str, Any]]
+    if world.size > 1:
+        forward = distributed.DataParallelLoss(model, loss_fn)
+    else:
+
+        def forward(batch: dict[str, Tensor]) -> Mapping[str, Any]:
+            return loss_fn(model, batch)
 
     train_args = {
         **dataclasses.asdict(config),
@@ -427,25 +509,34 @@ def fit(
         "total_steps": total_steps,
         "warmup_steps": warmup_steps,
         "steps_per_epoch": steps_per_epoch,
+        "world_size": world.size,
     }
-    atomic_write_text(out / ARGS_FILE, json.dumps(train_args, indent=2, sort_keys=True, default=str) + "\n")
-    log_file = (out / LOG_FILE).open("a", encoding="utf-8")
+    log_file = None
+    if world.is_main:
+        atomic_write_text(out / ARGS_FILE, json.dumps(train_args, indent=2, sort_keys=True, default=str) + "\n")
+        log_file = (out / LOG_FILE).open("a", encoding="utf-8")
 
     def write_log(record: dict[str, Any]) -> None:
-        log_file.write(json.dumps(record, sort_keys=True) + "\n")
-        log_file.flush()
+        if log_file is not None:
+            log_file.write(json.dumps(record, sort_keys=True) + "\n")
+            log_file.flush()
 
     def save_best(metrics: Mapping[str, float], epoch_float: float) -> None:
         record = {"main_metric": main_metric, "step": progress.global_step, "epoch": epoch_float, "eval": dict(metrics)}
-        save_checkpoint(model, out, tokenizer, extra_json={METRICS_FILE: record, ARGS_FILE: train_args})
+        distributed.on_main(
+            lambda: save_checkpoint(model, out, tokenizer, extra_json={METRICS_FILE: record, ARGS_FILE: train_args})
+        )
 
     def save_state() -> None:
+        torch_rngs = distributed.gather_rng_states()  # a collective: every rank takes part
         state = {**dataclasses.asdict(progress), "fingerprint": fingerprint, "rng": _rng_state()}
         torch_state = {
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
         }
+        if torch_rngs is not None:
+            torch_state["torch_rngs"] = torch_rngs
 
         def fill(tmp: Path) -> None:
             save_checkpoint(model, tmp)
@@ -455,10 +546,15 @@ def fit(
             torch.save(torch_state, tmp / _TORCH_STATE_FILE)
             (tmp / _STATE_FILE).write_text(json.dumps(state) + "\n", encoding="utf-8")
 
-        write_dir_atomically(out / LAST_DIR, fill)
+        distributed.on_main(lambda: write_dir_atomically(out / LAST_DIR, fill))
 
     tqdm = _train_extra("tqdm.auto").tqdm
-    bar = tqdm(total=total_steps, initial=progress.global_step, disable=not sys.stderr.isatty(), desc="train")
+    bar = tqdm(
+        total=total_steps,
+        initial=progress.global_step,
+        disable=not (world.is_main and sys.stderr.isatty()),
+        desc="train",
+    )
     pad = model.config.pad_token_id
     train_time = 0.0
     tokens = samples = 0
@@ -475,9 +571,7 @@ def fit(
                 t0 = time.perf_counter()
                 step_batch = batches[progress.step_in_epoch]
                 lr = scheduler.get_last_lr()[0]
-                values, n_tokens = _train_step(
-                    model, loss_fn, train_data, step_batch, config, pad, extras, optimizer, params
-                )
+                values, n_tokens = _train_step(forward, train_data, step_batch, config, pad, extras, optimizer, params)
                 scheduler.step()
                 tokens += n_tokens
                 window_tokens += n_tokens
@@ -517,7 +611,8 @@ def fit(
                 )
                 if do_eval:
                     assert evaluate_fn is not None
-                    metrics = dict(evaluate_fn(model))
+                    # Rank 0 evaluates; every rank gets its metrics and so takes the same decisions.
+                    metrics = distributed.on_main(lambda: dict(evaluate_fn(model)))  # noqa: B023
                     if main_metric is None:
                         main_metric = next(iter(metrics))
                     if main_metric not in metrics:
@@ -533,7 +628,10 @@ def fit(
                             "best": improved,
                         }
                     )
-                    log.info("step %d: %s", progress.global_step, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+                    if world.is_main:
+                        log.info(
+                            "step %d: %s", progress.global_step, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+                        )
                     if improved:
                         progress.best_metric, progress.best_step = value, progress.global_step
                         save_best(metrics, epoch_float)
@@ -545,13 +643,19 @@ def fit(
                     break
     finally:
         bar.close()
-        log_file.close()
+        if log_file is not None:
+            log_file.close()
 
-    if progress.best_step is not None or evaluate_fn is None:
-        sd = load_file(str(out / "model.safetensors"))
-        model.load_state_dict(sd)
+    def finish() -> dict[str, Any]:
+        """Rank 0: load the saved (best) weights back; return the saved eval record."""
+        if progress.best_step is not None or evaluate_fn is None:
+            sd = load_file(str(out / "model.safetensors"))
+            model.load_state_dict(sd)
+        return _read_json(out / METRICS_FILE) if (out / METRICS_FILE).is_file() else {}
+
+    best_record = distributed.on_main(finish)
+    distributed.broadcast_module(model)
     model.eval()
-    best_record = _read_json(out / METRICS_FILE) if (out / METRICS_FILE).is_file() else {}
     summary = {
         "global_step": progress.global_step,
         "total_steps": total_steps,
@@ -571,8 +675,7 @@ def fit(
 
 
 def _train_step(
-    model: SqueezeBert,
-    loss_fn: LossFn,
+    forward: Callable[[dict[str, Tensor]], Mapping[str, Any]],
     data: EncodedDataset,
     step_batch: list[int],
     config: TrainConfig,
@@ -582,24 +685,39 @@ def _train_step(
     params: Sequence[nn.Parameter],
 ) -> tuple[dict[str, float], int]:
     """One optimizer step over ``step_batch``, in ``grad_accum_steps`` micro-batches. Returns the
-    size-weighted mean of each logged value and the number of real (non-padding) tokens."""
+    size-weighted mean of each logged value and the number of real (non-padding) tokens.
+
+    ``forward(batch)`` is ``loss_fn(model, batch)``, or its DDP wrapper: then this process runs
+    only its shard of ``step_batch`` and the returned values are those of the whole step batch.
+    """
+    world = distributed.world()
     optimizer.zero_grad(set_to_none=True)
     sums: dict[str, float] = {}
     n_tokens = 0
-    for micro in _split(step_batch, config.grad_accum_steps):
-        batch = collate(pad, data, micro)
-        for key, tensor in extras.items():
-            batch[key] = tensor[micro]
-        outputs = loss_fn(model, batch)
-        loss = outputs["loss"]
-        if not torch.isfinite(loss):
-            raise TrainingError(f"loss became {loss.item()}; lower the learning rate (lr={config.lr})")
-        # Weighted by size, the summed gradients are those of the mean over the whole step batch.
-        weight = len(micro) / len(step_batch)
-        (loss * weight).backward()
+    mine = distributed.shard(step_batch, world.rank, world.size) if world.size > 1 else step_batch
+    # An empty shard (fewer examples than processes) still joins DDP's all-reduce, with weight 0.
+    micros = _split(mine, config.grad_accum_steps) if mine else [step_batch[:1]]
+    for i, micro in enumerate(micros):
+        # Weighted by size, the summed gradients are those of the mean over the whole step batch;
+        # the factor world.size undoes DDP's averaging over processes.
+        weight = (len(micro) * world.size) / len(step_batch) if mine else 0.0
+        last = i == len(micros) - 1
+        with nullcontext() if last else distributed.no_sync(forward):  # all-reduce once per step
+            batch = collate(pad, data, micro)
+            for key, tensor in extras.items():
+                batch[key] = tensor[micro]
+            outputs = forward(batch)
+            loss = outputs["loss"]
+            if not torch.isfinite(loss):
+                raise TrainingError(f"loss became {loss.item()}; lower the learning rate (lr={config.lr})")
+            (loss * weight).backward()
+        share = len(micro) / len(step_batch) if mine else 0.0
         for key, value in outputs.items():
-            sums[key] = sums.get(key, 0.0) + weight * float(value.detach() if isinstance(value, Tensor) else value)
-        n_tokens += int(batch["attention_mask"].sum())
+            sums[key] = sums.get(key, 0.0) + share * float(value.detach() if isinstance(value, Tensor) else value)
+        if mine:
+            n_tokens += int(batch["attention_mask"].sum())
+    if world.size > 1:
+        sums, n_tokens = distributed.all_reduce_sum(sums, n_tokens)
     if config.max_grad_norm > 0:
         torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
     optimizer.step()
@@ -613,8 +731,9 @@ def _restore(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     fingerprint: Mapping[str, Any],
-) -> _Progress:
-    """Load the resume state written by ``fit`` into the model, optimizer, scheduler and RNGs."""
+) -> tuple[_Progress, list[Tensor] | None]:
+    """Load the resume state written by ``fit`` into the model, optimizer, scheduler and RNGs.
+    Also returns each rank's torch RNG state when a multi-process run saved them."""
     state = _read_json(where / _STATE_FILE)
     saved = state.get("fingerprint", {})
     changed = [f"{k}: {saved.get(k)!r} then, {v!r} now" for k, v in fingerprint.items() if saved.get(k) != v]
@@ -636,13 +755,14 @@ def _restore(
     optimizer.load_state_dict(torch_state["optimizer"])
     scheduler.load_state_dict(torch_state["scheduler"])
     _set_rng_state(state["rng"], torch_state["torch_rng"])
-    return _Progress(
+    progress = _Progress(
         epoch=state["epoch"],
         step_in_epoch=state["step_in_epoch"],
         global_step=state["global_step"],
         best_metric=state["best_metric"],
         best_step=state["best_step"],
     )
+    return progress, torch_state.get("torch_rngs")
 
 
 def _truncate_log(path: Path, step: int) -> None:
@@ -817,7 +937,8 @@ def finetune(
         record["num_eval_examples"] = len(dev)
         # fit scored exactly these (best) weights already; score again only if that record is gone.
         record["eval"] = summary["best_eval"] or evaluate(model, dev, data.kind, config.eval_batch_size)
-    atomic_write_text(out / METRICS_FILE, json.dumps(record, indent=2, sort_keys=True) + "\n")
+    if distributed.world().is_main:  # under torchrun every process returns the record; one writes it
+        atomic_write_text(out / METRICS_FILE, json.dumps(record, indent=2, sort_keys=True) + "\n")
     return record
 
 
@@ -894,7 +1015,20 @@ def run_glue(
     Each task runs in ``out_dir/<task>``; tasks without ``train.tsv`` or a dev file are skipped
     with a note. MNLI is scored on matched and mismatched dev. Writes ``glue.md`` and ``glue.json``
     (:func:`squeezebert.metrics.glue_summary`) to ``out_dir`` and returns the JSON summary.
+    Under ``torchrun`` one process group serves all tasks, and rank 0 alone writes the summary.
     """
+    with distributed.process_group((config or TrainConfig()).dist_timeout):
+        return _run_glue(model_src, data_dir, out_dir, tasks, config, resume)
+
+
+def _run_glue(
+    model_src: str,
+    data_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    tasks: Sequence[str] | None,
+    config: TrainConfig | None,
+    resume: bool,
+) -> dict[str, Any]:
     glue_summary = _train_extra("squeezebert.metrics").glue_summary
     data_dir, out = Path(data_dir), Path(out_dir)
     if not data_dir.is_dir():
@@ -917,8 +1051,10 @@ def run_glue(
         record = finetune(model_src, out / name, task=name, data_dir=data_dir, config=config, resume=resume)
         if name == "mnli":
             results["mnli-m"] = record["eval"]
-            mm = evaluate_checkpoint(
-                out / name, "mnli", data_dir, split="dev_mismatched", batch_size=config.eval_batch_size
+            mm = distributed.on_main(
+                lambda: evaluate_checkpoint(
+                    out / "mnli", "mnli", data_dir, split="dev_mismatched", batch_size=config.eval_batch_size
+                )
             )
             results["mnli-mm"] = mm["metrics"]
         else:
@@ -930,9 +1066,13 @@ def run_glue(
         markdown += "\n" + "\n".join(f"- {note}" for note in skipped) + "\n"
     summary["skipped"] = skipped
     summary["model"] = str(model_src)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "glue.md", markdown)
-    atomic_write_text(out / "glue.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
+
+    def write() -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "glue.md", markdown)
+        atomic_write_text(out / "glue.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
+
+    distributed.on_main(write)
     return summary
 
 
