@@ -53,6 +53,12 @@ def test_random_batch_shape() -> None:
     assert b["input_ids"].shape == (3, 7) and int(b["attention_mask"].sum()) == 21
 
 
+def test_random_batch_small_vocabulary() -> None:
+    # a vocabulary under 1000 tokens (test models) still gets ids inside it
+    b = random_batch(100, 4, 16)
+    assert int(b["input_ids"].max()) < 100 and int(b["input_ids"].min()) >= 5
+
+
 # --------------------------------------------------------------------------- the side-by-side benchmark
 NO_RAPL = "/nonexistent/intel-rapl:*/energy_uj"
 CELL_FIELDS = {

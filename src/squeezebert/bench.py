@@ -253,7 +253,9 @@ def time_interleaved(
 def random_batch(vocab_size: int, batch_size: int, seq_len: int, seed: int = 0) -> dict[str, torch.Tensor]:
     """A full (unpadded) batch of random token ids, [CLS]-free: latency does not depend on ids."""
     g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(1000, min(vocab_size, 30000), (batch_size, seq_len), generator=g)
+    # skip the special tokens at the start of BERT-style vocabularies when there is room to
+    low = 1000 if vocab_size > 2000 else min(vocab_size - 1, 5)
+    ids = torch.randint(low, min(vocab_size, 30000), (batch_size, seq_len), generator=g)
     return {
         "input_ids": ids,
         "attention_mask": torch.ones_like(ids),
