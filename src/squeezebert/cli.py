@@ -470,6 +470,16 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
 Handler = Callable[[argparse.Namespace], int]
 
 
+def _add_runtime_flags(p: argparse.ArgumentParser, threads: bool = True) -> None:
+    """The inference-runtime flags that batch, predict and serve share."""
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch")
+    p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default=None)
+    p.add_argument("--max-length", type=int, default=128, help="tokens per text after truncation")
+    if threads:
+        p.add_argument("--num-threads", type=int, default=None, help="intra-op threads (default: the backend's choice)")
+    p.add_argument("--no-normalize", action="store_true", help="skip NFKC and look-alike letter normalization")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="squeezebert", description="Fast, small NLP models on CPUs.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -625,10 +635,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-workers", type=int, default=None, help="actors (default: Ray's CPUs / threads per worker)")
     p.add_argument("--threads-per-worker", type=int, default=1, help="torch/ONNX Runtime threads per actor")
     p.add_argument("--batch-size", type=int, default=64, help="texts per forward pass")
-    p.add_argument("--backend", choices=("torch", "onnx"), default="torch")
-    p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default=None)
-    p.add_argument("--max-length", type=int, default=128, help="tokens per text after truncation")
-    p.add_argument("--no-normalize", action="store_true", help="skip NFKC and look-alike letter normalization")
+    _add_runtime_flags(p, threads=False)
     p.set_defaults(handler=cmd_batch)
 
     p = sub.add_parser(
@@ -649,11 +656,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--id-column", default=None, help="column copied to the output as id (default: 'id' if present)")
     p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass")
     p.add_argument("--chunk-size", type=int, default=1024, help="rows read, classified and written at a time")
-    p.add_argument("--backend", choices=("torch", "onnx"), default="torch")
-    p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default=None)
-    p.add_argument("--max-length", type=int, default=128, help="tokens per text after truncation")
-    p.add_argument("--num-threads", type=int, default=None, help="intra-op threads (default: the backend's choice)")
-    p.add_argument("--no-normalize", action="store_true", help="skip NFKC and look-alike letter normalization")
+    _add_runtime_flags(p)
     p.set_defaults(handler=cmd_predict)
 
     p = sub.add_parser(
@@ -665,10 +668,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="fine-tuned checkpoint, ONNX export directory (with --backend onnx) or alias")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
     p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--backend", choices=("torch", "onnx"), default="torch")
-    p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default=None)
-    p.add_argument("--max-length", type=int, default=128, help="tokens per text after truncation")
-    p.add_argument("--num-threads", type=int, default=None, help="intra-op threads (default: the backend's choice)")
+    _add_runtime_flags(p)
     p.add_argument("--max-batch-size", type=int, default=32, help="texts merged into one model call (1: no batching)")
     p.add_argument(
         "--max-wait-ms",
@@ -692,7 +692,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--api-key", default=None, help="require Authorization: Bearer KEY (default: $SQUEEZEBERT_API_KEY if set)"
     )
     p.add_argument("--access-log", action="store_true", help="log every request")
-    p.add_argument("--no-normalize", action="store_true", help="skip NFKC and look-alike letter normalization")
     p.set_defaults(handler=cmd_serve)
 
     p = sub.add_parser(
