@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from squeezebert.data import glue_task, load_glue
 from squeezebert.checkpoint import load
+from squeezebert.data import glue_task, load_glue
 from squeezebert.infer import Classifier, TorchForward
 from squeezebert.metrics import compute_metrics, main_metric
 

@@ -103,8 +103,10 @@ def main() -> None:
     for p in args.policy:
         name, _, pats = p.partition("=")
         policies[name] = pats.split(",")
-    print(f"{args.model}: {len(inputs)} training sentences (seed {args.seed}), max_length {args.max_length}, "
-          f"batch {args.batch_size}, {args.threads} thread(s)")
+    print(
+        f"{args.model}: {len(inputs)} training sentences (seed {args.seed}), max_length {args.max_length}, "
+        f"batch {args.batch_size}, {args.threads} thread(s)"
+    )
     print("| policy | projections int8 | agreement with fp32 | flips | mean KL(fp32‖int8) |")
     print("|---|---|---|---|---|")
     for name, keep in policies.items():

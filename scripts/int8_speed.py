@@ -61,7 +61,7 @@ def main() -> None:
     for i, batch in enumerate(int(b) for b in args.batch_sizes.split(",")):
         inp = sample_inputs(model.config, batch, args.seq_len, pad_step=0)
         times: dict[str, list[float]] = {name: [] for name in cands}
-        for name, call in cands.items():  # warm-up (oneDNN primitive creation, ORT allocations)
+        for call in cands.values():  # warm-up (oneDNN primitive creation, ORT allocations)
             call(inp)
             call(inp)
         n = rounds[min(i, len(rounds) - 1)]

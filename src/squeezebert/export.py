@@ -282,7 +282,7 @@ def _quantize_matmuls_per_token(model: Any) -> int:
         axes = [-1] if w.ndim == 2 else [0, 2]
         x = node.input[0]
 
-        def op(kind: str, inputs: list[str], name: str, **attrs: Any) -> str:
+        def op(kind: str, inputs: list[str], name: str, b: str = b, **attrs: Any) -> str:
             new_nodes.append(helper.make_node(kind, inputs, [f"{b}_{name}"], f"{b}_{name}", **attrs))
             return f"{b}_{name}"
 
