@@ -290,7 +290,9 @@ def _quantize_matmuls_per_token(model: Any) -> int:
         hi = op("Max", [op("ReduceMax", [x], "rmax", axes=axes, keepdims=1), "int8pt_zero"], "hi")
         s = op("Div", [op("Max", [op("Sub", [hi, lo], "range"), "int8pt_tiny"], "range_pos"), "int8pt_levels"], "s")
         z = op("Round", [op("Div", [op("Neg", [lo], "neg_lo"), s], "z_raw")], "z")
-        shifted = op("Round", [op("Add", [op("Div", [x, s], "x_s"), z], "x_z")], "x_round")
+        # x * (1/s), as torch does it: a broadcast Div was measured far slower than Mul in torch.
+        inv = op("Reciprocal", [s], "inv_s")
+        shifted = op("Round", [op("Add", [op("Mul", [x, inv], "x_s"), z], "x_z")], "x_round")
         clipped = op("Clip", [shifted, "int8pt_zero", "int8pt_levels"], "x_clip")
         xq = op("Cast", [clipped], "x_q", to=TensorProto.UINT8)
         acc = op("MatMulInteger", [xq, f"{b}_weight", "", f"{b}_weight_zero_point"], "acc")
