@@ -184,3 +184,16 @@ def test_cli_export_prints_the_report(tokenizer: Tokenizer, tmp_path: Path, caps
     printed = capsys.readouterr().out
     assert "int8, opset 17" in printed and "MatMulInteger" in printed and "agree" in printed
     assert main(["export", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_cli_export_int8_activations_opt_out_is_recorded(tokenizer: Tokenizer, tmp_path: Path) -> None:
+    ckpt = save_checkpoint(tiny_model(), tmp_path / "ckpt", tokenizer)
+    for activations, quantize_op in (("per-token", "ReduceMin"), ("per-tensor", "DynamicQuantizeLinear")):
+        out = tmp_path / activations
+        assert (
+            main(["export", str(ckpt), "--out", str(out), "--precision", "int8", "--int8-activations", activations])
+            == 0
+        )
+        config = json.loads((out / "config.json").read_text(encoding="utf-8"))
+        assert config["onnx"]["int8_activations"] == activations
+        assert op_types(out / "model.onnx")[quantize_op] >= 1

@@ -16,10 +16,11 @@ tokens carry outlier activations (FFN output and intermediate projections of the
 one per-tensor range sized for them rounds every other token coarsely. Per-token ranges cut the
 mean KL(fp32 || int8) of the fine-tuned minilm-l6 teacher 13x (1.75e-3 -> 1.4e-4) and raised its
 SST-2 dev agreement with fp32 from 98.3% to 99.8% (docs/RESULTS.md), for the cost of a few
-element-wise passes over each projection's output. Keeping whole projection types in fp32 fixed
-less for more time (FFN output and intermediate of every layer in fp32: KL 1.8e-4 with a third
-of the encoder's MACs left in fp32). Every encoder projection is quantized, grouped and dense
-alike, through oneDNN with fp32 output:
+element-wise passes over each projection's output (8-16% at batch 1 in one interleaved run).
+Leaving every FFN projection in fp32 reached a similar KL (1.8e-4) with two thirds of the
+teacher's encoder MACs back in fp32; only layer 0's FFN in fp32 helped far less (1.0e-3).
+
+Every encoder projection is quantized, grouped and dense alike, through oneDNN with fp32 output:
 
 * dense (``groups == 1``, the embedding projection): ``onednn::qlinear_pointwise``;
 * grouped: ``onednn::qconv_pointwise`` as a grouped 1x1 convolution fed a ``(1, C, N, 1)``
