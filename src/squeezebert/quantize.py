@@ -16,7 +16,7 @@ tokens carry outlier activations (FFN output and intermediate projections of the
 one per-tensor range sized for them rounds every other token coarsely. Per-token ranges cut the
 mean KL(fp32 || int8) of the fine-tuned minilm-l6 teacher 13x (1.75e-3 -> 1.4e-4) and raised its
 SST-2 dev agreement with fp32 from 98.3% to 99.8% (docs/RESULTS.md), for the cost of a few
-element-wise passes over each projection's output (8-16% at batch 1 in one interleaved run).
+element-wise passes over each projection's output (10-19% at batch 1, 5-8% at batch 32 in one interleaved run).
 Leaving every FFN projection in fp32 reached a similar KL (1.8e-4) with two thirds of the
 teacher's encoder MACs back in fp32; only layer 0's FFN in fp32 helped far less (1.0e-3).
 
