@@ -20,8 +20,15 @@ within one interleaved run):
   ``(G, N, in/G)`` activations against that initializer (no Conv, so no ConvInteger after
   quantization). The block-diagonal alternative is one 2-D MatMul with G-fold MACs (2.8x slower
   in fp32); one MatMul per group runs as fast in fp32 but 1.35x slower in int8.
-* int8: ONNX Runtime's ``quantize_dynamic`` (per channel, int8 weights, dynamic uint8
-  activations) for the dense projections. Its per-channel mode mishandles 3-D weights — it
+* int8, default (``int8_activations="per-token"``): every projection MatMul becomes
+  MatMulInteger with int8 weights per output column (and group) and uint8 activations with a
+  scale and zero point per token, computed in the graph (see :func:`_quantize_matmuls_per_token`);
+  the same computation as :func:`squeezebert.optimize`'s int8, which it matches to ~1e-6. It costs
+  ONNX Runtime ~20 unfused element-wise nodes per projection (17-42% slower than the per-tensor
+  path in one interleaved run, docs/RESULTS.md) for >= 99% agreement with fp32 on SST-2 dev.
+* int8, ``int8_activations="per-tensor"`` (the plain opt-out): ONNX Runtime's
+  ``quantize_dynamic`` (per channel, int8 weights, dynamic uint8 activations) for the dense
+  projections. Its per-channel mode mishandles 3-D weights — it
   shares one scale per output column across all groups and emits a zero-point shape its own
   MatMulInteger kernel then rejects at run time — so the grouped MatMuls are quantized here,
   per group and output column, into the same node pattern (DynamicQuantizeLinear ->
