@@ -1,9 +1,12 @@
 """Accuracy of the fast inference paths against fp32, on a GLUE dev set.
 
 For each path (torch fp32/bf16/int8, ONNX Runtime fp32/int8) prints the task metric and the
-share of dev predictions that agree with torch fp32.
+share of dev predictions that agree with torch fp32. An int8 path may name its activation
+quantization: ``torch:int8`` is the default (per token), ``torch:int8/per-tensor`` the plain
+path (likewise ``onnx:int8/per-tensor``).
 
-    python scripts/fast_path_accuracy.py runs/teacher-sst2 --task sst2 --data-dir $SQUEEZEBERT_GLUE_DIR
+    python scripts/fast_path_accuracy.py runs/teacher-sst2 --task sst2 --data-dir $SQUEEZEBERT_GLUE_DIR \
+        --paths torch:fp32 torch:bf16 torch:int8 torch:int8/per-tensor onnx:int8 onnx:int8/per-tensor
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from squeezebert.checkpoint import load
 from squeezebert.data import glue_task, load_glue
-from squeezebert.infer import Classifier
+from squeezebert.infer import Classifier, TorchForward
 from squeezebert.metrics import compute_metrics, main_metric
 
 
@@ -37,16 +41,21 @@ def main() -> None:
     print("|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for path in args.paths:
-            backend, precision = path.split(":")
-            src = args.model
-            if backend == "onnx":  # export once per precision, then load the export directory
+            backend, _, variant = path.partition(":")
+            precision, _, activations = variant.partition("/")
+            options = {"int8_activations": activations} if activations else {}
+            if backend == "onnx":  # export once per variant, then load the export directory
                 from squeezebert.export import export
 
-                src = str(Path(tmp) / precision)
-                export(args.model, src, precision=precision)
-            clf = Classifier.from_pretrained(
-                src, precision=precision, backend=backend, max_length=args.max_length, num_threads=args.threads
-            )
+                src = str(Path(tmp) / variant.replace("/", "-"))
+                export(args.model, src, precision=precision, **options)
+                clf = Classifier.from_pretrained(
+                    src, precision=precision, backend=backend, max_length=args.max_length, num_threads=args.threads
+                )
+            else:
+                ckpt = load(args.model)
+                forward = TorchForward(ckpt.model, precision, args.threads, **options)
+                clf = Classifier(forward, ckpt.tokenizer, ckpt.model.config, args.max_length, backend, precision)
             out = clf.predict(inputs, batch_size=64)
             if spec.is_regression:
                 p = np.array([o.value for o in out])

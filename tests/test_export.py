@@ -91,18 +91,43 @@ def test_grouped_projections_export_as_matmul_without_conv(kind: str, tmp_path: 
     assert (4, 16, 16) in grouped and (4, 16, 64) in grouped and (4, 64, 16) in grouped
 
 
+@pytest.mark.parametrize("activations", ["per-token", "per-tensor"])
 @pytest.mark.parametrize("kind", ["grouped", "dense", "low-rank"])
-def test_int8_export_uses_matmulinteger_and_no_convinteger(kind: str, tmp_path: Path) -> None:
+def test_int8_export_uses_matmulinteger_and_no_convinteger(kind: str, activations: str, tmp_path: Path) -> None:
     model = tiny_model(**CONFIGS[kind])
-    report = export_model(model, tmp_path, precision="int8")
+    report = export_model(model, tmp_path, precision="int8", int8_activations=activations)
     ops = op_types(tmp_path / "model.onnx")
     projections = 12 + (2 if kind == "low-rank" else 0)  # the low-rank query is two MatMuls per layer
-    assert ops["MatMulInteger"] == projections and ops["DynamicQuantizeLinear"] >= 1
+    assert ops["MatMulInteger"] == projections
+    if activations == "per-token":  # a range per token (ReduceMin/Max), not per tensor
+        assert ops["ReduceMin"] == projections and ops["DynamicQuantizeLinear"] == 0
+    else:
+        assert ops["DynamicQuantizeLinear"] >= 1
     assert not any("Conv" in op for op in ops)
-    assert ops["MatMul"] == 2 * 2 + 2  # attention scores and context per layer; pooler and classifier stay fp32
+    # fp32: attention scores and context per layer, pooler and classifier (Gemm, or the MatMul
+    # ONNX Runtime's quantizer rewrites a Gemm into)
+    assert ops["MatMul"] + ops["Gemm"] == 2 * 2 + 2
     assert report.int8_agreement is not None and report.int8_agreement >= 0.9
     inputs = sample_inputs(model.config, batch=4, seq=12, seed=5)
     np.testing.assert_allclose(run_onnx(tmp_path / "model.onnx", inputs), run_torch(model, inputs), rtol=0, atol=0.02)
+
+
+@pytest.mark.parametrize("kind", ["grouped", "low-rank"])
+def test_per_token_int8_export_computes_what_torch_int8_computes(kind: str, tmp_path: Path) -> None:
+    # Same weights grid, same per-token activation grid: ONNX Runtime and optimize(model, "int8")
+    # differ by float rounding only, far below the int8 error itself.
+    from squeezebert.quantize import optimize
+
+    torch.manual_seed(0)
+    model = tiny_model(initializer_range=0.2, **CONFIGS[kind])  # large weights: a visible int8 error
+    export_model(model, tmp_path, precision="int8")
+    inputs = sample_inputs(model.config, batch=4, seq=20, seed=3)
+    torch_inputs = {k: torch.from_numpy(v) for k, v in inputs.items()}
+    with torch.no_grad():
+        torch_int8 = optimize(model, "int8")(**torch_inputs).numpy()
+        int8_error = np.abs(torch_int8 - model(**torch_inputs).numpy()).max()
+    onnx_vs_torch = np.abs(run_onnx(tmp_path / "model.onnx", inputs) - torch_int8).max()
+    assert onnx_vs_torch <= 1e-4 and onnx_vs_torch < int8_error / 20, (onnx_vs_torch, int8_error)
 
 
 def test_int8_grouped_weights_have_a_scale_per_group_and_column(tmp_path: Path) -> None:
@@ -159,3 +184,16 @@ def test_cli_export_prints_the_report(tokenizer: Tokenizer, tmp_path: Path, caps
     printed = capsys.readouterr().out
     assert "int8, opset 17" in printed and "MatMulInteger" in printed and "agree" in printed
     assert main(["export", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_cli_export_int8_activations_opt_out_is_recorded(tokenizer: Tokenizer, tmp_path: Path) -> None:
+    ckpt = save_checkpoint(tiny_model(), tmp_path / "ckpt", tokenizer)
+    for activations, quantize_op in (("per-token", "ReduceMin"), ("per-tensor", "DynamicQuantizeLinear")):
+        out = tmp_path / activations
+        assert (
+            main(["export", str(ckpt), "--out", str(out), "--precision", "int8", "--int8-activations", activations])
+            == 0
+        )
+        config = json.loads((out / "config.json").read_text(encoding="utf-8"))
+        assert config["onnx"]["int8_activations"] == activations
+        assert op_types(out / "model.onnx")[quantize_op] >= 1

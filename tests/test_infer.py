@@ -190,10 +190,58 @@ def test_int8_and_bf16_agree_with_fp32_on_a_trained_model(trained, held_out) -> 
     with torch.no_grad():
         reference = model(**batch).argmax(-1)
     assert (reference == labels).float().mean().item() == 1.0, "the tiny model did not learn the task"
-    for precision in ("int8", "bf16"):
-        predicted = optimize(model, precision)(**batch).argmax(-1)
+    variants = {"int8": {}, "int8 per-tensor": {"int8_activations": "per-tensor"}, "bf16": {}}
+    for name, options in variants.items():
+        predicted = optimize(model, name.split()[0], **options)(**batch).argmax(-1)
         agreement = (predicted == reference).float().mean().item()
-        assert agreement >= 0.99, f"{precision} agrees with fp32 on {agreement:.1%} only"
+        assert agreement >= 0.99, f"{name} agrees with fp32 on {agreement:.1%} only"
+
+
+def test_int8_default_quantizes_activations_per_token_with_a_per_tensor_opt_out() -> None:
+    model = SqueezeBert(tiny_config()).eval()
+    for options, per_token in (({}, True), ({"int8_activations": "per-tensor"}, False)):
+        int8 = [m for m in optimize(model, "int8", **options).modules() if isinstance(m, Int8Projection)]
+        assert len(int8) == 12 and all(m.per_token is per_token for m in int8)
+    with pytest.raises(ValueError, match="int8_activations"):
+        optimize(model, "int8", int8_activations="per-channel")
+
+
+def test_int8_keep_leaves_the_named_projections_in_fp32() -> None:
+    model = SqueezeBert(tiny_config(ranks={"query": 4})).eval()
+    keep = ["encoder.layers.0.output.conv1d", "*.attention.query.*"]
+    fast = optimize(model, "int8", int8_keep=keep).model
+    left = sorted(name for name, m in fast.named_modules() if isinstance(m, GroupedLinear))
+    assert left == [
+        "encoder.layers.0.attention.query.down",
+        "encoder.layers.0.attention.query.up",
+        "encoder.layers.0.output.conv1d",
+        "encoder.layers.1.attention.query.down",
+        "encoder.layers.1.attention.query.up",
+    ]
+    assert sum(isinstance(m, Int8Projection) for m in fast.modules()) == 2 * 5 - 1
+
+
+@pytest.mark.parametrize("groups", [1, 4])
+@pytest.mark.parametrize("tokens", [5, 200])  # both weight layouts of the grouped kernel
+def test_per_token_activations_survive_an_outlier_token(groups: int, tokens: int) -> None:
+    # One token 50x larger than the rest sets a per-tensor scale that rounds the others coarsely;
+    # per-token scales keep every token's relative error small.
+    g = torch.Generator().manual_seed(groups * 1000 + tokens)
+    lin = GroupedLinear(64, 128, groups)
+    with torch.no_grad():
+        lin.weight.normal_(0, 0.1, generator=g)
+        lin.bias.normal_(0, 0.1, generator=g)
+    x = torch.randn(tokens, 64, generator=g) + 0.5
+    x[1] *= 50
+    with torch.no_grad():
+        expected = lin(x)
+        errors = {}
+        for per_token in (False, True):
+            got = Int8Projection(lin.weight, lin.bias, groups, per_token)(x)
+            rows = (got - expected).norm(dim=1) / expected.norm(dim=1)  # (tokens,)
+            errors[per_token] = rows.max().item()
+    assert errors[True] < 0.02, errors
+    assert errors[False] > 3 * errors[True], errors
 
 
 # --------------------------------------------------------------------------- Classifier

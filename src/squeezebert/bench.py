@@ -372,9 +372,13 @@ class CandidateSpec:
 CANDIDATES: dict[str, CandidateSpec] = {
     "ours-torch-fp32": CandidateSpec("ours", "torch", "fp32", "squeezebert.optimize(model, 'fp32')"),
     "ours-torch-bf16": CandidateSpec("ours", "torch", "bf16", "squeezebert.optimize(model, 'bf16')"),
-    "ours-torch-int8": CandidateSpec("ours", "torch", "int8", "squeezebert.optimize(model, 'int8') (oneDNN)"),
+    "ours-torch-int8": CandidateSpec(
+        "ours", "torch", "int8", "squeezebert.optimize(model, 'int8') (oneDNN, per-token activations)"
+    ),
     "ours-onnx-fp32": CandidateSpec("ours", "onnxruntime", "fp32", "squeezebert.export_model(precision='fp32')"),
-    "ours-onnx-int8": CandidateSpec("ours", "onnxruntime", "int8", "squeezebert.export_model(precision='int8')"),
+    "ours-onnx-int8": CandidateSpec(
+        "ours", "onnxruntime", "int8", "squeezebert.export_model(precision='int8') (per-token activations)"
+    ),
     "hf-squeezebert-torch-fp32": CandidateSpec("squeezebert", "torch", "fp32", "transformers SqueezeBERT"),
     "hf-squeezebert-onnx-fp32": CandidateSpec("squeezebert", "onnxruntime", "fp32", "torch.onnx.export, opset 17"),
     "hf-squeezebert-onnx-int8": CandidateSpec(

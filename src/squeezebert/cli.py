@@ -299,7 +299,9 @@ def _add_column_args(p: argparse.ArgumentParser) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     from squeezebert.export import export
 
-    report = export(args.model, args.out, precision=args.precision, opset=args.opset)
+    report = export(
+        args.model, args.out, precision=args.precision, opset=args.opset, int8_activations=args.int8_activations
+    )
     print(report.summary())
     return 0
 
@@ -581,6 +583,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision", choices=("fp32", "int8"), default="fp32", help="int8: dynamic quantization of projections"
     )
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 14)")
+    p.add_argument(
+        "--int8-activations",
+        choices=("per-token", "per-tensor"),
+        default="per-token",
+        help="int8 activation scales: per token (default, more accurate) or per tensor (ONNX Runtime's own, plain)",
+    )
     p.set_defaults(handler=cmd_export)
 
     p = sub.add_parser(

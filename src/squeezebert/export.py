@@ -20,8 +20,15 @@ within one interleaved run):
   ``(G, N, in/G)`` activations against that initializer (no Conv, so no ConvInteger after
   quantization). The block-diagonal alternative is one 2-D MatMul with G-fold MACs (2.8x slower
   in fp32); one MatMul per group runs as fast in fp32 but 1.35x slower in int8.
-* int8: ONNX Runtime's ``quantize_dynamic`` (per channel, int8 weights, dynamic uint8
-  activations) for the dense projections. Its per-channel mode mishandles 3-D weights — it
+* int8, default (``int8_activations="per-token"``): every projection MatMul becomes
+  MatMulInteger with int8 weights per output column (and group) and uint8 activations with a
+  scale and zero point per token, computed in the graph (see :func:`_quantize_matmuls_per_token`);
+  the same computation as :func:`squeezebert.optimize`'s int8, which it matches to ~1e-6. It costs
+  ONNX Runtime ~20 unfused element-wise nodes per projection (17-42% slower than the per-tensor
+  path in one interleaved run, docs/RESULTS.md) for >= 99% agreement with fp32 on SST-2 dev.
+* int8, ``int8_activations="per-tensor"`` (the plain opt-out): ONNX Runtime's
+  ``quantize_dynamic`` (per channel, int8 weights, dynamic uint8 activations) for the dense
+  projections. Its per-channel mode mishandles 3-D weights — it
   shares one scale per output column across all groups and emits a zero-point shape its own
   MatMulInteger kernel then rejects at run time — so the grouped MatMuls are quantized here,
   per group and output column, into the same node pattern (DynamicQuantizeLinear ->
@@ -232,12 +239,97 @@ def _quantize_grouped_matmuls(model: Any) -> int:
     return replaced
 
 
-def _quantize_int8(fp32_path: Path, out_path: Path) -> None:
+def _quantize_matmuls_per_token(model: Any) -> int:
+    """Replace every MatMul against a constant weight, dense ``(in, out)`` or grouped ``(G, in/G,
+    out/G)``, by int8 nodes with activations quantized per token. Returns how many were replaced.
+
+    Weights: symmetric int8 per output column (and group). Activations: asymmetric uint8 with a
+    scale ``s`` and zero point ``z`` per token, from the token's own range (including 0); the
+    integer product runs with zero point 0 and the correction is applied in fp32,
+    ``y = s * (acc * w_scale - z * colsum)`` with ``colsum`` the column sums of the dequantized
+    weight: the computation of :class:`squeezebert.quantize.Int8Projection` with ``per_token``.
+    A grouped MatMul sees its input as ``(G, N, in/G)``, so a token's range is reduced over
+    axes 0 and 2.
+    """
+    onnx, _ = _require_onnx()
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = model.graph
+    inits = {init.name: init for init in graph.initializer}
+    replaced, new_nodes = 0, []
+    consts = {
+        "zero": np.array(0.0, np.float32),
+        "tiny": np.array(1e-12, np.float32),
+        "levels": np.array(255.0, np.float32),
+    }
+    graph.initializer.extend(numpy_helper.from_array(v, f"int8pt_{k}") for k, v in consts.items())
+    for node in graph.node:
+        weight = inits.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) == 2 else None
+        if weight is None or len(weight.dims) not in (2, 3):
+            new_nodes.append(node)
+            continue
+        w = numpy_helper.to_array(weight).astype(np.float32)  # (in, out) or (G, in/G, out/G)
+        in_axis = w.ndim - 2
+        scale = np.maximum(np.abs(w).max(axis=in_axis, keepdims=True), 1e-12) / 127  # (1, out) / (G, 1, out/G)
+        q = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
+        colsum = (q.astype(np.float32) * scale).sum(axis=in_axis, keepdims=True)  # as scale
+        if w.ndim == 2:  # ORT's MatMulInteger wants a per-column zero point 1-D for a 2-D weight
+            scale, colsum, zp = scale[0], colsum[0], np.zeros(w.shape[1], np.int8)
+        else:
+            zp = np.zeros_like(q[:, :1])  # (G, 1, out/G)
+        b = f"{node.name or node.output[0]}_int8pt"
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(q, f"{b}_weight"),
+                numpy_helper.from_array(scale.astype(np.float32), f"{b}_weight_scale"),
+                numpy_helper.from_array(colsum.astype(np.float32), f"{b}_weight_colsum"),
+                numpy_helper.from_array(zp, f"{b}_weight_zero_point"),
+            ]
+        )
+        axes = [-1] if w.ndim == 2 else [0, 2]
+        x = node.input[0]
+
+        def op(kind: str, inputs: list[str], name: str, b: str = b, **attrs: Any) -> str:
+            new_nodes.append(helper.make_node(kind, inputs, [f"{b}_{name}"], f"{b}_{name}", **attrs))
+            return f"{b}_{name}"
+
+        lo = op("Min", [op("ReduceMin", [x], "rmin", axes=axes, keepdims=1), "int8pt_zero"], "lo")
+        hi = op("Max", [op("ReduceMax", [x], "rmax", axes=axes, keepdims=1), "int8pt_zero"], "hi")
+        s = op("Div", [op("Max", [op("Sub", [hi, lo], "range"), "int8pt_tiny"], "range_pos"), "int8pt_levels"], "s")
+        z = op("Round", [op("Div", [op("Neg", [lo], "neg_lo"), s], "z_raw")], "z")
+        # x * (1/s), as torch does it: a broadcast Div was measured far slower than Mul in torch.
+        inv = op("Reciprocal", [s], "inv_s")
+        shifted = op("Round", [op("Add", [op("Mul", [x, inv], "x_s"), z], "x_z")], "x_round")
+        clipped = op("Clip", [shifted, "int8pt_zero", "int8pt_levels"], "x_clip")
+        xq = op("Cast", [clipped], "x_q", to=TensorProto.UINT8)
+        acc = op("MatMulInteger", [xq, f"{b}_weight", "", f"{b}_weight_zero_point"], "acc")
+        yw = op("Mul", [op("Cast", [acc], "acc_f", to=TensorProto.FLOAT), f"{b}_weight_scale"], "y_w")
+        corrected = op("Sub", [yw, op("Mul", [z, f"{b}_weight_colsum"], "z_colsum")], "y_c")
+        new_nodes.append(helper.make_node("Mul", [corrected, s], [node.output[0]], f"{b}_y"))
+        replaced += 1
+    del graph.node[:]
+    graph.node.extend(new_nodes)
+    used = {name for n in graph.node for name in n.input}
+    keep = [init for init in graph.initializer if init.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    onnx.checker.check_model(model)
+    return replaced
+
+
+def _quantize_int8(fp32_path: Path, out_path: Path, activations: str = "per-token") -> None:
     onnx, _ = _require_onnx()
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     model = onnx.load(str(fp32_path))
     inits = {init.name: len(init.dims) for init in model.graph.initializer}
+    if activations == "per-token":
+        projections = [n for n in model.graph.node if n.op_type == "MatMul" and inits.get(n.input[1]) in (2, 3)]
+        replaced = _quantize_matmuls_per_token(model)
+        if replaced != len(projections):
+            raise ExportError(f"quantized {replaced} of {len(projections)} projections; the graph changed shape")
+        onnx.save(model, str(out_path))
+        return
     grouped = [n.name for n in model.graph.node if n.op_type == "MatMul" and inits.get(n.input[1]) == 3]
     # The quantizer turns Gemm into MatMul (renamed "<name>_MatMul") before it filters by op
     # type, so the pooler and classifier are excluded by both names to keep them fp32.
@@ -312,6 +404,7 @@ def export_model(
     precision: str = "fp32",
     opset: int = DEFAULT_OPSET,
     int8_samples: int = 64,
+    int8_activations: str = "per-token",
 ) -> ExportReport:
     """Export a :class:`~squeezebert.model.SqueezeBert` (and its tokenizer) to ``out``.
 
@@ -319,6 +412,8 @@ def export_model(
     the module docstring). The fp32 graph is always checked against PyTorch at two shapes and
     :class:`ExportError` raised beyond 1e-4; an int8 graph is additionally compared with PyTorch
     fp32 on ``int8_samples`` random sequences and the agreement reported, not enforced.
+    ``int8_activations``: ``per-token`` (default; as :func:`squeezebert.optimize`) or
+    ``per-tensor`` (ONNX Runtime's own dynamic quantization: fewer nodes, less accurate).
     Nothing is written to ``out`` unless the checks pass.
     """
     import copy
@@ -331,6 +426,8 @@ def export_model(
         raise TypeError(f"export_model takes a SqueezeBert model (not an optimized copy), got {type(model).__name__}")
     if precision not in EXPORT_PRECISIONS:
         raise ValueError(f"precision must be one of {EXPORT_PRECISIONS} for ONNX, got {precision!r}")
+    if int8_activations not in ("per-token", "per-tensor"):
+        raise ValueError(f"int8_activations must be 'per-token' or 'per-tensor', got {int8_activations!r}")
     if opset < 14:
         raise ValueError(f"opset must be at least 14 (scaled_dot_product_attention), got {opset}")
     model = copy.deepcopy(model).float().eval()
@@ -347,7 +444,7 @@ def export_model(
             if precision == "fp32":
                 os.replace(fp32_tmp, tmp)
             else:
-                _quantize_int8(fp32_tmp, tmp)
+                _quantize_int8(fp32_tmp, tmp, int8_activations)
                 onnx.checker.check_model(str(tmp))
                 report.int8_agreement, report.int8_max_abs_diff = _check_int8(model, _session(tmp), int8_samples)
                 report.sample_size = int8_samples
@@ -365,6 +462,8 @@ def export_model(
         log.warning("%s: no tokenizer given; the export cannot classify text on its own", out)
     config = model.config.to_dict()
     config["onnx"] = {"precision": precision, "opset": opset, "inputs": list(INPUT_NAMES)}
+    if precision == "int8":
+        config["onnx"]["int8_activations"] = int8_activations
     atomic_write_text(out / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
     report.files.append("config.json")
     return report
@@ -375,13 +474,16 @@ def export(
     out: str | os.PathLike[str],
     precision: str = "fp32",
     opset: int = DEFAULT_OPSET,
+    int8_activations: str = "per-token",
 ) -> ExportReport:
     """Load a checkpoint (directory, alias or preset, as :func:`squeezebert.checkpoint.load`) and
     export it with :func:`export_model`."""
     from squeezebert.checkpoint import load
 
     ckpt = load(src)
-    return export_model(ckpt.model, out, ckpt.tokenizer, precision=precision, opset=opset)
+    return export_model(
+        ckpt.model, out, ckpt.tokenizer, precision=precision, opset=opset, int8_activations=int8_activations
+    )
 
 
 def is_export_dir(path: str | os.PathLike[str]) -> bool:

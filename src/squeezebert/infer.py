@@ -60,14 +60,15 @@ class Prediction:
 class TorchForward:
     """Forward through :func:`squeezebert.optimize` (``precision`` fp32, bf16 or int8)."""
 
-    def __init__(self, model: Any, precision: str = "fp32", num_threads: int | None = None) -> None:
+    def __init__(self, model: Any, precision: str = "fp32", num_threads: int | None = None, **options: Any) -> None:
+        """``options`` go to :func:`squeezebert.optimize` (e.g. ``int8_activations``)."""
         import torch
 
         from squeezebert.quantize import optimize
 
         if num_threads:
             torch.set_num_threads(num_threads)  # process-wide: torch has no per-model setting
-        self.model = optimize(model, precision)
+        self.model = optimize(model, precision, **options)
 
     def __call__(self, batch: Batch) -> np.ndarray:
         import torch
