@@ -7,8 +7,8 @@ OUT=${1:-runs}
 shift || true
 TASKS=${*:-sst2 cola mrpc stsb rte}
 for task in $TASKS; do
-  if [ "$task" = sst2 ]; then  # 67k short sentences: 2 epochs at length 64
-    args=(--epochs 2 --max-length 64 --eval-every 700)
+  if [ "$task" = sst2 ]; then  # 67k short sentences: 3 epochs at length 64 (EPOCHS=2: the first teacher)
+    args=(--epochs "${EPOCHS:-3}" --max-length 64 --eval-every 700)
   else                         # small tasks, some with long pairs: 3 epochs at length 128
     args=(--epochs 3 --max-length 128)
   fi
