@@ -99,10 +99,21 @@ def held_out(tokenizer: Tokenizer) -> tuple[dict[str, torch.Tensor], torch.Tenso
 
 
 # --------------------------------------------------------------------------- optimize
+LOW_RANK_QKV = {**DENSE, "ranks": {"query": 4, "key": 4, "value": 4}}
+LOW_RANK_QKV_UNEQUAL = {**DENSE, "ranks": {"query": 4, "key": 6, "value": 4}}
+
+
 @pytest.mark.parametrize(
     "overrides",
-    [{}, DENSE, {"ranks": {"query": 4}}, {"embedding_size": 32, "ranks": {"1.intermediate": 8}}],
-    ids=["grouped", "dense", "low-rank", "factorized-embeddings"],
+    [
+        {},
+        DENSE,
+        {"ranks": {"query": 4}},
+        {"embedding_size": 32, "ranks": {"1.intermediate": 8}},
+        LOW_RANK_QKV,
+        LOW_RANK_QKV_UNEQUAL,
+    ],
+    ids=["grouped", "dense", "low-rank", "factorized-embeddings", "low-rank-qkv", "low-rank-qkv-unequal"],
 )
 def test_optimized_fp32_equals_reference(overrides: dict) -> None:
     model = SqueezeBert(tiny_config(**overrides)).eval()
@@ -122,6 +133,32 @@ def test_fast_precisions_stay_close_to_fp32_on_random_weights(precision: str, ov
     got = optimize(model, precision)(**inputs)
     assert got.dtype == torch.float32 and got.shape == expected.shape
     assert_close(got, expected, rtol=0, atol=0.02)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fused_precisions"),
+    [
+        ({}, {"int8"}),  # grouped: only int8 fuses (the input quantized once for the three)
+        (DENSE, {"fp32", "bf16", "int8"}),
+        (LOW_RANK_QKV, {"fp32", "bf16", "int8"}),
+        (LOW_RANK_QKV_UNEQUAL, {"fp32", "bf16", "int8"}),
+        ({"ranks": {"query": 4}}, set()),  # one low-rank, two plain: left separate
+        ({"q_groups": 2}, set()),  # group counts differ
+    ],
+    ids=["grouped", "dense", "low-rank-qkv", "low-rank-qkv-unequal", "mixed-kinds", "mixed-groups"],
+)
+def test_fused_qkv_matches_the_separate_projections(overrides: dict, fused_precisions: set[str]) -> None:
+    model = SqueezeBert(tiny_config(**overrides)).eval()
+    inputs = random_inputs(len(VOCAB))
+    for precision in ("fp32", "bf16", "int8"):
+        fused = optimize(model, precision)
+        n_fused = sum(isinstance(m, quantize.FusedQKV) for m in fused.modules())
+        assert n_fused == (2 if precision in fused_precisions else 0), precision
+        separate = optimize(model, precision, fuse_qkv=False)
+        assert not any(isinstance(m, quantize.FusedQKV) for m in separate.modules())
+        # Same quantization either way (one shared input range; each int8 low-rank up keeps its own).
+        atol = {"fp32": 1e-5, "bf16": 2e-2, "int8": 1e-5}[precision]
+        assert_close(fused(**inputs), separate(**inputs), rtol=0, atol=atol)
 
 
 def test_int8_quantizes_every_encoder_projection_and_keeps_the_head_fp32() -> None:
