@@ -36,6 +36,9 @@ quantized dtypes that torch 2.13 deprecates. Where oneDNN's ops are missing or m
 once per process) projections fall back to ``torch._int_mm``, per-token int8: correct, and for
 grouped projections (block-diagonal) no faster than fp32.
 
+Each layer's query, key and value quantize their shared input once (:func:`fuse_qkv`; a few
+percent faster in int8, docs/RESULTS.md).
+
 The pooler and classifier stay fp32: they see one vector per sequence, cost nothing, and their
 error would land directly on the logits.
 
@@ -467,8 +470,9 @@ def optimize(
     projection names (e.g. ``encoder.layers.0.output.conv1d``) left in fp32. Where oneDNN's int8
     ops are missing, the ``torch._int_mm`` fallback is always per token (symmetric).
 
-    ``fuse_qkv``: compute each layer's query, key and value as one projection where their shapes
-    allow (:func:`fuse_qkv`); False keeps the three separate (for comparison).
+    ``fuse_qkv`` (int8): compute each layer's query, key and value from one quantization of
+    their shared input, in one kernel where their shapes allow (:func:`fuse_qkv`); False keeps
+    the three separate (for comparison).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -478,8 +482,10 @@ def optimize(
         raise TypeError(f"optimize expects a SqueezeBert model, got {type(model).__name__}")
     copy_ = copy.deepcopy(model).eval().requires_grad_(False)
     per_token = ("*",) if int8_activations == "per-token" else ()
-    if fuse_qkv:
-        fuse_attention_projections(copy_, precision == "int8", tuple(int8_keep), per_token)
+    if fuse_qkv and precision == "int8":
+        # fp32/bf16 fusion (fuse_attention_projections(copy_)) measured no faster at 1 thread
+        # (0.95-1.02x on the low-rank student and bert-base, docs/RESULTS.md), so it is not used.
+        fuse_attention_projections(copy_, True, tuple(int8_keep), per_token)
     if precision == "bf16":
         native = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
         if not torch.backends.mkldnn.is_available() or not native():
