@@ -3,6 +3,7 @@ and ONNX backends, including the ONNX one in a process where torch cannot be imp
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 import subprocess
@@ -99,10 +100,21 @@ def held_out(tokenizer: Tokenizer) -> tuple[dict[str, torch.Tensor], torch.Tenso
 
 
 # --------------------------------------------------------------------------- optimize
+LOW_RANK_QKV = {**DENSE, "ranks": {"query": 4, "key": 4, "value": 4}}
+LOW_RANK_QKV_UNEQUAL = {**DENSE, "ranks": {"query": 4, "key": 6, "value": 4}}
+
+
 @pytest.mark.parametrize(
     "overrides",
-    [{}, DENSE, {"ranks": {"query": 4}}, {"embedding_size": 32, "ranks": {"1.intermediate": 8}}],
-    ids=["grouped", "dense", "low-rank", "factorized-embeddings"],
+    [
+        {},
+        DENSE,
+        {"ranks": {"query": 4}},
+        {"embedding_size": 32, "ranks": {"1.intermediate": 8}},
+        LOW_RANK_QKV,
+        LOW_RANK_QKV_UNEQUAL,
+    ],
+    ids=["grouped", "dense", "low-rank", "factorized-embeddings", "low-rank-qkv", "low-rank-qkv-unequal"],
 )
 def test_optimized_fp32_equals_reference(overrides: dict) -> None:
     model = SqueezeBert(tiny_config(**overrides)).eval()
@@ -122,6 +134,48 @@ def test_fast_precisions_stay_close_to_fp32_on_random_weights(precision: str, ov
     got = optimize(model, precision)(**inputs)
     assert got.dtype == torch.float32 and got.shape == expected.shape
     assert_close(got, expected, rtol=0, atol=0.02)
+
+
+FUSION_CASES = pytest.mark.parametrize(
+    ("overrides", "fusable_fp32"),
+    [
+        ({}, False),  # grouped: int8 only (the input quantized once for the three)
+        (DENSE, True),
+        (LOW_RANK_QKV, True),
+        (LOW_RANK_QKV_UNEQUAL, True),
+        ({"ranks": {"query": 4}}, False),  # one low-rank, two plain: left separate
+        ({"q_groups": 2}, False),  # group counts differ
+    ],
+    ids=["grouped", "dense", "low-rank-qkv", "low-rank-qkv-unequal", "mixed-kinds", "mixed-groups"],
+)
+
+
+@FUSION_CASES
+def test_int8_fused_qkv_computes_what_the_separate_projections_compute(overrides: dict, fusable_fp32: bool) -> None:
+    model = SqueezeBert(tiny_config(**overrides)).eval()
+    inputs = random_inputs(len(VOCAB))
+    fusable = fusable_fp32 or overrides == {}
+    for activations in ("per-token", "per-tensor"):
+        fused = optimize(model, "int8", int8_activations=activations)
+        assert sum(isinstance(m, quantize.FusedQKV) for m in fused.modules()) == (2 if fusable else 0)
+        separate = optimize(model, "int8", int8_activations=activations, fuse_qkv=False)
+        assert not any(isinstance(m, quantize.FusedQKV) for m in separate.modules())
+        # The same quantization either way (one input range for the three; each int8 low-rank
+        # up factor keeps its own), so only float rounding may differ.
+        assert_close(fused(**inputs), separate(**inputs), rtol=0, atol=1e-5)
+    for precision in ("fp32", "bf16"):  # not fused by optimize: measured no faster
+        assert not any(isinstance(m, quantize.FusedQKV) for m in optimize(model, precision).modules())
+
+
+@FUSION_CASES
+def test_fp32_fused_qkv_equals_the_reference(overrides: dict, fusable_fp32: bool) -> None:
+    model = SqueezeBert(tiny_config(**overrides)).eval()
+    inputs = random_inputs(len(VOCAB))
+    with torch.no_grad():
+        expected = model(**inputs)
+        fused = copy.deepcopy(model)
+        assert quantize.fuse_attention_projections(fused) == (2 if fusable_fp32 else 0)
+        assert_close(fused(**inputs), expected, rtol=0, atol=1e-5)
 
 
 def test_int8_quantizes_every_encoder_projection_and_keeps_the_head_fp32() -> None:

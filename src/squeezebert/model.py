@@ -168,6 +168,9 @@ class SelfAttention(nn.Module):
         self.query = make_projection(config, layer, "query")
         self.key = make_projection(config, layer, "key")
         self.value = make_projection(config, layer, "value")
+        # Set by squeezebert.quantize.optimize: one module computing (q, k, v) from their shared
+        # input in one pass, in place of the three projections above (which it then removes).
+        self.qkv: nn.Module | None = None
         self.dropout_p = config.attention_probs_dropout_prob
 
     def forward(self, x: Tensor, mask: Tensor | None, return_probs: bool = False) -> tuple[Tensor, Tensor | None]:
@@ -177,7 +180,10 @@ class SelfAttention(nn.Module):
         def heads(y: Tensor) -> Tensor:
             return y.view(b, t, self.num_heads, self.head_size).transpose(1, 2)  # (B, nh, T, hd)
 
-        q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
+        if self.qkv is not None:
+            q, k, v = (heads(y) for y in self.qkv(x))  # each (B, T, H) -> (B, nh, T, hd)
+        else:
+            q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
         dropout_p = self.dropout_p if self.training else 0.0
         probs = None
         if return_probs:  # explicit path: distillation needs the attention distribution itself

@@ -36,6 +36,9 @@ quantized dtypes that torch 2.13 deprecates. Where oneDNN's ops are missing or m
 once per process) projections fall back to ``torch._int_mm``, per-token int8: correct, and for
 grouped projections (block-diagonal) no faster than fp32.
 
+Each layer's query, key and value quantize their shared input once (:func:`fuse_qkv`; a few
+percent faster in int8, docs/RESULTS.md).
+
 The pooler and classifier stay fp32: they see one vector per sequence, cost nothing, and their
 error would land directly on the logits.
 
@@ -151,17 +154,24 @@ class Int8Projection(nn.Module):
     def forward(self, x: Tensor) -> Tensor:  # (..., in) -> (..., out)
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)  # (N, in)
+        return self.project(*self.quantize(x2)).view(*lead, self.out_features)
+
+    def quantize(self, x2: Tensor) -> tuple[Tensor, Tensor | float, Tensor | int]:
+        """``(N, in)`` fp32 -> ``(N, in)`` uint8 with its scale and zero point (per token: ``(N,)``
+        each; per tensor: numbers)."""
+        return _quantize_activation_per_token(x2) if self.per_token else _quantize_activation(x2)
+
+    def project(self, xq: Tensor, x_scale: Tensor | float, x_zero: Tensor | int) -> Tensor:
+        """The projection of an input quantized by :meth:`quantize`: ``(N, in)`` -> ``(N, out)``."""
         if not self.per_token:
-            xq, x_scale, x_zero = _quantize_activation(x2)  # (N, in) uint8
-            return self._matmul(xq, x_scale, x_zero, self._bias).view(*lead, self.out_features)
+            return self._matmul(xq, x_scale, x_zero, self._bias)
         # Per token: y = scale_n * (sum_k q_nk w_k - zero_n * sum_k w_k) + b, with the int8 GEMM
         # run at unit scale and zero point, and the per-row affine applied to its fp32 output.
-        xq, x_scale, x_zero = _quantize_activation_per_token(x2)  # (N, in) uint8, (N,), (N,)
         y = self._matmul(xq, 1.0, 0, None)  # (N, out)
         y.addr_(x_zero, self._w_colsum, alpha=-1).mul_(x_scale[:, None])
         if self._bias is not None:
             y.add_(self._bias)
-        return y.view(*lead, self.out_features)
+        return y
 
     def _matmul(self, xq: Tensor, x_scale: float, x_zero: int, bias: Tensor | None) -> Tensor:
         """(N, in) uint8 -> (N, out) fp32 through oneDNN."""
@@ -249,6 +259,146 @@ def int8_projection(module: nn.Module, per_token: bool = False) -> nn.Module:
     return Int8MatmulProjection(weight, module.bias)
 
 
+# --------------------------------------------------------------------------- fused Q, K, V
+class Int8SharedInput(nn.Module):
+    """Several int8 projections of one input: the input is quantized once, then each projection
+    runs its own kernel on it. For grouped Q/K/V this measured faster than one grouped convolution
+    with 3G groups over a 3x repeated input (which needs no split, but its 3G-group kernel was
+    slower at 4096 tokens) and than stacking the weights per group (q, k, v come out interleaved
+    and un-interleaving them costs a pass)."""
+
+    def __init__(self, projections: Sequence[Int8Projection]) -> None:
+        super().__init__()
+        if len({(p.in_features, p.per_token) for p in projections}) != 1:
+            raise ValueError("projections sharing an input need one input width and one activation mode")
+        self.projections = nn.ModuleList(projections)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, ...]:  # (..., in) -> each (..., out_i)
+        lead = x.shape[:-1]
+        first = self.projections[0]
+        xq = first.quantize(x.reshape(-1, first.in_features))  # (N, in) uint8, scale, zero
+        return tuple(p.project(*xq).view(*lead, p.out_features) for p in self.projections)
+
+
+class FusedQKV(nn.Module):
+    """Query, key and value of one attention layer from one pass over their shared input.
+
+    ``proj`` either returns the three outputs itself (:class:`Int8SharedInput`) or maps
+    ``(..., in)`` to them side by side, ``(..., wq + wk + wv)``, split here into three *views*
+    (no copy). For low-rank layers ``proj`` is the three ``down`` factors in one, followed either
+    by ``up`` (the three ``up`` factors as one grouped projection with 3 groups) or by ``ups``
+    (one per factor, each on its own slice).
+    """
+
+    def __init__(
+        self, proj: nn.Module, widths: Sequence[int], up: nn.Module | None = None, ups: Sequence[nn.Module] = ()
+    ) -> None:
+        super().__init__()
+        self.proj, self.widths, self.up = proj, tuple(widths), up
+        self.ups = nn.ModuleList(ups) if ups else None
+
+    def forward(self, x: Tensor) -> tuple[Tensor, ...]:  # (..., in) -> 3 x (..., H)
+        y = self.proj(x)  # (..., sum(widths)), or already the three outputs
+        if isinstance(y, tuple):
+            return y
+        if self.up is not None:
+            y = self.up(y)  # (..., 3H)
+            return y.split(y.shape[-1] // 3, -1)
+        parts = y.split(self.widths, -1)
+        if self.ups is not None:
+            return tuple(up(p) for up, p in zip(self.ups, parts))
+        return parts
+
+    def extra_repr(self) -> str:
+        return f"widths={self.widths}"
+
+
+def _dense(weight: Tensor, bias: Tensor | None, groups: int = 1) -> GroupedLinear:
+    """A ``GroupedLinear`` holding ``weight`` ``(out, in/groups)`` and ``bias``."""
+    out, in_g = weight.shape
+    lin = GroupedLinear(in_g * groups, out, groups, bias=bias is not None)
+    with torch.no_grad():
+        lin.weight.copy_(weight)
+        if bias is not None:
+            lin.bias.copy_(bias)
+    return lin.requires_grad_(False)
+
+
+def fuse_qkv(attention: nn.Module, int8: bool = False, per_token: bool = True) -> FusedQKV | None:
+    """The fused replacement of ``attention``'s query, key and value, or None where this layer's
+    shapes don't allow it (then the three stay separate).
+
+    * plain projections with one group count G == 1: the weights are stacked into one GEMM.
+    * G > 1: int8 only, the input is quantized once for three oneDNN grouped convolutions
+      (:class:`Int8SharedInput`). fp32/bf16 stay separate: stacking the weights per group makes
+      q, k, v come out interleaved per group, and un-interleaving them costs the copy the
+      fusion would save.
+    * low rank with G == 1: the three ``down`` factors become one GEMM; the ``up`` factors become
+      one grouped projection with 3 groups in fp32/bf16 when the ranks are equal, else (and
+      always in int8, where each ``up`` keeps its own per-token activation range, so results
+      match the unfused path) they run one per slice.
+    """
+    from squeezebert.model import LowRankLinear
+
+    projs = (attention.query, attention.key, attention.value)
+    groups = {p.groups for p in projs}
+    if len(groups) != 1:
+        return None
+    g = groups.pop()
+
+    def project(weight: Tensor, bias: Tensor | None, groups: int = 1) -> nn.Module:
+        if not int8:
+            return _dense(weight, bias, groups)
+        if _onednn_int8_ok():
+            return Int8Projection(weight, bias, groups, per_token)
+        return Int8MatmulProjection(weight, bias)  # groups == 1 here
+
+    if all(isinstance(p, GroupedLinear) for p in projs):
+        widths = [p.out_features for p in projs]
+        if g == 1:
+            weight = torch.cat([p.weight.detach() for p in projs])  # (wq + wk + wv, in)
+            bias = None if any(p.bias is None for p in projs) else torch.cat([p.bias.detach() for p in projs])
+            return FusedQKV(project(weight, bias), widths)
+        if int8 and _onednn_int8_ok():
+            shared = Int8SharedInput([project(p.weight.detach(), p.bias, g) for p in projs])
+            return FusedQKV(shared, widths)
+        return None
+    if all(isinstance(p, LowRankLinear) for p in projs) and g == 1:
+        down = project(torch.cat([p.down.weight.detach() for p in projs]), None)  # in -> rq + rk + rv
+        ranks = [p.rank for p in projs]
+        if not int8 and len(set(ranks)) == 1:
+            up_weight = torch.cat([p.up.weight.detach() for p in projs])  # (3H, r)
+            up = _dense(up_weight, torch.cat([p.up.bias.detach() for p in projs]), 3)
+            return FusedQKV(down, ranks, up=up)
+        ups = [project(p.up.weight.detach(), p.up.bias.detach()) if int8 else copy.deepcopy(p.up) for p in projs]
+        return FusedQKV(down, ranks, ups=ups)
+    return None
+
+
+def fuse_attention_projections(
+    model: SqueezeBert, int8: bool = False, keep: Sequence[str] = (), per_token: Sequence[str] = ("*",)
+) -> int:
+    """Replace, in place, each layer's query, key and value by one :class:`FusedQKV` where
+    :func:`fuse_qkv` can (and, for int8, where no ``keep`` pattern names any of them and all
+    three share one activation mode). Returns the number of layers fused."""
+    fused = 0
+    targets = int8_targets(model)
+    for i, layer in enumerate(model.encoder.layers):
+        attn = layer.attention
+        prefix = f"encoder.layers.{i}.attention."
+        names = [n for n in targets if n.startswith(prefix)]
+        modes = {_matches(n, per_token) for n in names}
+        if int8 and (any(_matches(n, keep) for n in names) or len(modes) != 1):
+            continue
+        module = fuse_qkv(attn, int8, modes.pop() if modes else True)
+        if module is None:
+            continue
+        attn.qkv = module
+        attn.query = attn.key = attn.value = None  # type: ignore[assignment]
+        fused += 1
+    return fused
+
+
 # --------------------------------------------------------------------------- the module
 class InferenceModel(nn.Module):
     """An eval-only copy of a model: ``model(input_ids, attention_mask, token_type_ids)`` returns
@@ -306,6 +456,7 @@ def optimize(
     *,
     int8_activations: str = "per-token",
     int8_keep: Sequence[str] = (),
+    fuse_qkv: bool = True,
 ) -> InferenceModel:
     """An eval-only copy of ``model`` with fast CPU projections; the original is left untouched.
 
@@ -318,6 +469,10 @@ def optimize(
     (one per call: the plain path, a little faster). ``int8_keep``: fnmatch patterns of
     projection names (e.g. ``encoder.layers.0.output.conv1d``) left in fp32. Where oneDNN's int8
     ops are missing, the ``torch._int_mm`` fallback is always per token (symmetric).
+
+    ``fuse_qkv`` (int8): compute each layer's query, key and value from one quantization of
+    their shared input, in one kernel where their shapes allow (:func:`fuse_qkv`); False keeps
+    the three separate (for comparison).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -326,11 +481,16 @@ def optimize(
     if not isinstance(model, SqueezeBert):
         raise TypeError(f"optimize expects a SqueezeBert model, got {type(model).__name__}")
     copy_ = copy.deepcopy(model).eval().requires_grad_(False)
+    per_token = ("*",) if int8_activations == "per-token" else ()
+    if fuse_qkv and precision == "int8":
+        # fp32/bf16 fusion (fuse_attention_projections(copy_)) measured no faster at 1 thread
+        # (0.95-1.02x on the low-rank student and bert-base, docs/RESULTS.md), so it is not used.
+        fuse_attention_projections(copy_, True, tuple(int8_keep), per_token)
     if precision == "bf16":
         native = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
         if not torch.backends.mkldnn.is_available() or not native():
             log.warning("this CPU has no native bf16 (AVX512-BF16/AMX): bf16 will be emulated and slow")
         copy_ = copy_.to(torch.bfloat16)
     elif precision == "int8":
-        quantize_projections(copy_, tuple(int8_keep), ("*",) if int8_activations == "per-token" else ())
+        quantize_projections(copy_, tuple(int8_keep), per_token)
     return InferenceModel(copy_, precision)
