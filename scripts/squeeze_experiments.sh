@@ -2,7 +2,7 @@
 # The squeeze experiments of docs/RESULTS.md: students of each minilm-l6 GLUE teacher
 # (scripts/reproduce_teachers.sh makes them), then scripts/summarize_squeeze.py tabulates.
 # Usage: SQUEEZEBERT_GLUE_DIR=... scripts/squeeze_experiments.sh RUNS_DIR TASK [VARIANT ...]
-# Variants: lowrank lowrank-hidden grouped grouped-block grouped-random grouped-4layers grouped-lowrank
+# Variants: lowrank lowrank-hidden lowrank-aug grouped grouped-block grouped-random grouped-4layers grouped-lowrank
 set -euo pipefail
 GLUE=${SQUEEZEBERT_GLUE_DIR:?set SQUEEZEBERT_GLUE_DIR to the GLUE data directory}
 RUNS=${1:?runs directory}
@@ -15,6 +15,7 @@ for v in $VARIANTS; do
   case $v in
     lowrank)         args=(--construction lowrank) ;;
     lowrank-hidden)  args=(--construction lowrank --hidden-weight 1.0) ;;
+    lowrank-aug)     args=(--construction lowrank --augment 3) ;;
     grouped)         args=(--construction grouped) ;;
     grouped-block)   args=(--construction grouped --init block) ;;
     grouped-random)  args=(--construction grouped --init random) ;;

@@ -134,3 +134,25 @@ def test_bad_cli_flags_are_one_line_errors(teacher_dir, task_files, tmp_path, ca
     assert "--groups takes 6 numbers" in capsys.readouterr().err
     assert cli_main([*args, "--rank", "2", "--rank-energy", "0.9"]) == 2
     assert "at most one of" in capsys.readouterr().err
+
+
+def test_augmented_distillation_data_is_labelled_by_the_teacher(teacher_dir, task_files, tmp_path) -> None:
+    from squeezebert.distill import DistillConfig
+
+    report = run(teacher_dir, task_files, tmp_path / "aug", distill=DistillConfig(augment=2), int8=False)
+    assert report["num_train_examples"] == 48 * 3
+    assert report["distill"]["augment"] == 2
+    assert any("96 perturbed copies" in n for n in report["notes"])
+
+
+def test_teacher_labels_of_augmented_examples(teacher_dir) -> None:
+    from squeezebert.data import EncodedDataset
+    from squeezebert.squeeze import _with_teacher_labels
+    from squeezebert.train import predict
+
+    teacher = load(teacher_dir).model
+    base = EncodedDataset([[101, 7, 102]], [[0, 0, 0]], [1], [3])
+    extra = EncodedDataset([[101, 8, 9, 102], [101, 10, 102]], [[0] * 4, [0] * 3], None, [4, 3])
+    merged = _with_teacher_labels(base, extra, teacher)
+    want = predict(teacher, extra, 8).argmax(-1).tolist()
+    assert merged.labels == [1, *want] and merged.lengths == [3, 4, 3] and len(merged) == 3

@@ -125,6 +125,7 @@ def cmd_squeeze(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         hidden_weight=args.hidden_weight,
         attention_weight=args.attention_weight,
+        augment=args.augment,
     )
     report = squeeze(
         args.teacher,
@@ -541,6 +542,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=2.0)
     p.add_argument("--hidden-weight", type=float, default=0.0, help="hidden-state MSE weight (runs the teacher)")
     p.add_argument("--attention-weight", type=float, default=0.0, help="attention KL weight (runs the teacher)")
+    p.add_argument(
+        "--augment",
+        type=int,
+        default=0,
+        help="add this many perturbed copies of each training example, labelled by the teacher (default 0)",
+    )
     p.add_argument("--calibration-samples", type=int, default=4000, help="training examples for surgery statistics")
     p.add_argument("--bench-threads", type=int, default=None, help="threads for the latency measurement")
     p.add_argument("--bench-repeats", type=int, default=20)

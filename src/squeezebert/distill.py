@@ -34,6 +34,9 @@ class DistillConfig:
     ``layer_map``: (student hidden-state index, teacher hidden-state index) pairs, where index 0
     is the embedding output and i the output of layer i. Default: uniform mapping, student layer
     j+1 ↔ teacher layer round((j+1)·L_t/L_s), plus the embeddings.
+
+    ``augment``: perturbed copies of every training example added to the distillation data and
+    labelled by the teacher (see :mod:`squeezebert.augment`); 0 = the training set alone.
     """
 
     alpha: float = 0.7
@@ -41,6 +44,7 @@ class DistillConfig:
     hidden_weight: float = 0.0
     attention_weight: float = 0.0
     layer_map: list[tuple[int, int]] | None = None
+    augment: int = 0
 
     def __post_init__(self) -> None:
         if not 0 <= self.alpha <= 1:
@@ -49,6 +53,8 @@ class DistillConfig:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if self.hidden_weight < 0 or self.attention_weight < 0:
             raise ValueError("hidden_weight and attention_weight must be >= 0")
+        if self.augment < 0:
+            raise ValueError(f"augment must be >= 0 copies per example, got {self.augment}")
 
     @property
     def needs_teacher_activations(self) -> bool:

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from squeezebert import distributed
+from squeezebert.augment import augment_examples
 from squeezebert.bench import model_latency
 from squeezebert.checkpoint import atomic_write_text, file_size, load
 from squeezebert.convert import (
@@ -32,7 +33,7 @@ from squeezebert.convert import (
     build_student,
     collect_input_stats,
 )
-from squeezebert.data import collate, encode
+from squeezebert.data import EncodedDataset, collate, encode
 from squeezebert.distill import DistillationLoss, DistillConfig, check_compatible
 from squeezebert.metrics import main_metric
 from squeezebert.model import SqueezeBert
@@ -88,6 +89,26 @@ def _row(name: str, model: torch.nn.Module, metrics: dict[str, float], size: int
         "flops_seq128": encoder_flops(config, 128),
         "file_bytes": size,
     }
+
+
+def _with_teacher_labels(train: EncodedDataset, extra: EncodedDataset, teacher: SqueezeBert) -> EncodedDataset:
+    """``train`` followed by ``extra``, whose hard labels are the teacher's predictions (argmax
+    for classification, the predicted value for regression)."""
+    logits = predict(teacher, extra, 64)
+    if train.is_regression:
+        pseudo: list[Any] = [float(v) for v in logits[:, 0]]
+    else:
+        pseudo = [int(i) for i in logits.argmax(-1)]
+    if train.labels is None:
+        raise ValueError("augmentation needs a labelled training set")
+    return EncodedDataset(
+        input_ids=train.input_ids + extra.input_ids,
+        token_type_ids=train.token_type_ids + extra.token_type_ids,
+        labels=list(train.labels) + pseudo,
+        lengths=train.lengths + extra.lengths,
+        is_regression=train.is_regression,
+        lines=train.lines + extra.lines,
+    )
 
 
 def squeeze(
@@ -204,6 +225,13 @@ def _squeeze(
     after_construction = distributed.on_main(lambda: evaluate(student, dev, kind))
     log.info("student right after construction: %s", after_construction)
 
+    if distill.augment:
+        extra = augment_examples(train_examples, distill.augment, config.seed)
+        train = _with_teacher_labels(train, encode(tokenizer, extra, max_length, None, data.train_source), teacher)
+        notes.append(
+            f"distillation data: {len(train_examples)} training examples + {len(extra)} perturbed copies "
+            f"({distill.augment} per example) labelled by the teacher"
+        )
     log.info("teacher logits on %d training examples (computed once)", len(train))
     t_logits = torch.from_numpy(predict(teacher, train, config.eval_batch_size))
     loss_fn = DistillationLoss(teacher if distill.needs_teacher_activations else None, student, distill)

@@ -1,0 +1,61 @@
+"""Augmented distillation data: perturbed copies, labelled by the teacher inside squeeze."""
+
+from __future__ import annotations
+
+import pytest
+
+from squeezebert.augment import augment_examples
+from squeezebert.distill import DistillConfig
+from squeezebert.tables import Example
+
+EXAMPLES = [
+    Example("the film was good and the cast was young", None, "pos", 2),
+    Example("a dull and awful story", None, "neg", 3),
+    Example("one", None, "neg", 4),
+]
+
+
+def test_copies_are_unlabelled_keep_lines_and_are_deterministic() -> None:
+    a = augment_examples(EXAMPLES, 3, seed=1)
+    assert len(a) == 9
+    assert [e.line for e in a] == [2, 2, 2, 3, 3, 3, 4, 4, 4]
+    assert all(e.label is None and e.text.strip() for e in a)
+    assert a == augment_examples(EXAMPLES, 3, seed=1)
+    assert a != augment_examples(EXAMPLES, 3, seed=2)
+
+
+def test_words_come_from_the_training_texts_and_copies_differ() -> None:
+    vocab = {w for e in EXAMPLES for w in e.text.split()}
+    a = augment_examples(EXAMPLES * 20, 2, seed=0, p_replace=0.5, p_drop=0.0)
+    assert all(set(e.text.split()) <= vocab for e in a)
+    # with half the words replaced, most long copies differ from their original
+    long = [e for e in a if len(e.text.split()) > 3]
+    originals = {e.text for e in EXAMPLES}
+    assert sum(e.text not in originals for e in long) > len(long) // 2
+
+
+def test_no_perturbation_returns_the_originals() -> None:
+    a = augment_examples(EXAMPLES, 1, seed=0, p_replace=0.0, p_drop=0.0)
+    assert [e.text for e in a] == [e.text for e in EXAMPLES]
+
+
+def test_drop_everything_still_leaves_one_word() -> None:
+    a = augment_examples(EXAMPLES, 2, seed=0, p_replace=0.0, p_drop=1.0)
+    assert all(len(e.text.split()) == 1 for e in a)
+
+
+def test_pairs_perturb_both_texts() -> None:
+    pairs = [Example("a man is playing a guitar", "a person plays music on a guitar", 3.2, 5)] * 10
+    a = augment_examples(pairs, 1, seed=0, p_replace=0.6, p_drop=0.0)
+    assert all(e.text_pair is not None for e in a)
+    assert any(e.text_pair != pairs[0].text_pair for e in a) and any(e.text != pairs[0].text for e in a)
+
+
+def test_zero_copies_and_bad_arguments() -> None:
+    assert augment_examples(EXAMPLES, 0) == []
+    with pytest.raises(ValueError, match="copies"):
+        augment_examples(EXAMPLES, -1)
+    with pytest.raises(ValueError, match="p_replace"):
+        augment_examples(EXAMPLES, 1, p_replace=0.8, p_drop=0.5)
+    with pytest.raises(ValueError, match="augment"):
+        DistillConfig(augment=-2)
