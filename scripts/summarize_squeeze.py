@@ -46,9 +46,7 @@ def main(paths: list[str]) -> None:
         t, a, d = r["teacher_metrics"][m], r["student_after_construction"][m], r["student_metrics"][m]
         name = Path(p).parent.name
         variant = name.removeprefix("student-").removeprefix(f"{r['task']}-")
-        by_variant[variant].append(
-            (r["task"], 100 * (d - t), _ratio(fp, "speedup_vs_teacher_fp32", "batch1"), q1)
-        )
+        by_variant[variant].append((r["task"], 100 * (d - t), _ratio(fp, "speedup_vs_teacher_fp32", "batch1"), q1))
         print(
             f"| {r['task']} | {variant} | {100 * t:.2f} | {100 * a:.2f} | {100 * d:.2f} | "
             f"{100 * (d - t):+.2f} | {fp32} | {int8} |"
