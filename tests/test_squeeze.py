@@ -153,6 +153,7 @@ def test_teacher_labels_of_augmented_examples(teacher_dir) -> None:
     teacher = load(teacher_dir).model
     base = EncodedDataset([[101, 7, 102]], [[0, 0, 0]], [1], [3])
     extra = EncodedDataset([[101, 8, 9, 102], [101, 10, 102]], [[0] * 4, [0] * 3], None, [4, 3])
-    merged = _with_teacher_labels(base, extra, teacher)
-    want = predict(teacher, extra, 8).argmax(-1).tolist()
+    logits = predict(teacher, extra, 8)
+    merged = _with_teacher_labels(base, extra, logits)
+    want = logits.argmax(-1).tolist()
     assert merged.labels == [1, *want] and merged.lengths == [3, 4, 3] and len(merged) == 3

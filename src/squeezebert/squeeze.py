@@ -91,16 +91,15 @@ def _row(name: str, model: torch.nn.Module, metrics: dict[str, float], size: int
     }
 
 
-def _with_teacher_labels(train: EncodedDataset, extra: EncodedDataset, teacher: SqueezeBert) -> EncodedDataset:
-    """``train`` followed by ``extra``, whose hard labels are the teacher's predictions (argmax
-    for classification, the predicted value for regression)."""
-    logits = predict(teacher, extra, 64)
-    if train.is_regression:
-        pseudo: list[Any] = [float(v) for v in logits[:, 0]]
-    else:
-        pseudo = [int(i) for i in logits.argmax(-1)]
+def _with_teacher_labels(train: EncodedDataset, extra: EncodedDataset, extra_logits: np.ndarray) -> EncodedDataset:
+    """``train`` followed by ``extra``, whose hard labels are the teacher's predictions
+    (``extra_logits``: argmax for classification, the predicted value for regression)."""
     if train.labels is None:
         raise ValueError("augmentation needs a labelled training set")
+    if train.is_regression:
+        pseudo: list[Any] = [float(v) for v in extra_logits[:, 0]]
+    else:
+        pseudo = [int(i) for i in extra_logits.argmax(-1)]
     return EncodedDataset(
         input_ids=train.input_ids + extra.input_ids,
         token_type_ids=train.token_type_ids + extra.token_type_ids,
@@ -225,15 +224,20 @@ def _squeeze(
     after_construction = distributed.on_main(lambda: evaluate(student, dev, kind))
     log.info("student right after construction: %s", after_construction)
 
+    log.info("teacher logits on %d training examples (computed once)", len(train))
+    logits = predict(teacher, train, config.eval_batch_size)
     if distill.augment:
         extra = augment_examples(train_examples, distill.augment, config.seed)
-        train = _with_teacher_labels(train, encode(tokenizer, extra, max_length, None, data.train_source), teacher)
+        encoded = encode(tokenizer, extra, max_length, None, data.train_source)
+        log.info("teacher logits on %d perturbed copies (computed once)", len(encoded))
+        extra_logits = predict(teacher, encoded, config.eval_batch_size)
+        train = _with_teacher_labels(train, encoded, extra_logits)
+        logits = np.concatenate([logits, extra_logits])
         notes.append(
             f"distillation data: {len(train_examples)} training examples + {len(extra)} perturbed copies "
             f"({distill.augment} per example) labelled by the teacher"
         )
-    log.info("teacher logits on %d training examples (computed once)", len(train))
-    t_logits = torch.from_numpy(predict(teacher, train, config.eval_batch_size))
+    t_logits = torch.from_numpy(logits)
     loss_fn = DistillationLoss(teacher if distill.needs_teacher_activations else None, student, distill)
 
     def evaluate_fn(m: SqueezeBert) -> dict[str, float]:
