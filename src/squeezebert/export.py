@@ -186,6 +186,20 @@ def _torch_outputs(model: Any, inputs: dict[str, np.ndarray]) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- int8
+def _swap_nodes(model: Any, new_nodes: list[Any]) -> None:
+    """Make ``new_nodes`` the graph's nodes, drop the initializers (the fp32 weights) that no node
+    reads any more, and check the result."""
+    onnx, _ = _require_onnx()
+    graph = model.graph
+    del graph.node[:]
+    graph.node.extend(new_nodes)
+    used = {name for n in graph.node for name in n.input}
+    keep = [init for init in graph.initializer if init.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    onnx.checker.check_model(model)
+
+
 def _quantize_grouped_matmuls(model: Any) -> int:
     """Replace every MatMul against a constant 3-D ``(G, in/G, out/G)`` weight by int8 nodes,
     weights symmetric per (group, output column). Returns how many were replaced."""
@@ -228,14 +242,7 @@ def _quantize_grouped_matmuls(model: Any) -> int:
             helper.make_node("Mul", [f"{base}_float", f"{base}_scale"], [node.output[0]], f"{base}_dequant"),
         ]
         replaced += 1
-    del graph.node[:]
-    graph.node.extend(new_nodes)
-    # Drop the fp32 weights that no node reads any more.
-    used = {name for n in graph.node for name in n.input}
-    keep = [init for init in graph.initializer if init.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
-    onnx.checker.check_model(model)
+    _swap_nodes(model, new_nodes)
     return replaced
 
 
@@ -307,13 +314,7 @@ def _quantize_matmuls_per_token(model: Any) -> int:
         corrected = op("Sub", [yw, op("Mul", [z, f"{b}_weight_colsum"], "z_colsum")], "y_c")
         new_nodes.append(helper.make_node("Mul", [corrected, s], [node.output[0]], f"{b}_y"))
         replaced += 1
-    del graph.node[:]
-    graph.node.extend(new_nodes)
-    used = {name for n in graph.node for name in n.input}
-    keep = [init for init in graph.initializer if init.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
-    onnx.checker.check_model(model)
+    _swap_nodes(model, new_nodes)
     return replaced
 
 
