@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import argparse
 import random
-import statistics
-import time
 from pathlib import Path
 
 import torch
 
+from squeezebert.bench import time_interleaved
 from squeezebert.checkpoint import load
 from squeezebert.config import preset
 from squeezebert.model import SqueezeBert
@@ -62,20 +61,13 @@ def main() -> None:
             for i, batch in enumerate(int(b) for b in args.batch_sizes.split(",")):
                 ids = torch.randint(1000, model.config.vocab_size, (batch, args.seq_len))
                 mask = torch.ones_like(ids)
-                for m in cands.values():  # warm-up: oneDNN primitive creation
-                    m(ids, mask)
-                times: dict[tuple[str, str], list[float]] = {k: [] for k in cands}
                 n = rounds[min(i, len(rounds) - 1)]
-                for _ in range(n):
-                    order = list(cands)
-                    rng.shuffle(order)
-                    for key in order:
-                        t0 = time.perf_counter()
-                        cands[key](ids, mask)
-                        times[key].append(time.perf_counter() - t0)
+                # one warm-up call each (oneDNN primitive creation), then n shuffled rounds
+                calls = {k: (lambda m=m, x=ids, a=mask: m(x, a)) for k, m in cands.items()}
+                timed = time_interleaved(calls, warmup=1, repeats=n, shuffle=rng)
                 for precision in dict.fromkeys(p for p, _ in cands):
-                    before = statistics.median(times[(precision, "unfused")]) * 1e3
-                    after = statistics.median(times[(precision, "fused")]) * 1e3
+                    before = timed[(precision, "unfused")].p50
+                    after = timed[(precision, "fused")].p50
                     print(
                         f"| {name} | {threads} | {batch} | {precision} | {before:.1f} | {after:.1f} | "
                         f"{after / before:.2f} | {n} |",

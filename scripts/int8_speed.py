@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import argparse
 import random
-import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from squeezebert.bench import time_interleaved
 from squeezebert.checkpoint import load
 from squeezebert.export import _session, export_model, sample_inputs
 from squeezebert.quantize import optimize
@@ -60,22 +59,14 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for i, batch in enumerate(int(b) for b in args.batch_sizes.split(",")):
         inp = sample_inputs(model.config, batch, args.seq_len, pad_step=0)
-        times: dict[str, list[float]] = {name: [] for name in cands}
-        for call in cands.values():  # warm-up (oneDNN primitive creation, ORT allocations)
-            call(inp)
-            call(inp)
         n = rounds[min(i, len(rounds) - 1)]
-        for _ in range(n):
-            order = list(cands)
-            rng.shuffle(order)
-            for name in order:
-                t0 = time.perf_counter()
-                cands[name](inp)
-                times[name].append(time.perf_counter() - t0)
-        base = statistics.median(times["torch int8 per-tensor"])
-        for name, ts in times.items():
-            med = statistics.median(ts)
-            print(f"| {batch} | {name} | {med * 1e3:.1f} | {med / base:.2f}x | {n} |", flush=True)
+        # two warm-up calls each (oneDNN primitive creation, ORT allocations), then n shuffled rounds
+        timed = time_interleaved(
+            {name: (lambda c=call, x=inp: c(x)) for name, call in cands.items()}, warmup=2, repeats=n, shuffle=rng
+        )
+        base = timed["torch int8 per-tensor"].p50
+        for name, t in timed.items():
+            print(f"| {batch} | {name} | {t.p50:.1f} | {t.p50 / base:.2f}x | {n} |", flush=True)
     tmp.cleanup()
 
 

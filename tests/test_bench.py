@@ -37,6 +37,20 @@ def test_interleaved_timing_calls_each_candidate_in_rounds() -> None:
     assert t.p50 <= t.p90 <= t.p99
 
 
+def test_shuffled_rounds_run_every_candidate_once_per_round() -> None:
+    import random
+
+    calls: list[str] = []
+    names = "abcd"
+    fns = {n: (lambda n=n: calls.append(n)) for n in names}
+    result = time_interleaved(fns, warmup=1, repeats=6, shuffle=random.Random(0))
+    rounds = [calls[i : i + 4] for i in range(0, len(calls), 4)]
+    assert rounds[0] == list(names)  # the warm-up keeps the given order
+    assert all(sorted(r) == list(names) for r in rounds[1:]) and len(rounds) == 7
+    assert len({tuple(r) for r in rounds[1:]}) > 1  # the order changes between rounds
+    assert all(t.n == 6 for t in result.values())
+
+
 def test_percentile_interpolates() -> None:
     assert _percentile([1.0, 2.0, 3.0, 4.0, 5.0], 0.5) == 3.0
     assert _percentile([0.0, 10.0], 0.9) == pytest.approx(9.0)

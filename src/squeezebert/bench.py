@@ -41,6 +41,7 @@ import json
 import logging
 import os
 import platform
+import random
 import resource
 import statistics
 import tempfile
@@ -207,10 +208,13 @@ def _measure(
     max_seconds: float | None = None,
     meter: EnergyMeter | None = None,
     track_memory: bool = False,
+    shuffle: random.Random | None = None,
 ) -> dict[str, _Samples]:
     """Warm up, then time each callable ``repeats`` times round-robin; stop early (after at least
     3 rounds) once ``max_seconds`` have passed. With ``track_memory``, each candidate's first call
-    records its peak resident set above the one before it (needs ``warmup >= 1``)."""
+    records its peak resident set above the one before it (needs ``warmup >= 1``). With
+    ``shuffle``, each timed round runs the candidates in a fresh order drawn from it (no candidate
+    always follows the same neighbour)."""
     samples = {name: _Samples() for name in candidates}
     for round_ in range(warmup):
         for name, fn in candidates.items():
@@ -224,8 +228,12 @@ def _measure(
             else:
                 fn()
     start = time.perf_counter()
+    order = list(candidates)
     for round_ in range(repeats):
-        for name, fn in candidates.items():
+        if shuffle is not None:
+            shuffle.shuffle(order)
+        for name in order:
+            fn = candidates[name]
             e0 = meter.read() if meter else None
             c0, t0 = time.process_time(), time.perf_counter()
             fn()
@@ -242,11 +250,16 @@ def _measure(
 
 
 def time_interleaved(
-    candidates: dict[str, Callable[[], Any]], warmup: int = 3, repeats: int = 20, max_seconds: float | None = None
+    candidates: dict[str, Callable[[], Any]],
+    warmup: int = 3,
+    repeats: int = 20,
+    max_seconds: float | None = None,
+    shuffle: random.Random | None = None,
 ) -> dict[str, Timing]:
-    """Time each zero-argument callable ``repeats`` times, interleaved; stop early (at least 3
-    rounds) once ``max_seconds`` have passed."""
-    samples = _measure(candidates, warmup, repeats, max_seconds)
+    """Time each zero-argument callable ``repeats`` times, interleaved (in a fresh order each
+    round when ``shuffle`` is given); stop early (at least 3 rounds) once ``max_seconds`` have
+    passed."""
+    samples = _measure(candidates, warmup, repeats, max_seconds, shuffle=shuffle)
     return {name: _timing(s.times_ms) for name, s in samples.items()}
 
 
