@@ -23,9 +23,9 @@ def _ratio(row: dict, key: str, batch: str) -> float:
 def main(paths: list[str]) -> None:
     print(
         "| task | student | teacher | after construction | after distillation | Δ (points) | "
-        "fp32 speedup b1 / b32 | int8 student vs int8 teacher b1 / b32 |"
+        "fp32 speedup b1 / b32 | int8 student vs int8 teacher b1 / b32 | fastest vs fastest b1 / b32 |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     by_variant: dict[str, list[tuple[str, float, float, float]]] = defaultdict(list)
     for p in sorted(paths):
         r = json.loads(Path(p).read_text())
@@ -43,13 +43,23 @@ def main(paths: list[str]) -> None:
             q1 = _ratio(q, "speedup_vs_teacher_int8", "batch1")
             q32 = _ratio(q, "speedup_vs_teacher_int8", "batch32")
             int8 = f"{q1:.2f}x / {q32:.2f}x"
+        fastest = ""
+        if "fastest" in r:  # reports from before the bf16 rows have no such section
+            f1, f32 = r["fastest"].get("batch1"), r["fastest"].get("batch32")
+            if f1 and f32:
+                short = {"student": "s", "teacher": "t"}
+                fastest = " / ".join(
+                    f"{f['speedup']:.2f}x ({short[f['student'].split()[0]]} {f['student'].split()[1]} vs "
+                    f"{f['teacher'].split()[1]})"
+                    for f in (f1, f32)
+                )
         t, a, d = r["teacher_metrics"][m], r["student_after_construction"][m], r["student_metrics"][m]
         name = Path(p).parent.name
         variant = name.removeprefix("student-").removeprefix(f"{r['task']}-")
         by_variant[variant].append((r["task"], 100 * (d - t), _ratio(fp, "speedup_vs_teacher_fp32", "batch1"), q1))
         print(
             f"| {r['task']} | {variant} | {100 * t:.2f} | {100 * a:.2f} | {100 * d:.2f} | "
-            f"{100 * (d - t):+.2f} | {fp32} | {int8} |"
+            f"{100 * (d - t):+.2f} | {fp32} | {int8} | {fastest} |"
         )
     print()
     print("| student | tasks | mean Δ (points) | median fp32 speedup b1 | median int8 vs int8 b1 |")

@@ -59,7 +59,7 @@ def run(teacher_dir, task_files, out, **kwargs):
 
 
 def test_squeeze_writes_student_and_a_complete_report(teacher_dir, task_files, tmp_path) -> None:
-    report = run(teacher_dir, task_files, tmp_path / "out")
+    report = run(teacher_dir, task_files, tmp_path / "out", bf16=True)
     out = tmp_path / "out"
     for name in ("config.json", "model.safetensors", "tokenizer.json", "report.md", "report.json"):
         assert (out / name).is_file(), name
@@ -67,16 +67,36 @@ def test_squeeze_writes_student_and_a_complete_report(teacher_dir, task_files, t
     assert student.config.ranks and student.config.labels == ["neg", "pos"]
     assert json.loads((out / "report.json").read_text()) == json.loads(json.dumps(report, default=str))
     names = [r["model"] for r in report["rows"]]
-    assert names == ["teacher fp32", "student fp32", "teacher int8", "student int8"]
+    assert names == ["teacher fp32", "student fp32", "teacher int8", "student int8", "teacher bf16", "student bf16"]
+    rows = {r["model"]: r for r in report["rows"]}
     for row in report["rows"]:
         assert set(row["latency_ms"]) == {"batch1_seq128", "batch4_seq128"}
         assert {"p50", "p90", "p99"} <= set(row["latency_ms"]["batch1_seq128"])
         assert "accuracy" in row["metrics"] and row["flops_seq128"] > 0
-        assert set(row["speedup_vs_teacher_int8"]) == {"batch1", "batch4"}
+        for precision in ("fp32", "int8", "bf16"):
+            assert set(row[f"speedup_vs_teacher_{precision}"]) == {"batch1", "batch4"}
+            # each ratio is the same-precision teacher's p50 over this row's p50
+            t = rows[f"teacher {precision}"]["latency_ms"]["batch4_seq128"]["p50"]
+            expected = t / row["latency_ms"]["batch4_seq128"]["p50"]
+            assert row[f"speedup_vs_teacher_{precision}"]["batch4"] == pytest.approx(expected, abs=0.006)
+    # the fastest path of each side, named and compared
+    for bs in (1, 4):
+        f = report["fastest"][f"batch{bs}"]
+        key = f"batch{bs}_seq128"
+        s_best = min(
+            (r for r in report["rows"] if r["model"].startswith("student")), key=lambda r: r["latency_ms"][key]["p50"]
+        )
+        t_best = min(
+            (r for r in report["rows"] if r["model"].startswith("teacher")), key=lambda r: r["latency_ms"][key]["p50"]
+        )
+        assert (f["student"], f["teacher"]) == (s_best["model"], t_best["model"])
+        assert f["speedup"] == pytest.approx(f["teacher_p50_ms"] / f["student_p50_ms"], abs=0.006)
+        assert f["student_metric"] == s_best["metrics"]["accuracy"]
+    assert "## Fastest path against fastest path" in (out / "report.md").read_text()
     student_row = report["rows"][1]
     assert student_row["flops_seq128"] < report["rows"][0]["flops_seq128"]
     assert student_row["parameters"] < report["rows"][0]["parameters"]
-    assert len(report["pareto"]) == 4 and all("Pareto front" in n for n in report["pareto"])
+    assert len(report["pareto"]) == 6 and all("Pareto front" in n for n in report["pareto"])
     assert "accuracy" in report["student_after_construction"]
     md = (out / "report.md").read_text()
     assert "| teacher int8 |" in md and "What each lossy step lost" in md
@@ -84,7 +104,7 @@ def test_squeeze_writes_student_and_a_complete_report(teacher_dir, task_files, t
 
 def test_grouped_construction_and_layer_drop(teacher_dir, task_files, tmp_path) -> None:
     spec = construction_spec("grouped", layers=[1])
-    report = run(teacher_dir, task_files, tmp_path / "out", spec=spec, int8=False)
+    report = run(teacher_dir, task_files, tmp_path / "out", spec=spec, int8=False, bf16=False)
     student = load(tmp_path / "out").model
     assert student.config.num_hidden_layers == 1 and student.config.groups("query") == 4
     assert [r["model"] for r in report["rows"]] == ["teacher fp32", "student fp32"]
@@ -95,7 +115,9 @@ def test_pretrained_student_without_surgery(teacher_dir, task_files, tmp_path, m
     # a random-weight HF SqueezeBERT checkpoint of the tiny shape stands in for the Hub's
     student = SqueezeBert(preset("tiny", num_hidden_layers=1))
     save_hf(student, tmp_path / "hf-student", Tokenizer.from_dir(minilm_path))
-    report = run(teacher_dir, task_files, tmp_path / "out", student_src=str(tmp_path / "hf-student"), int8=False)
+    report = run(
+        teacher_dir, task_files, tmp_path / "out", student_src=str(tmp_path / "hf-student"), int8=False, bf16=False
+    )
     assert report["construction"].startswith("pretrained student")
     assert report["surgery"] is None
     assert load(tmp_path / "out").model.config.labels == ["neg", "pos"]
@@ -107,11 +129,13 @@ def test_cli_squeeze_end_to_end(teacher_dir, task_files, tmp_path, capsys) -> No
             "squeeze", "--teacher", str(teacher_dir), "--train", str(task_files / "train.csv"),
             "--dev", str(task_files / "dev.csv"), "--out", str(tmp_path / "cli"), "--epochs", "1",
             "--batch-size", "8", "--max-length", "32", "--groups", "4,4,4,1,4,4", "--rank", "2",
-            "--calibration-samples", "16", "--bench-repeats", "1", "--no-int8",
+            "--calibration-samples", "16", "--bench-repeats", "1", "--no-int8", "--no-bf16",
         ]
     )  # fmt: skip
     assert code == 0
     assert "squeeze report" in capsys.readouterr().out
+    rows = json.loads((tmp_path / "cli" / "report.json").read_text())["rows"]
+    assert [r["model"] for r in rows] == ["teacher fp32", "student fp32"]
     cfg = load(tmp_path / "cli").model.config
     assert cfg.groups("intermediate") == 4 and cfg.rank(0, "intermediate") == 2
 
@@ -139,7 +163,7 @@ def test_bad_cli_flags_are_one_line_errors(teacher_dir, task_files, tmp_path, ca
 def test_augmented_distillation_data_is_labelled_by_the_teacher(teacher_dir, task_files, tmp_path) -> None:
     from squeezebert.distill import DistillConfig
 
-    report = run(teacher_dir, task_files, tmp_path / "aug", distill=DistillConfig(augment=2), int8=False)
+    report = run(teacher_dir, task_files, tmp_path / "aug", distill=DistillConfig(augment=2), int8=False, bf16=False)
     assert report["num_train_examples"] == 48 * 3
     assert report["distill"]["augment"] == 2
     assert any("96 perturbed copies" in n for n in report["notes"])

@@ -139,6 +139,7 @@ def cmd_squeeze(args: argparse.Namespace) -> int:
         bench_threads=args.bench_threads,
         bench_repeats=args.bench_repeats,
         int8=not args.no_int8,
+        bf16=False if args.no_bf16 else None,
         resume=args.resume,
     )
     if _is_main():
@@ -552,6 +553,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bench-threads", type=int, default=None, help="threads for the latency measurement")
     p.add_argument("--bench-repeats", type=int, default=20)
     p.add_argument("--no-int8", action="store_true", help="skip the int8 paths in the report")
+    p.add_argument(
+        "--no-bf16", action="store_true", help="skip the bf16 paths in the report (default: on CPUs with native bf16)"
+    )
     _add_train_args(p)
     p.set_defaults(handler=cmd_squeeze, lr=1e-4)
     p = sub.add_parser("finetune", help="fine-tune a model on a GLUE task or custom CSV/TSV/JSONL data")

@@ -425,6 +425,12 @@ class InferenceModel(nn.Module):
         return f"precision={self.precision}"
 
 
+def native_bf16() -> bool:
+    """Whether this CPU runs bf16 matmuls natively (AVX512-BF16 or AMX, through oneDNN)."""
+    native = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    return bool(torch.backends.mkldnn.is_available() and native())
+
+
 def int8_targets(model: SqueezeBert) -> list[str]:
     """Names of the modules that int8 quantizes: every grouped/dense encoder projection (both
     halves of a low-rank one) and the factorized embedding projection, if any."""
@@ -487,8 +493,7 @@ def optimize(
         # (0.95-1.02x on the low-rank student and bert-base, docs/RESULTS.md), so it is not used.
         fuse_attention_projections(copy_, True, tuple(int8_keep), per_token)
     if precision == "bf16":
-        native = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
-        if not torch.backends.mkldnn.is_available() or not native():
+        if not native_bf16():
             log.warning("this CPU has no native bf16 (AVX512-BF16/AMX): bf16 will be emulated and slow")
         copy_ = copy_.to(torch.bfloat16)
     elif precision == "int8":

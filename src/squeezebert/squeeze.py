@@ -130,6 +130,7 @@ def squeeze(
     bench_batch_sizes: tuple[int, ...] = (1, 32),
     int8: bool = True,
     resume: bool = False,
+    bf16: bool | None = None,
 ) -> dict[str, Any]:
     """Squeeze a fine-tuned ``teacher_src`` on a task; write the student and ``report.md`` /
     ``report.json`` into ``out_dir``; return the report.
@@ -140,6 +141,9 @@ def squeeze(
     Under ``torchrun`` the distillation runs data-parallel (see :func:`squeezebert.train.fit`);
     the evaluations and the report stage (int8 copies, latency benchmark, report files) run on
     rank 0 alone while the other processes wait for it, and every process returns the report.
+
+    ``int8`` / ``bf16``: also score and time both models through :func:`squeezebert.optimize` in
+    that precision (``bf16=None``: where the CPU runs bf16 natively).
     """
     config = config or TrainConfig(epochs=3, lr=1e-4, batch_size=32, max_length=64)
     # One process group for the whole workflow (fit then leaves it alone), so that the other
@@ -148,7 +152,7 @@ def squeeze(
         return _squeeze(
             teacher_src, out_dir, task, data_dir, train_file, dev_file, text_column, text_pair_column,
             label_column, student_src, spec, distill, config, calibration_samples, bench_threads,
-            bench_repeats, bench_batch_sizes, int8, resume,
+            bench_repeats, bench_batch_sizes, int8, resume, bf16,
         )  # fmt: skip
 
 
@@ -172,6 +176,7 @@ def _squeeze(
     bench_batch_sizes: tuple[int, ...],
     int8: bool,
     resume: bool,
+    bf16: bool | None,
 ) -> dict[str, Any]:
     spec = spec or construction_spec("lowrank")
     distill = distill or DistillConfig()
@@ -265,20 +270,21 @@ def _squeeze(
 
     def report_stage() -> dict[str, Any]:
         """Rank 0: evaluate the student, quantize both models, measure latency, write the report."""
-        log.info("report: scoring the student and the int8 copies, measuring latency")
+        from squeezebert.quantize import native_bf16, optimize
+
+        fast = [p for p, on in (("int8", int8), ("bf16", native_bf16() if bf16 is None else bf16)) if on]
+        log.info("report: scoring the student and the %s copies, measuring latency", "/".join(fast) or "no fast")
         student_metrics = evaluate(student, dev, kind)
 
         # ---------------------------------------------------------------- size and speed
         metric = main_metric(kind)
         candidates: dict[str, torch.nn.Module] = {"teacher fp32": teacher, "student fp32": student}
         metrics_of = {"teacher fp32": teacher_metrics, "student fp32": student_metrics}
-        if int8:
-            from squeezebert.quantize import optimize
-
+        for precision in fast:
             for who, model in (("teacher", teacher), ("student", student)):
-                q = optimize(model, "int8").eval()
-                candidates[f"{who} int8"] = q
-                metrics_of[f"{who} int8"] = evaluate(q, dev, kind)
+                q = optimize(model, precision).eval()
+                candidates[f"{who} {precision}"] = q
+                metrics_of[f"{who} {precision}"] = evaluate(q, dev, kind)
         latency: dict[str, dict[str, Any]] = {name: {} for name in candidates}
         for bs in bench_batch_sizes:
             timings = model_latency(candidates, bs, 128, threads=bench_threads, repeats=bench_repeats)
@@ -291,23 +297,20 @@ def _squeeze(
         rows = []
         for name, model in candidates.items():
             who = name.split()[0]
-            size = sizes[who] if name.endswith("fp32") else 0  # int8 copies live in memory only
+            size = sizes[who] if name.endswith("fp32") else 0  # the fast copies live in memory only
             row = _row(name, teacher if who == "teacher" else student, metrics_of[name], size, model.config)
             row["latency_ms"] = latency[name]
             rows.append(row)
-        base = {bs: latency["teacher fp32"][f"batch{bs}_seq128"]["p50"] for bs in bench_batch_sizes}
-        base_int8 = (
-            {bs: latency["teacher int8"][f"batch{bs}_seq128"]["p50"] for bs in bench_batch_sizes} if int8 else {}
-        )
         for row in rows:
             p50 = {bs: row["latency_ms"][f"batch{bs}_seq128"]["p50"] for bs in bench_batch_sizes}
-            row["speedup_vs_teacher_fp32"] = {f"batch{bs}": round(base[bs] / p50[bs], 2) for bs in bench_batch_sizes}
-            if int8:
-                row["speedup_vs_teacher_int8"] = {
-                    f"batch{bs}": round(base_int8[bs] / p50[bs], 2) for bs in bench_batch_sizes
+            for precision in ("fp32", *fast):
+                base = latency[f"teacher {precision}"]
+                row[f"speedup_vs_teacher_{precision}"] = {
+                    f"batch{bs}": round(base[f"batch{bs}_seq128"]["p50"] / p50[bs], 2) for bs in bench_batch_sizes
                 }
         pareto = _pareto_notes(rows, metric, bench_batch_sizes, greater_is_better=True)
         report = {
+            "fastest": _fastest_paths(rows, metric, bench_batch_sizes),
             "teacher": str(teacher_src),
             "task": data.task,
             "kind": kind,
@@ -355,6 +358,30 @@ def _pareto_notes(rows: list[dict], metric: str, batch_sizes: tuple[int, ...], g
     return notes
 
 
+def _fastest_paths(rows: list[dict], metric: str, batch_sizes: tuple[int, ...]) -> dict[str, dict[str, Any]]:
+    """Per batch size: the student's and the teacher's fastest path (by p50), their metrics and
+    the speed ratio between them -- the comparison a user deploying either one would make."""
+    out = {}
+    for bs in batch_sizes:
+        key = f"batch{bs}_seq128"
+
+        def fastest(who: str, key: str = key) -> dict:
+            return min((r for r in rows if r["model"].startswith(who)), key=lambda r: r["latency_ms"][key]["p50"])
+
+        s, t = fastest("student"), fastest("teacher")
+        s_ms, t_ms = s["latency_ms"][key]["p50"], t["latency_ms"][key]["p50"]
+        out[f"batch{bs}"] = {
+            "student": s["model"],
+            "student_p50_ms": s_ms,
+            "student_metric": s["metrics"][metric],
+            "teacher": t["model"],
+            "teacher_p50_ms": t_ms,
+            "teacher_metric": t["metrics"][metric],
+            "speedup": round(t_ms / s_ms, 2),
+        }
+    return out
+
+
 def render_report(report: dict[str, Any], surgery_table: str | None = None) -> str:
     """The markdown report: the comparison table first, then what each lossy step lost."""
     metric = report["main_metric"]
@@ -392,6 +419,14 @@ def render_report(report: dict[str, Any], surgery_table: str | None = None) -> s
         f"Student {metric} right after construction (before any training): "
         f"{report['student_after_construction'][metric]:.4f}; after distillation: "
         f"{report['student_metrics'][metric]:.4f}; teacher: {report['teacher_metrics'][metric]:.4f}.",
+        "",
+        "## Fastest path against fastest path",
+        "",
+        *[
+            f"- batch {k[5:]}: {f['student']} {f['student_p50_ms']:.2f} ms ({metric} {f['student_metric']:.4f}) vs "
+            f"{f['teacher']} {f['teacher_p50_ms']:.2f} ms ({f['teacher_metric']:.4f}): **{f['speedup']:.2f}x**"
+            for k, f in report.get("fastest", {}).items()
+        ],
         "",
         "## Pareto",
         "",
