@@ -197,3 +197,19 @@ def test_cli_export_int8_activations_opt_out_is_recorded(tokenizer: Tokenizer, t
         config = json.loads((out / "config.json").read_text(encoding="utf-8"))
         assert config["onnx"]["int8_activations"] == activations
         assert op_types(out / "model.onnx")[quantize_op] >= 1
+
+
+def test_int8_export_stores_word_embeddings_as_int8_rows(tmp_path: Path) -> None:
+    model = tiny_model()
+    export_model(model, tmp_path / "fp32")
+    export_model(model, tmp_path / "int8", precision="int8")
+    graph = onnx.load(str(tmp_path / "int8" / "model.onnx")).graph
+    inits = {init.name: onnx.numpy_helper.to_array(init) for init in graph.initializer}
+    assert "embeddings.word_embeddings.weight" not in inits  # no fp32 copy left behind
+    rows, scale = inits["word_embeddings_int8_rows"], inits["word_embeddings_int8_scale"]
+    table = model.embeddings.word_embeddings.weight.detach().numpy()
+    assert rows.dtype == np.int8 and rows.shape == table.shape and scale.shape == (table.shape[0], 1)
+    np.testing.assert_allclose(rows * scale, table, rtol=0, atol=float(scale.max()) / 2 + 1e-7)
+    # the table is most of the tiny model: the int8 file is far smaller than the fp32 one
+    fp32_bytes = (tmp_path / "fp32" / "model.onnx").stat().st_size
+    assert (tmp_path / "int8" / "model.onnx").stat().st_size < fp32_bytes - 0.6 * table.nbytes

@@ -441,3 +441,20 @@ def test_onnx_classifier_runs_where_torch_cannot_be_imported(exported, trained) 
     expected = clf.predict(["what a good film", "bad"]) + clf.predict([("the plot", "was good")])
     assert [g["label"] for g in got] == [p.label for p in expected] == ["positive", "negative", "positive"]
     assert np.allclose([g["score"] for g in got], [p.score for p in expected])
+
+
+def test_int8_stores_the_word_embeddings_as_int8_rows() -> None:
+    torch.manual_seed(0)
+    model = SqueezeBert(tiny_config()).eval()
+    fast = optimize(model, "int8").model
+    table = fast.embeddings.word_embeddings
+    assert isinstance(table, quantize.Int8Embedding) and table.qweight.dtype == torch.int8
+    ids = torch.randint(0, model.config.vocab_size, (3, 9))
+    ref = model.embeddings.word_embeddings(ids)
+    got = table(ids)
+    # each row's error is at most half its own quantization step (row max / 127 / 2)
+    step = model.embeddings.word_embeddings.weight[ids].abs().amax(-1, keepdim=True) / 127
+    assert got.shape == ref.shape and bool(((got - ref).abs() <= step / 2 + 1e-7).all())
+    assert not torch.equal(got, ref)  # it really is quantized
+    kept = optimize(model, "int8", int8_keep=["embeddings.word_embeddings"]).model
+    assert isinstance(kept.embeddings.word_embeddings, torch.nn.Embedding)

@@ -34,6 +34,9 @@ within one interleaved run):
   per group and output column, into the same node pattern (DynamicQuantizeLinear ->
   MatMulInteger -> Cast -> Mul), which ONNX Runtime fuses into one kernel as it does its own.
   Pooler and classifier stay fp32, as in :func:`squeezebert.optimize`.
+* int8 also stores the word-embedding table as int8 rows with a scale each (Gather -> Cast ->
+  Mul), as :func:`squeezebert.optimize` does: the table is most of the file (94 of
+  SqueezeBERT-base's 204 MB in fp32).
 """
 
 from __future__ import annotations
@@ -318,9 +321,48 @@ def _quantize_matmuls_per_token(model: Any) -> int:
     return replaced
 
 
+WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
+
+
+def _quantize_word_embeddings(model: Any) -> int:
+    """Store the word-embedding table int8 with a symmetric scale per row (the grid of
+    :class:`squeezebert.quantize.Int8Embedding`): its ``Gather`` becomes ``Gather`` of int8 rows
+    -> ``Cast`` -> ``Mul`` by the gathered row scales. Returns how many tables were replaced."""
+    onnx, _ = _require_onnx()
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = {init.name: init for init in model.graph.initializer}
+    replaced, new_nodes = 0, []
+    for node in model.graph.node:
+        if node.op_type != "Gather" or node.input[0] != WORD_EMBEDDINGS or WORD_EMBEDDINGS not in inits:
+            new_nodes.append(node)
+            continue
+        w = numpy_helper.to_array(inits[WORD_EMBEDDINGS]).astype(np.float32)  # (V, E)
+        scale = np.maximum(np.abs(w).max(axis=1, keepdims=True), 1e-12) / 127  # (V, 1)
+        q = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
+        b = "word_embeddings_int8"
+        model.graph.initializer.extend(
+            [numpy_helper.from_array(q, f"{b}_rows"), numpy_helper.from_array(scale.astype(np.float32), f"{b}_scale")]
+        )
+        ids = node.input[1]
+        new_nodes += [
+            helper.make_node("Gather", [f"{b}_rows", ids], [f"{b}_q"], f"{b}_gather"),
+            helper.make_node("Gather", [f"{b}_scale", ids], [f"{b}_s"], f"{b}_gather_scale"),
+            helper.make_node("Cast", [f"{b}_q"], [f"{b}_f"], f"{b}_cast", to=TensorProto.FLOAT),
+            helper.make_node("Mul", [f"{b}_f", f"{b}_s"], [node.output[0]], f"{b}_dequant"),
+        ]
+        replaced += 1
+    _swap_nodes(model, new_nodes)
+    return replaced
+
+
 def _quantize_int8(fp32_path: Path, out_path: Path, activations: str = "per-token") -> None:
     onnx, _ = _require_onnx()
     from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    def embeddings(model: Any) -> None:
+        if _quantize_word_embeddings(model) != 1:
+            raise ExportError("found no word-embedding lookup to quantize; the graph changed shape")
 
     model = onnx.load(str(fp32_path))
     inits = {init.name: len(init.dims) for init in model.graph.initializer}
@@ -329,6 +371,7 @@ def _quantize_int8(fp32_path: Path, out_path: Path, activations: str = "per-toke
         replaced = _quantize_matmuls_per_token(model)
         if replaced != len(projections):
             raise ExportError(f"quantized {replaced} of {len(projections)} projections; the graph changed shape")
+        embeddings(model)
         onnx.save(model, str(out_path))
         return
     grouped = [n.name for n in model.graph.node if n.op_type == "MatMul" and inits.get(n.input[1]) == 3]
@@ -355,6 +398,7 @@ def _quantize_int8(fp32_path: Path, out_path: Path, activations: str = "per-toke
     replaced = _quantize_grouped_matmuls(model)
     if replaced != len(grouped):
         raise ExportError(f"quantized {replaced} of {len(grouped)} grouped MatMuls; the graph changed shape")
+    embeddings(model)
     onnx.save(model, str(out_path))
 
 

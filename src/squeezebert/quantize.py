@@ -39,8 +39,9 @@ grouped projections (block-diagonal) no faster than fp32.
 Each layer's query, key and value quantize their shared input once (:func:`fuse_qkv`; a few
 percent faster in int8, docs/RESULTS.md).
 
-The pooler and classifier stay fp32: they see one vector per sequence, cost nothing, and their
-error would land directly on the logits.
+The word-embedding table is stored int8 per row (:class:`Int8Embedding`): it is most of a small
+model's bytes, and a lookup costs nothing to dequantize. The pooler and classifier stay fp32:
+they see one vector per sequence, cost nothing, and their error would land directly on the logits.
 
 bf16 casts the whole copy to bfloat16 (weights and activations; LayerNorm and softmax accumulate in
 fp32 inside their CPU kernels) and returns fp32 logits. It pays off on CPUs with native bf16
@@ -259,6 +260,25 @@ def int8_projection(module: nn.Module, per_token: bool = False) -> nn.Module:
     return Int8MatmulProjection(weight, module.bias)
 
 
+class Int8Embedding(nn.Module):
+    """A word-embedding table stored as int8 rows, each with its own symmetric scale: a quarter
+    of the fp32 bytes (the table is most of a small model's weights: 94 of SqueezeBERT-base's
+    204 MB). A lookup dequantizes only the rows it reads. Same grid as the ONNX int8 export."""
+
+    def __init__(self, weight: Tensor) -> None:
+        super().__init__()
+        self.num_embeddings, self.embedding_dim = weight.shape
+        q, scale = _quantize_weight(weight)  # one scale per row (token)
+        self.register_buffer("qweight", q, persistent=False)
+        self.register_buffer("scale", scale[:, None].contiguous(), persistent=False)  # (V, 1)
+
+    def forward(self, input_ids: Tensor) -> Tensor:  # (...) -> (..., E)
+        return torch.nn.functional.embedding(input_ids, self.qweight).float().mul_(self.scale[input_ids])
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, int8 per row"
+
+
 # --------------------------------------------------------------------------- fused Q, K, V
 class Int8SharedInput(nn.Module):
     """Several int8 projections of one input: the input is quantized once, then each projection
@@ -431,12 +451,17 @@ def native_bf16() -> bool:
     return bool(torch.backends.mkldnn.is_available() and native())
 
 
+WORD_EMBEDDINGS = "embeddings.word_embeddings"
+
+
 def int8_targets(model: SqueezeBert) -> list[str]:
     """Names of the modules that int8 quantizes: every grouped/dense encoder projection (both
-    halves of a low-rank one) and the factorized embedding projection, if any."""
+    halves of a low-rank one), the factorized embedding projection, if any, and the word
+    embedding table (int8 rows; keep it with ``int8_keep=["embeddings.word_embeddings"]``)."""
     targets = [name for name, m in model.named_modules() if isinstance(m, GroupedLinear)]
     if model.embeddings.projection is not None:
         targets.append("embeddings.projection")
+    targets.append(WORD_EMBEDDINGS)
     return targets
 
 
@@ -453,7 +478,11 @@ def quantize_projections(model: nn.Module, keep: Sequence[str] = (), per_token: 
             continue
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name)
-        setattr(parent, child, int8_projection(getattr(parent, child), _matches(name, per_token)))
+        module = getattr(parent, child)
+        if isinstance(module, nn.Embedding):
+            setattr(parent, child, Int8Embedding(module.weight))
+        else:
+            setattr(parent, child, int8_projection(module, _matches(name, per_token)))
 
 
 def optimize(
