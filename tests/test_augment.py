@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from squeezebert.augment import augment_examples
+from squeezebert.augment import augment_examples, auto_copies, resolve_copies
 from squeezebert.distill import DistillConfig
 from squeezebert.tables import Example
 
@@ -57,5 +57,16 @@ def test_zero_copies_and_bad_arguments() -> None:
         augment_examples(EXAMPLES, -1)
     with pytest.raises(ValueError, match="p_replace"):
         augment_examples(EXAMPLES, 1, p_replace=0.8, p_drop=0.5)
-    with pytest.raises(ValueError, match="augment"):
-        DistillConfig(augment=-2)
+    for bad in (-2, "more", 1.5):
+        with pytest.raises(ValueError, match="augment"):
+            DistillConfig(augment=bad)
+    assert DistillConfig(augment="auto").augment == "auto"
+
+
+def test_auto_grows_small_training_sets_only() -> None:
+    # about 32k distillation examples, at most 3 copies: the GLUE sizes
+    sizes = {"rte": 2490, "mrpc": 3668, "stsb": 5749, "cola": 8551, "qnli": 104743, "sst2": 67349}
+    copies = {task: auto_copies(n) for task, n in sizes.items()}
+    assert copies == {"rte": 3, "mrpc": 3, "stsb": 3, "cola": 3, "qnli": 0, "sst2": 0}
+    assert auto_copies(16_000) == 1 and auto_copies(12_000) == 2 and auto_copies(0) == 0
+    assert resolve_copies("auto", 8551) == 3 and resolve_copies(2, 10**6) == 2 and resolve_copies(0, 10) == 0

@@ -129,13 +129,16 @@ def test_cli_squeeze_end_to_end(teacher_dir, task_files, tmp_path, capsys) -> No
             "squeeze", "--teacher", str(teacher_dir), "--train", str(task_files / "train.csv"),
             "--dev", str(task_files / "dev.csv"), "--out", str(tmp_path / "cli"), "--epochs", "1",
             "--batch-size", "8", "--max-length", "32", "--groups", "4,4,4,1,4,4", "--rank", "2",
-            "--calibration-samples", "16", "--bench-repeats", "1", "--no-int8", "--no-bf16",
+            "--calibration-samples", "16", "--bench-repeats", "1", "--no-int8", "--no-bf16", "--augment", "auto",
         ]
     )  # fmt: skip
     assert code == 0
     assert "squeeze report" in capsys.readouterr().out
-    rows = json.loads((tmp_path / "cli" / "report.json").read_text())["rows"]
-    assert [r["model"] for r in rows] == ["teacher fp32", "student fp32"]
+    report = json.loads((tmp_path / "cli" / "report.json").read_text())
+    assert [r["model"] for r in report["rows"]] == ["teacher fp32", "student fp32"]
+    # auto: 48 training examples get 3 copies each (the most), and the report says it chose so
+    assert report["num_train_examples"] == 48 * 4
+    assert any("144 perturbed copies (3 per example, chosen by augment=auto)" in n for n in report["notes"])
     cfg = load(tmp_path / "cli").model.config
     assert cfg.groups("intermediate") == 4 and cfg.rank(0, "intermediate") == 2
 
@@ -158,6 +161,9 @@ def test_bad_cli_flags_are_one_line_errors(teacher_dir, task_files, tmp_path, ca
     assert "--groups takes 6 numbers" in capsys.readouterr().err
     assert cli_main([*args, "--rank", "2", "--rank-energy", "0.9"]) == 2
     assert "at most one of" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main([*args, "--augment", "many"])
+    assert exit_info.value.code == 2 and "expected 'auto' or a number of copies" in capsys.readouterr().err
 
 
 def test_augmented_distillation_data_is_labelled_by_the_teacher(teacher_dir, task_files, tmp_path) -> None:

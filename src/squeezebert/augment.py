@@ -68,4 +68,22 @@ def augment_examples(
     return out
 
 
-__all__ = ["augment_examples"]
+# ``augment="auto"``: grow a small training set with perturbed copies up to about this many
+# distillation examples, with at most AUTO_MAX_COPIES copies per example (SST-2's 67k: none).
+AUTO_TARGET_EXAMPLES = 32_000
+AUTO_MAX_COPIES = 3
+
+
+def auto_copies(num_examples: int, target: int = AUTO_TARGET_EXAMPLES, max_copies: int = AUTO_MAX_COPIES) -> int:
+    """Copies per example that bring ``num_examples`` to about ``target`` (0 to ``max_copies``)."""
+    if num_examples <= 0:
+        return 0
+    return max(0, min(max_copies, -(-target // num_examples) - 1))
+
+
+def resolve_copies(augment: int | str, num_examples: int) -> int:
+    """``augment`` as given to squeeze (a count, or ``"auto"``) -> copies per example."""
+    return auto_copies(num_examples) if augment == "auto" else int(augment)
+
+
+__all__ = ["AUTO_MAX_COPIES", "AUTO_TARGET_EXAMPLES", "augment_examples", "auto_copies", "resolve_copies"]

@@ -90,6 +90,19 @@ def _int_list(text: str | None, name: str) -> list[int] | None:
         raise ValueError(f"{name} takes comma-separated integers, got {text!r}") from None
 
 
+def _augment_arg(text: str) -> int | str:
+    """``--augment``: ``auto`` or a number of copies >= 0."""
+    if text == "auto":
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number of copies >= 0, got {text!r}")
+    return n
+
+
 def cmd_squeeze(args: argparse.Namespace) -> int:
     from squeezebert.config import PROJECTIONS
     from squeezebert.distill import DistillConfig
@@ -545,9 +558,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attention-weight", type=float, default=0.0, help="attention KL weight (runs the teacher)")
     p.add_argument(
         "--augment",
-        type=int,
+        type=_augment_arg,
         default=0,
-        help="add this many perturbed copies of each training example, labelled by the teacher (default 0)",
+        help="add this many perturbed copies of each training example, labelled by the teacher; 'auto': up to 3, "
+        "enough to bring a small training set to about 32k examples (default 0)",
     )
     p.add_argument("--calibration-samples", type=int, default=4000, help="training examples for surgery statistics")
     p.add_argument("--bench-threads", type=int, default=None, help="threads for the latency measurement")

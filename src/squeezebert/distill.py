@@ -36,7 +36,8 @@ class DistillConfig:
     j+1 ↔ teacher layer round((j+1)·L_t/L_s), plus the embeddings.
 
     ``augment``: perturbed copies of every training example added to the distillation data and
-    labelled by the teacher (see :mod:`squeezebert.augment`); 0 = the training set alone.
+    labelled by the teacher (see :mod:`squeezebert.augment`); 0 = the training set alone;
+    ``"auto"`` = enough copies (at most 3) to bring a small training set to about 32k examples.
     """
 
     alpha: float = 0.7
@@ -44,7 +45,7 @@ class DistillConfig:
     hidden_weight: float = 0.0
     attention_weight: float = 0.0
     layer_map: list[tuple[int, int]] | None = None
-    augment: int = 0
+    augment: int | str = 0
 
     def __post_init__(self) -> None:
         if not 0 <= self.alpha <= 1:
@@ -53,8 +54,8 @@ class DistillConfig:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if self.hidden_weight < 0 or self.attention_weight < 0:
             raise ValueError("hidden_weight and attention_weight must be >= 0")
-        if self.augment < 0:
-            raise ValueError(f"augment must be >= 0 copies per example, got {self.augment}")
+        if self.augment != "auto" and not (isinstance(self.augment, int) and self.augment >= 0):
+            raise ValueError(f"augment must be 'auto' or >= 0 copies per example, got {self.augment!r}")
 
     @property
     def needs_teacher_activations(self) -> bool:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from squeezebert import distributed
-from squeezebert.augment import augment_examples
+from squeezebert.augment import augment_examples, resolve_copies
 from squeezebert.bench import model_latency
 from squeezebert.checkpoint import atomic_write_text, file_size, load
 from squeezebert.convert import (
@@ -231,8 +231,9 @@ def _squeeze(
 
     log.info("teacher logits on %d training examples (computed once)", len(train))
     logits = predict(teacher, train, config.eval_batch_size)
-    if distill.augment:
-        extra = augment_examples(train_examples, distill.augment, config.seed)
+    copies = resolve_copies(distill.augment, len(train_examples))
+    if copies:
+        extra = augment_examples(train_examples, copies, config.seed)
         encoded = encode(tokenizer, extra, max_length, None, data.train_source)
         log.info("teacher logits on %d perturbed copies (computed once)", len(encoded))
         extra_logits = predict(teacher, encoded, config.eval_batch_size)
@@ -240,7 +241,8 @@ def _squeeze(
         logits = np.concatenate([logits, extra_logits])
         notes.append(
             f"distillation data: {len(train_examples)} training examples + {len(extra)} perturbed copies "
-            f"({distill.augment} per example) labelled by the teacher"
+            f"({copies} per example{', chosen by augment=auto' if distill.augment == 'auto' else ''}) "
+            "labelled by the teacher"
         )
     t_logits = torch.from_numpy(logits)
     loss_fn = DistillationLoss(teacher if distill.needs_teacher_activations else None, student, distill)
