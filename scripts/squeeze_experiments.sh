@@ -3,6 +3,7 @@
 # (scripts/reproduce_teachers.sh makes them), then scripts/summarize_squeeze.py tabulates.
 # Usage: SQUEEZEBERT_GLUE_DIR=... scripts/squeeze_experiments.sh RUNS_DIR TASK [VARIANT ...]
 # Variants: lowrank lowrank-hidden lowrank-aug grouped grouped-block grouped-random grouped-4layers grouped-lowrank
+# (augmentation is explicit in each: squeeze's default became --augment auto after these were measured)
 set -euo pipefail
 GLUE=${SQUEEZEBERT_GLUE_DIR:?set SQUEEZEBERT_GLUE_DIR to the GLUE data directory}
 RUNS=${1:?runs directory}
@@ -13,14 +14,14 @@ EPOCHS=${EPOCHS:-1}
 if [ "$TASK" = sst2 ]; then LEN=64; else LEN=128; fi
 for v in $VARIANTS; do
   case $v in
-    lowrank)         args=(--construction lowrank) ;;
-    lowrank-hidden)  args=(--construction lowrank --hidden-weight 1.0) ;;
+    lowrank)         args=(--construction lowrank --augment 0) ;;
+    lowrank-hidden)  args=(--construction lowrank --augment 0 --hidden-weight 1.0) ;;
     lowrank-aug)     args=(--construction lowrank --augment 3) ;;
-    grouped)         args=(--construction grouped) ;;
-    grouped-block)   args=(--construction grouped --init block) ;;
-    grouped-random)  args=(--construction grouped --init random) ;;
-    grouped-4layers) args=(--construction grouped --layers 0,2,3,5) ;;
-    grouped-lowrank) args=(--construction grouped-lowrank) ;;
+    grouped)         args=(--construction grouped --augment 0) ;;
+    grouped-block)   args=(--construction grouped --augment 0 --init block) ;;
+    grouped-random)  args=(--construction grouped --augment 0 --init random) ;;
+    grouped-4layers) args=(--construction grouped --augment 0 --layers 0,2,3,5) ;;
+    grouped-lowrank) args=(--construction grouped-lowrank --augment 0) ;;
     *) echo "unknown variant $v" >&2; exit 2 ;;
   esac
   /usr/bin/time -f "$TASK $v wall %e s" squeezebert squeeze --teacher "$RUNS/teacher-$TASK" --task "$TASK" \

@@ -129,14 +129,14 @@ def test_cli_squeeze_end_to_end(teacher_dir, task_files, tmp_path, capsys) -> No
             "squeeze", "--teacher", str(teacher_dir), "--train", str(task_files / "train.csv"),
             "--dev", str(task_files / "dev.csv"), "--out", str(tmp_path / "cli"), "--epochs", "1",
             "--batch-size", "8", "--max-length", "32", "--groups", "4,4,4,1,4,4", "--rank", "2",
-            "--calibration-samples", "16", "--bench-repeats", "1", "--no-int8", "--no-bf16", "--augment", "auto",
+            "--calibration-samples", "16", "--bench-repeats", "1", "--no-int8", "--no-bf16",
         ]
     )  # fmt: skip
     assert code == 0
     assert "squeeze report" in capsys.readouterr().out
     report = json.loads((tmp_path / "cli" / "report.json").read_text())
     assert [r["model"] for r in report["rows"]] == ["teacher fp32", "student fp32"]
-    # auto: 48 training examples get 3 copies each (the most), and the report says it chose so
+    # augment defaults to auto: 48 training examples get 3 copies each (the most), and the report says it chose so
     assert report["num_train_examples"] == 48 * 4
     assert any("144 perturbed copies (3 per example, chosen by augment=auto)" in n for n in report["notes"])
     cfg = load(tmp_path / "cli").model.config

@@ -559,9 +559,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--augment",
         type=_augment_arg,
-        default=0,
-        help="add this many perturbed copies of each training example, labelled by the teacher; 'auto': up to 3, "
-        "enough to bring a small training set to about 32k examples (default 0)",
+        default="auto",
+        help="add this many perturbed copies of each training example, labelled by the teacher; 'auto' (default): "
+        "up to 3, enough to bring a small training set to about 32k examples; 0: the training set alone",
     )
     p.add_argument("--calibration-samples", type=int, default=4000, help="training examples for surgery statistics")
     p.add_argument("--bench-threads", type=int, default=None, help="threads for the latency measurement")
