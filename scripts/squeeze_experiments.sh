@@ -2,6 +2,7 @@
 # The squeeze experiments of docs/RESULTS.md: students of each minilm-l6 GLUE teacher
 # (scripts/reproduce_teachers.sh makes them), then scripts/summarize_squeeze.py tabulates.
 # Usage: SQUEEZEBERT_GLUE_DIR=... scripts/squeeze_experiments.sh RUNS_DIR TASK [VARIANT ...]
+# Environment: EPOCHS (1), SEED (42; others write student-TASK-VARIANT-sSEED), THREADS (2), BENCH_REPEATS (20)
 # Variants: lowrank lowrank-hidden lowrank-aug grouped grouped-block grouped-random grouped-4layers grouped-lowrank
 # (augmentation is explicit in each: squeeze's default became --augment auto after these were measured)
 set -euo pipefail
@@ -11,6 +12,8 @@ TASK=${2:?task}
 shift 2
 VARIANTS=${*:-lowrank grouped grouped-block grouped-random grouped-4layers}
 EPOCHS=${EPOCHS:-1}
+SEED=${SEED:-42}
+SUFFIX=""; [ "$SEED" = 42 ] || SUFFIX="-s$SEED"   # other seeds get their own run directories
 if [ "$TASK" = sst2 ]; then LEN=64; else LEN=128; fi
 for v in $VARIANTS; do
   case $v in
@@ -25,6 +28,6 @@ for v in $VARIANTS; do
     *) echo "unknown variant $v" >&2; exit 2 ;;
   esac
   /usr/bin/time -f "$TASK $v wall %e s" squeezebert squeeze --teacher "$RUNS/teacher-$TASK" --task "$TASK" \
-    --data-dir "$GLUE" --out "$RUNS/student-$TASK-$v" --epochs "$EPOCHS" --batch-size 32 --lr 1e-4 \
-    --max-length "$LEN" --seed 42 --num-threads "${THREADS:-2}" --bench-threads "${THREADS:-2}" --bench-repeats "${BENCH_REPEATS:-20}" "${args[@]}"
+    --data-dir "$GLUE" --out "$RUNS/student-$TASK-$v$SUFFIX" --epochs "$EPOCHS" --batch-size 32 --lr 1e-4 \
+    --max-length "$LEN" --seed "$SEED" --num-threads "${THREADS:-2}" --bench-threads "${THREADS:-2}" --bench-repeats "${BENCH_REPEATS:-20}" "${args[@]}"
 done

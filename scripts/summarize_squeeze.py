@@ -3,13 +3,15 @@
 python scripts/summarize_squeeze.py runs/student-*/report.json
 
 The first table has one row per report; the second averages, per student variant (the report
-directory's name without the task: ``student-cola-grouped`` -> ``grouped``), the change of the main
-metric in points (x100) over the tasks that variant was run on, and the median speed ratios.
+directory's name without the task and seed: ``student-cola-grouped-s43`` -> ``grouped``), the change
+of the main metric in points (x100) over the tasks that variant was run on (seeds of one task are
+averaged first, so each task counts once), and the median speed ratios.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import sys
 from collections import defaultdict
@@ -55,18 +57,22 @@ def main(paths: list[str]) -> None:
                 )
         t, a, d = r["teacher_metrics"][m], r["student_after_construction"][m], r["student_metrics"][m]
         name = Path(p).parent.name
-        variant = name.removeprefix("student-").removeprefix(f"{r['task']}-")
+        label = name.removeprefix("student-").removeprefix(f"{r['task']}-")
+        variant = re.sub(r"-s\d+$", "", label)
         by_variant[variant].append((r["task"], 100 * (d - t), _ratio(fp, "speedup_vs_teacher_fp32", "batch1"), q1))
         print(
-            f"| {r['task']} | {variant} | {100 * t:.2f} | {100 * a:.2f} | {100 * d:.2f} | "
+            f"| {r['task']} | {label} | {100 * t:.2f} | {100 * a:.2f} | {100 * d:.2f} | "
             f"{100 * (d - t):+.2f} | {fp32} | {int8} | {fastest} |"
         )
     print()
-    print("| student | tasks | mean Δ (points) | median fp32 speedup b1 | median int8 vs int8 b1 |")
+    print("| student | tasks (runs) | mean Δ (points) | median fp32 speedup b1 | median int8 vs int8 b1 |")
     print("|---|---|---|---|---|")
     for variant, rs in sorted(by_variant.items()):
-        tasks = ", ".join(t for t, *_ in rs)
-        mean = statistics.fmean(x[1] for x in rs)
+        per_task: dict[str, list[float]] = defaultdict(list)
+        for task, delta, *_ in rs:
+            per_task[task].append(delta)
+        tasks = ", ".join(f"{t} ({len(d)})" if len(d) > 1 else t for t, d in per_task.items())
+        mean = statistics.fmean(statistics.fmean(d) for d in per_task.values())
         sp = statistics.median(x[2] for x in rs)
         q = statistics.median(x[3] for x in rs)
         print(f"| {variant} | {tasks} | {mean:+.2f} | {sp:.2f}x | {q:.2f}x |")
