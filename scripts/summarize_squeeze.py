@@ -49,11 +49,9 @@ def main(paths: list[str]) -> None:
         if "fastest" in r:  # reports from before the bf16 rows have no such section
             f1, f32 = r["fastest"].get("batch1"), r["fastest"].get("batch32")
             if f1 and f32:
-                short = {"student": "s", "teacher": "t"}
+                # "student bf16" vs "teacher int8" -> "(s bf16 vs int8)"
                 fastest = " / ".join(
-                    f"{f['speedup']:.2f}x ({short[f['student'].split()[0]]} {f['student'].split()[1]} vs "
-                    f"{f['teacher'].split()[1]})"
-                    for f in (f1, f32)
+                    f"{f['speedup']:.2f}x (s {f['student'].split()[1]} vs {f['teacher'].split()[1]})" for f in (f1, f32)
                 )
         t, a, d = r["teacher_metrics"][m], r["student_after_construction"][m], r["student_metrics"][m]
         name = Path(p).parent.name

@@ -203,6 +203,13 @@ def _swap_nodes(model: Any, new_nodes: list[Any]) -> None:
     onnx.checker.check_model(model)
 
 
+def _symmetric_int8(w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 with one scale per slice along ``axis`` (reduced, kept as size 1):
+    ``w ≈ q * scale``, grid [-127, 127] — the grid of :func:`squeezebert.quantize._quantize_weight`."""
+    scale = np.maximum(np.abs(w).max(axis=axis, keepdims=True), 1e-12) / 127
+    return np.clip(np.round(w / scale), -127, 127).astype(np.int8), scale
+
+
 def _quantize_grouped_matmuls(model: Any) -> int:
     """Replace every MatMul against a constant 3-D ``(G, in/G, out/G)`` weight by int8 nodes,
     weights symmetric per (group, output column). Returns how many were replaced."""
@@ -218,8 +225,7 @@ def _quantize_grouped_matmuls(model: Any) -> int:
             new_nodes.append(node)
             continue
         w = numpy_helper.to_array(weight).astype(np.float32)  # (G, in/G, out/G)
-        scale = np.maximum(np.abs(w).max(axis=1, keepdims=True), 1e-12) / 127  # (G, 1, out/G)
-        q = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
+        q, scale = _symmetric_int8(w, axis=1)  # scale (G, 1, out/G)
         base = f"{node.name or node.output[0]}_int8"
         graph.initializer.extend(
             [
@@ -280,8 +286,7 @@ def _quantize_matmuls_per_token(model: Any) -> int:
             continue
         w = numpy_helper.to_array(weight).astype(np.float32)  # (in, out) or (G, in/G, out/G)
         in_axis = w.ndim - 2
-        scale = np.maximum(np.abs(w).max(axis=in_axis, keepdims=True), 1e-12) / 127  # (1, out) / (G, 1, out/G)
-        q = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
+        q, scale = _symmetric_int8(w, axis=in_axis)  # scale (1, out) / (G, 1, out/G)
         colsum = (q.astype(np.float32) * scale).sum(axis=in_axis, keepdims=True)  # as scale
         if w.ndim == 2:  # ORT's MatMulInteger wants a per-column zero point 1-D for a 2-D weight
             scale, colsum, zp = scale[0], colsum[0], np.zeros(w.shape[1], np.int8)
@@ -338,8 +343,7 @@ def _quantize_word_embeddings(model: Any) -> int:
             new_nodes.append(node)
             continue
         w = numpy_helper.to_array(inits[WORD_EMBEDDINGS]).astype(np.float32)  # (V, E)
-        scale = np.maximum(np.abs(w).max(axis=1, keepdims=True), 1e-12) / 127  # (V, 1)
-        q = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
+        q, scale = _symmetric_int8(w, axis=1)  # one scale per row: (V, 1)
         b = "word_embeddings_int8"
         model.graph.initializer.extend(
             [numpy_helper.from_array(q, f"{b}_rows"), numpy_helper.from_array(scale.astype(np.float32), f"{b}_scale")]
