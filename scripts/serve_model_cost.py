@@ -9,7 +9,7 @@ that ceiling for one model on the load test's texts, in one process, interleaved
 - a merged call of --merged texts cut into length-sorted forward passes of each --forward size
   (what `serve --forward-batch-size` chooses).
 
-    python scripts/serve_model_cost.py MODEL --threads 1 --repeats 15
+    python scripts/serve_model_cost.py MODEL --threads 1 --repeats 15 [--precision bf16] [--backend onnx]
 """
 
 from __future__ import annotations
@@ -31,9 +31,11 @@ def main() -> int:
     parser.add_argument("--batch-sizes", default="1,4,8,16,32")
     parser.add_argument("--merged", type=int, default=32)
     parser.add_argument("--forward", default="4,8,16,32")
+    parser.add_argument("--precision", default=None, help="fp32, bf16 or int8 (default: the checkpoint's own)")
+    parser.add_argument("--backend", default="torch", choices=("torch", "onnx"))
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
-    clf = Classifier.from_pretrained(args.model, num_threads=args.threads)
+    clf = Classifier.from_pretrained(args.model, precision=args.precision, backend=args.backend, num_threads=args.threads)
     texts = list(_SAMPLE_TEXTS)
 
     def batch(n: int) -> list[str]:
@@ -68,7 +70,7 @@ def main() -> int:
         return [sum(parts) for parts in zip(*stages[n].values())]
 
     base = statistics.median(total(sizes[0])) / sizes[0]
-    report = {"model": args.model, "threads": args.threads, "repeats": args.repeats, "calls": [], "merged": []}
+    report = {"model": args.model, "precision": clf.precision, "backend": clf.backend, "threads": args.threads, "repeats": args.repeats, "calls": [], "merged": []}
     print(f"token lengths of the texts (with [CLS]/[SEP]): {sorted(len(ids) for ids, _ in clf.encode(texts))}")
     print("| texts per call | ms per call | ms per text | texts/s | vs batch 1 | tokenize ms | forward ms |")
     print("|---|---|---|---|---|---|---|")

@@ -3,7 +3,7 @@
 # (scripts/reproduce_teachers.sh makes them), then scripts/summarize_squeeze.py tabulates.
 # Usage: SQUEEZEBERT_GLUE_DIR=... scripts/squeeze_experiments.sh RUNS_DIR TASK [VARIANT ...]
 # Environment: EPOCHS (1), SEED (42; others write student-TASK-VARIANT-sSEED), THREADS (2), BENCH_REPEATS (20)
-# Variants: lowrank lowrank-hidden lowrank-aug grouped grouped-block grouped-random grouped-4layers grouped-lowrank
+# Variants: lowrank lowrank-hidden lowrank-aug lowrank-aug6 lowrank-aug-hidden grouped grouped-block grouped-random grouped-4layers grouped-lowrank
 # (augmentation is explicit in each: squeeze's default became --augment auto after these were measured)
 set -euo pipefail
 GLUE=${SQUEEZEBERT_GLUE_DIR:?set SQUEEZEBERT_GLUE_DIR to the GLUE data directory}
@@ -20,6 +20,8 @@ for v in $VARIANTS; do
     lowrank)         args=(--construction lowrank --augment 0) ;;
     lowrank-hidden)  args=(--construction lowrank --augment 0 --hidden-weight 1.0) ;;
     lowrank-aug)     args=(--construction lowrank --augment 3) ;;
+    lowrank-aug6)    args=(--construction lowrank --augment 6) ;;
+    lowrank-aug-hidden) args=(--construction lowrank --augment 3 --hidden-weight 1.0) ;;
     grouped)         args=(--construction grouped --augment 0) ;;
     grouped-block)   args=(--construction grouped --augment 0 --init block) ;;
     grouped-random)  args=(--construction grouped --augment 0 --init random) ;;
