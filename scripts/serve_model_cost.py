@@ -35,7 +35,9 @@ def main() -> int:
     parser.add_argument("--backend", default="torch", choices=("torch", "onnx"))
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
-    clf = Classifier.from_pretrained(args.model, precision=args.precision, backend=args.backend, num_threads=args.threads)
+    clf = Classifier.from_pretrained(
+        args.model, precision=args.precision, backend=args.backend, num_threads=args.threads
+    )
     texts = list(_SAMPLE_TEXTS)
 
     def batch(n: int) -> list[str]:
@@ -70,7 +72,15 @@ def main() -> int:
         return [sum(parts) for parts in zip(*stages[n].values())]
 
     base = statistics.median(total(sizes[0])) / sizes[0]
-    report = {"model": args.model, "precision": clf.precision, "backend": clf.backend, "threads": args.threads, "repeats": args.repeats, "calls": [], "merged": []}
+    report = {
+        "model": args.model,
+        "precision": clf.precision,
+        "backend": clf.backend,
+        "threads": args.threads,
+        "repeats": args.repeats,
+        "calls": [],
+        "merged": [],
+    }
     print(f"token lengths of the texts (with [CLS]/[SEP]): {sorted(len(ids) for ids, _ in clf.encode(texts))}")
     print("| texts per call | ms per call | ms per text | texts/s | vs batch 1 | tokenize ms | forward ms |")
     print("|---|---|---|---|---|---|---|")

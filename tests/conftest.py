@@ -13,6 +13,27 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+# Prepended to a `python -c` script, this makes any import of torch fail: the deployment paths
+# that promise to work without PyTorch (ONNX backend, predict) are run behind it.
+BLOCK_TORCH = """
+import importlib.abc, sys
+
+class _NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is blocked in this test")
+        return None
+
+sys.meta_path.insert(0, _NoTorch())
+"""
+
+
+@pytest.fixture(scope="session")
+def block_torch() -> str:
+    """Source that blocks importing torch (see ``BLOCK_TORCH``)."""
+    return BLOCK_TORCH
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
