@@ -10,6 +10,7 @@ from torch.testing import assert_close
 
 from squeezebert.config import preset
 from squeezebert.distill import (
+    AUTO_HIDDEN_WEIGHT,
     DistillationLoss,
     DistillConfig,
     attention_kl,
@@ -115,12 +116,14 @@ def test_cached_teacher_logits_give_the_same_loss_as_running_the_teacher() -> No
     teacher, student = models()
     student.eval()
     b = batch()
-    loss_fn = DistillationLoss(teacher, student, DistillConfig())
+    loss_fn = DistillationLoss(teacher, student, DistillConfig(hidden_weight=0.0))
     online = loss_fn(student, b)["loss"]
     cached = teacher_logits(
         teacher, [([0, 1], {k: v[:2] for k, v in b.items()}), ([2, 3], {k: v[2:] for k, v in b.items()})]
     )
-    with_cache = DistillationLoss(None, student, DistillConfig())(student, {**b, "teacher_logits": cached})["loss"]
+    with_cache = DistillationLoss(None, student, DistillConfig(hidden_weight=0.0))(
+        student, {**b, "teacher_logits": cached}
+    )["loss"]
     assert_close(with_cache, online, rtol=1e-5, atol=1e-6)
 
 
@@ -139,3 +142,17 @@ def test_invalid_distill_config() -> None:
         DistillConfig(alpha=1.5)
     with pytest.raises(ValueError, match="temperature"):
         DistillConfig(temperature=0)
+
+
+def test_hidden_weight_auto_follows_the_augmentation() -> None:
+    auto = DistillConfig()
+    assert auto.hidden_weight == "auto"
+    assert auto.resolve(copies=3).hidden_weight == AUTO_HIDDEN_WEIGHT == 1.0
+    assert auto.resolve(copies=0).hidden_weight == 0.0
+    assert DistillConfig(hidden_weight=0.5).resolve(copies=3).hidden_weight == 0.5  # a number stays as given
+    assert not auto.resolve(copies=0).needs_teacher_activations and auto.resolve(copies=1).needs_teacher_activations
+    with pytest.raises(ValueError, match="resolve"):
+        auto.needs_teacher_activations  # noqa: B018 - the property raises
+    for bad in (-1.0, "more", True):
+        with pytest.raises(ValueError, match="hidden_weight"):
+            DistillConfig(hidden_weight=bad)

@@ -139,6 +139,9 @@ def test_cli_squeeze_end_to_end(teacher_dir, task_files, tmp_path, capsys) -> No
     # augment defaults to auto: 48 training examples get 3 copies each (the most), and the report says it chose so
     assert report["num_train_examples"] == 48 * 4
     assert any("144 perturbed copies (3 per example, chosen by augment=auto)" in n for n in report["notes"])
+    # ... and hidden_weight defaults to auto: on, because the data was augmented
+    assert report["distill"]["hidden_weight"] == 1.0
+    assert any("chosen by hidden_weight=auto" in n for n in report["notes"])
     cfg = load(tmp_path / "cli").model.config
     assert cfg.groups("intermediate") == 4 and cfg.rank(0, "intermediate") == 2
 
@@ -164,6 +167,9 @@ def test_bad_cli_flags_are_one_line_errors(teacher_dir, task_files, tmp_path, ca
     with pytest.raises(SystemExit) as exit_info:
         cli_main([*args, "--augment", "many"])
     assert exit_info.value.code == 2 and "expected 'auto' or a number of copies" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main([*args, "--hidden-weight", "-1"])
+    assert exit_info.value.code == 2 and "expected 'auto' or a weight >= 0, got '-1'" in capsys.readouterr().err
 
 
 def test_augmented_distillation_data_is_labelled_by_the_teacher(teacher_dir, task_files, tmp_path) -> None:
@@ -173,6 +179,15 @@ def test_augmented_distillation_data_is_labelled_by_the_teacher(teacher_dir, tas
     assert report["num_train_examples"] == 48 * 3
     assert report["distill"]["augment"] == 2
     assert any("96 perturbed copies" in n for n in report["notes"])
+
+
+def test_hidden_weight_auto_is_off_without_augmentation(teacher_dir, task_files, tmp_path) -> None:
+    from squeezebert.distill import DistillConfig
+
+    report = run(teacher_dir, task_files, tmp_path / "plain", distill=DistillConfig(augment=0), int8=False, bf16=False)
+    assert report["num_train_examples"] == 48
+    assert report["distill"]["hidden_weight"] == 0.0
+    assert not any("hidden_weight=auto" in n for n in report["notes"])
 
 
 def test_teacher_labels_of_augmented_examples(teacher_dir) -> None:

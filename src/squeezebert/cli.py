@@ -103,6 +103,19 @@ def _augment_arg(text: str) -> int | str:
     return n
 
 
+def _weight_arg(text: str) -> float | str:
+    """``--hidden-weight``: ``auto`` or a weight >= 0."""
+    if text == "auto":
+        return text
+    try:
+        w = float(text)
+    except ValueError:
+        w = -1.0
+    if not w >= 0:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a weight >= 0, got {text!r}")
+    return w
+
+
 def cmd_squeeze(args: argparse.Namespace) -> int:
     from squeezebert.config import PROJECTIONS
     from squeezebert.distill import DistillConfig
@@ -554,7 +567,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--permute", action="store_true", help="permute FFN neurons/heads before grouping")
     p.add_argument("--alpha", type=float, default=0.7, help="weight of logit distillation vs the task loss")
     p.add_argument("--temperature", type=float, default=2.0)
-    p.add_argument("--hidden-weight", type=float, default=0.0, help="hidden-state MSE weight (runs the teacher)")
+    p.add_argument(
+        "--hidden-weight",
+        type=_weight_arg,
+        default="auto",
+        help="hidden-state MSE weight (runs the teacher every step); 'auto' (default): 1.0 when --augment adds "
+        "copies, else 0",
+    )
     p.add_argument("--attention-weight", type=float, default=0.0, help="attention KL weight (runs the teacher)")
     p.add_argument(
         "--augment",

@@ -244,6 +244,13 @@ def _squeeze(
             f"({copies} per example{', chosen by augment=auto' if distill.augment == 'auto' else ''}) "
             "labelled by the teacher"
         )
+    resolved = distill.resolve(copies)
+    if distill.hidden_weight == "auto" and resolved.hidden_weight:
+        notes.append(
+            f"hidden-state distillation: weight {resolved.hidden_weight} on every mapped layer "
+            "(chosen by hidden_weight=auto because the data was augmented)"
+        )
+    distill = resolved
     t_logits = torch.from_numpy(logits)
     loss_fn = DistillationLoss(teacher if distill.needs_teacher_activations else None, student, distill)
 
