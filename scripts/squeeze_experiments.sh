@@ -4,7 +4,9 @@
 # Usage: SQUEEZEBERT_GLUE_DIR=... scripts/squeeze_experiments.sh RUNS_DIR TASK [VARIANT ...]
 # Environment: EPOCHS (1), SEED (42; others write student-TASK-VARIANT-sSEED), THREADS (2), BENCH_REPEATS (20)
 # Variants: lowrank lowrank-hidden lowrank-aug lowrank-aug6 lowrank-aug-hidden grouped grouped-block grouped-random grouped-4layers grouped-lowrank
-# (augmentation is explicit in each: squeeze's default became --augment auto after these were measured)
+# (augmentation and hidden-state weight are explicit in each: squeeze's defaults became --augment auto
+#  in session 3 and --hidden-weight auto in session 4, after these variants were measured; with the
+#  defaults, small tasks get lowrank-aug-hidden and SST-2 gets lowrank)
 set -euo pipefail
 GLUE=${SQUEEZEBERT_GLUE_DIR:?set SQUEEZEBERT_GLUE_DIR to the GLUE data directory}
 RUNS=${1:?runs directory}
@@ -19,8 +21,8 @@ for v in $VARIANTS; do
   case $v in
     lowrank)         args=(--construction lowrank --augment 0) ;;
     lowrank-hidden)  args=(--construction lowrank --augment 0 --hidden-weight 1.0) ;;
-    lowrank-aug)     args=(--construction lowrank --augment 3) ;;
-    lowrank-aug6)    args=(--construction lowrank --augment 6) ;;
+    lowrank-aug)     args=(--construction lowrank --augment 3 --hidden-weight 0) ;;
+    lowrank-aug6)    args=(--construction lowrank --augment 6 --hidden-weight 0) ;;
     lowrank-aug-hidden) args=(--construction lowrank --augment 3 --hidden-weight 1.0) ;;
     grouped)         args=(--construction grouped --augment 0) ;;
     grouped-block)   args=(--construction grouped --augment 0 --init block) ;;
