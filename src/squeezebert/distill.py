@@ -45,7 +45,7 @@ class DistillConfig:
 
     ``hidden_weight``: a number, or ``"auto"`` (the default) = :data:`AUTO_HIDDEN_WEIGHT` when
     augmentation adds copies and 0 otherwise (:meth:`resolve`): on the augmented small tasks
-    hidden-state matching was worth +1.7 CoLA MCC and about nothing elsewhere, for 1.26x the
+    hidden-state matching was worth +1.7 CoLA MCC and about nothing elsewhere, for 1.2-1.4x the
     training time (it runs the teacher every step); on large training sets it was not measured
     to pay for that time.
     """
