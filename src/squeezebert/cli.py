@@ -90,30 +90,25 @@ def _int_list(text: str | None, name: str) -> list[int] | None:
         raise ValueError(f"{name} takes comma-separated integers, got {text!r}") from None
 
 
-def _augment_arg(text: str) -> int | str:
-    """``--augment``: ``auto`` or a number of copies >= 0."""
-    if text == "auto":
-        return text
-    try:
-        n = int(text)
-    except ValueError:
-        n = -1
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a number of copies >= 0, got {text!r}")
-    return n
+def _auto_or(kind: Callable[[str], float], what: str) -> Callable[[str], Any]:
+    """An argparse type: the word ``auto``, or ``kind(text)`` that must be >= 0 (``what`` names it)."""
+
+    def parse(text: str) -> Any:
+        if text == "auto":
+            return text
+        try:
+            value = kind(text)
+        except ValueError:
+            value = -1
+        if not value >= 0:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"expected 'auto' or {what} >= 0, got {text!r}")
+        return value
+
+    return parse
 
 
-def _weight_arg(text: str) -> float | str:
-    """``--hidden-weight``: ``auto`` or a weight >= 0."""
-    if text == "auto":
-        return text
-    try:
-        w = float(text)
-    except ValueError:
-        w = -1.0
-    if not w >= 0:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a weight >= 0, got {text!r}")
-    return w
+_augment_arg = _auto_or(int, "a number of copies")  # --augment
+_weight_arg = _auto_or(float, "a weight")  # --hidden-weight
 
 
 def cmd_squeeze(args: argparse.Namespace) -> int:
