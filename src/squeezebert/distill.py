@@ -62,12 +62,11 @@ class DistillConfig:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if self.hidden_weight != "auto" and not (
-            isinstance(self.hidden_weight, (int, float)) and not isinstance(self.hidden_weight, bool)
-        ):
-            raise ValueError(f"hidden_weight must be 'auto' or a number >= 0, got {self.hidden_weight!r}")
-        if (self.hidden_weight != "auto" and self.hidden_weight < 0) or self.attention_weight < 0:
-            raise ValueError("hidden_weight and attention_weight must be >= 0")
+        w = self.hidden_weight
+        if w != "auto" and (not isinstance(w, (int, float)) or isinstance(w, bool) or w < 0):
+            raise ValueError(f"hidden_weight must be 'auto' or a number >= 0, got {w!r}")
+        if self.attention_weight < 0:
+            raise ValueError(f"attention_weight must be >= 0, got {self.attention_weight}")
         if self.augment != "auto" and not (isinstance(self.augment, int) and self.augment >= 0):
             raise ValueError(f"augment must be 'auto' or >= 0 copies per example, got {self.augment!r}")
 
