@@ -404,6 +404,18 @@ def test_onnx_backend_exports_a_checkpoint_on_the_fly(trained, exported) -> None
     assert [p.label for p in clf.predict(["so good", "bad bad"])] == ["positive", "negative"]
 
 
+def test_onnx_workers_busy_wait_unless_told_not_to(trained, exported) -> None:
+    # On for batch jobs (ONNX Runtime's default), off where a server needs the cores between calls.
+    def spinning(clf: Classifier) -> str:
+        options = clf._forward.session.get_session_options()  # type: ignore[attr-defined]
+        return options.get_session_config_entry("session.intra_op.allow_spinning")
+
+    assert spinning(Classifier.from_pretrained(exported["int8"], backend="onnx")) == "1"
+    assert spinning(Classifier.from_pretrained(exported["int8"], backend="onnx", busy_wait=False)) == "0"
+    _, path = trained
+    assert spinning(Classifier.from_pretrained(path, backend="onnx", busy_wait=False)) == "0"  # exported on the fly
+
+
 def test_export_dir_precision_must_match_the_request(exported) -> None:
     assert Classifier.from_pretrained(exported["int8"], backend="onnx").precision == "int8"
     with pytest.raises(ValueError, match="int8 export"):

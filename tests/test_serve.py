@@ -542,3 +542,23 @@ def test_real_server_serves_concurrent_requests_and_exits_0_on_sigterm(checkpoin
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_the_server_loads_onnx_without_busy_waiting_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Spinning ONNX Runtime workers would hold the cores the request threads need between calls.
+    from squeezebert import infer
+    from squeezebert.serve import run
+
+    seen: dict = {}
+
+    class Loaded(Exception):
+        pass
+
+    def from_pretrained(path, **kwargs):
+        seen.update(kwargs)
+        raise Loaded
+
+    monkeypatch.setattr(infer.Classifier, "from_pretrained", staticmethod(from_pretrained))
+    with pytest.raises(Loaded):
+        run("some-model", backend="onnx")
+    assert seen["busy_wait"] is False and seen["backend"] == "onnx"

@@ -20,12 +20,15 @@ within one interleaved run):
   ``(G, N, in/G)`` activations against that initializer (no Conv, so no ConvInteger after
   quantization). The block-diagonal alternative is one 2-D MatMul with G-fold MACs (2.8x slower
   in fp32); one MatMul per group runs as fast in fp32 but 1.35x slower in int8.
-* int8, default (``int8_activations="per-token"``): every projection MatMul becomes
-  MatMulInteger with int8 weights per output column (and group) and uint8 activations with a
-  scale and zero point per token, computed in the graph (see :func:`_quantize_matmuls_per_token`);
-  the same computation as :func:`squeezebert.optimize`'s int8, which it matches to ~1e-6. It costs
-  ONNX Runtime ~20 unfused element-wise nodes per projection (17-42% slower than the per-tensor
-  path in one interleaved run, docs/RESULTS.md) for >= 99% agreement with fp32 on SST-2 dev.
+* int8, default (``int8_activations="per-token"``): every projection MatMul becomes ONNX
+  Runtime's fused ``DynamicQuantizeMatMul`` (int8 weights per output column and group) on
+  activations whose rows were first scaled onto the int8 range, so that each token is quantized
+  on its own grid, then scaled back per token (see :func:`_quantize_matmuls_per_token`). The
+  grid is symmetric, and one-sided for the input of the FFN's second projection (the activation's
+  output, bounded below); :func:`squeezebert.optimize`'s int8 uses an asymmetric grid, so the
+  two agree to the int8 error. Measured on SST-2 dev: >= 99% agreement with fp32, as before;
+  1.37-1.5x faster than the first per-token graph, whose ~20 unfused element-wise nodes per
+  projection cost more than the int8 product saved (docs/RESULTS.md).
 * int8, ``int8_activations="per-tensor"`` (the plain opt-out): ONNX Runtime's
   ``quantize_dynamic`` (per channel, int8 weights, dynamic uint8 activations) for the dense
   projections. Its per-channel mode mishandles 3-D weights — it
@@ -255,30 +258,60 @@ def _quantize_grouped_matmuls(model: Any) -> int:
     return replaced
 
 
-def _quantize_matmuls_per_token(model: Any) -> int:
-    """Replace every MatMul against a constant weight, dense ``(in, out)`` or grouped ``(G, in/G,
-    out/G)``, by int8 nodes with activations quantized per token. Returns how many were replaced.
+# The smallest value each supported activation outputs (GELU: -0.16997 at x = -0.75; its tanh
+# form: -0.17004), rounded away from zero: shifted by it, a projection's input is never negative.
+ACTIVATION_FLOOR = {"gelu": -0.1701, "gelu_new": -0.1701, "gelu_pytorch_tanh": -0.1701, "relu": 0.0}
+_SHAPE_OPS = ("Reshape", "Transpose", "Squeeze", "Unsqueeze")
 
-    Weights: symmetric int8 per output column (and group). Activations: asymmetric uint8 with a
-    scale ``s`` and zero point ``z`` per token, from the token's own range (including 0); the
-    integer product runs with zero point 0 and the correction is applied in fp32,
-    ``y = s * (acc * w_scale - z * colsum)`` with ``colsum`` the column sums of the dequantized
-    weight: the computation of :class:`squeezebert.quantize.Int8Projection` with ``per_token``.
-    A grouped MatMul sees its input as ``(G, N, in/G)``, so a token's range is reduced over
-    axes 0 and 2.
+
+def _fed_by_activation(graph: Any, x: str) -> bool:
+    """Whether tensor ``x`` is the FFN activation's output (through reshapes and transposes only),
+    judged by the exporter's module-scoped node names (``/layers.N/intermediate/act/...``)."""
+    producer = {out: node for node in graph.node for out in node.output}
+    node = producer.get(x)
+    while node is not None and node.op_type in _SHAPE_OPS:
+        node = producer.get(node.input[0])
+    return node is not None and "/intermediate/act/" in node.name
+
+
+def _quantize_matmuls_per_token(model: Any, activation_floor: float | None = None) -> tuple[int, int]:
+    """Replace every MatMul against a constant weight, dense ``(in, out)`` or grouped ``(G, in/G,
+    out/G)``, by int8 nodes with activations quantized per token. Returns how many were replaced
+    (symmetric, one-sided).
+
+    Weights: symmetric int8 per output column (and group). Activations: each token's row is first
+    scaled onto the int8 range, then ONNX Runtime's fused ``DynamicQuantizeMatMul`` quantizes the
+    whole tensor with its one dynamic range, which is now the same for every row, and multiplies in
+    integers; the product is scaled back per token. So every token is quantized on its own grid
+    with one fused kernel and a few row-wise nodes, where quantizing per token in plain ONNX took
+    ~20 element-wise nodes per projection (measured 1.37x slower at batch 32, docs/RESULTS.md).
+
+    * Symmetric: ``u = x * 127 / max|x_row|``, ``y = DQMM(u) * max|x_row| / 127``.
+    * One-sided, for the projection fed by the FFN activation when ``activation_floor`` is its
+      lowest output: ``x + c`` (``c = -floor``) is never negative, so ``u = (x + c) * 255 /
+      max(x_row + c)`` spends all 256 levels on the row's actual range, not half of them on
+      negative values it never takes; ``y = DQMM(u) * max / 255 - c * colsum(W)``, the last term a
+      constant per column. That projection's input carries the int8 error that matters most
+      (docs/RESULTS.md, "Accuracy of the fast paths").
+
+    A grouped MatMul sees its input as ``(G, N, in/G)``, so a token's row is reduced over axes 0
+    and 2. The grid differs from :func:`squeezebert.optimize`'s int8 (asymmetric per token), so
+    the two agree to the int8 error, not to float rounding.
     """
     onnx, _ = _require_onnx()
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     graph = model.graph
     inits = {init.name: init for init in graph.initializer}
-    replaced, new_nodes = 0, []
-    consts = {
-        "zero": np.array(0.0, np.float32),
-        "tiny": np.array(1e-12, np.float32),
-        "levels": np.array(255.0, np.float32),
+    consts = {"tiny": 1e-12, "q127": 127.0, "q255": 255.0}
+    if activation_floor is not None:
+        consts["shift"] = -activation_floor
+    graph.initializer.extend(numpy_helper.from_array(np.array(v, np.float32), f"int8pt_{k}") for k, v in consts.items())
+    fed_by_activation = {
+        node.name for node in graph.node if node.op_type == "MatMul" and _fed_by_activation(graph, node.input[0])
     }
-    graph.initializer.extend(numpy_helper.from_array(v, f"int8pt_{k}") for k, v in consts.items())
+    symmetric = one_sided = 0
+    new_nodes: list[Any] = []
     for node in graph.node:
         weight = inits.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) == 2 else None
         if weight is None or len(weight.dims) not in (2, 3):
@@ -287,18 +320,13 @@ def _quantize_matmuls_per_token(model: Any) -> int:
         w = numpy_helper.to_array(weight).astype(np.float32)  # (in, out) or (G, in/G, out/G)
         in_axis = w.ndim - 2
         q, scale = _symmetric_int8(w, axis=in_axis)  # scale (1, out) / (G, 1, out/G)
-        colsum = (q.astype(np.float32) * scale).sum(axis=in_axis, keepdims=True)  # as scale
-        if w.ndim == 2:  # ORT's MatMulInteger wants a per-column zero point 1-D for a 2-D weight
-            scale, colsum, zp = scale[0], colsum[0], np.zeros(w.shape[1], np.int8)
-        else:
-            zp = np.zeros_like(q[:, :1])  # (G, 1, out/G)
+        if w.ndim == 2:  # per column: 1-D for a 2-D weight
+            scale = scale[0]
         b = f"{node.name or node.output[0]}_int8pt"
         graph.initializer.extend(
             [
                 numpy_helper.from_array(q, f"{b}_weight"),
                 numpy_helper.from_array(scale.astype(np.float32), f"{b}_weight_scale"),
-                numpy_helper.from_array(colsum.astype(np.float32), f"{b}_weight_colsum"),
-                numpy_helper.from_array(zp, f"{b}_weight_zero_point"),
             ]
         )
         axes = [-1] if w.ndim == 2 else [0, 2]
@@ -308,22 +336,36 @@ def _quantize_matmuls_per_token(model: Any) -> int:
             new_nodes.append(helper.make_node(kind, inputs, [f"{b}_{name}"], f"{b}_{name}", **attrs))
             return f"{b}_{name}"
 
-        lo = op("Min", [op("ReduceMin", [x], "rmin", axes=axes, keepdims=1), "int8pt_zero"], "lo")
-        hi = op("Max", [op("ReduceMax", [x], "rmax", axes=axes, keepdims=1), "int8pt_zero"], "hi")
-        s = op("Div", [op("Max", [op("Sub", [hi, lo], "range"), "int8pt_tiny"], "range_pos"), "int8pt_levels"], "s")
-        z = op("Round", [op("Div", [op("Neg", [lo], "neg_lo"), s], "z_raw")], "z")
-        # x * (1/s), as torch does it: a broadcast Div was measured far slower than Mul in torch.
-        inv = op("Reciprocal", [s], "inv_s")
-        shifted = op("Round", [op("Add", [op("Mul", [x, inv], "x_s"), z], "x_z")], "x_round")
-        clipped = op("Clip", [shifted, "int8pt_zero", "int8pt_levels"], "x_clip")
-        xq = op("Cast", [clipped], "x_q", to=TensorProto.UINT8)
-        acc = op("MatMulInteger", [xq, f"{b}_weight", "", f"{b}_weight_zero_point"], "acc")
-        yw = op("Mul", [op("Cast", [acc], "acc_f", to=TensorProto.FLOAT), f"{b}_weight_scale"], "y_w")
-        corrected = op("Sub", [yw, op("Mul", [z, f"{b}_weight_colsum"], "z_colsum")], "y_c")
-        new_nodes.append(helper.make_node("Mul", [corrected, s], [node.output[0]], f"{b}_y"))
-        replaced += 1
+        def row_max(t: str, name: str, axes: list[int] = axes) -> str:
+            return op("ReduceMax", [t], name, axes=axes, keepdims=1)
+
+        shifted = activation_floor is not None and node.name in fed_by_activation
+        if shifted:
+            x = op("Add", [x, "int8pt_shift"], "shifted")
+            top = op("Max", [row_max(x, "row_max"), "int8pt_tiny"], "top")
+            levels = "int8pt_q255"
+            one_sided += 1
+        else:
+            low = op("Neg", [op("ReduceMin", [x], "row_min", axes=axes, keepdims=1)], "neg_min")
+            top = op("Max", [op("Max", [row_max(x, "row_max"), low], "abs_max"), "int8pt_tiny"], "top")
+            levels = "int8pt_q127"
+            symmetric += 1
+        u = op("Mul", [x, op("Div", [levels, top], "to_levels")], "u")
+        y = op("DynamicQuantizeMatMul", [u, f"{b}_weight", f"{b}_weight_scale", ""], "int8", domain="com.microsoft")
+        back = op("Div", [top, levels], "from_levels")
+        if not shifted:
+            new_nodes.append(helper.make_node("Mul", [y, back], [node.output[0]], f"{b}_y"))
+            continue
+        # (x + c) W = x W + c colsum(W): subtract the second term, a constant per output column.
+        colsum = (q.astype(np.float32) * scale).sum(axis=in_axis, keepdims=w.ndim == 3)  # (out,) / (G, 1, out/G)
+        correction = (-consts["shift"] * colsum).astype(np.float32)
+        graph.initializer.append(numpy_helper.from_array(correction, f"{b}_shift_correction"))
+        y = op("Mul", [y, back], "y_shifted")
+        new_nodes.append(helper.make_node("Add", [y, f"{b}_shift_correction"], [node.output[0]], f"{b}_y"))
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     _swap_nodes(model, new_nodes)
-    return replaced
+    return symmetric, one_sided
 
 
 WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
@@ -360,7 +402,11 @@ def _quantize_word_embeddings(model: Any) -> int:
     return replaced
 
 
-def _quantize_int8(fp32_path: Path, out_path: Path, activations: str = "per-token") -> None:
+def _quantize_int8(
+    fp32_path: Path, out_path: Path, activations: str = "per-token", activation_floor: float | None = None
+) -> tuple[int, int]:
+    """Quantize the fp32 graph at ``fp32_path`` into ``out_path``. Returns how many projections
+    were quantized per token (symmetric, one-sided); (0, 0) for ``per-tensor``."""
     onnx, _ = _require_onnx()
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -372,12 +418,13 @@ def _quantize_int8(fp32_path: Path, out_path: Path, activations: str = "per-toke
     inits = {init.name: len(init.dims) for init in model.graph.initializer}
     if activations == "per-token":
         projections = [n for n in model.graph.node if n.op_type == "MatMul" and inits.get(n.input[1]) in (2, 3)]
-        replaced = _quantize_matmuls_per_token(model)
+        counts = _quantize_matmuls_per_token(model, activation_floor)
+        replaced = sum(counts)
         if replaced != len(projections):
             raise ExportError(f"quantized {replaced} of {len(projections)} projections; the graph changed shape")
         embeddings(model)
         onnx.save(model, str(out_path))
-        return
+        return counts
     grouped = [n.name for n in model.graph.node if n.op_type == "MatMul" and inits.get(n.input[1]) == 3]
     # The quantizer turns Gemm into MatMul (renamed "<name>_MatMul") before it filters by op
     # type, so the pooler and classifier are excluded by both names to keep them fp32.
@@ -404,6 +451,7 @@ def _quantize_int8(fp32_path: Path, out_path: Path, activations: str = "per-toke
         raise ExportError(f"quantized {replaced} of {len(grouped)} grouped MatMuls; the graph changed shape")
     embeddings(model)
     onnx.save(model, str(out_path))
+    return 0, 0
 
 
 # --------------------------------------------------------------------------- checks
@@ -480,6 +528,7 @@ def export_model(
     if opset < 14:
         raise ValueError(f"opset must be at least 14 (scaled_dot_product_attention), got {opset}")
     model = copy.deepcopy(model).float().eval()
+    layers = model.config.num_hidden_layers
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -493,7 +542,13 @@ def export_model(
             if precision == "fp32":
                 os.replace(fp32_tmp, tmp)
             else:
-                _quantize_int8(fp32_tmp, tmp, int8_activations)
+                floor = ACTIVATION_FLOOR.get(model.config.hidden_act)
+                _, one_sided = _quantize_int8(fp32_tmp, tmp, int8_activations, floor)
+                if int8_activations == "per-token" and floor is not None and one_sided != layers:
+                    raise ExportError(
+                        f"found {one_sided} projections fed by the FFN activation, expected {layers} (one per "
+                        "layer); the graph changed shape"
+                    )
                 onnx.checker.check_model(str(tmp))
                 report.int8_agreement, report.int8_max_abs_diff = _check_int8(model, _session(tmp), int8_samples)
                 report.sample_size = int8_samples

@@ -80,7 +80,14 @@ class TorchForward:
 class OnnxForward:
     """Forward through an ONNX Runtime session on ``model.onnx``; imports no torch."""
 
-    def __init__(self, model_path: str | os.PathLike[str], num_threads: int | None = None) -> None:
+    def __init__(
+        self, model_path: str | os.PathLike[str], num_threads: int | None = None, busy_wait: bool = True
+    ) -> None:
+        """``busy_wait``: let ONNX Runtime's worker threads spin between operators (its own default).
+        Between a graph's many small operators a sleeping worker takes long to wake: turning it off
+        made the int8 minilm-l6 teacher 1.09-1.36x slower on 2 threads (docs/RESULTS.md), but a
+        spinning worker also holds its core between calls, which a server with its own request
+        threads (``squeezebert serve``) needs back."""
         try:
             import onnxruntime as ort
         except ImportError:
@@ -89,9 +96,7 @@ class OnnxForward:
         if num_threads:
             options.intra_op_num_threads = num_threads
         options.inter_op_num_threads = 1
-        # Busy-waiting worker threads make back-to-back calls a little faster on an idle machine
-        # but burn the cores that tokenization, a web server or a torch model next to it need.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if busy_wait else "0")
         self.session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
 
@@ -154,6 +159,7 @@ class Classifier:
         max_length: int = 128,
         num_threads: int | None = None,
         normalize: bool = False,
+        busy_wait: bool = True,
     ) -> Classifier:
         """Load a classifier.
 
@@ -168,6 +174,7 @@ class Classifier:
         ``num_threads``: intra-op threads (for torch this sets the process-wide thread count).
         ``normalize``: apply :func:`squeezebert.normalize.normalize_text` (NFKC and look-alike
         letters) before tokenizing.
+        ``busy_wait``: onnx only, see :class:`OnnxForward` (off for a server, on for batch jobs).
         """
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -175,8 +182,8 @@ class Classifier:
         is_export = (path_ / ONNX_MODEL_FILE).is_file()
         if backend == "onnx":
             if is_export:
-                return cls._from_export(path_, precision, max_length, num_threads, normalize)
-            return cls._export_and_load(path, precision or "fp32", max_length, num_threads, normalize)
+                return cls._from_export(path_, precision, max_length, num_threads, normalize, busy_wait)
+            return cls._export_and_load(path, precision or "fp32", max_length, num_threads, normalize, busy_wait)
         if is_export and not (path_ / "model.safetensors").is_file():
             raise ValueError(f"{path_}: is an ONNX export; load it with backend='onnx'")
         return cls._from_checkpoint(path, precision or "fp32", max_length, num_threads, normalize)
@@ -195,7 +202,13 @@ class Classifier:
 
     @classmethod
     def _from_export(
-        cls, path: Path, precision: str | None, max_length: int, num_threads: int | None, normalize: bool
+        cls,
+        path: Path,
+        precision: str | None,
+        max_length: int,
+        num_threads: int | None,
+        normalize: bool,
+        busy_wait: bool = True,
     ) -> Classifier:
         config_file = path / "config.json"
         config = ModelConfig.load(config_file)
@@ -209,19 +222,25 @@ class Classifier:
                 f"pass precision={exported!r} or export again with --precision {precision}"
             )
         tokenizer = Tokenizer.from_dir(path)
-        forward = OnnxForward(path / ONNX_MODEL_FILE, num_threads)
+        forward = OnnxForward(path / ONNX_MODEL_FILE, num_threads, busy_wait)
         return cls(forward, tokenizer, config, max_length, "onnx", exported, normalize)
 
     @classmethod
     def _export_and_load(
-        cls, src: str | os.PathLike[str], precision: str, max_length: int, num_threads: int | None, normalize: bool
+        cls,
+        src: str | os.PathLike[str],
+        precision: str,
+        max_length: int,
+        num_threads: int | None,
+        normalize: bool,
+        busy_wait: bool = True,
     ) -> Classifier:
         from squeezebert.export import export
 
         tmpdir = tempfile.TemporaryDirectory(prefix="squeezebert-onnx-")
         try:
             export(src, tmpdir.name, precision=precision)
-            clf = cls._from_export(Path(tmpdir.name), precision, max_length, num_threads, normalize)
+            clf = cls._from_export(Path(tmpdir.name), precision, max_length, num_threads, normalize, busy_wait)
         except BaseException:
             tmpdir.cleanup()
             raise

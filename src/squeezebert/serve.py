@@ -733,6 +733,7 @@ def run(
             max_length=max_length,
             num_threads=num_threads,
             normalize=normalize,
+            busy_wait=False,  # the request threads need the cores between calls
         )
         log.info("loaded %s: %r", model, classifier)
         if terminated:
