@@ -91,6 +91,19 @@ def test_grouped_projections_export_as_matmul_without_conv(kind: str, tmp_path: 
     assert (4, 16, 16) in grouped and (4, 16, 64) in grouped and (4, 64, 16) in grouped
 
 
+def test_attention_exports_as_one_fused_op_per_layer(tmp_path: Path) -> None:
+    from squeezebert.export import _fused_attention
+
+    model = tiny_model()
+    export_model(model, tmp_path)  # its fp32 check compares with PyTorch on padded batches
+    ops = op_types(tmp_path / "model.onnx")
+    assert ops["MultiHeadAttention"] == model.config.num_hidden_layers and ops["Softmax"] == 0
+    # the export-time forward is the model's own again afterwards
+    with _fused_attention(model):
+        assert "forward" in vars(model.encoder.layers[0].attention)
+    assert "forward" not in vars(model.encoder.layers[0].attention)
+
+
 @pytest.mark.parametrize("activations", ["per-token", "per-tensor"])
 @pytest.mark.parametrize("kind", ["grouped", "dense", "low-rank"])
 def test_int8_export_uses_integer_matmuls_and_no_convinteger(kind: str, activations: str, tmp_path: Path) -> None:
@@ -105,9 +118,9 @@ def test_int8_export_uses_integer_matmuls_and_no_convinteger(kind: str, activati
     else:
         assert ops["MatMulInteger"] == projections and ops["DynamicQuantizeLinear"] >= 1
     assert not any("Conv" in op for op in ops)
-    # fp32: attention scores and context per layer, pooler and classifier (Gemm, or the MatMul
-    # ONNX Runtime's quantizer rewrites a Gemm into)
-    assert ops["MatMul"] + ops["Gemm"] == 2 * 2 + 2
+    # fp32: attention, one fused op per layer, pooler and classifier (Gemm, or the MatMul ONNX
+    # Runtime's quantizer rewrites a Gemm into)
+    assert ops["MultiHeadAttention"] == 2 and ops["MatMul"] + ops["Gemm"] == 2
     assert report.int8_agreement is not None and report.int8_agreement >= 0.9
     inputs = sample_inputs(model.config, batch=4, seq=12, seed=5)
     np.testing.assert_allclose(run_onnx(tmp_path / "model.onnx", inputs), run_torch(model, inputs), rtol=0, atol=0.02)

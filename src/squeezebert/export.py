@@ -20,6 +20,10 @@ within one interleaved run):
   ``(G, N, in/G)`` activations against that initializer (no Conv, so no ConvInteger after
   quantization). The block-diagonal alternative is one 2-D MatMul with G-fold MACs (2.8x slower
   in fp32); one MatMul per group runs as fast in fp32 but 1.35x slower in int8.
+* Attention exports as ONNX Runtime's fused ``com.microsoft.MultiHeadAttention`` (one node per
+  layer, key padding mask from ``attention_mask``; see :func:`_fused_attention`), so the export
+  is for ONNX Runtime, as its int8 graph already was. The traced ``scaled_dot_product_attention``
+  was ~20 nodes per layer; the fused op took 0.80-0.93x its time (docs/RESULTS.md).
 * int8, default (``int8_activations="per-token"``): every projection MatMul becomes ONNX
   Runtime's fused ``DynamicQuantizeMatMul`` (int8 weights per output column and group) on
   activations whose rows were first scaled onto the int8 range, so that each token is quantized
@@ -45,9 +49,11 @@ within one interleaved run):
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
+import types
 import warnings
 from collections import Counter
 from collections.abc import Iterator
@@ -155,6 +161,66 @@ def _quiet_export() -> Iterator[None]:
         yield
 
 
+@functools.cache
+def _ort_attention() -> Any:
+    """An autograd Function that runs attention in PyTorch (so the tracer sees its output) and
+    exports as ONNX Runtime's fused ``com.microsoft.MultiHeadAttention``: one kernel in place of
+    the ~20 nodes (head reshapes and transposes, two MatMuls, mask, Softmax) the traced
+    ``scaled_dot_product_attention`` becomes. Built on first use: this module imports no torch."""
+    import torch
+    import torch.nn.functional as F
+
+    class OrtMultiHeadAttention(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, q: Any, k: Any, v: Any, mask: Any, num_heads: int) -> Any:
+            b, t, h = q.shape
+
+            def heads(y: Any) -> Any:
+                return y.view(b, t, num_heads, h // num_heads).transpose(1, 2)
+
+            ctx_ = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), attn_mask=mask)
+            return ctx_.transpose(1, 2).reshape(b, t, h)
+
+        @staticmethod
+        def symbolic(g: Any, q: Any, k: Any, v: Any, mask: Any, num_heads: int) -> Any:
+            # mask (B, 1, 1, T) bool -> key padding mask (B, T) int32, 1 = attend
+            flat = g.op("Constant", value_t=torch.tensor([0, -1], dtype=torch.int64))
+            key_padding = g.op("Cast", g.op("Reshape", mask, flat), to_i=6)  # 6: INT32
+            # The op takes the Q/K/V bias as its fourth input; the projections added theirs already,
+            # so it is left out (an optional input, written as an empty name).
+            no_bias = g.op("prim::Constant")
+            no_bias.setType(torch._C.OptionalType.ofTensor())
+            out = g.op("com.microsoft::MultiHeadAttention", q, k, v, no_bias, key_padding, num_heads_i=num_heads)
+            out.setType(q.type())
+            return out
+
+    return OrtMultiHeadAttention
+
+
+@contextlib.contextmanager
+def _fused_attention(model: Any) -> Iterator[None]:
+    """While exporting, every :class:`~squeezebert.model.SelfAttention` of ``model`` computes its
+    projections as usual, then attention through :func:`_ort_attention`."""
+    from squeezebert.model import SelfAttention
+
+    function = _ort_attention()
+
+    def forward(self: Any, x: Any, mask: Any, return_probs: bool = False) -> tuple[Any, None]:
+        if mask is None:
+            raise ExportError("the ONNX export needs an attention mask")  # the exporter always passes one
+        q, k, v = self.qkv(x) if self.qkv is not None else (self.query(x), self.key(x), self.value(x))
+        return function.apply(q, k, v, mask, self.num_heads), None
+
+    modules = [m for m in model.modules() if isinstance(m, SelfAttention)]
+    for m in modules:
+        m.forward = types.MethodType(forward, m)
+    try:
+        yield
+    finally:
+        for m in modules:
+            del m.forward
+
+
 def _torch_export(model: Any, path: Path, opset: int) -> None:
     import torch
 
@@ -162,7 +228,7 @@ def _torch_export(model: Any, path: Path, opset: int) -> None:
     example = {k: torch.from_numpy(v) for k, v in sample_inputs(model.config, 2, 8).items()}
     axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES}
     axes[output] = {0: "batch"} if output == "logits" else {0: "batch", 1: "sequence"}
-    with _quiet_export():
+    with _quiet_export(), _fused_attention(model):
         torch.onnx.export(
             model,
             tuple(example[k] for k in INPUT_NAMES),
