@@ -111,9 +111,9 @@ def test_int8_export_uses_integer_matmuls_and_no_convinteger(kind: str, activati
     report = export_model(model, tmp_path, precision="int8", int8_activations=activations)
     ops = op_types(tmp_path / "model.onnx")
     projections = 12 + (2 if kind == "low-rank" else 0)  # the low-rank query is two MatMuls per layer
-    if activations == "per-token":  # a range per token (ReduceMax), then ORT's fused int8 kernel
-        assert ops["DynamicQuantizeMatMul"] == projections and ops["ReduceMax"] == projections
-        assert ops["ReduceMin"] == projections - 2  # the FFN output projections are one-sided
+    if activations == "per-token":  # a range per token (ReduceMin/Max), then ORT's fused int8 kernel
+        assert ops["DynamicQuantizeMatMul"] == projections
+        assert ops["ReduceMin"] == ops["ReduceMax"] == projections
         assert ops["MatMulInteger"] == 0 and ops["DynamicQuantizeLinear"] == 0
     else:
         assert ops["MatMulInteger"] == projections and ops["DynamicQuantizeLinear"] >= 1
@@ -126,18 +126,13 @@ def test_int8_export_uses_integer_matmuls_and_no_convinteger(kind: str, activati
     np.testing.assert_allclose(run_onnx(tmp_path / "model.onnx", inputs), run_torch(model, inputs), rtol=0, atol=0.02)
 
 
-def one_projection(weight: np.ndarray, after_activation: bool) -> onnx.ModelProto:
-    """x -> [Identity named as the FFN activation] -> MatMul(weight) -> y, as the exporter names them."""
+def one_projection(weight: np.ndarray) -> onnx.ModelProto:
+    """x -> MatMul(weight) -> y: one projection, dense (in, out) or grouped (G, in/G, out/G)."""
     from onnx import TensorProto, helper, numpy_helper
 
     dims = ["g", "n", weight.shape[-2]] if weight.ndim == 3 else ["n", weight.shape[-2]]
-    act = "/layers.0/intermediate/act/Mul" if after_activation else "/layers.0/attention/Identity"
-    nodes = [
-        helper.make_node("Identity", ["x"], ["h"], act),
-        helper.make_node("MatMul", ["h", "w"], ["y"], "/layers.0/output/conv1d/MatMul"),
-    ]
     graph = helper.make_graph(
-        nodes,
+        [helper.make_node("MatMul", ["x", "w"], ["y"], "/layers.0/output/conv1d/MatMul")],
         "one",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [*dims[:-1], weight.shape[-1]])],
@@ -146,63 +141,48 @@ def one_projection(weight: np.ndarray, after_activation: bool) -> onnx.ModelProt
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def reference_int8(x: np.ndarray, w: np.ndarray, shift: float | None) -> np.ndarray:
+def reference_int8(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     """The specification in numpy: weights symmetric int8 per (group and) output column; each
-    token's row scaled onto the int8 range (one-sided after a shift when given), then quantized
-    with ONNX's DynamicQuantizeLinear rule over the whole tensor, multiplied in integers, and
-    scaled back per token."""
+    token's row mapped onto [0, 1] by its own minimum and range, then quantized with ONNX's
+    DynamicQuantizeLinear rule over the whole tensor, multiplied in integers, and mapped back."""
     token_axes = (0, 2) if x.ndim == 3 else (-1,)
     w_scale = np.maximum(np.abs(w).max(axis=-2, keepdims=True), 1e-12) / 127
     w_q = np.clip(np.round(w / w_scale), -127, 127)
     # float32 up to the rounding, as in the graph: a float64 u would round a few ties differently
     f32 = np.float32
-    h = x if shift is None else x + f32(shift)
-    if shift is None:
-        top, levels = np.maximum(np.abs(h).max(axis=token_axes, keepdims=True), f32(1e-12)), f32(127)
-    else:
-        top, levels = np.maximum(h.max(axis=token_axes, keepdims=True), f32(1e-12)), f32(255)
-    u = h * (levels / top)
-    lo, hi = min(u.min(), f32(0)), max(u.max(), f32(0))
-    u_scale = (hi - lo) / f32(255)
-    zero = np.clip(np.round(-lo / u_scale), 0, 255)
-    u_q = np.clip(np.round(u / u_scale) + zero, 0, 255).astype(np.float64)
-    y = ((u_q - zero) @ w_q) * u_scale * w_scale * (top / levels)
-    if shift is not None:
-        y -= shift * (w_q * w_scale).sum(axis=-2, keepdims=True)
-    return y
+    lo = x.min(axis=token_axes, keepdims=True)
+    span = np.maximum(x.max(axis=token_axes, keepdims=True) - lo, f32(1e-12))
+    u = (x - lo) / span  # every row on [0, 1]
+    u_scale = max(u.max(), f32(0)) / f32(255)  # the whole tensor's range, [0, 1]: one grid for all
+    u_q = np.clip(np.round(u / u_scale), 0, 255).astype(np.float64)
+    return (u_q @ w_q) * u_scale * w_scale * span + lo * (w_q * w_scale).sum(axis=-2, keepdims=True)
 
 
 @pytest.mark.parametrize("grouped", [False, True])
-@pytest.mark.parametrize("after_activation", [False, True])
-def test_per_token_int8_projection_computes_its_specification(grouped: bool, after_activation: bool) -> None:
-    from squeezebert.export import ACTIVATION_FLOOR, _quantize_matmuls_per_token
+def test_per_token_int8_projection_computes_its_specification(grouped: bool) -> None:
+    from squeezebert.export import _quantize_matmuls_per_token
 
     rng = np.random.default_rng(0)
     w = rng.normal(size=(4, 24, 8) if grouped else (24, 32)).astype(np.float32)
     x = rng.normal(size=(4, 6, 24) if grouped else (6, 24)).astype(np.float32)
     token = (slice(None), 2) if grouped else (2,)
-    x[token] *= 1e-3  # a quiet token next to loud ones: per-token scales keep it
-    if after_activation:  # what GELU can output: never below its floor
-        x = np.maximum(x, ACTIVATION_FLOOR["gelu"])
-    model = one_projection(w, after_activation)
-    floor = ACTIVATION_FLOOR["gelu"]
-    symmetric, one_sided = _quantize_matmuls_per_token(model, floor)
-    assert (symmetric, one_sided) == ((0, 1) if after_activation else (1, 0))
+    x[token] *= 1e-3  # a quiet token next to loud ones: per-token ranges keep it
+    x[(slice(None), 3) if grouped else (3,)] += 5.0  # and one far from zero: its own offset keeps it
+    model = one_projection(w)
+    assert _quantize_matmuls_per_token(model) == 1
     got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-    expected = reference_int8(x, w.astype(np.float64), -floor if after_activation else None)
     exact = x @ w
-    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(exact).max())
-    # close to the float product, and the quiet token too, relative to its own size
+    np.testing.assert_allclose(got, reference_int8(x, w.astype(np.float64)), rtol=1e-4, atol=1e-4 * np.abs(exact).max())
+    # close to the float product, the quiet token too, relative to its own size
     assert np.abs(got - exact).max() <= 0.03 * np.abs(exact).max()
-    if not after_activation:  # (after the shift the quiet row is no longer quiet)
-        quiet = np.abs(got[token] - exact[token]).max() / np.abs(exact[token]).max()
-        assert quiet <= 0.03, quiet
+    quiet = np.abs(got[token] - exact[token]).max() / np.abs(exact[token]).max()
+    assert quiet <= 0.03, quiet
 
 
 @pytest.mark.parametrize("kind", ["grouped", "low-rank"])
 def test_per_token_int8_export_is_as_accurate_as_torch_int8(kind: str, tmp_path: Path) -> None:
-    # Different activation grids (symmetric per token here, asymmetric in optimize(model, "int8")),
-    # so the two agree to the int8 error, not to float rounding: check they make errors of one size.
+    # Close but different activation grids (optimize(model, "int8") rounds its zero point to an
+    # integer), so the two agree to the int8 error, not to float rounding: errors of one size.
     from squeezebert.quantize import optimize
 
     torch.manual_seed(0)
@@ -275,7 +255,7 @@ def test_cli_export_prints_the_report(tokenizer: Tokenizer, tmp_path: Path, caps
 
 def test_cli_export_int8_activations_opt_out_is_recorded(tokenizer: Tokenizer, tmp_path: Path) -> None:
     ckpt = save_checkpoint(tiny_model(), tmp_path / "ckpt", tokenizer)
-    for activations, quantize_op in (("per-token", "ReduceMin"), ("per-tensor", "DynamicQuantizeLinear")):
+    for activations, quantize_op in (("per-token", "ReduceMax"), ("per-tensor", "DynamicQuantizeLinear")):
         out = tmp_path / activations
         assert (
             main(["export", str(ckpt), "--out", str(out), "--precision", "int8", "--int8-activations", activations])
