@@ -201,6 +201,13 @@ class _Samples:
     run_peak_bytes: int | None = None
 
 
+# Pause before each timed call. ONNX Runtime's worker threads busy-wait for a few ms after a call
+# (its default, which infer.OnnxForward keeps for batch work), and so do torch's OpenMP threads:
+# without a pause they steal the cores from the next candidate. Measured here: a small torch
+# matmul right after an ONNX Runtime call took 5.4x its time, 1.2x after 5 ms.
+SETTLE_S = 0.02
+
+
 def _measure(
     candidates: Mapping[str, Callable[[], Any]],
     warmup: int,
@@ -209,12 +216,14 @@ def _measure(
     meter: EnergyMeter | None = None,
     track_memory: bool = False,
     shuffle: random.Random | None = None,
+    settle_s: float = SETTLE_S,
 ) -> dict[str, _Samples]:
     """Warm up, then time each callable ``repeats`` times round-robin; stop early (after at least
     3 rounds) once ``max_seconds`` have passed. With ``track_memory``, each candidate's first call
     records its peak resident set above the one before it (needs ``warmup >= 1``). With
     ``shuffle``, each timed round runs the candidates in a fresh order drawn from it (no candidate
-    always follows the same neighbour)."""
+    always follows the same neighbour). Each timed call starts ``settle_s`` after the previous one
+    ended (not timed; see ``SETTLE_S``)."""
     samples = {name: _Samples() for name in candidates}
     for round_ in range(warmup):
         for name, fn in candidates.items():
@@ -234,6 +243,8 @@ def _measure(
             shuffle.shuffle(order)
         for name in order:
             fn = candidates[name]
+            if settle_s > 0:
+                time.sleep(settle_s)
             e0 = meter.read() if meter else None
             c0, t0 = time.process_time(), time.perf_counter()
             fn()
