@@ -166,18 +166,13 @@ def _ort_attention() -> Any:
     the ~20 nodes (head reshapes and transposes, two MatMuls, mask, Softmax) the traced
     ``scaled_dot_product_attention`` becomes. Built on first use: this module imports no torch."""
     import torch
-    import torch.nn.functional as F
+
+    from squeezebert.model import attend
 
     class OrtMultiHeadAttention(torch.autograd.Function):
         @staticmethod
         def forward(ctx: Any, q: Any, k: Any, v: Any, mask: Any, num_heads: int) -> Any:
-            b, t, h = q.shape
-
-            def heads(y: Any) -> Any:
-                return y.view(b, t, num_heads, h // num_heads).transpose(1, 2)
-
-            ctx_ = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), attn_mask=mask)
-            return ctx_.transpose(1, 2).reshape(b, t, h)
+            return attend(q, k, v, mask, num_heads)
 
         @staticmethod
         def symbolic(g: Any, q: Any, k: Any, v: Any, mask: Any, num_heads: int) -> Any:
@@ -206,8 +201,7 @@ def _fused_attention(model: Any) -> Iterator[None]:
     def forward(self: Any, x: Any, mask: Any, return_probs: bool = False) -> tuple[Any, None]:
         if mask is None:
             raise ExportError("the ONNX export needs an attention mask")  # the exporter always passes one
-        q, k, v = self.qkv(x) if self.qkv is not None else (self.query(x), self.key(x), self.value(x))
-        return function.apply(q, k, v, mask, self.num_heads), None
+        return function.apply(*self.project(x), mask, self.num_heads), None
 
     modules = [m for m in model.modules() if isinstance(m, SelfAttention)]
     for m in modules:

@@ -173,28 +173,42 @@ class SelfAttention(nn.Module):
         self.qkv: nn.Module | None = None
         self.dropout_p = config.attention_probs_dropout_prob
 
+    def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Query, key and value of ``x`` (B, T, H), each (B, T, H)."""
+        if self.qkv is not None:
+            return self.qkv(x)
+        return self.query(x), self.key(x), self.value(x)
+
     def forward(self, x: Tensor, mask: Tensor | None, return_probs: bool = False) -> tuple[Tensor, Tensor | None]:
         """x: (B, T, H); mask: (B, 1, 1, T) bool, True = attend. Returns context (B, T, H)."""
-        b, t, h = x.shape
-
-        def heads(y: Tensor) -> Tensor:
-            return y.view(b, t, self.num_heads, self.head_size).transpose(1, 2)  # (B, nh, T, hd)
-
-        if self.qkv is not None:
-            q, k, v = (heads(y) for y in self.qkv(x))  # each (B, T, H) -> (B, nh, T, hd)
-        else:
-            q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
+        q, k, v = self.project(x)
         dropout_p = self.dropout_p if self.training else 0.0
-        probs = None
-        if return_probs:  # explicit path: distillation needs the attention distribution itself
-            scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_size)  # (B, nh, T, T)
-            if mask is not None:
-                scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-            probs = scores.softmax(-1)
-            ctx = F.dropout(probs, dropout_p, self.training) @ v  # (B, nh, T, hd)
-        else:
-            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+        if not return_probs:
+            return attend(q, k, v, mask, self.num_heads, dropout_p), None
+        # explicit path: distillation needs the attention distribution itself
+        b, t, h = x.shape
+        q, k, v = (split_heads(y, self.num_heads) for y in (q, k, v))  # each (B, nh, T, hd)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_size)  # (B, nh, T, T)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        probs = scores.softmax(-1)
+        ctx = F.dropout(probs, dropout_p, self.training) @ v  # (B, nh, T, hd)
         return ctx.transpose(1, 2).reshape(b, t, h), probs  # (B, T, H)
+
+
+def split_heads(y: Tensor, num_heads: int) -> Tensor:
+    """(B, T, H) -> (B, heads, T, H/heads), a view."""
+    b, t, h = y.shape
+    return y.view(b, t, num_heads, h // num_heads).transpose(1, 2)
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, num_heads: int, dropout_p: float = 0.0) -> Tensor:
+    """Multi-head scaled dot-product attention on (B, T, H) queries, keys and values; mask
+    (B, 1, 1, T) bool, True = attend. Returns the context (B, T, H)."""
+    b, t, h = q.shape
+    heads = (split_heads(y, num_heads) for y in (q, k, v))
+    ctx = F.scaled_dot_product_attention(*heads, attn_mask=mask, dropout_p=dropout_p)  # (B, nh, T, hd)
+    return ctx.transpose(1, 2).reshape(b, t, h)
 
 
 class ProjectionDropoutLayerNorm(nn.Module):
