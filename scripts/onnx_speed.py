@@ -3,9 +3,10 @@
 Each argument is a ``model.onnx`` (or an export directory), optionally suffixed ``@nospin`` to
 run it with ONNX Runtime's worker threads sleeping instead of busy-waiting between operators.
 Every round runs each candidate once (several calls for small batches) in a fresh random order,
-with a short pause before each so one candidate's spinning threads stay out of the next one's
-time; the table gives median ms per call and the ratio to the first candidate. Inputs are random
-token ids of the given shape; in every row after the first, the second half is padding.
+through :func:`squeezebert.bench.time_interleaved` (which pauses before each call, so one
+candidate's spinning threads stay out of the next one's time); the table gives median ms per
+call and the ratio to the first candidate. Inputs are random token ids of the given shape; in
+every row after the first, the second half is padding.
 
     python scripts/onnx_speed.py --batch 32 --seq 25 --rounds 12 old/model.onnx new/model.onnx
 """
@@ -14,11 +15,12 @@ from __future__ import annotations
 
 import argparse
 import random
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from squeezebert.bench import time_interleaved
 from squeezebert.infer import OnnxForward
 
 
@@ -44,25 +46,25 @@ def main() -> None:
         "token_type_ids": np.zeros((args.batch, args.seq), np.int64),
     }
     feed["attention_mask"][1:, args.seq // 2 :] = 0
-    for forward in sessions.values():
-        for _ in range(3):
-            forward(feed)
-    calls = max(1, 20 // args.batch)
-    times: dict[str, list[float]] = {k: [] for k in sessions}
-    order = list(sessions)
-    shuffle = random.Random(0)
-    for _ in range(args.rounds):
-        shuffle.shuffle(order)
-        for name in order:
-            time.sleep(0.02)
-            t0 = time.perf_counter()
+    calls = max(1, 20 // args.batch)  # several calls per timing for small batches
+
+    def timed(forward: OnnxForward) -> Callable[[], None]:
+        def run() -> None:
             for _ in range(calls):
-                sessions[name](feed)
-            times[name].append((time.perf_counter() - t0) / calls)
+                forward(feed)
+
+        return run
+
+    timings = time_interleaved(
+        {name: timed(forward) for name, forward in sessions.items()},
+        warmup=3,
+        repeats=args.rounds,
+        shuffle=random.Random(0),
+    )
     first = None
     print(f"batch {args.batch} x seq {args.seq}, {args.threads} threads, {args.rounds} rounds")
-    for name, samples in times.items():
-        ms = float(np.median(samples)) * 1e3
+    for name, timing in timings.items():
+        ms = timing.p50 / calls
         first = first or ms
         print(f"{name:50s} {ms:9.2f} ms  {ms / first:5.2f}x")
 
