@@ -594,9 +594,3 @@ def export(
     return export_model(
         ckpt.model, out, ckpt.tokenizer, precision=precision, opset=opset, int8_activations=int8_activations
     )
-
-
-def is_export_dir(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a directory holding an ONNX export (``model.onnx`` + ``config.json``)."""
-    path = Path(path)
-    return (path / MODEL_FILE).is_file() and (path / "config.json").is_file()

@@ -7,10 +7,12 @@ backends differ only in their forward:
 
 * ``torch``: the model made by :func:`squeezebert.optimize` (fp32, bf16 or int8);
 * ``onnx``: an ONNX Runtime session over an export directory (fp32 or int8, see
-  :mod:`squeezebert.export`).
+  :mod:`squeezebert.export`);
+* ``openvino``: an OpenVINO compiled model over an export directory (fp32, bf16 or int8, see
+  :mod:`squeezebert.export_openvino`).
 
-This module imports no torch at import time, and the ONNX path never does: an ONNX deployment
-needs only onnxruntime, tokenizers and numpy. The three stages are public so that a benchmark can
+This module imports no torch at import time, and the ONNX and OpenVINO paths never do: such a
+deployment needs only its runtime, tokenizers and numpy. The three stages are public so that a benchmark can
 time them apart.
 """
 
@@ -20,6 +22,7 @@ import json
 import logging
 import os
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +35,11 @@ from squeezebert.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "onnx")
+BACKENDS = ("torch", "onnx", "openvino")
 ONNX_MODEL_FILE = "model.onnx"  # = squeezebert.export.MODEL_FILE, repeated to keep this module light
+OPENVINO_MODEL_FILE = "model.xml"  # = squeezebert.export_openvino.MODEL_FILE, likewise
+#: OpenVINO's names for the precision its CPU plugin computes the non-quantized operations in.
+OPENVINO_INFERENCE_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
 
 #: One input: a text, or a (text, text) pair for pair tasks (NLI, paraphrase).
 TextInput = str | tuple[str, str]
@@ -104,6 +110,95 @@ class OnnxForward:
         return self.session.run(None, {name: batch[name] for name in self.input_names})[0]
 
 
+def openvino_has_bf16(core: Any | None = None) -> bool:
+    """Whether OpenVINO's CPU plugin runs bf16 natively on this machine (AVX512-BF16 or AMX)."""
+    if core is None:
+        import openvino as ov
+
+        core = ov.Core()
+    return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+class OpenVinoForward:
+    """Forward through an OpenVINO compiled model on ``model.xml``; imports no torch.
+
+    Every CPU-plugin setting that changes speed is set explicitly rather than left to the
+    plugin's defaults, which differ by machine (on this EPYC, ``INFERENCE_PRECISION_HINT``
+    defaults to bf16): ``inference_precision`` (``fp32`` or ``bf16``: the precision of the
+    operations that are not int8), one stream with the latency hint (one request at a time,
+    all threads on it), ``num_threads`` threads (None: the plugin's choice, all cores).
+    ``busy_wait`` pins the plugin's threads to cores (its default); a server passes False so that
+    its request threads are not locked out of a core between calls.
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str],
+        num_threads: int | None = None,
+        inference_precision: str = "fp32",
+        busy_wait: bool = True,
+    ) -> None:
+        try:
+            import openvino as ov
+        except ImportError:
+            raise ImportError("the openvino backend needs openvino: pip install 'squeezebert[openvino]'") from None
+        if inference_precision not in OPENVINO_INFERENCE_PRECISIONS:
+            raise ValueError(
+                f"inference_precision must be one of {tuple(OPENVINO_INFERENCE_PRECISIONS)}, "
+                f"got {inference_precision!r}"
+            )
+        core = ov.Core()
+        if inference_precision == "bf16" and not openvino_has_bf16(core):
+            log.warning("this CPU has no native bf16; OpenVINO runs the model in fp32 instead")
+            inference_precision = "fp32"
+        self.inference_precision = inference_precision
+        properties: dict[str, Any] = {
+            "INFERENCE_PRECISION_HINT": OPENVINO_INFERENCE_PRECISIONS[inference_precision],
+            "PERFORMANCE_HINT": "LATENCY",
+            "NUM_STREAMS": 1,
+            "ENABLE_CPU_PINNING": bool(busy_wait),
+        }
+        if num_threads:
+            properties["INFERENCE_NUM_THREADS"] = int(num_threads)
+        self.compiled = core.compile_model(core.read_model(str(model_path)), "CPU", properties)
+        self.input_names = [i.get_any_name() for i in self.compiled.inputs]
+        # One infer request per calling thread: a request is not safe to share between threads.
+        self._local = threading.local()
+
+    def __call__(self, batch: Batch) -> np.ndarray:
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self.compiled.create_infer_request()
+        # share_inputs: the int64 arrays are read in place, not copied into the request.
+        result = request.infer({name: batch[name] for name in self.input_names}, share_inputs=True)
+        return np.array(result[0])  # a copy: the request reuses its output buffer on the next call
+
+
+# --------------------------------------------------------------------------- export directories
+def export_backend(path: str | os.PathLike[str]) -> str | None:
+    """The runtime an export directory is for, from its files (``model.xml``: ``openvino``,
+    ``model.onnx``: ``onnx``), or None for anything else (a checkpoint, an alias)."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        return None
+    if (path / OPENVINO_MODEL_FILE).is_file():
+        return "openvino"
+    if (path / ONNX_MODEL_FILE).is_file():
+        return "onnx"
+    return None
+
+
+def export_section(config_file: Path, backend: str) -> dict[str, Any]:
+    """The ``config.json`` section an export of ``backend`` wrote about itself (precision, checks)."""
+    try:
+        section = json.loads(config_file.read_text(encoding="utf-8")).get(backend, {})
+    except AttributeError:
+        raise ValueError(f"{config_file}: expected a JSON object") from None
+    if not isinstance(section, dict):
+        raise ValueError(f"{config_file}: {backend!r} must be an object")
+    return section
+
+
 # --------------------------------------------------------------------------- the classifier
 def _softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(-1, keepdims=True)  # stable: exp never overflows
@@ -155,7 +250,7 @@ class Classifier:
         cls,
         path: str | os.PathLike[str],
         precision: str | None = None,
-        backend: str = "torch",
+        backend: str | None = None,
         max_length: int = 128,
         num_threads: int | None = None,
         normalize: bool = False,
@@ -164,29 +259,39 @@ class Classifier:
         """Load a classifier.
 
         ``path``: a checkpoint directory (or alias / preset, as :func:`squeezebert.checkpoint.load`)
-        or, for ``backend="onnx"``, an export directory (``model.onnx`` + ``config.json`` +
-        ``tokenizer.json``, see ``squeezebert export``), which loads without torch. Given a
-        checkpoint, the onnx backend exports it first into a temporary directory (that step uses
-        torch).
+        or an export directory, recognized by its files: ``model.onnx`` (ONNX Runtime) or
+        ``model.xml`` (OpenVINO), each beside ``config.json`` and ``tokenizer.json`` (see
+        ``squeezebert export``). An export loads without torch.
 
-        ``precision``: torch ``fp32`` / ``bf16`` / ``int8``; onnx ``fp32`` / ``int8``. None means
-        fp32, or for an export directory the precision it was exported with.
+        ``backend``: None picks by the files: an export's own runtime, else ``torch`` for a
+        checkpoint. Given a checkpoint, ``onnx`` and ``openvino`` export it first into a
+        temporary directory (that step uses torch; OpenVINO int8 calibrates on the training
+        texts the checkpoint records, see :func:`squeezebert.export_openvino.export`).
+
+        ``precision``: torch ``fp32`` / ``bf16`` / ``int8``; onnx ``fp32`` / ``int8``; openvino
+        ``fp32`` / ``bf16`` / ``int8``. None means fp32, or for an export directory the precision
+        it was exported with.
         ``num_threads``: intra-op threads (for torch this sets the process-wide thread count).
         ``normalize``: apply :func:`squeezebert.normalize.normalize_text` (NFKC and look-alike
         letters) before tokenizing.
-        ``busy_wait``: onnx only, see :class:`OnnxForward` (off for a server, on for batch jobs).
+        ``busy_wait``: onnx and openvino, see :class:`OnnxForward` and :class:`OpenVinoForward`
+        (off for a server, on for batch jobs).
         """
-        if backend not in BACKENDS:
+        if backend is not None and backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         path_ = Path(path).expanduser()
-        is_export = (path_ / ONNX_MODEL_FILE).is_file()
-        if backend == "onnx":
-            if is_export:
-                return cls._from_export(path_, precision, max_length, num_threads, normalize, busy_wait)
-            return cls._export_and_load(path, precision or "fp32", max_length, num_threads, normalize, busy_wait)
-        if is_export and not (path_ / "model.safetensors").is_file():
-            raise ValueError(f"{path_}: is an ONNX export; load it with backend='onnx'")
-        return cls._from_checkpoint(path, precision or "fp32", max_length, num_threads, normalize)
+        exported = export_backend(path_)
+        if exported is not None:
+            if backend is not None and backend != exported:
+                raise ValueError(
+                    f"{path_}: is an {exported} export; load it with backend={exported!r} (or none), "
+                    f"or export the checkpoint again for {backend}"
+                )
+            return cls._from_export(path_, exported, precision, max_length, num_threads, normalize, busy_wait)
+        backend = backend or "torch"
+        if backend == "torch":
+            return cls._from_checkpoint(path, precision or "fp32", max_length, num_threads, normalize)
+        return cls._export_and_load(path, backend, precision or "fp32", max_length, num_threads, normalize, busy_wait)
 
     @classmethod
     def _from_checkpoint(
@@ -204,6 +309,7 @@ class Classifier:
     def _from_export(
         cls,
         path: Path,
+        backend: str,
         precision: str | None,
         max_length: int,
         num_threads: int | None,
@@ -212,39 +318,46 @@ class Classifier:
     ) -> Classifier:
         config_file = path / "config.json"
         config = ModelConfig.load(config_file)
-        try:
-            exported = json.loads(config_file.read_text(encoding="utf-8")).get("onnx", {}).get("precision", "fp32")
-        except AttributeError:
-            raise ValueError(f"{config_file}: 'onnx' must be an object") from None
+        section = export_section(config_file, backend)
+        exported = section.get("precision", "fp32")
         if precision is not None and precision != exported:
             raise ValueError(
-                f"{path}: holds a {exported} export but precision={precision!r} was asked for; "
+                f"{path}: holds a {exported} export (for {backend}) but precision={precision!r} was asked for; "
                 f"pass precision={exported!r} or export again with --precision {precision}"
             )
         tokenizer = Tokenizer.from_dir(path)
-        forward = OnnxForward(path / ONNX_MODEL_FILE, num_threads, busy_wait)
-        return cls(forward, tokenizer, config, max_length, "onnx", exported, normalize)
+        forward: Callable[[Batch], np.ndarray]
+        if backend == "onnx":
+            forward = OnnxForward(path / ONNX_MODEL_FILE, num_threads, busy_wait)
+        else:
+            inference = section.get("inference_precision", "fp32")
+            forward = OpenVinoForward(path / OPENVINO_MODEL_FILE, num_threads, inference, busy_wait)
+        return cls(forward, tokenizer, config, max_length, backend, exported, normalize)
 
     @classmethod
     def _export_and_load(
         cls,
         src: str | os.PathLike[str],
+        backend: str,
         precision: str,
         max_length: int,
         num_threads: int | None,
         normalize: bool,
         busy_wait: bool = True,
     ) -> Classifier:
-        from squeezebert.export import export
+        if backend == "onnx":
+            from squeezebert.export import export
+        else:
+            from squeezebert.export_openvino import export  # type: ignore[assignment]
 
-        tmpdir = tempfile.TemporaryDirectory(prefix="squeezebert-onnx-")
+        tmpdir = tempfile.TemporaryDirectory(prefix=f"squeezebert-{backend}-")
         try:
             export(src, tmpdir.name, precision=precision)
-            clf = cls._from_export(Path(tmpdir.name), precision, max_length, num_threads, normalize, busy_wait)
+            clf = cls._from_export(Path(tmpdir.name), backend, precision, max_length, num_threads, normalize, busy_wait)
         except BaseException:
             tmpdir.cleanup()
             raise
-        clf._tmpdir = tmpdir  # removed with the classifier (ONNX Runtime has read the file by now)
+        clf._tmpdir = tmpdir  # removed with the classifier (the runtime has read the files by now)
         return clf
 
     # ------------------------------------------------------------------ the three stages

@@ -1,0 +1,576 @@
+"""OpenVINO export and its verification: a self-contained directory OpenVINO's CPU plugin serves.
+
+``export`` writes ``model.xml`` + ``model.bin`` (OpenVINO IR), ``config.json`` (with the labels, the
+export's precision and the numbers of its checks), ``tokenizer.json`` and the Hugging Face
+tokenizer sidecars (``tokenizer_config.json``, ``special_tokens_map.json``) into a directory. The
+graph takes ``input_ids``, ``attention_mask`` and ``token_type_ids`` (int64, dynamic batch and
+sequence axes) and returns ``logits`` (or ``last_hidden_state`` for a headless model).
+
+Why OpenVINO: it compiles the whole graph for the CPU, fusing what eager PyTorch and ONNX Runtime
+run one operator at a time — int8 GEMMs with their bias/GELU epilogues, LayerNorm, attention —
+and its post-training int8 (NNCF) is static, so no activation is quantized at run time.
+Measured on this 2-core EPYC (docs/RESULTS.md): the same SqueezeBERT-base weights ran 2.2x (batch
+1) / 1.7x (batch 32) faster than ONNX Runtime's dynamic int8 BERT-base, the best peer before it.
+
+Precisions:
+
+* ``fp32``: the converted graph, fp32 weights, run with ``INFERENCE_PRECISION_HINT=f32``. Checked
+  against PyTorch at two input shapes: more than 1e-4 apart is an :class:`ExportError`.
+* ``bf16``: the same graph with fp16-stored weights (half the file; upcast at load), run with the
+  bf16 inference hint. Only where the CPU runs bf16 natively (AVX512-BF16 or AMX).
+* ``int8``: NNCF post-training quantization (``nncf.quantize``, transformer preset with
+  SmoothQuant) **calibrated on real text**: the training texts the checkpoint records
+  (``train_args.json``) or a file the caller gives. Random token ids give the wrong activation
+  ranges, so an int8 export without real text is refused (:class:`CalibrationError`). The word
+  embeddings are then stored int8 per row (``nncf.compress_weights``), which is most of the file.
+
+Every int8/bf16 export is compared with PyTorch fp32 on real texts: prediction agreement on a
+sample of held-out texts and, when the checkpoint knows its dev set, agreement and accuracy there.
+An agreement below ``min_agreement`` (default 0.99) is an :class:`ExportError`. The numbers are
+printed and stored in ``config.json`` under ``"openvino"``; nothing is written unless the checks
+pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from squeezebert.export import CHECK_SHAPES, FP32_TOLERANCE, INPUT_NAMES, ExportError, sample_inputs
+from squeezebert.infer import OPENVINO_MODEL_FILE, Batch, OpenVinoForward, TextInput, openvino_has_bf16
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = OPENVINO_MODEL_FILE
+WEIGHTS_FILE = "model.bin"
+PRECISIONS = ("fp32", "bf16", "int8")
+#: Texts NNCF collects activation statistics on. 300 is NNCF's default subset size.
+CALIBRATION_SIZE = 300
+#: Held-out texts the int8/bf16 export is compared with PyTorch fp32 on.
+CHECK_SIZE = 256
+MIN_AGREEMENT = 0.99
+
+
+class CalibrationError(ValueError):
+    """int8 was asked for without real text to calibrate on."""
+
+
+@dataclass
+class OpenVinoExportReport:
+    """What :func:`export_model` wrote and how it checked out.
+
+    ``max_abs_diff``: fp32 OpenVINO vs PyTorch per checked shape (``"BxT"``), random token ids.
+    ``agreement``: int8/bf16 vs PyTorch fp32, argmax agreement on ``sample_size`` held-out texts;
+    ``dev``: the same on the dev set plus both accuracies, when known.
+    ``op_types``: node counts of the IR; ``runtime_op_types``: of the compiled execution graph.
+    """
+
+    path: Path
+    precision: str
+    inference_precision: str
+    max_abs_diff: dict[str, float]
+    agreement: float | None = None
+    max_logit_diff: float | None = None
+    sample_size: int = 0
+    sample_source: str = ""
+    dev: dict[str, Any] | None = None
+    calibration: dict[str, Any] | None = None
+    op_types: dict[str, int] = field(default_factory=dict)
+    runtime_op_types: dict[str, int] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``"openvino"`` section of the export's ``config.json``."""
+        out = asdict(self)
+        out.pop("path")
+        out.pop("files")
+        out["inputs"] = list(INPUT_NAMES)
+        return out
+
+    def summary(self) -> str:
+        """A few human-readable lines."""
+        diffs = ", ".join(f"{shape}: {d:.1e}" for shape, d in self.max_abs_diff.items())
+        lines = [
+            f"wrote {self.path} ({', '.join(self.files)}); OpenVINO {self.precision} "
+            f"(non-int8 operations in {self.inference_precision}) in {self.seconds:.1f} s",
+            f"fp32 OpenVINO vs PyTorch max abs diff: {diffs} (limit {FP32_TOLERANCE:g})",
+        ]
+        if self.calibration:
+            c = self.calibration
+            lines.append(f"int8 calibrated on {c['texts']} texts from {c['source']}")
+        if self.agreement is not None:
+            lines.append(
+                f"{self.precision} vs PyTorch fp32 on {self.sample_size} held-out texts ({self.sample_source}): "
+                f"predictions agree on {self.agreement:.2%}, max logit diff {self.max_logit_diff:.3g}"
+            )
+        if self.dev:
+            d = self.dev
+            line = f"dev set ({d['source']}, {d['examples']} examples): agreement {d['agreement']:.2%}"
+            if d.get("accuracy_fp32") is not None:
+                line += f", accuracy {d['accuracy_export']:.2%} vs PyTorch fp32 {d['accuracy_fp32']:.2%}"
+            lines.append(line)
+        top = ", ".join(f"{k} x{v}" for k, v in Counter(self.runtime_op_types).most_common(6))
+        lines.append(f"compiled graph: {sum(self.runtime_op_types.values())} nodes ({top}, ...)")
+        return "\n".join(lines)
+
+
+def _require_openvino() -> Any:
+    try:
+        import openvino as ov
+    except ImportError:
+        raise ImportError("the OpenVINO export needs openvino: pip install 'squeezebert[openvino]'") from None
+    return ov
+
+
+def _require_nncf() -> Any:
+    try:
+        import nncf
+    except ImportError:
+        raise ImportError("int8 OpenVINO export needs nncf: pip install 'squeezebert[openvino]'") from None
+    return nncf
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """NNCF logs a table and progress bars on INFO; the export prints its own summary."""
+    loggers = [logging.getLogger(name) for name in ("nncf", "openvino")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(open(os.devnull, "w")) as sink:  # noqa: SIM115 - closed below
+            try:
+                yield
+            finally:
+                sink.close()
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+# --------------------------------------------------------------------------- conversion
+def convert(model: Any) -> Any:
+    """Trace a :class:`~squeezebert.model.SqueezeBert` into an ``openvino.Model`` with dynamic
+    batch and sequence axes and named inputs/outputs."""
+    import warnings
+
+    import torch
+
+    ov = _require_openvino()
+    model = copy.deepcopy(model).float().eval()
+    example = {k: torch.from_numpy(v) for k, v in sample_inputs(model.config, 2, 8).items()}
+    inputs = [(name, ov.PartialShape([-1, -1]), ov.Type.i64) for name in INPUT_NAMES]
+    with warnings.catch_warnings(), torch.no_grad():
+        # The sequence-length check in SqueezeBert.encode is a Python comparison the tracer rightly
+        # treats as a constant.
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        ov_model = ov.convert_model(model, example_input=tuple(example[k] for k in INPUT_NAMES), input=inputs)
+    output = "logits" if model.config.num_labels > 0 else "last_hidden_state"
+    ov_model.outputs[0].get_tensor().set_names({output})
+    return ov_model
+
+
+def _torch_logits(model: Any, batch: Batch) -> np.ndarray:
+    import torch
+
+    with torch.inference_mode():
+        return model(**{k: torch.from_numpy(v) for k, v in batch.items()}).float().numpy()
+
+
+def _compile(ov_model: Any, inference_precision: str, num_threads: int | None = None) -> OpenVinoForward:
+    """An :class:`OpenVinoForward` over an in-memory model, by way of a temporary IR (the class
+    reads files so that the deployed path and the checked path are the same code)."""
+    ov = _require_openvino()
+    with tempfile.TemporaryDirectory(prefix="squeezebert-ov-check-") as tmp:
+        path = Path(tmp) / MODEL_FILE
+        ov.save_model(ov_model, str(path), compress_to_fp16=False)
+        return OpenVinoForward(path, num_threads, inference_precision)
+
+
+def _check_fp32(model: Any, forward: OpenVinoForward) -> dict[str, float]:
+    diffs = {}
+    for i, (batch, seq) in enumerate(CHECK_SHAPES):
+        inputs = sample_inputs(model.config, batch, seq, seed=i)
+        expected = _torch_logits(model, inputs)
+        got = forward(inputs)
+        if got.shape != expected.shape:
+            raise ExportError(f"OpenVINO output shape {got.shape} != PyTorch {expected.shape} at batch {batch} x {seq}")
+        if model.config.num_labels == 0:  # outputs at padding positions carry no meaning
+            keep = inputs["attention_mask"].astype(bool)
+            got, expected = got[keep], expected[keep]
+        diff = float(np.abs(got - expected).max())
+        diffs[f"{batch}x{seq}"] = diff
+        if not diff <= FP32_TOLERANCE:
+            raise ExportError(
+                f"OpenVINO differs from PyTorch by {diff:.3g} (> {FP32_TOLERANCE:g}) at batch {batch} x sequence "
+                f"{seq}; the export is wrong, nothing was written"
+            )
+    return diffs
+
+
+# --------------------------------------------------------------------------- real text
+@dataclass
+class TextSample:
+    """Texts (or pairs) from one source, with labels where the source has them."""
+
+    inputs: list[TextInput]
+    source: str
+    labels: list[Any] | None = None
+
+
+def _split_inputs(inputs: Sequence[TextInput]) -> tuple[list[str], list[str] | None]:
+    if inputs and isinstance(inputs[0], tuple):
+        return [x[0] for x in inputs], [x[1] for x in inputs]  # type: ignore[index]
+    return list(inputs), None  # type: ignore[arg-type]
+
+
+def _encode_each(tokenizer: Any, inputs: Sequence[TextInput], max_length: int) -> list[Batch]:
+    """One unpadded batch of one text per input: NNCF's statistics then never see padding."""
+    texts, pairs = _split_inputs(inputs)
+    return [tokenizer.pad([item]) for item in tokenizer.tokenize(texts, pairs, max_length)]
+
+
+def _batches(tokenizer: Any, inputs: Sequence[TextInput], max_length: int, size: int = 32) -> Iterator[Batch]:
+    """Padded batches in input order."""
+    texts, pairs = _split_inputs(inputs)
+    items = tokenizer.tokenize(texts, pairs, max_length)
+    for start in range(0, len(items), size):
+        yield tokenizer.pad(items[start : start + size])
+
+
+def _compare(model: Any, forward: OpenVinoForward, tokenizer: Any, sample: TextSample, max_length: int) -> dict:
+    """Argmax agreement (and accuracy where labels are known) of ``forward`` vs PyTorch fp32."""
+    ref, got = [], []
+    for batch in _batches(tokenizer, sample.inputs, max_length):
+        ref.append(_torch_logits(model, batch))
+        got.append(forward(batch))
+    expected, actual = np.concatenate(ref), np.concatenate(got)
+    result: dict[str, Any] = {
+        "source": sample.source,
+        "examples": len(expected),
+        "max_logit_diff": float(np.abs(actual - expected).max()),
+    }
+    if model.config.num_labels > 1:
+        result["agreement"] = float((actual.argmax(-1) == expected.argmax(-1)).mean())
+        if sample.labels is not None:
+            label2id = model.config.label2id
+            gold = np.array([label2id.get(str(label), -1) for label in sample.labels])
+            result["accuracy_fp32"] = float((expected.argmax(-1) == gold).mean())
+            result["accuracy_export"] = float((actual.argmax(-1) == gold).mean())
+    return result
+
+
+def _examples_sample(examples: Sequence[Any], source: str, labels: bool) -> TextSample:
+    inputs: list[TextInput] = [e.text if e.text_pair is None else (e.text, e.text_pair) for e in examples]
+    return TextSample(inputs, source, [e.label for e in examples] if labels else None)
+
+
+def read_calibration_file(
+    path: str | os.PathLike[str], text_column: str = "text", text_pair_column: str | None = None
+) -> TextSample:
+    """Texts from a text (one per line), CSV, TSV or JSONL file, with the project's errors."""
+    from squeezebert import tables
+
+    path = Path(path)
+    fmt = tables.detect_format(str(path), None)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file" if not path.is_dir() else f"{path}: is a directory, not a file")
+    with open(path, "rb") as f:
+        lines = tables.Lines(f, str(path))
+        column = None if fmt == "text" else text_column
+        examples = list(tables.iter_examples(lines, fmt, column or "text", text_pair_column if fmt != "text" else None))
+    if not examples:
+        raise CalibrationError(f"{path}: holds no texts to calibrate on")
+    return _examples_sample(examples, str(path), labels=False)
+
+
+def recorded_data(ckpt_path: Path | None) -> tuple[TextSample | None, TextSample | None]:
+    """The training texts and the labelled dev set a checkpoint's ``train_args.json`` records
+    (fine-tuned or squeezed by this project), or ``(None, None)``. A squeezed student that names
+    only its teacher is followed to the teacher's record."""
+    from squeezebert.train import ARGS_FILE, CUSTOM, load_task_data
+
+    seen = 0
+    while ckpt_path is not None and seen < 4:
+        seen += 1
+        args_file = ckpt_path / ARGS_FILE
+        if not args_file.is_file():
+            return None, None
+        try:
+            args = json.loads(args_file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{args_file}: not valid JSON ({e})") from None
+        task = args.get("task")
+        if task == CUSTOM and args.get("train_file"):
+            data = load_task_data(
+                CUSTOM,
+                train_file=args["train_file"],
+                dev_file=args.get("dev_file"),
+                text_column=args.get("text_column") or "text",
+                text_pair_column=args.get("text_pair_column"),
+                label_column=args.get("label_column") or "label",
+            )
+        elif task and task != CUSTOM and args.get("data_dir"):
+            data = load_task_data(task, args["data_dir"])
+        elif args.get("teacher"):
+            teacher = Path(str(args["teacher"]))
+            ckpt_path = teacher if teacher.is_dir() else None
+            continue
+        else:
+            return None, None
+        train = _examples_sample(data.train, data.train_source, labels=False)
+        dev = _examples_sample(data.dev, data.dev_source, labels=data.labels is not None) if data.dev else None
+        return train, dev
+    return None, None
+
+
+def _split_calibration(sample: TextSample, size: int, check: int, seed: int = 0) -> tuple[TextSample, TextSample]:
+    """Disjoint random subsets: ``size`` texts to calibrate on and ``check`` held-out texts to
+    compare on (when the source is small, the check set reuses calibration texts)."""
+    order = list(range(len(sample.inputs)))
+    random.Random(seed).shuffle(order)
+    calib = [sample.inputs[i] for i in order[:size]]
+    rest = order[size : size + check] or order[:check]
+    return (
+        TextSample(calib, sample.source),
+        TextSample([sample.inputs[i] for i in rest], sample.source + (" (held out)" if order[size:] else "")),
+    )
+
+
+# --------------------------------------------------------------------------- int8
+def quantize_int8(ov_model: Any, calibration: Sequence[Batch], subset_size: int | None = None) -> Any:
+    """NNCF static int8 of every projection (transformer preset: SmoothQuant, attention and
+    LayerNorm kept in float), then int8 per-row storage of the remaining float weights (the word
+    embeddings). ``calibration``: model inputs from real text."""
+    nncf = _require_nncf()
+    with _quiet():
+        quantized = nncf.quantize(
+            ov_model,
+            nncf.Dataset(list(calibration)),
+            model_type=nncf.ModelType.TRANSFORMER,
+            subset_size=subset_size or len(calibration),
+        )
+        return nncf.compress_weights(quantized, mode=nncf.CompressWeightsMode.INT8_SYM)
+
+
+# --------------------------------------------------------------------------- public API
+def export_model(
+    model: Any,
+    out: str | os.PathLike[str],
+    tokenizer: Any | None = None,
+    precision: str = "fp32",
+    calibration: TextSample | Sequence[Batch] | None = None,
+    check: TextSample | None = None,
+    dev: TextSample | None = None,
+    max_length: int = 128,
+    inference_precision: str | None = None,
+    min_agreement: float = MIN_AGREEMENT,
+    num_threads: int | None = None,
+) -> OpenVinoExportReport:
+    """Export a :class:`~squeezebert.model.SqueezeBert` (and its tokenizer) to OpenVINO in ``out``.
+
+    ``precision``: ``fp32``, ``bf16`` or ``int8`` (see the module docstring). ``calibration``
+    (int8): real texts (:class:`TextSample`, needs ``tokenizer``) or, for timing-only uses such as
+    the benchmark, ready model inputs; ``check``: held-out texts the export is compared with
+    PyTorch fp32 on (default: texts of the calibration sample not used to calibrate); ``dev``: a
+    labelled dev set to compare on as well. ``inference_precision``: what the non-int8 operations
+    run in (``fp32``/``bf16``; default fp32 for fp32 and int8, bf16 for bf16).
+    ``min_agreement``: the agreement an int8/bf16 export must reach on ``check`` and ``dev``.
+    """
+    from squeezebert.model import SqueezeBert
+
+    ov = _require_openvino()
+    started = time.perf_counter()
+    if not isinstance(model, SqueezeBert):
+        raise TypeError(f"export_model takes a SqueezeBert model (not an optimized copy), got {type(model).__name__}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS} for OpenVINO, got {precision!r}")
+    inference_precision = inference_precision or ("bf16" if precision == "bf16" else "fp32")
+    if inference_precision == "bf16" and not openvino_has_bf16():
+        raise ValueError("this CPU has no native bf16 (OpenVINO reports no BF16 capability); export fp32 or int8")
+    if precision == "int8" and not calibration:
+        raise CalibrationError(
+            "int8 needs real text to calibrate on: the checkpoint records no training data (train_args.json); "
+            "pass --calibration FILE (text, CSV, TSV or JSONL)"
+        )
+    if isinstance(calibration, TextSample) or check is not None or dev is not None:
+        if tokenizer is None:
+            raise ValueError("calibrating or checking on texts needs the tokenizer")
+    model = copy.deepcopy(model).float().eval()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cleanup_partial(out)
+    report = OpenVinoExportReport(out, precision, inference_precision, {})
+
+    with _quiet():
+        ov_model = convert(model)
+    report.max_abs_diff = _check_fp32(model, _compile(ov_model, "fp32", num_threads))
+
+    if precision == "int8":
+        if isinstance(calibration, TextSample):
+            calib, held_out = _split_calibration(calibration, CALIBRATION_SIZE, CHECK_SIZE)
+            inputs = _encode_each(tokenizer, calib.inputs, max_length)
+            report.calibration = {"source": calib.source, "texts": len(calib.inputs), "max_length": max_length}
+            check = check or held_out
+        else:
+            inputs = list(calibration)  # type: ignore[arg-type]
+            report.calibration = {"source": "model inputs given by the caller", "texts": len(inputs)}
+        ov_model = quantize_int8(ov_model, inputs)
+
+    with tempfile.TemporaryDirectory(prefix=".squeezebert-ov-", dir=out) as tmp:
+        # Written under a temporary directory beside the target, checked from there, then renamed.
+        staged = Path(tmp)
+        ov.save_model(ov_model, str(staged / MODEL_FILE), compress_to_fp16=(precision == "bf16"))
+        forward = OpenVinoForward(staged / MODEL_FILE, num_threads, inference_precision)
+        report.op_types = dict(Counter(op.get_type_name() for op in ov_model.get_ordered_ops()))
+        report.runtime_op_types = runtime_op_types(forward)
+        if precision != "fp32":
+            for sample, where in ((check, "sample"), (dev, "dev")):
+                if sample is None or not sample.inputs:
+                    continue
+                result = _compare(model, forward, tokenizer, sample, max_length)
+                if where == "sample":
+                    report.agreement = result.get("agreement")
+                    report.max_logit_diff = result["max_logit_diff"]
+                    report.sample_size, report.sample_source = result["examples"], result["source"]
+                else:
+                    report.dev = result
+                agreement = result.get("agreement")
+                if agreement is not None and agreement < min_agreement:
+                    raise ExportError(
+                        f"OpenVINO {precision} agrees with PyTorch fp32 on {agreement:.2%} of {result['examples']} "
+                        f"texts ({result['source']}), below the {min_agreement:.0%} required; nothing was written"
+                    )
+        del forward
+        files = [MODEL_FILE, WEIGHTS_FILE]
+        if tokenizer is not None:
+            tokenizer.save(staged / "tokenizer.json")
+            for name, text in tokenizer_sidecars(tokenizer, model.config.max_position_embeddings).items():
+                (staged / name).write_text(text, encoding="utf-8")
+                files.append(name)
+            files.append("tokenizer.json")
+        else:
+            log.warning("%s: no tokenizer given; the export cannot classify text on its own", out)
+        report.seconds = time.perf_counter() - started
+        config = model.config.to_dict()
+        config["openvino"] = report.to_json()
+        (staged / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        files.append("config.json")
+        # config.json last: a reader that sees it sees a complete export.
+        for name in sorted(files, key=lambda n: n == "config.json"):
+            os.replace(staged / name, out / name)
+        if (out / "model.onnx").exists():
+            log.warning("%s also holds an ONNX export; the OpenVINO files take precedence when loading", out)
+    report.files = files
+    return report
+
+
+def runtime_op_types(forward: OpenVinoForward) -> dict[str, int]:
+    """Node counts of the compiled execution graph (what the CPU plugin actually runs)."""
+    runtime = forward.compiled.get_runtime_model()
+    return dict(Counter(op.get_rt_info()["layerType"].astype(str) for op in runtime.get_ordered_ops()))
+
+
+def tokenizer_sidecars(tokenizer: Any, model_max_length: int) -> dict[str, str]:
+    """``tokenizer_config.json`` and ``special_tokens_map.json`` for ``tokenizer``, so that
+    ``transformers.AutoTokenizer`` loads the directory's ``tokenizer.json`` as a BERT fast
+    tokenizer that returns ``token_type_ids`` as ours does."""
+    special = {
+        "cls_token": "[CLS]",
+        "sep_token": "[SEP]",
+        "pad_token": "[PAD]",
+        "unk_token": "[UNK]",
+        "mask_token": "[MASK]",
+    }
+    special = {k: v for k, v in special.items() if tokenizer.backend.token_to_id(v) is not None}
+    config = {
+        "tokenizer_class": "BertTokenizerFast",
+        "model_max_length": model_max_length,
+        "model_input_names": ["input_ids", "token_type_ids", "attention_mask"],
+        "clean_up_tokenization_spaces": False,
+        **special,
+    }
+    return {
+        "tokenizer_config.json": json.dumps(config, indent=2, sort_keys=True) + "\n",
+        "special_tokens_map.json": json.dumps(special, indent=2, sort_keys=True) + "\n",
+    }
+
+
+def export(
+    src: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    precision: str = "fp32",
+    calibration: str | os.PathLike[str] | None = None,
+    text_column: str = "text",
+    text_pair_column: str | None = None,
+    max_length: int | None = None,
+    inference_precision: str | None = None,
+    min_agreement: float = MIN_AGREEMENT,
+    num_threads: int | None = None,
+) -> OpenVinoExportReport:
+    """Load a checkpoint (directory, alias or preset, as :func:`squeezebert.checkpoint.load`) and
+    export it with :func:`export_model`.
+
+    int8 calibrates on ``calibration`` (a text/CSV/TSV/JSONL file; ``text_column`` /
+    ``text_pair_column`` name its columns) or else on the training texts the checkpoint's
+    ``train_args.json`` records; with neither, :class:`CalibrationError`. The dev set the
+    checkpoint records is used for the agreement check whenever precision is not fp32.
+    ``max_length``: tokens per calibration/check text (default: the length the checkpoint was
+    trained at, else 128).
+    """
+    from squeezebert.checkpoint import load
+    from squeezebert.train import ARGS_FILE
+
+    ckpt = load(src)
+    train, dev = (None, None)
+    if precision != "fp32":
+        train, dev = recorded_data(ckpt.path)
+    sample = read_calibration_file(calibration, text_column, text_pair_column) if calibration is not None else train
+    if max_length is None:
+        max_length = 128
+        args_file = ckpt.path / ARGS_FILE if ckpt.path is not None else None
+        if args_file is not None and args_file.is_file():
+            max_length = int(json.loads(args_file.read_text(encoding="utf-8")).get("max_length", 128))
+    max_length = min(max_length, ckpt.model.config.max_position_embeddings)
+    if precision == "int8" and sample is None:
+        raise CalibrationError(
+            f"{src}: int8 needs real text to calibrate on, and this checkpoint records no training data "
+            "(train_args.json); pass --calibration FILE (text, CSV, TSV or JSONL)"
+        )
+    check = None
+    if precision == "bf16" and sample is not None:
+        check = _split_calibration(sample, 0, CHECK_SIZE)[1]
+    return export_model(
+        ckpt.model,
+        out,
+        ckpt.tokenizer,
+        precision=precision,
+        calibration=sample if precision == "int8" else None,
+        check=check,
+        dev=dev,
+        max_length=max_length,
+        inference_precision=inference_precision,
+        min_agreement=min_agreement,
+        num_threads=num_threads,
+    )
+
+
+def cleanup_partial(out: str | os.PathLike[str]) -> None:
+    """Remove staging directories a killed export left in ``out``."""
+    for stale in Path(out).glob(".squeezebert-ov-*"):
+        shutil.rmtree(stale, ignore_errors=True)
