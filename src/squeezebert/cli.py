@@ -320,11 +320,36 @@ def _add_column_args(p: argparse.ArgumentParser) -> None:
 
 # --------------------------------------------------------------------------- export
 def cmd_export(args: argparse.Namespace) -> int:
-    from squeezebert.export import export
+    if args.format == "openvino":
+        from squeezebert.export_openvino import export as export_openvino
 
-    report = export(
-        args.model, args.out, precision=args.precision, opset=args.opset, int8_activations=args.int8_activations
-    )
+        if args.int8_activations is not None or args.opset is not None:
+            raise ValueError("--int8-activations and --opset are ONNX options; OpenVINO's int8 is NNCF's static int8")
+        report: Any = export_openvino(
+            args.model,
+            args.out,
+            precision=args.precision,
+            calibration=args.calibration,
+            text_column=args.text_column,
+            text_pair_column=args.text_pair_column,
+            max_length=args.max_length,
+            inference_precision=args.inference_precision,
+            min_agreement=args.min_agreement,
+        )
+    else:
+        from squeezebert.export import DEFAULT_OPSET, export
+
+        if args.precision == "bf16":
+            raise ValueError("the ONNX export is fp32 or int8; bf16 is for --format openvino")
+        if args.calibration is not None or args.inference_precision is not None:
+            raise ValueError("--calibration and --inference-precision are for --format openvino")
+        report = export(
+            args.model,
+            args.out,
+            precision=args.precision,
+            opset=args.opset or DEFAULT_OPSET,
+            int8_activations=args.int8_activations or "per-token",
+        )
     print(report.summary())
     return 0
 
@@ -497,8 +522,20 @@ Handler = Callable[[argparse.Namespace], int]
 
 def _add_runtime_flags(p: argparse.ArgumentParser, threads: bool = True) -> None:
     """The inference-runtime flags that batch, predict and serve share."""
-    p.add_argument("--backend", choices=("torch", "onnx"), default="torch")
-    p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default=None)
+    from squeezebert.infer import BACKENDS  # torch-free, as the commands that use it
+
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=None,
+        help="default: an export directory's own runtime, else torch for a checkpoint",
+    )
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "int8"),
+        default=None,
+        help="default: an export's own precision, else fp32",
+    )
     p.add_argument("--max-length", type=int, default=128, help="tokens per text after truncation")
     if threads:
         p.add_argument("--num-threads", type=int, default=None, help="intra-op threads (default: the backend's choice)")
@@ -597,7 +634,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_finetune)
 
     p = sub.add_parser("evaluate", help="score a fine-tuned checkpoint on a GLUE split or a custom labelled file")
-    p.add_argument("model", help="fine-tuned checkpoint directory")
+    p.add_argument("model", help="fine-tuned checkpoint or export directory (OpenVINO or ONNX)")
     p.add_argument("--task", default=None, help="GLUE task; 'custom' (implied by --dev)")
     p.add_argument("--data-dir", default=None, help="GLUE data directory (default: the Hugging Face Hub)")
     p.add_argument("--split", default="dev", help="GLUE split (dev, dev_mismatched, ...)")
@@ -615,18 +652,58 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_args(p)
     p.set_defaults(handler=cmd_glue)
 
-    p = sub.add_parser("export", help="export a checkpoint to ONNX (model.onnx + config.json + tokenizer.json)")
+    p = sub.add_parser(
+        "export",
+        help="export a checkpoint for a CPU runtime: OpenVINO IR or ONNX, with config.json and the tokenizer files",
+        description="Writes a self-contained directory that predict, serve, batch and evaluate load without "
+        "PyTorch. The export is checked against PyTorch fp32 first (fp32: max abs difference <= 1e-4; int8/bf16: "
+        "prediction agreement on held-out real texts and the dev set the checkpoint records); nothing is written "
+        "unless the checks pass.",
+    )
     p.add_argument("model", help="checkpoint directory, alias (minilm-l6) or preset")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument(
-        "--precision", choices=("fp32", "int8"), default="fp32", help="int8: dynamic quantization of projections"
+        "--format",
+        choices=("onnx", "openvino"),
+        default="onnx",
+        help="onnx: ONNX Runtime graph (model.onnx); openvino: OpenVINO IR (model.xml + model.bin)",
     )
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 14)")
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "int8"),
+        default="fp32",
+        help="int8: ONNX dynamic per-token int8 / OpenVINO NNCF static int8 calibrated on real text; "
+        "bf16: OpenVINO only, where the CPU has native bf16",
+    )
+    p.add_argument(
+        "--calibration",
+        default=None,
+        help="openvino int8: text/CSV/TSV/JSONL file of real texts to calibrate on (default: the training texts "
+        "the checkpoint records in train_args.json)",
+    )
+    p.add_argument("--text-column", default="text", help="--calibration CSV/TSV/JSONL: column of the (first) text")
+    p.add_argument("--text-pair-column", default=None, help="--calibration: column of the second text of a pair")
+    p.add_argument(
+        "--max-length", type=int, default=None, help="calibration/check tokens per text (default: the trained length)"
+    )
+    p.add_argument(
+        "--inference-precision",
+        choices=("fp32", "bf16"),
+        default=None,
+        help="openvino: precision of the operations int8 leaves in float (default: fp32; bf16 for --precision bf16)",
+    )
+    p.add_argument(
+        "--min-agreement",
+        type=float,
+        default=0.99,
+        help="openvino int8/bf16: least prediction agreement with PyTorch fp32 the export must reach (default 0.99)",
+    )
+    p.add_argument("--opset", type=int, default=None, help="onnx: opset (>= 14, default 17)")
     p.add_argument(
         "--int8-activations",
         choices=("per-token", "per-tensor"),
-        default="per-token",
-        help="int8 activation scales: per token (default, more accurate) or per tensor (ONNX Runtime's own, plain)",
+        default=None,
+        help="onnx int8 activation scales: per token (default, more accurate) or per tensor (ONNX Runtime's own)",
     )
     p.set_defaults(handler=cmd_export)
 
@@ -671,7 +748,7 @@ def build_parser() -> argparse.ArgumentParser:
         "input's ids, written atomically. Without --ray-address a local Ray instance is started. "
         "Needs squeezebert[ray].",
     )
-    p.add_argument("model", help="fine-tuned checkpoint or ONNX export directory (on every node of a cluster)")
+    p.add_argument("model", help="fine-tuned checkpoint or export directory (on every node of a cluster)")
     p.add_argument("--input", required=True, help="input file: .csv, .tsv, .jsonl or .parquet")
     p.add_argument("--output", required=True, help="output file: .jsonl or .parquet (written atomically)")
     p.add_argument("--text-column", default="text")
@@ -692,7 +769,7 @@ def build_parser() -> argparse.ArgumentParser:
         "score and probabilities (value for regression). Input and output '-' mean stdin/stdout. An output file is "
         "written under a temporary name and renamed at the end: a bad row leaves no partial file.",
     )
-    p.add_argument("model", help="fine-tuned checkpoint, ONNX export directory (with --backend onnx) or alias")
+    p.add_argument("model", help="fine-tuned checkpoint, export directory (OpenVINO or ONNX) or alias")
     p.add_argument("--input", default="-", help="input file or - for stdin (default -)")
     p.add_argument("--output", default="-", help="output JSONL file or - for stdout (default -)")
     p.add_argument(
@@ -712,7 +789,7 @@ def build_parser() -> argparse.ArgumentParser:
         description='POST /v1/classify {"texts": [...]} or {"pairs": [[a, b], ...]}; GET /healthz, /readyz, '
         "/metrics (Prometheus), /docs. SIGTERM drains in-flight requests and exits 0. Needs squeezebert[serve].",
     )
-    p.add_argument("model", help="fine-tuned checkpoint, ONNX export directory (with --backend onnx) or alias")
+    p.add_argument("model", help="fine-tuned checkpoint, export directory (OpenVINO or ONNX) or alias")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
     p.add_argument("--port", type=int, default=8080)
     _add_runtime_flags(p)

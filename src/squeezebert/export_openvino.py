@@ -77,12 +77,14 @@ class OpenVinoExportReport:
     ``agreement``: int8/bf16 vs PyTorch fp32, argmax agreement on ``sample_size`` held-out texts;
     ``dev``: the same on the dev set plus both accuracies, when known.
     ``op_types``: node counts of the IR; ``runtime_op_types``: of the compiled execution graph.
+    ``max_length``: tokens per text the model was trained at (evaluate and predict default to it).
     """
 
     path: Path
     precision: str
     inference_precision: str
     max_abs_diff: dict[str, float]
+    max_length: int = 128
     agreement: float | None = None
     max_logit_diff: float | None = None
     sample_size: int = 0
@@ -179,6 +181,8 @@ def convert(model: Any) -> Any:
         # The sequence-length check in SqueezeBert.encode is a Python comparison the tracer rightly
         # treats as a constant.
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        # OpenVINO's converter traces with torch.jit, which torch now marks deprecated.
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.jit\.")
         ov_model = ov.convert_model(model, example_input=tuple(example[k] for k in INPUT_NAMES), input=inputs)
     output = "logits" if model.config.num_labels > 0 else "last_hidden_state"
     ov_model.outputs[0].get_tensor().set_names({output})
@@ -415,7 +419,7 @@ def export_model(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cleanup_partial(out)
-    report = OpenVinoExportReport(out, precision, inference_precision, {})
+    report = OpenVinoExportReport(out, precision, inference_precision, {}, max_length)
 
     with _quiet():
         ov_model = convert(model)

@@ -942,6 +942,20 @@ def finetune(
     return record
 
 
+class _ExportedModel(nn.Module):
+    """An export directory's :class:`~squeezebert.infer.Classifier` as the ``(ids, mask, types) ->
+    logits`` module :func:`evaluate` runs, so an export is scored by the same code as a checkpoint."""
+
+    def __init__(self, classifier: Any) -> None:
+        super().__init__()
+        self.classifier = classifier
+        self.config = classifier.config
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor) -> Tensor:
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+        return torch.from_numpy(self.classifier.forward({k: v.numpy() for k, v in batch.items()}))
+
+
 def evaluate_checkpoint(
     src: str | os.PathLike[str],
     task: str = CUSTOM,
@@ -954,23 +968,34 @@ def evaluate_checkpoint(
     batch_size: int = 64,
     max_length: int | None = None,
 ) -> dict[str, Any]:
-    """Score a fine-tuned checkpoint on a GLUE split or a custom labelled file.
+    """Score a fine-tuned checkpoint, or an export directory through its own runtime (OpenVINO or
+    ONNX Runtime, found by its files), on a GLUE split or a custom labelled file.
 
     Labels are mapped to class ids by *name* through the checkpoint's ``label2id``; a label it never
     saw raises :class:`~squeezebert.data.DataError` naming the file and line. ``max_length``
-    defaults to the one the checkpoint was trained with (``train_args.json``), else 128.
+    defaults to the one the checkpoint was trained with (``train_args.json``; for an export, the
+    one its ``config.json`` records), else 128.
     """
-    ckpt = load(src)
-    model = ckpt.model
+    from squeezebert.infer import Classifier, export_backend, export_section
+
+    backend = export_backend(src)
+    if backend is not None:  # an export directory: scored through its own runtime
+        trained_length = export_section(Path(src) / "config.json", backend).get("max_length")
+        classifier = Classifier.from_pretrained(src, max_length=max_length or trained_length or 128)
+        model: Any = _ExportedModel(classifier)
+        tokenizer, max_length = classifier.tokenizer, classifier.max_length
+    else:
+        ckpt = load(src)
+        model, tokenizer = ckpt.model, ckpt.tokenizer
+        if ckpt.tokenizer is None:
+            raise ValueError(f"{src}: has no tokenizer (tokenizer.json or vocab.txt)")
+        if max_length is None:
+            max_length = 128
+            args_file = ckpt.path / ARGS_FILE if ckpt.path is not None else None
+            if args_file is not None and args_file.is_file():
+                max_length = int(_read_json(args_file).get("max_length", 128))
     if model.config.num_labels == 0:
         raise ValueError(f"{src}: has no classification head; fine-tune it first")
-    if ckpt.tokenizer is None:
-        raise ValueError(f"{src}: has no tokenizer (tokenizer.json or vocab.txt)")
-    if max_length is None:
-        max_length = 128
-        args_file = ckpt.path / ARGS_FILE if ckpt.path is not None else None
-        if args_file is not None and args_file.is_file():
-            max_length = int(_read_json(args_file).get("max_length", 128))
     max_length = min(max_length, model.config.max_position_embeddings)
     regression = model.config.num_labels == 1
     if task == CUSTOM:
@@ -990,10 +1015,11 @@ def evaluate_checkpoint(
         where = Path(data_dir) / (spec.dir_name or "") if data_dir is not None else Path(f"hf://{spec.name}")
         source = str(where / spec.split_file(split))
     label2id = None if regression else model.config.label2id
-    data = encode(ckpt.tokenizer, examples, max_length, label2id, source)
+    data = encode(tokenizer, examples, max_length, label2id, source)
     metrics = evaluate(model, data, kind, batch_size)
     return {
         "model": str(src),
+        "backend": backend or "torch",
         "task": task,
         "split": split,
         "source": source,

@@ -1,0 +1,327 @@
+"""OpenVINO export: parity with PyTorch for every model shape, int8 calibrated on real text only,
+agreement checks that refuse to write, self-contained directories, and the export served by
+predict / serve / evaluate without a backend flag (predict and the Classifier with torch blocked)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ov = pytest.importorskip("openvino")
+pytest.importorskip("nncf")
+
+from squeezebert.checkpoint import save_checkpoint  # noqa: E402
+from squeezebert.cli import main  # noqa: E402
+from squeezebert.config import preset  # noqa: E402
+from squeezebert.export import ExportError, sample_inputs  # noqa: E402
+from squeezebert.export_openvino import (  # noqa: E402
+    CalibrationError,
+    export,
+    export_model,
+    recorded_data,
+)
+from squeezebert.infer import Classifier, OpenVinoForward, export_backend, openvino_has_bf16  # noqa: E402
+from squeezebert.model import SqueezeBert  # noqa: E402
+from squeezebert.tokenizer import Tokenizer  # noqa: E402
+
+FILLER = "the a movie film plot it was is very quite really story acting and but this that".split()
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", *FILLER]
+DENSE = dict(q_groups=1, k_groups=1, v_groups=1, post_attention_groups=1, intermediate_groups=1, output_groups=1)
+SHAPES = {
+    "dense": DENSE,
+    "grouped": {},
+    "low-rank": {"ranks": {"query": 4, "1.intermediate": 8}},
+    "fewer-layers": {"num_hidden_layers": 1},
+    "factorized-embeddings": {"embedding_size": 32},
+}
+
+
+def tiny_model(**overrides: object) -> SqueezeBert:
+    base = dict(vocab_size=len(VOCAB), max_position_embeddings=64, num_labels=2, id2label={0: "neg", 1: "pos"})
+    base.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    return SqueezeBert(preset("tiny", **{**base, **overrides})).eval()
+
+
+def sentences(n: int, seed: int) -> list[tuple[str, str]]:
+    """Filler words with one 'good' (pos) or 'bad' (neg) somewhere: trivially separable."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        words = rng.choices(FILLER, k=rng.randint(2, 12))
+        label = rng.randint(0, 1)
+        words.insert(rng.randint(0, len(words)), ("bad", "good")[label])
+        out.append((" ".join(words), ("neg", "pos")[label]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Tokenizer:
+    vocab = tmp_path_factory.mktemp("vocab") / "vocab.txt"
+    vocab.write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
+    return Tokenizer.from_vocab(vocab)
+
+
+@pytest.fixture(scope="module")
+def trained(tokenizer: Tokenizer, tmp_path_factory: pytest.TempPathFactory) -> tuple[SqueezeBert, Path]:
+    """A tiny dense model trained for 40 steps on good/bad sentences, saved with a train_args.json
+    that records its custom train and dev files, as ``squeezebert finetune`` writes it."""
+    torch.manual_seed(0)
+    model = tiny_model(**DENSE)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    for step in range(40):
+        data = sentences(32, seed=step)
+        batch = {k: torch.from_numpy(v) for k, v in tokenizer([t for t, _ in data]).items()}
+        target = torch.tensor([model.config.label2id[y] for _, y in data])
+        loss = torch.nn.functional.cross_entropy(model(**batch), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    root = tmp_path_factory.mktemp("trained")
+    for name, n, seed in (("train.csv", 600, 1), ("dev.csv", 120, 2)):
+        rows = "".join(f'"{t}",{y}\n' for t, y in sentences(n, seed))
+        (root / name).write_text("text,label\n" + rows, encoding="utf-8")
+    path = save_checkpoint(model, root / "ckpt", tokenizer)
+    args = {"task": "custom", "train_file": str(root / "train.csv"), "dev_file": str(root / "dev.csv")}
+    args.update(text_column="text", text_pair_column=None, label_column="label", max_length=32)
+    (path / "train_args.json").write_text(json.dumps(args), encoding="utf-8")
+    return model, path
+
+
+def run_torch(model: SqueezeBert, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    with torch.no_grad():
+        return model(**{k: torch.from_numpy(v) for k, v in inputs.items()}).numpy()
+
+
+# --------------------------------------------------------------------------- fp32 parity
+@pytest.mark.parametrize("shape", SHAPES)
+def test_fp32_export_of_every_model_shape_matches_pytorch(shape: str, tmp_path: Path) -> None:
+    model = tiny_model(**SHAPES[shape])
+    report = export_model(model, tmp_path, precision="fp32")
+    assert list(report.max_abs_diff) == ["1x7", "3x19"] and max(report.max_abs_diff.values()) <= 1e-4
+    # and at a shape the export did not check: batch and sequence are both dynamic
+    forward = OpenVinoForward(tmp_path / "model.xml", num_threads=1)
+    inputs = sample_inputs(model.config, batch=5, seq=23, seed=9)
+    np.testing.assert_allclose(forward(inputs), run_torch(model, inputs), rtol=0, atol=1e-4)
+
+
+def test_inputs_are_named_int64_with_dynamic_batch_and_sequence(tmp_path: Path) -> None:
+    export_model(tiny_model(), tmp_path)
+    ir = ov.Core().read_model(str(tmp_path / "model.xml"))
+    assert [i.get_any_name() for i in ir.inputs] == ["input_ids", "attention_mask", "token_type_ids"]
+    for i in ir.inputs:
+        assert i.get_element_type() == ov.Type.i64 and i.get_partial_shape().is_dynamic
+        assert all(d.is_dynamic for d in i.get_partial_shape())
+    assert ir.outputs[0].get_names() == {"logits"}
+
+
+def test_headless_model_exports_hidden_states(tmp_path: Path) -> None:
+    model = tiny_model(num_labels=0, id2label={})
+    report = export_model(model, tmp_path)
+    assert max(report.max_abs_diff.values()) <= 1e-4
+    ir = ov.Core().read_model(str(tmp_path / "model.xml"))
+    assert ir.outputs[0].get_names() == {"last_hidden_state"}
+
+
+# --------------------------------------------------------------------------- int8 and bf16
+def test_int8_calibrates_on_the_recorded_training_texts_and_agrees_with_fp32(trained, tmp_path: Path) -> None:
+    model, path = trained
+    report = export(path, tmp_path / "int8", precision="int8")
+    assert report.calibration["source"].endswith("train.csv") and report.calibration["texts"] == 300
+    assert report.calibration["max_length"] == 32  # the length the checkpoint was trained at
+    assert report.sample_source.endswith("train.csv (held out)") and report.sample_size == 256
+    assert report.agreement >= 0.99
+    assert report.dev["source"].endswith("dev.csv") and report.dev["examples"] == 120
+    assert report.dev["agreement"] >= 0.99 and report.dev["accuracy_export"] >= report.dev["accuracy_fp32"] - 0.01
+    # the IR holds int8 weights and quantize/dequantize pairs around the projections
+    ir = ov.Core().read_model(str(tmp_path / "int8" / "model.xml"))
+    ops = [op.get_type_name() for op in ir.get_ordered_ops()]
+    assert ops.count("FakeQuantize") >= 12
+    int8_constants = [
+        op for op in ir.get_ordered_ops() if op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.i8
+    ]
+    assert any(list(op.get_output_shape(0)) == [len(VOCAB), 64] for op in int8_constants), "word embeddings int8"
+    # the numbers are stored in the export's config.json
+    section = json.loads((tmp_path / "int8" / "config.json").read_text())["openvino"]
+    assert section["precision"] == "int8" and section["agreement"] == report.agreement
+    assert section["dev"]["agreement"] == report.dev["agreement"] and section["max_length"] == 32
+
+
+def test_int8_without_real_text_is_refused_and_writes_nothing(tmp_path: Path, tokenizer: Tokenizer) -> None:
+    bare = save_checkpoint(tiny_model(), tmp_path / "bare", tokenizer)  # no train_args.json
+    with pytest.raises(CalibrationError, match="--calibration FILE"):
+        export(bare, tmp_path / "out", precision="int8")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    with pytest.raises(CalibrationError, match="real text"):
+        export_model(tiny_model(), tmp_path / "out2", tokenizer, precision="int8", calibration=None)
+    args = ["export", str(bare), "--out", str(tmp_path / "cli"), "--format", "openvino", "--precision", "int8"]
+    assert main(args) == 2
+
+
+def test_int8_calibrates_on_a_given_file(trained, tmp_path: Path) -> None:
+    _, path = trained
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(t for t, _ in sentences(150, seed=7)) + "\n", encoding="utf-8")
+    report = export(path, tmp_path / "out", precision="int8", calibration=texts)
+    assert report.calibration == {"source": str(texts), "texts": 150, "max_length": 32}
+    assert report.agreement >= 0.99
+
+
+def test_an_export_below_the_agreement_bar_raises_and_writes_nothing(trained, tmp_path: Path) -> None:
+    _, path = trained
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine", encoding="utf-8")
+    with pytest.raises(ExportError, match="below the 101% required; nothing was written"):
+        export(path, out, precision="int8", min_agreement=1.01)
+    assert sorted(os.listdir(out)) == ["keep.txt"]  # no model, no config, no staging directory
+
+
+@pytest.mark.skipif(not openvino_has_bf16(), reason="this CPU has no native bf16")
+def test_bf16_export_agrees_with_fp32_and_runs_with_the_bf16_hint(trained, tmp_path: Path) -> None:
+    _, path = trained
+    report = export(path, tmp_path / "bf16", precision="bf16")
+    assert report.inference_precision == "bf16" and report.agreement >= 0.99 and report.dev["agreement"] >= 0.99
+    clf = Classifier.from_pretrained(tmp_path / "bf16")
+    assert clf.backend == "openvino" and clf.precision == "bf16"
+    assert clf._forward.compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.bf16
+    fp32 = Classifier.from_pretrained(path)
+    texts = [t for t, _ in sentences(20, seed=3)]
+    assert [p.label for p in clf.predict(texts)] == [p.label for p in fp32.predict(texts)]
+
+
+def test_recorded_data_follows_a_student_to_its_teacher(trained, tmp_path: Path, tokenizer: Tokenizer) -> None:
+    _, teacher = trained
+    student = save_checkpoint(tiny_model(), tmp_path / "student", tokenizer)
+    (student / "train_args.json").write_text(json.dumps({"workflow": "squeeze", "teacher": str(teacher)}))
+    train, dev = recorded_data(student)
+    assert train is not None and train.source.endswith("train.csv") and len(train.inputs) == 600
+    assert dev is not None and dev.labels is not None and len(dev.inputs) == 120
+
+
+# --------------------------------------------------------------------------- the export directory
+def test_export_directory_is_self_contained_and_autotokenizer_gives_our_ids(trained, tmp_path: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    model, path = trained
+    export(path, tmp_path / "out")
+    names = {"model.xml", "model.bin", "config.json", "tokenizer.json", "tokenizer_config.json"}
+    assert names | {"special_tokens_map.json"} == set(os.listdir(tmp_path / "out"))
+    assert export_backend(tmp_path / "out") == "openvino" and export_backend(path) is None
+    ours = Classifier.from_pretrained(tmp_path / "out").tokenizer
+    hf = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "out"))
+    got = hf(["good movie", "the plot was bad"], ["very good", "it"], padding=True, return_tensors="np")
+    want = ours(["good movie", "the plot was bad"], ["very good", "it"])
+    for key in ("input_ids", "token_type_ids", "attention_mask"):
+        np.testing.assert_array_equal(got[key], want[key])
+
+
+def test_classifier_finds_the_backend_by_the_files_and_refuses_a_mismatch(trained, tmp_path: Path) -> None:
+    _, path = trained
+    export(path, tmp_path / "out")
+    clf = Classifier.from_pretrained(tmp_path / "out")
+    assert (clf.backend, clf.precision, clf.max_length) == ("openvino", "fp32", 64)
+    with pytest.raises(ValueError, match="is an openvino export; load it with backend='openvino'"):
+        Classifier.from_pretrained(tmp_path / "out", backend="onnx")
+    with pytest.raises(ValueError, match="holds a fp32 export"):
+        Classifier.from_pretrained(tmp_path / "out", precision="int8")
+    # a checkpoint with backend="openvino" is exported on the fly
+    on_the_fly = Classifier.from_pretrained(path, backend="openvino")
+    texts = [t for t, _ in sentences(10, seed=4)]
+    assert [p.label for p in on_the_fly.predict(texts)] == [p.label for p in clf.predict(texts)]
+
+
+def test_openvino_classifier_runs_where_torch_cannot_be_imported(trained, tmp_path: Path, block_torch: str) -> None:
+    _, path = trained
+    export(path, tmp_path / "int8", precision="int8")
+    script = block_torch + textwrap.dedent(
+        f"""
+        import json, sys
+        from squeezebert import Classifier
+
+        clf = Classifier.from_pretrained({str(tmp_path / "int8")!r}, num_threads=1)
+        predictions = clf.predict(["what a good film", "bad", "the plot was very good"])
+        assert "torch" not in sys.modules and "squeezebert.model" not in sys.modules
+        print(json.dumps([clf.backend] + [p.label for p in predictions]))
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == ["openvino", "pos", "neg", "pos"]
+
+
+def test_cli_predict_on_an_export_without_a_backend_flag_and_without_torch(
+    trained, tmp_path: Path, block_torch: str
+) -> None:
+    _, path = trained
+    assert main(["export", str(path), "--out", str(tmp_path / "ov"), "--format", "openvino"]) == 0
+    src = tmp_path / "in.txt"
+    src.write_text("good movie\nbad plot\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    prelude = "import sys\nfrom squeezebert.cli import main\n"
+    check = "code = main(sys.argv[1:])\nassert 'torch' not in sys.modules, 'predict imported torch'\nsys.exit(code)\n"
+    args = ["predict", str(tmp_path / "ov"), "--input", str(src), "--output", str(out)]
+    result = subprocess.run(
+        [sys.executable, "-c", block_torch + prelude + check, *args], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["line"], r["label"]) for r in rows] == [(1, "pos"), (2, "neg")]
+
+
+def test_cli_evaluate_scores_an_export_through_its_runtime(trained, tmp_path: Path) -> None:
+    from squeezebert.train import evaluate_checkpoint
+
+    model, path = trained
+    export(path, tmp_path / "ov")
+    dev = path.parent / "dev.csv"
+    got = evaluate_checkpoint(tmp_path / "ov", "custom", data_file=dev)
+    want = evaluate_checkpoint(path, "custom", data_file=dev)
+    assert got["backend"] == "openvino" and want["backend"] == "torch"
+    assert got["metrics"] == pytest.approx(want["metrics"], abs=1e-9)  # fp32 export: the same predictions
+    assert main(["evaluate", str(tmp_path / "ov"), "--dev", str(dev), "--json", str(tmp_path / "e.json")]) == 0
+    assert json.loads((tmp_path / "e.json").read_text())["backend"] == "openvino"
+
+
+def test_serve_loads_an_export_without_a_backend_flag(trained, tmp_path: Path) -> None:
+    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("uvicorn")
+    import socket
+
+    _, path = trained
+    export(path, tmp_path / "ov", precision="int8")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "squeezebert", "serve", str(tmp_path / "ov"), "--port", str(port)]
+    cmd += ["--num-threads", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            while True:
+                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+                assert time.monotonic() < deadline, "server never became ready"
+                try:
+                    if client.get("/readyz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.1)
+            info = client.get("/v1/model").json()
+            assert info["backend"] == "openvino" and info["precision"] == "int8"
+            r = client.post("/v1/classify", json={"texts": ["good movie", "bad plot"]})
+            assert r.status_code == 200 and [p["label"] for p in r.json()["predictions"]] == ["pos", "neg"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
