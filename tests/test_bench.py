@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import pytest
 
+from squeezebert import bench
 from squeezebert.bench import (
     CANDIDATES,
     DEFAULT_CANDIDATES,
@@ -90,11 +92,35 @@ CELL_FIELDS = {
 }
 
 
+#: The quick run's candidates: every default one of torch and ONNX Runtime, and each code path of
+#: the OpenVINO and CTranslate2 ones: our bf16 export and our int8 export (bf16 hint), both peers'
+#: conversion and NNCF int8, the fp32 IR with its check, CTranslate2. All the defaults convert six
+#: more models, which doubles the run for no new path.
+QUICK_CANDIDATES = [n for n in DEFAULT_CANDIDATES if CANDIDATES[n].backend in ("torch", "onnxruntime")] + [
+    "ours-openvino-bf16",
+    "ours-openvino-int8-bf16",
+    "hf-squeezebert-openvino-int8",
+    "hf-bert-openvino-fp32",
+    "hf-bert-openvino-int8-bf16",
+    "hf-bert-ctranslate2-int8",
+]
+
+
+def _has_bf16() -> bool:
+    try:
+        from squeezebert.infer import openvino_has_bf16
+
+        return openvino_has_bf16()
+    except ImportError:
+        return False
+
+
 @pytest.fixture(scope="module")
 def quick_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     out = tmp_path_factory.mktemp("bench")
     report = run_bench(
         quick=True,
+        candidates=QUICK_CANDIDATES,
         threads=1,
         metrics={"ours-torch-int8": 0.9, "hf-bert-torch-fp32": 0.92},
         json_path=out / "bench.json",
@@ -105,9 +131,9 @@ def quick_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     return report, out
 
 
-def test_quick_bench_reports_every_field_for_every_default_candidate(quick_report: tuple[dict, Path]) -> None:
+def test_quick_bench_reports_every_field_for_every_candidate(quick_report: tuple[dict, Path]) -> None:
     report, _ = quick_report
-    assert [c["name"] for c in report["candidates"]] == list(DEFAULT_CANDIDATES)
+    assert [c["name"] for c in report["candidates"]] == select_candidates(QUICK_CANDIDATES)
     for c in report["candidates"]:
         assert c["status"] in ("ok", "skipped")
         if c["status"] == "skipped":  # a peer may be missing here; then it says why
@@ -127,6 +153,29 @@ def test_quick_bench_reports_every_field_for_every_default_candidate(quick_repor
     env = report["environment"]
     assert env["cpu"] and env["threads"] == 1 and env["versions"]["torch"] and env["date"]
     assert "malloc_trim" in report["memory_method"] and report["process_peak_rss_mb"] > 0
+
+
+def test_openvino_and_ctranslate2_candidates_run_or_say_why_not(quick_report: tuple[dict, Path]) -> None:
+    report, _ = quick_report
+    by_name = {c["name"]: c for c in report["candidates"]}
+    new = [n for n in QUICK_CANDIDATES if CANDIDATES[n].backend in ("openvino", "ctranslate2")]
+    for name in new:
+        c, spec = by_name[name], CANDIDATES[name]
+        package = "ctranslate2" if spec.backend == "ctranslate2" else "openvino"
+        if importlib.util.find_spec(package) is None:
+            assert c["status"] == "skipped" and f"{package} is not installed" in c["note"]
+        elif spec.backend == "openvino" and "bf16" in (spec.precision, spec.inference_precision) and not _has_bf16():
+            assert c["status"] == "skipped" and "no native bf16" in c["note"]
+        else:
+            assert c["status"] == "ok", c["note"]
+            assert c["cells"] and c["file_bytes"] > 0
+    assert by_name["hf-bert-openvino-int8-bf16"]["inference_precision"] == "bf16"
+    assert by_name["hf-bert-openvino-fp32"]["inference_precision"] == "fp32"
+    assert by_name["hf-bert-ctranslate2-int8"]["inference_precision"] is None
+    if by_name["hf-bert-openvino-fp32"]["status"] == "ok":  # the converted graph computes what torch does
+        assert float(by_name["hf-bert-openvino-fp32"]["note"].rsplit(" ", 1)[1]) < 1e-4
+    for name in ("ours-openvino-int8-bf16", "hf-squeezebert-openvino-int8"):
+        assert "random-id batches (timing only" in by_name[name]["how"]
 
 
 def test_quick_bench_writes_json_markdown_and_png(quick_report: tuple[dict, Path]) -> None:
@@ -161,12 +210,14 @@ def test_missing_peer_package_is_skipped_with_a_note(monkeypatch: pytest.MonkeyP
     monkeypatch.setitem(sys.modules, "transformers", None)  # `import transformers` now fails
     report = run_bench(quick=True, threads=1, candidates=["ours-torch-fp32", "hf-bert-*"], repeats=1, rapl_glob=NO_RAPL)
     by_name = {c["name"]: c for c in report["candidates"]}
-    assert set(by_name) == {
+    assert set(by_name) >= {
         "ours-torch-fp32",
         "hf-bert-torch-fp32",
         "hf-bert-torch-int8",
         "hf-bert-onnx-fp32",
         "hf-bert-onnx-int8",
+        "hf-bert-openvino-int8",
+        "hf-bert-ctranslate2-int8",
     }
     assert by_name["ours-torch-fp32"]["status"] == "ok" and by_name["ours-torch-fp32"]["cells"]
     for name in by_name:
@@ -174,6 +225,45 @@ def test_missing_peer_package_is_skipped_with_a_note(monkeypatch: pytest.MonkeyP
             c = by_name[name]
             assert c["status"] == "skipped" and "transformers is not installed" in c["note"] and c["cells"] == []
     assert report["baseline"] == "ours-torch-fp32"  # the default baseline was not measured
+
+
+@pytest.mark.parametrize("blocked", ["openvino", "nncf"])
+def test_missing_openvino_or_nncf_is_skipped_with_the_extra_to_install(
+    monkeypatch: pytest.MonkeyPatch, blocked: str
+) -> None:
+    for module in (blocked, "ctranslate2"):
+        monkeypatch.setitem(sys.modules, module, None)
+    wanted = ["ours-torch-fp32", "*openvino*" if blocked == "openvino" else "*openvino-int8*", "*ctranslate2*"]
+    report = run_bench(quick=True, threads=1, candidates=wanted, repeats=1, rapl_glob=NO_RAPL)
+    by_name = {c["name"]: c for c in report["candidates"]}
+    assert by_name.pop("ours-torch-fp32")["status"] == "ok"
+    assert by_name.pop("hf-bert-ctranslate2-int8")["note"] == (
+        "skipped: ctranslate2 is not installed (pip install ctranslate2)"
+    )
+    assert len(by_name) == (12 if blocked == "openvino" else 6)
+    for c in by_name.values():
+        assert c["status"] == "skipped" and c["cells"] == []
+        assert c["note"] == f"skipped: {blocked} is not installed (pip install 'squeezebert[openvino]')"
+
+
+def test_openvino_bf16_without_native_bf16_is_skipped_with_a_note(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("openvino")
+    monkeypatch.setattr(bench, "_openvino_bf16", lambda: False)
+    report = run_bench(quick=True, threads=1, candidates=["ours-torch-fp32", "*bf16"], repeats=1, rapl_glob=NO_RAPL)
+    by_name = {c["name"]: c for c in report["candidates"]}
+    assert by_name.pop("ours-torch-fp32")["status"] == "ok"
+    assert set(by_name) == {
+        "ours-torch-bf16",
+        "ours-openvino-bf16",
+        "ours-openvino-int8-bf16",
+        "hf-squeezebert-openvino-bf16",
+        "hf-squeezebert-openvino-int8-bf16",
+        "hf-bert-openvino-bf16",
+        "hf-bert-openvino-int8-bf16",
+    }
+    assert by_name.pop("ours-torch-bf16")["status"] == "ok"  # torch's bf16 runs anywhere
+    for c in by_name.values():
+        assert c["status"] == "skipped" and "no native bf16" in c["note"]
 
 
 def test_select_candidates_takes_names_and_patterns() -> None:
@@ -184,6 +274,20 @@ def test_select_candidates_takes_names_and_patterns() -> None:
         "hf-bert-torch-fp32",
     ]
     assert "hf-bert-onnx-fp32" in CANDIDATES and "hf-bert-onnx-fp32" not in DEFAULT_CANDIDATES
+    # the peers users actually have, and our OpenVINO paths, are measured by default
+    for family in ("squeezebert", "bert"):
+        for variant in ("fp32", "bf16", "int8", "int8-bf16"):
+            assert f"hf-{family}-openvino-{variant}" in DEFAULT_CANDIDATES
+            assert f"ours-openvino-{variant}" in DEFAULT_CANDIDATES
+    assert "hf-bert-ctranslate2-int8" in DEFAULT_CANDIDATES
+    assert select_candidates(["*openvino-int8*"]) == [
+        "ours-openvino-int8",
+        "ours-openvino-int8-bf16",
+        "hf-squeezebert-openvino-int8",
+        "hf-squeezebert-openvino-int8-bf16",
+        "hf-bert-openvino-int8",
+        "hf-bert-openvino-int8-bf16",
+    ]
     with pytest.raises(ValueError, match="unknown candidate 'gpt'"):
         select_candidates(["gpt"])
 

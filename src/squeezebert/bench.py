@@ -35,8 +35,10 @@ import contextlib
 import ctypes
 import datetime
 import fnmatch
+import functools
 import gc
 import glob
+import io
 import json
 import logging
 import os
@@ -344,7 +346,18 @@ def environment(threads: int | None = None) -> dict[str, Any]:
             elif key.strip() == "flags" and not flags:
                 flags = set(value.split())
     versions = {}
-    for package in ("torch", "onnxruntime", "onnx", "transformers", "numpy", "tokenizers"):
+    packages = (
+        "torch",
+        "onnxruntime",
+        "onnx",
+        "openvino",
+        "nncf",
+        "ctranslate2",
+        "transformers",
+        "numpy",
+        "tokenizers",
+    )
+    for package in packages:
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -385,12 +398,37 @@ def busy_warning(env: Mapping[str, Any]) -> list[str]:
 # --------------------------------------------------------------------------- candidates
 @dataclass(frozen=True)
 class CandidateSpec:
-    """One benchmark candidate: which model family, runtime and precision."""
+    """One benchmark candidate: which model family, runtime and precision.
+
+    ``inference_precision`` (OpenVINO only): the precision its CPU plugin computes the operations
+    that are not int8 in (``INFERENCE_PRECISION_HINT``), always set explicitly: left alone it
+    defaults to bf16 on CPUs that have it."""
 
     family: str  # ours | squeezebert | bert
-    backend: str  # torch | onnxruntime
-    precision: str  # fp32 | bf16 | int8
+    backend: str  # torch | onnxruntime | openvino | ctranslate2
+    precision: str  # fp32 | bf16 | int8: the weights' precision, and the matmul peak it is compared with
     how: str  # how it is made, for the report
+    inference_precision: str | None = None  # openvino: fp32 | bf16
+
+
+#: Random-id batches NNCF calibrates the OpenVINO int8 candidates on. Random ids give the wrong
+#: activation ranges, which costs accuracy, not speed: the bench's models have random weights and
+#: are timed, never scored. (``squeezebert export`` refuses to calibrate on random ids.)
+CALIBRATION_BATCHES = 32
+_RANDOM_CALIBRATION = f"calibrated on {CALIBRATION_BATCHES} random-id batches (timing only, not accuracy)"
+
+
+def _openvino_peers(family: str) -> dict[str, CandidateSpec]:
+    """transformers' model converted with ``openvino.convert_model``, as a user would: fp32, the
+    bf16 hint, and NNCF int8 with either hint."""
+    convert = "openvino.convert_model(transformers model)"
+    nncf = f"{convert} + nncf.quantize(model_type=TRANSFORMER), {_RANDOM_CALIBRATION}"
+    return {
+        f"hf-{family}-openvino-fp32": CandidateSpec(family, "openvino", "fp32", f"{convert}, hint f32", "fp32"),
+        f"hf-{family}-openvino-bf16": CandidateSpec(family, "openvino", "bf16", f"{convert}, hint bf16", "bf16"),
+        f"hf-{family}-openvino-int8": CandidateSpec(family, "openvino", "int8", f"{nncf}, hint f32", "fp32"),
+        f"hf-{family}-openvino-int8-bf16": CandidateSpec(family, "openvino", "int8", f"{nncf}, hint bf16", "bf16"),
+    }
 
 
 CANDIDATES: dict[str, CandidateSpec] = {
@@ -403,11 +441,32 @@ CANDIDATES: dict[str, CandidateSpec] = {
     "ours-onnx-int8": CandidateSpec(
         "ours", "onnxruntime", "int8", "squeezebert.export_model(precision='int8') (per-token activations)"
     ),
+    "ours-openvino-fp32": CandidateSpec(
+        "ours", "openvino", "fp32", "squeezebert.export_openvino.export_model(precision='fp32'), hint f32", "fp32"
+    ),
+    "ours-openvino-bf16": CandidateSpec(
+        "ours", "openvino", "bf16", "squeezebert.export_openvino.export_model(precision='bf16'), hint bf16", "bf16"
+    ),
+    "ours-openvino-int8": CandidateSpec(
+        "ours",
+        "openvino",
+        "int8",
+        f"squeezebert.export_openvino.export_model(precision='int8'), NNCF {_RANDOM_CALIBRATION}, hint f32",
+        "fp32",
+    ),
+    "ours-openvino-int8-bf16": CandidateSpec(
+        "ours",
+        "openvino",
+        "int8",
+        f"squeezebert.export_openvino.export_model(precision='int8'), NNCF {_RANDOM_CALIBRATION}, hint bf16",
+        "bf16",
+    ),
     "hf-squeezebert-torch-fp32": CandidateSpec("squeezebert", "torch", "fp32", "transformers SqueezeBERT"),
     "hf-squeezebert-onnx-fp32": CandidateSpec("squeezebert", "onnxruntime", "fp32", "torch.onnx.export, opset 17"),
     "hf-squeezebert-onnx-int8": CandidateSpec(
         "squeezebert", "onnxruntime", "int8", "onnxruntime.quantization.quantize_dynamic, defaults"
     ),
+    **_openvino_peers("squeezebert"),
     "hf-bert-torch-fp32": CandidateSpec("bert", "torch", "fp32", "transformers BERT"),
     "hf-bert-torch-int8": CandidateSpec(
         "bert", "torch", "int8", "torch.ao.quantization.quantize_dynamic({nn.Linear}, qint8)"
@@ -415,6 +474,14 @@ CANDIDATES: dict[str, CandidateSpec] = {
     "hf-bert-onnx-fp32": CandidateSpec("bert", "onnxruntime", "fp32", "torch.onnx.export, opset 17"),
     "hf-bert-onnx-int8": CandidateSpec(
         "bert", "onnxruntime", "int8", "onnxruntime.quantization.quantize_dynamic, defaults"
+    ),
+    **_openvino_peers("bert"),
+    "hf-bert-ctranslate2-int8": CandidateSpec(
+        "bert",
+        "ctranslate2",
+        "int8",
+        "ctranslate2 TransformersConverter(quantization='int8'), Encoder(compute_type='int8'): BertModel's "
+        "pooled output, the classifier head in numpy (CTranslate2 has no sequence-classification head)",
     ),
 }
 #: Measured unless ``candidates`` says otherwise (BERT's fp32 ONNX graph is on request only).
@@ -427,6 +494,7 @@ _FIELDS_PER_CANDIDATE = (
     "family",
     "backend",
     "precision",
+    "inference_precision",
     "how",
     "model",
     "status",
@@ -496,24 +564,31 @@ def _load_ours(src: str) -> Any:
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """Silence exporter/quantizer chatter: deprecation warnings of the paths benchmarked on
-    purpose, transformers' progress bars and onnxruntime's pre-processing hint on the root logger."""
-    root = logging.getLogger()
-    level = root.level
+    purpose, transformers' progress bars and load reports (CTranslate2's converter loads a
+    classifier as BertModel), onnxruntime's pre-processing hint on the root logger, NNCF's log and
+    its progress bars (printed to stdout)."""
+    root, nncf_log = logging.getLogger(), logging.getLogger("nncf")
+    level, nncf_level = root.level, nncf_log.level
     root.setLevel(max(level, logging.ERROR))
-    bar_was_on = None
+    nncf_log.setLevel(logging.ERROR)
+    bar_was_on = verbosity = None
     try:
         from transformers.utils import logging as hf_logging
 
-        bar_was_on = hf_logging.is_progress_bar_enabled()
+        bar_was_on, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
         hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
     except ImportError:
         pass
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:
         root.setLevel(level)
+        nncf_log.setLevel(nncf_level)
+        if verbosity is not None:
+            hf_logging.set_verbosity(verbosity)
         if bar_was_on:
             hf_logging.enable_progress_bar()
 
@@ -527,6 +602,12 @@ def _missing(spec: CandidateSpec) -> str | None:
         need.append(("transformers", "pip install transformers"))
     if spec.backend == "onnxruntime":
         need += [("onnxruntime", "pip install 'squeezebert[onnx]'"), ("onnx", "pip install 'squeezebert[onnx]'")]
+    if spec.backend == "openvino":
+        need.append(("openvino", "pip install 'squeezebert[openvino]'"))
+        if spec.precision == "int8":
+            need.append(("nncf", "pip install 'squeezebert[openvino]'"))
+    if spec.backend == "ctranslate2":
+        need.append(("ctranslate2", "pip install ctranslate2"))
     for module, how in need:
         try:
             found = importlib.util.find_spec(module) is not None
@@ -535,6 +616,13 @@ def _missing(spec: CandidateSpec) -> str | None:
         if not found:
             return f"skipped: {module} is not installed ({how})"
     return None
+
+
+@functools.cache
+def _openvino_bf16() -> bool:
+    from squeezebert.infer import openvino_has_bf16
+
+    return openvino_has_bf16()
 
 
 def _hf_model(path: Path) -> Any:
@@ -596,6 +684,77 @@ def _ort_quantize_default(src: Path, out: Path) -> None:
         quantize_dynamic(str(src), str(out))  # ORT's defaults: QInt8 weights, per tensor
 
 
+def _calibration(config: Any, seq_len: int) -> list[dict[str, Any]]:
+    """Model inputs NNCF calibrates on: :data:`CALIBRATION_BATCHES` random-id batches of one text
+    (second segment and padding as :func:`~squeezebert.export.sample_inputs` makes them)."""
+    from squeezebert.export import sample_inputs
+
+    return [sample_inputs(config, 1, seq_len, seed=i) for i in range(CALIBRATION_BATCHES)]
+
+
+def _export_hf_openvino(hf_dir: Path, out: Path) -> float:
+    """Convert a transformers classifier with ``openvino.convert_model`` (dynamic batch and
+    sequence axes) and save its fp32 IR as ``out/model.xml``; return the max |difference| from
+    PyTorch on a padded check batch, run through the same :class:`OpenVinoForward` as the bench."""
+    import numpy as np
+    import openvino as ov
+
+    from squeezebert.convert import config_from_hf
+    from squeezebert.export import INPUT_NAMES, sample_inputs
+    from squeezebert.infer import OpenVinoForward
+
+    model = _HFLogits(_hf_model(hf_dir)).eval()
+    config = config_from_hf(json.loads((hf_dir / "config.json").read_text()))
+    example = {k: torch.from_numpy(v) for k, v in sample_inputs(config, 2, 8).items()}
+    inputs = [(name, ov.PartialShape([-1, -1]), ov.Type.i64) for name in INPUT_NAMES]
+    with _quiet(), torch.no_grad():
+        ov_model = ov.convert_model(model, example_input=tuple(example[k] for k in INPUT_NAMES), input=inputs)
+    ov_model.outputs[0].get_tensor().set_names({"logits"})
+    out.mkdir(parents=True, exist_ok=True)
+    ov.save_model(ov_model, str(out / "model.xml"), compress_to_fp16=False)
+    check = sample_inputs(config, 3, 16, seed=1)
+    got = OpenVinoForward(out / "model.xml", num_threads=1, inference_precision="fp32")(check)
+    with torch.inference_mode():
+        expected = model(*(torch.from_numpy(check[k]) for k in INPUT_NAMES)).numpy()
+    return float(np.abs(got - expected).max())
+
+
+def _nncf_int8(src: Path, out: Path, calibration: list[dict[str, Any]]) -> None:
+    """``nncf.quantize`` with the transformer preset and its defaults otherwise, on the IR in
+    ``src``; the result is saved as ``out/model.xml`` (fp32 weights where not int8)."""
+    import nncf
+    import openvino as ov
+
+    with _quiet():
+        quantized = nncf.quantize(
+            ov.Core().read_model(str(src)),
+            nncf.Dataset(calibration),
+            model_type=nncf.ModelType.TRANSFORMER,
+            subset_size=len(calibration),
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    ov.save_model(quantized, str(out / "model.xml"), compress_to_fp16=False)
+
+
+def _convert_ctranslate2(hf_dir: Path, out: Path) -> None:
+    """CTranslate2's own converter on the transformers directory, int8 weights."""
+    from ctranslate2.converters import TransformersConverter
+
+    with _quiet():
+        TransformersConverter(str(hf_dir)).convert(str(out), quantization="int8", force=True)
+
+
+def _file_bytes(path: Path) -> int:
+    """Bytes on disk of what a candidate loads: a file, an OpenVINO IR (``.xml`` + ``.bin``) or a
+    model directory (CTranslate2)."""
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+    size = path.stat().st_size
+    if path.suffix == ".xml" and path.with_suffix(".bin").is_file():
+        size += path.with_suffix(".bin").stat().st_size
+    return size
+
+
 @dataclass
 class _Built:
     """A loaded candidate: ``make(batch)`` returns the zero-argument call for one input batch."""
@@ -631,6 +790,55 @@ def _onnx_call(path: Path, threads: int) -> Callable[[dict[str, torch.Tensor]], 
     def make(batch: dict[str, torch.Tensor]) -> Callable[[], Any]:
         arrays = {k: v.numpy() for k, v in batch.items()}
         return lambda: forward(arrays)
+
+    return make
+
+
+def _openvino_call(
+    path: Path, threads: int, inference_precision: str
+) -> Callable[[dict[str, torch.Tensor]], Callable[[], Any]]:
+    # Same compile settings for every OpenVINO candidate, ours and the peers': infer.OpenVinoForward
+    # (explicit threads and precision hint, one stream, latency hint).
+    from squeezebert.infer import OpenVinoForward
+
+    forward = OpenVinoForward(path, num_threads=threads, inference_precision=inference_precision)
+
+    def make(batch: dict[str, torch.Tensor]) -> Callable[[], Any]:
+        arrays = {k: v.numpy() for k, v in batch.items()}
+        return lambda: forward(arrays)
+
+    return make
+
+
+def _ctranslate2_call(
+    model_dir: Path, hf_dir: Path, threads: int
+) -> Callable[[dict[str, torch.Tensor]], Callable[[], Any]]:
+    """CTranslate2 runs BertModel only: its pooled output goes through the classifier's weights
+    (read from the transformers checkpoint) in numpy, inside the timed call."""
+    import ctranslate2
+    import numpy as np
+    from safetensors import safe_open
+
+    encoder = ctranslate2.Encoder(
+        str(model_dir), device="cpu", compute_type="int8", intra_threads=threads, inter_threads=1
+    )
+    with safe_open(str(hf_dir / "model.safetensors"), framework="np") as f:
+        weight_t = np.ascontiguousarray(f.get_tensor("classifier.weight").T.astype(np.float32))
+        bias = f.get_tensor("classifier.bias").astype(np.float32)
+
+    def make(batch: dict[str, torch.Tensor]) -> Callable[[], Any]:
+        # Dense int32 ids and lengths (the fastest input form it takes) and token types as lists
+        # (the only form it takes), made once per cell, outside the timed call.
+        ids = np.ascontiguousarray(batch["input_ids"].numpy().astype(np.int32))
+        lengths = batch["attention_mask"].sum(1).numpy().astype(np.int32)
+        ids_view, lengths_view = ctranslate2.StorageView.from_array(ids), ctranslate2.StorageView.from_array(lengths)
+        types = batch["token_type_ids"].tolist()
+
+        def run(_keep: Any = (ids, lengths)) -> Any:  # the views do not own the arrays: keep them alive
+            pooled = np.asarray(encoder.forward_batch(ids_view, lengths_view, types).pooler_output)
+            return pooled @ weight_t + bias
+
+        return run
 
     return make
 
@@ -690,9 +898,12 @@ def run_bench(
 
     ``model``: our checkpoint (directory, alias or preset; default ``squeezebert-uncased`` with
     random weights, ``tiny`` with ``quick``). ``candidates``: names or patterns from
-    :data:`CANDIDATES` (default :data:`DEFAULT_CANDIDATES`); peers whose package is missing are
-    reported as skipped with a note. The transformers peers are SqueezeBERT-uncased and BERT-base
-    with random weights (tiny versions with ``quick``).
+    :data:`CANDIDATES` (default :data:`DEFAULT_CANDIDATES`); candidates whose package is missing
+    (and OpenVINO bf16 candidates on a CPU without native bf16) are reported as skipped with a
+    note. The transformers peers are SqueezeBERT-uncased and BERT-base with random weights (tiny
+    versions with ``quick``). The OpenVINO int8 candidates, ours and the peers', are calibrated on
+    :data:`CALIBRATION_BATCHES` random-id batches at the longest sequence length: right for timing
+    random-weight models, not for accuracy.
 
     ``quick``: the tiny configuration tests use (batch 1, 2 x sequence 8, 1 warm-up, 2 repeats,
     256³ matmul peak); explicit arguments override it. Full defaults: batch 1, 8, 32 x sequence
@@ -745,6 +956,7 @@ def run_bench(
             "family": spec.family,
             "backend": spec.backend,
             "precision": spec.precision,
+            "inference_precision": spec.inference_precision,
             "how": spec.how,
             "status": "ok",
             "note": "",
@@ -754,6 +966,9 @@ def run_bench(
         missing = _missing(spec)
         if missing:
             rows[name].update(status="skipped", note=missing)
+        elif "bf16" in (spec.precision, spec.inference_precision) and spec.backend == "openvino":
+            if not _openvino_bf16():
+                rows[name].update(status="skipped", note="skipped: OpenVINO reports no native bf16 on this CPU")
     for unknown in sorted(set(accuracies) - set(rows)):
         log.warning("metrics: %r is not a candidate of this run; ignored", unknown)
 
@@ -768,23 +983,29 @@ def run_bench(
         active = [n for n in names if rows[n]["status"] == "ok"]
         # ---- 1. files: our checkpoint, exports, the peers' HF directories (not timed, not in RSS)
         ours_dir = save_checkpoint(ckpt.model, work / "ours", ckpt.tokenizer)
-        ours_onnx: dict[str, tuple[Path, str]] = {}
+        # NNCF calibration inputs at the longest length measured (random ids: timing only)
+        calib_len = max(seq_lens)
+        ours_files: dict[str, tuple[Path, str]] = {}
         for name in [n for n in active if CANDIDATES[n].family == "ours" and CANDIDATES[n].backend != "torch"]:
-            precision = CANDIDATES[name].precision
+            spec = CANDIDATES[name]
             try:
+                if spec.backend == "openvino":
+                    with _quiet():
+                        ours_files[name] = _export_ours_openvino(ckpt.model, spec, work / name, calib_len)
+                    continue
                 from squeezebert.export import export_model
 
                 with _quiet():
-                    report = export_model(ckpt.model, work / name, None, precision=precision)
+                    report = export_model(ckpt.model, work / name, None, precision=spec.precision)
                 diff = max(report.max_abs_diff.values())
                 note = f"ONNX fp32 vs torch max abs diff {diff:.1e}"
                 if report.int8_agreement is not None:
                     note += f"; int8 agrees with fp32 on {report.int8_agreement:.0%} of {report.sample_size} samples"
-                ours_onnx[name] = (work / name / "model.onnx", note)
+                ours_files[name] = (work / name / "model.onnx", note)
             except Exception as e:  # a failed export is reported, the rest of the run goes on
                 skip(name, f"skipped: export failed ({type(e).__name__}: {e})")
         peer_dirs: dict[str, tuple[Path, Any]] = {}
-        peer_onnx: dict[str, tuple[Path, str]] = {}
+        peer_files: dict[str, tuple[Path, str]] = {}
         for family in ("squeezebert", "bert"):
             wanted = [n for n in active if CANDIDATES[n].family == family and rows[n]["status"] == "ok"]
             if not wanted:
@@ -804,14 +1025,45 @@ def run_bench(
                     continue
                 for n in onnx_wanted:
                     if CANDIDATES[n].precision == "fp32":
-                        peer_onnx[n] = (fp32_path, f"ONNX fp32 vs torch max abs diff {diff:.1e}")
+                        peer_files[n] = (fp32_path, f"ONNX fp32 vs torch max abs diff {diff:.1e}")
                         continue
                     path = work / f"{n}.onnx"
                     try:
                         _ort_quantize_default(fp32_path, path)
-                        peer_onnx[n] = (path, "")
+                        peer_files[n] = (path, "")
                     except Exception as e:
                         skip(n, f"skipped: quantize_dynamic failed ({type(e).__name__}: {e})")
+            ov_wanted = [n for n in wanted if CANDIDATES[n].backend == "openvino"]
+            if ov_wanted:
+                # One fp32 IR and (when asked for) one NNCF int8 IR per family; the bf16 candidates
+                # load the same files with the bf16 hint.
+                fp32_ir = work / f"hf-{family}-openvino" / "model.xml"
+                try:
+                    diff = _export_hf_openvino(hf_dir, fp32_ir.parent)
+                except Exception as e:
+                    for n in ov_wanted:
+                        skip(n, f"skipped: openvino.convert_model failed ({type(e).__name__}: {e})")
+                    continue
+                int8_ir = work / f"hf-{family}-openvino-int8" / "model.xml"
+                int8_wanted = [n for n in ov_wanted if CANDIDATES[n].precision == "int8"]
+                if int8_wanted:
+                    try:
+                        _nncf_int8(fp32_ir, int8_ir.parent, _calibration(config, calib_len))
+                    except Exception as e:
+                        for n in int8_wanted:
+                            skip(n, f"skipped: nncf.quantize failed ({type(e).__name__}: {e})")
+                for n in ov_wanted:
+                    if CANDIDATES[n].precision == "int8":
+                        if rows[n]["status"] == "ok":
+                            peer_files[n] = (int8_ir, "")
+                    else:
+                        peer_files[n] = (fp32_ir, f"OpenVINO fp32 vs torch max abs diff {diff:.1e}")
+            for n in [n for n in wanted if CANDIDATES[n].backend == "ctranslate2"]:
+                try:
+                    _convert_ctranslate2(hf_dir, work / n)
+                    peer_files[n] = (work / n, "")
+                except Exception as e:
+                    skip(n, f"skipped: CTranslate2's converter failed ({type(e).__name__}: {e})")
 
         # ---- 2. load each candidate, measuring the resident-set growth up to a first tiny call:
         # transformers memory-maps safetensors, so its weights become resident only when used.
@@ -822,7 +1074,7 @@ def run_bench(
             _trim()
             before = _rss_bytes()
             try:
-                built[name] = _build(spec, name, ckpt, ours_dir, ours_onnx, peer_dirs, peer_onnx, threads)
+                built[name] = _build(spec, name, ckpt, ours_dir, ours_files, peer_dirs, peer_files, threads)
                 built[name].make(tiny_batch)()
             except Exception as e:
                 skip(name, f"skipped: could not be built ({type(e).__name__}: {e})")
@@ -833,7 +1085,7 @@ def run_bench(
             row["parameters"] = b.parameters
             row["model"] = _describe(b.config)
             row["file"] = b.file.name
-            row["file_bytes"] = b.file.stat().st_size
+            row["file_bytes"] = _file_bytes(b.file)
             row["flops_per_text"] = {str(s): encoder_flops(b.config, s) for s in seq_lens}
             row["note"] = b.note
         del ckpt
@@ -919,9 +1171,9 @@ def _build(
     name: str,
     ckpt: Any,
     ours_dir: Path,
-    ours_onnx: dict[str, tuple[Path, str]],
+    ours_files: dict[str, tuple[Path, str]],
     peer_dirs: dict[str, tuple[Path, Any]],
-    peer_onnx: dict[str, tuple[Path, str]],
+    peer_files: dict[str, tuple[Path, str]],
     threads: int,
 ) -> _Built:
     if spec.family == "ours":
@@ -937,13 +1189,16 @@ def _build(
                 ours_dir / "model.safetensors",
                 note,
             )
-        path, note = ours_onnx[name]
-        return _Built(_onnx_call(path, threads), params, config, path, note)
+        path, note = ours_files[name]
+        return _Built(_runtime_call(spec, path, threads), params, config, path, note)
     hf_dir, config = peer_dirs[spec.family]
     params = _count_parameters(hf_dir / "model.safetensors")
-    if spec.backend == "onnxruntime":
-        path, note = peer_onnx[name]
-        return _Built(_onnx_call(path, threads), params, config, path, note)
+    if spec.backend == "ctranslate2":
+        path, note = peer_files[name]
+        return _Built(_ctranslate2_call(path, hf_dir, threads), params, config, path, note)
+    if spec.backend != "torch":
+        path, note = peer_files[name]
+        return _Built(_runtime_call(spec, path, threads), params, config, path, note)
     model = _hf_model(hf_dir)
     note = ""
     if spec.precision == "int8":
@@ -951,6 +1206,33 @@ def _build(
             model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
         note = "weights quantized at load"
     return _Built(_torch_call(model, hf=True), params, config, hf_dir / "model.safetensors", note)
+
+
+def _runtime_call(
+    spec: CandidateSpec, path: Path, threads: int
+) -> Callable[[dict[str, torch.Tensor]], Callable[[], Any]]:
+    if spec.backend == "openvino":
+        return _openvino_call(path, threads, spec.inference_precision or "fp32")
+    return _onnx_call(path, threads)
+
+
+def _export_ours_openvino(model: Any, spec: CandidateSpec, out: Path, calib_len: int) -> tuple[Path, str]:
+    """Our model through :func:`squeezebert.export_openvino.export_model`, int8 calibrated on random
+    ids (the export accepts ready model inputs for timing-only uses; with no texts it checks fp32
+    parity only)."""
+    from squeezebert.export_openvino import export_model
+
+    calibration = _calibration(model.config, calib_len) if spec.precision == "int8" else None
+    report = export_model(
+        model,
+        out,
+        None,
+        precision=spec.precision,
+        calibration=calibration,
+        inference_precision=spec.inference_precision,
+    )
+    diff = max(report.max_abs_diff.values())
+    return out / "model.xml", f"OpenVINO fp32 vs torch max abs diff {diff:.1e}"
 
 
 def _count_parameters(weights: Path) -> int:
