@@ -85,6 +85,7 @@ CELL_FIELDS = {
     "gops",
     "peak_gops",
     "peak_fraction",
+    "int8_peak_fraction",
     "cpu_s_per_call",
     "energy_j_per_1000_texts",
     "energy_source",
@@ -178,14 +179,61 @@ def test_openvino_and_ctranslate2_candidates_run_or_say_why_not(quick_report: tu
         assert "random-id batches (timing only" in by_name[name]["how"]
 
 
+def test_summary_sets_our_best_against_the_best_peer_per_cell(quick_report: tuple[dict, Path]) -> None:
+    report, _ = quick_report
+    measured = [c for c in report["candidates"] if c["status"] == "ok"]
+    assert [(s["batch_size"], s["seq_len"]) for s in report["summary"]] == [(1, 8), (2, 8)]
+    for s in report["summary"]:
+        p50 = {
+            c["name"]: cell["latency_ms"]["p50"]
+            for c in measured
+            for cell in c["cells"]
+            if (cell["batch_size"], cell["seq_len"]) == (s["batch_size"], s["seq_len"])
+        }
+        ours = {n: t for n, t in p50.items() if n.startswith("ours-")}
+        peers = {n: t for n, t in p50.items() if not n.startswith("ours-")}
+        assert s["best_ours"] == min(ours, key=ours.get) and s["best_peer"] == min(peers, key=peers.get)
+        assert s["ratio"] == pytest.approx(peers[s["best_peer"]] / ours[s["best_ours"]], rel=1e-2)
+        assert 0 < s["floor_ms"] and s["floor_ratio"] == pytest.approx(s["floor_ms"] / s["best_ours_p50_ms"], rel=1e-2)
+    int8_peak = report["matmul_peak_gops"]["int8"]
+    for c in measured:
+        for cell in c["cells"]:
+            assert cell["int8_peak_fraction"] == pytest.approx(cell["gops"] / int8_peak, rel=1e-2, abs=1e-4)
+
+
+def test_summarize_picks_the_fastest_on_each_side_and_the_int8_floor() -> None:
+    def candidate(name: str, family: str, p50: float) -> dict:
+        cell = {"batch_size": 2, "seq_len": 8, "latency_ms": {"p50": p50}}
+        return {"name": name, "family": family, "flops_per_text": {"8": 5e9}, "cells": [cell]}
+
+    rows = [
+        candidate("ours-a", "ours", 20.0),
+        candidate("ours-b", "ours", 10.0),
+        candidate("hf-x", "bert", 30.0),
+        candidate("hf-y", "squeezebert", 25.0),
+    ]
+    (s,) = bench.summarize(rows, int8_peak=1000.0)  # 1000 GOP/s: 2 x 5 GOP take 10 ms at best
+    assert (s["best_ours"], s["best_ours_p50_ms"], s["best_peer"], s["best_peer_p50_ms"]) == (
+        "ours-b",
+        10.0,
+        "hf-y",
+        25.0,
+    )
+    assert s["ratio"] == 2.5 and s["floor_ms"] == 10.0 and s["floor_ratio"] == 1.0
+    (alone,) = bench.summarize(rows[:2], int8_peak=None)  # no peer measured, no int8 peak
+    assert alone["best_peer"] is None and alone["ratio"] is None and alone["floor_ratio"] is None
+
+
 def test_quick_bench_writes_json_markdown_and_png(quick_report: tuple[dict, Path]) -> None:
     report, out = quick_report
     assert json.loads((out / "bench.json").read_text())["candidates"][0]["name"] == "ours-torch-fp32"
     markdown = (out / "bench.md").read_text()
     assert "| ours-torch-int8 |" in markdown and "J/1k texts (est.)" in markdown and "- CPU: " in markdown
+    assert "% int8 peak" in markdown and "### best of ours vs the best peer" in markdown
+    assert json.loads((out / "bench.json").read_text())["summary"] == report["summary"]
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = format_report(report)
-    assert "hf-bert-torch-fp32" in text and "p50 ms" in text
+    assert "hf-bert-torch-fp32" in text and "p50 ms" in text and "peer/ours" in text and "floor/ours" in text
 
 
 def test_without_rapl_energy_is_labelled_an_estimate(quick_report: tuple[dict, Path]) -> None:

@@ -9,8 +9,16 @@ Two modes:
 
 * :func:`run_bench` — a grid of batch size x sequence length on random token ids (latency does not
   depend on the ids; random weights are fine). Per candidate and cell: latency p50/p90/p99,
-  throughput, achieved GOP/s and its fraction of a matmul peak timed in the same run, energy per
-  1,000 texts; per candidate: parameters, FLOPs, file size, memory.
+  throughput, achieved GOP/s and its fraction of the matmul peak of its own precision and of the
+  int8 peak, both timed in the same run, energy per 1,000 texts; per candidate: parameters, FLOPs,
+  file size, memory; per cell (``summary``): our fastest candidate against the best peer — the
+  fastest of all the others — and against the int8 floor.
+
+  The candidates (:data:`CANDIDATES`): our model through torch, ONNX Runtime and OpenVINO, and
+  the paths a user of transformers' SqueezeBERT and BERT would pick: eager torch (fp32, dynamic
+  int8), ONNX Runtime (fp32, ``quantize_dynamic`` int8), OpenVINO (fp32, the bf16 hint, NNCF int8
+  with either hint) and, for BERT, CTranslate2 int8. Every candidate of one runtime gets the same
+  settings (threads, streams, precision hint), set explicitly.
 * :func:`run_workload` — a real text file, texts -> labels end to end (tokenization included):
   our :class:`~squeezebert.infer.Classifier` against ``transformers.pipeline`` on the same
   weights, with the agreement of their labels.
@@ -49,7 +57,7 @@ import statistics
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -1119,7 +1127,7 @@ def run_bench(
             spec, row = CANDIDATES[name], rows[name]
             seconds = t.p50 / 1e3
             gops = row["flops_per_text"][str(seq_len)] * batch_size / seconds / 1e9
-            peak = peaks.get(spec.precision)
+            peak, int8_peak = peaks.get(spec.precision), peaks.get("int8")
             joules = statistics.median(s.energy_j) if s.energy_j else None
             row["cells"].append(
                 {
@@ -1130,6 +1138,7 @@ def run_bench(
                     "gops": round(gops, 3),
                     "peak_gops": None if peak is None else round(peak, 1),
                     "peak_fraction": None if not peak else round(gops / peak, 4),
+                    "int8_peak_fraction": None if not int8_peak else round(gops / int8_peak, 4),
                     "cpu_s_per_call": round(statistics.median(s.cpu_s), 5),
                     "energy_j_per_1000_texts": None if joules is None else round(joules / batch_size * 1000, 3),
                     "energy_source": meter.source,
@@ -1161,9 +1170,45 @@ def run_bench(
         "memory_method": MEMORY_METHOD,
         "process_peak_rss_mb": round(_process_peak_rss_bytes() / 2**20, 1),
         "candidates": [rows[n] for n in names],
+        "summary": summarize(rows.values(), peaks.get("int8")),
     }
     write_outputs(report, json_path, markdown_path, plot_path)
     return report
+
+
+def summarize(candidates: Iterable[Mapping[str, Any]], int8_peak: float | None) -> list[dict[str, Any]]:
+    """Per cell: the fastest of our candidates against the best peer (the fastest of all the
+    others), by p50. ``ratio`` = best peer p50 / best ours p50 (above 1: ours is faster);
+    ``floor_ms`` = our model's FLOPs at that cell at the same run's int8 matmul peak, the time a
+    perfect int8 kernel would take; ``floor_ratio`` = floor_ms / best ours p50 (1 would be that
+    perfect kernel). A side with no measured candidate is None."""
+    best: dict[tuple[int, int], dict[str, tuple[float, str, Mapping[str, Any]]]] = {}
+    for c in candidates:
+        side = "ours" if c["family"] == "ours" else "peer"
+        for cell in c["cells"]:
+            key, p50 = (cell["batch_size"], cell["seq_len"]), cell["latency_ms"]["p50"]
+            if side not in best.setdefault(key, {}) or p50 < best[key][side][0]:
+                best[key][side] = (p50, c["name"], c)
+    out = []
+    for (batch_size, seq_len), sides in sorted(best.items()):
+        ours, peer = sides.get("ours"), sides.get("peer")
+        floor_ms = None
+        if ours is not None and int8_peak:
+            floor_ms = ours[2]["flops_per_text"][str(seq_len)] * batch_size / (int8_peak * 1e9) * 1e3
+        out.append(
+            {
+                "batch_size": batch_size,
+                "seq_len": seq_len,
+                "best_ours": None if ours is None else ours[1],
+                "best_ours_p50_ms": None if ours is None else ours[0],
+                "best_peer": None if peer is None else peer[1],
+                "best_peer_p50_ms": None if peer is None else peer[0],
+                "ratio": None if ours is None or peer is None else round(peer[0] / ours[0], 3),
+                "floor_ms": None if floor_ms is None else float(f"{floor_ms:.4g}"),
+                "floor_ratio": None if floor_ms is None or ours is None else float(f"{floor_ms / ours[0]:.4g}"),
+            }
+        )
+    return out
 
 
 def _build(
@@ -1449,6 +1494,9 @@ def format_report(report: Mapping[str, Any], markdown: bool = False) -> str:
         + (f" (at most {limit} s)" if (limit := settings["max_seconds_per_cell"]) else "")
         + f", {settings['inputs']}",
         ("- " if markdown else "") + f"speedup vs {report['baseline']} (p50 ratio)",
+        ("- " if markdown else "")
+        + "GOP/s: the model's FLOPs per batch / p50; % peak: of the matmul peak of the candidate's precision, "
+        + "% int8 peak: of the int8 peak",
         "",
     ]
     header = ["candidate", "model", "params M", "file MB", "RSS load MB", "RSS run MB", "status / note"]
@@ -1466,7 +1514,7 @@ def format_report(report: Mapping[str, Any], markdown: bool = False) -> str:
             ]
         )
     lines += [_table(header, rows, markdown), ""]
-    header = ["candidate", "batch", "seq", "p50 ms", "p90 ms", "p99 ms", "texts/s", "GOP/s", "% peak"]
+    header = ["candidate", "batch", "seq", "p50 ms", "p90 ms", "p99 ms", "texts/s", "GOP/s", "% peak", "% int8 peak"]
     header += ["J/1k texts" + (" (est.)" if report["energy"]["source"] == "estimate" else ""), "speedup"]
     cell_rows = []
     for c in report["candidates"]:
@@ -1485,6 +1533,7 @@ def format_report(report: Mapping[str, Any], markdown: bool = False) -> str:
                         _fmt(cell["throughput_texts_per_s"]),
                         _fmt(cell["gops"]),
                         _fmt(None if cell["peak_fraction"] is None else 100 * cell["peak_fraction"], ".1f"),
+                        _fmt(_percent(cell.get("int8_peak_fraction")), ".1f"),
                         _fmt(cell["energy_j_per_1000_texts"], ".2f"),
                         _fmt(cell["speedup_vs_baseline"], ".2f") + "x",
                     ],
@@ -1493,9 +1542,36 @@ def format_report(report: Mapping[str, Any], markdown: bool = False) -> str:
     order = {c["name"]: i for i, c in enumerate(report["candidates"])}
     cell_rows.sort(key=lambda r: (r[0][0], r[0][1], order[r[0][2]]))
     lines.append(_table(header, [r for _, r in cell_rows], markdown))
+    if report.get("summary"):
+        lines += ["", _summary_table(report["summary"], markdown)]
     lines += ["", ("- " if markdown else "") + "memory: " + report["memory_method"]]
     lines.append(("- " if markdown else "") + f"process peak RSS: {report['process_peak_rss_mb']} MB")
     return "\n".join(lines) + "\n"
+
+
+def _percent(fraction: float | None) -> float | None:
+    return None if fraction is None else 100 * fraction
+
+
+def _summary_table(summary: Sequence[Mapping[str, Any]], markdown: bool) -> str:
+    """Best of ours against the best peer, per cell (see :func:`summarize`)."""
+    title = "best of ours vs the best peer (fastest of all the others), p50"
+    header = ["batch", "seq", "best ours", "ms", "best peer", "ms", "peer/ours", "int8 floor ms", "floor/ours"]
+    rows = [
+        [
+            str(s["batch_size"]),
+            str(s["seq_len"]),
+            _fmt(s["best_ours"]),
+            _fmt(s["best_ours_p50_ms"], ".2f"),
+            _fmt(s["best_peer"]),
+            _fmt(s["best_peer_p50_ms"], ".2f"),
+            _fmt(s["ratio"], ".2f") + ("x" if s["ratio"] is not None else ""),
+            _fmt(s["floor_ms"], ".2f"),
+            _fmt(s["floor_ratio"], ".3f"),
+        ]
+        for s in summary
+    ]
+    return ("### " if markdown else "") + title + "\n\n" + _table(header, rows, markdown)
 
 
 def _format_workload(report: Mapping[str, Any], markdown: bool) -> str:

@@ -710,12 +710,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "bench",
         help="side-by-side CPU benchmark against transformers' SqueezeBERT and BERT (or a real text file)",
-        description="Grid mode (default): latency, throughput, GOP/s vs a matmul peak, energy, memory and size of "
-        "our model (torch fp32/bf16/int8, ONNX fp32/int8) and transformers peers, interleaved in one run. "
+        description="Grid mode (default): latency, throughput, GOP/s vs the matmul peaks, energy, memory and size "
+        "of our model (torch fp32/bf16/int8, ONNX fp32/int8, OpenVINO fp32/bf16/int8) and transformers peers "
+        "(torch, ONNX Runtime, OpenVINO with NNCF int8, CTranslate2 int8), interleaved in one run, with our best "
+        "against the best peer per cell. "
         "Workload mode (--workload FILE --model CKPT): texts -> labels end to end against transformers.pipeline.",
     )
     p.add_argument("--model", default=None, help="our checkpoint, alias or preset (default squeezebert-uncased)")
-    p.add_argument("--candidates", default=None, help="comma-separated names or patterns, e.g. 'ours-*,hf-bert-*'")
+    p.add_argument(
+        "--candidates",
+        default=None,
+        help="comma-separated names or patterns, e.g. 'ours-*,hf-bert-*' or '*openvino*' (default: all but "
+        "hf-bert-onnx-fp32)",
+    )
     p.add_argument(
         "--quick", action="store_true", help="tiny models and grid (batch 1,2 x seq 8, 2 repeats): a smoke run"
     )
