@@ -314,6 +314,28 @@ def test_openvino_bf16_without_native_bf16_is_skipped_with_a_note(monkeypatch: p
         assert c["status"] == "skipped" and "no native bf16" in c["note"]
 
 
+def test_grid_rounds_run_in_a_fresh_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    orders: list[list[str]] = []
+    measure = bench._measure
+
+    def spy(calls: dict, *args: object, **kwargs: object) -> object:
+        if not all(name.startswith("ours-") for name in calls):  # the matmul peak is timed through it too
+            return measure(calls, *args, **kwargs)
+        logged = {name: (lambda n=name, fn=fn: (orders[-1].append(n), fn())) for name, fn in calls.items()}
+        orders.append([])
+        return measure(logged, *args, **kwargs)
+
+    monkeypatch.setattr(bench, "_measure", spy)
+    report = run_bench(
+        quick=True, threads=1, candidates=["ours-torch-*"], batch_sizes=[1], warmup=0, repeats=8, rapl_glob=NO_RAPL
+    )
+    (calls,) = orders
+    rounds = [tuple(calls[i : i + 3]) for i in range(0, len(calls), 3)]
+    assert len(rounds) == 8 and all(sorted(r) == sorted(rounds[0]) for r in rounds)
+    assert len(set(rounds)) > 1
+    assert "fresh (seeded) order each timed round" in report["settings"]["order"]
+
+
 def test_select_candidates_takes_names_and_patterns() -> None:
     assert select_candidates(None) == list(DEFAULT_CANDIDATES)
     assert select_candidates(["ours-onnx-*", "hf-bert-torch-fp32"]) == [

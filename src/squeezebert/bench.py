@@ -2,8 +2,9 @@
 
 Everything compared is measured in the same process, with the same thread count, interleaved:
 candidates run round-robin (one call of each, then the next round) so that machine drift — other
-processes, frequency changes — hits all of them alike. Numbers from different runs are not
-comparable; ratios within one run are.
+processes, frequency changes — hits all of them alike; in the grid, each round in a fresh order,
+so that no candidate always runs right after the same neighbour (whose worker threads may still
+be winding down). Numbers from different runs are not comparable; ratios within one run are.
 
 Two modes:
 
@@ -1108,7 +1109,13 @@ def run_bench(
             calls = {name: b.make(batch) for name, b in built.items()}
             log.info("bench: batch %d x seq %d, %d candidates", batch_size, seq_len, len(calls))
             measured[(batch_size, seq_len)] = _measure(
-                calls, warmup, repeats, max_seconds, meter, track_memory=(i == 0 and warmup > 0)
+                calls,
+                warmup,
+                repeats,
+                max_seconds,
+                meter,
+                track_memory=(i == 0 and warmup > 0),
+                shuffle=random.Random(i),
             )
 
     # ---- 4. the report
@@ -1163,6 +1170,7 @@ def run_bench(
             "matmul_size": matmul_size,
             "watts_per_core": watts_per_core,
             "inputs": "random token ids, full length (no padding)",
+            "order": f"a fresh (seeded) order each timed round, a {SETTLE_S * 1e3:g} ms pause before each call",
         },
         "baseline": base,
         "matmul_peak_gops": {k: None if v is None else round(v, 1) for k, v in peaks.items()},
@@ -1492,7 +1500,8 @@ def format_report(report: Mapping[str, Any], markdown: bool = False) -> str:
         ("- " if markdown else "")
         + f"timing: {settings['warmup']} warm-up + up to {settings['repeats']} interleaved rounds per cell"
         + (f" (at most {limit} s)" if (limit := settings["max_seconds_per_cell"]) else "")
-        + f", {settings['inputs']}",
+        + f", {settings['inputs']}"
+        + (f"; {order}" if (order := settings.get("order")) else ""),
         ("- " if markdown else "") + f"speedup vs {report['baseline']} (p50 ratio)",
         ("- " if markdown else "")
         + "GOP/s: the model's FLOPs per batch / p50; % peak: of the matmul peak of the candidate's precision, "
