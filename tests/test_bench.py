@@ -224,6 +224,20 @@ def test_summarize_picks_the_fastest_on_each_side_and_the_int8_floor() -> None:
     assert alone["best_peer"] is None and alone["ratio"] is None and alone["floor_ratio"] is None
 
 
+def test_ctranslate2_converts_a_bert_directory_whose_config_lacks_position_embedding_type(tmp_path: Path) -> None:
+    # transformers 5's BertConfig dropped the attribute CTranslate2's BERT loader asserts on
+    pytest.importorskip("ctranslate2")
+    from squeezebert.checkpoint import save_hf
+
+    config = preset("tiny", num_labels=2, q_groups=1, k_groups=1, v_groups=1, intermediate_groups=1, output_groups=1)
+    hf_dir = save_hf(SqueezeBert(config), tmp_path / "hf", None, arch="bert")
+    hf_config = json.loads((hf_dir / "config.json").read_text())
+    hf_config.pop("position_embedding_type", None)
+    (hf_dir / "config.json").write_text(json.dumps(hf_config))
+    bench._convert_ctranslate2(hf_dir, tmp_path / "ct2")
+    assert (tmp_path / "ct2" / "model.bin").is_file()
+
+
 def test_quick_bench_writes_json_markdown_and_png(quick_report: tuple[dict, Path]) -> None:
     report, out = quick_report
     assert json.loads((out / "bench.json").read_text())["candidates"][0]["name"] == "ours-torch-fp32"

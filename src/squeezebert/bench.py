@@ -749,6 +749,13 @@ def _convert_ctranslate2(hf_dir: Path, out: Path) -> None:
     """CTranslate2's own converter on the transformers directory, int8 weights."""
     from ctranslate2.converters import TransformersConverter
 
+    # Its BERT loader asserts config.position_embedding_type == "absolute", an attribute
+    # transformers 5's BertConfig no longer defines: it exists only when config.json names it.
+    # save_hf writes it; a directory without it gets it here (the bench's own temporary copy).
+    config_file = hf_dir / "config.json"
+    config = json.loads(config_file.read_text())
+    if "position_embedding_type" not in config:
+        config_file.write_text(json.dumps(config | {"position_embedding_type": "absolute"}, indent=2))
     with _quiet():
         TransformersConverter(str(hf_dir)).convert(str(out), quantization="int8", force=True)
 
