@@ -325,3 +325,36 @@ def test_serve_loads_an_export_without_a_backend_flag(trained, tmp_path: Path) -
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_auto_int8_falls_back_to_the_dynamic_recipe_when_static_misses_the_bar(
+    trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from squeezebert import export_openvino
+
+    _, path = trained
+    real_compare = export_openvino._compare
+    calls: list[int] = []
+
+    def compare(*args, **kwargs):  # the first comparison (static, held-out sample) comes out at 50%
+        calls.append(1)
+        result = real_compare(*args, **kwargs)
+        return {**result, "agreement": 0.5} if len(calls) == 1 else result
+
+    monkeypatch.setattr(export_openvino, "_compare", compare)
+    report = export(path, tmp_path / "out", precision="int8")
+    assert report.int8_recipe == "dynamic" and report.attempts == [{"recipe": "static", "sample": 0.5}]
+    assert report.agreement >= 0.99 and "int8 recipe static refused: agreement 50.00% on the sample set" in (
+        report.summary()
+    )
+    section = json.loads((tmp_path / "out" / "config.json").read_text())["openvino"]
+    assert section["int8_recipe"] == "dynamic"
+    clf = Classifier.from_pretrained(tmp_path / "out")
+    assert clf._forward.compiled.get_property("DYNAMIC_QUANTIZATION_GROUP_SIZE") == 32
+    ir = ov.Core().read_model(str(tmp_path / "out" / "model.xml"))
+    assert not any(op.get_type_name() == "FakeQuantize" for op in ir.get_ordered_ops())  # weights-only int8
+
+    calls.clear()
+    with pytest.raises(ExportError, match=r"int8 \(static\) agrees .* on 50.00% .*; nothing was written"):
+        export(path, tmp_path / "static-only", precision="int8", int8_recipe="static")
+    assert not (tmp_path / "static-only" / "config.json").exists()

@@ -335,6 +335,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             max_length=args.max_length,
             inference_precision=args.inference_precision,
             min_agreement=args.min_agreement,
+            int8_recipe=args.int8_recipe,
         )
     else:
         from squeezebert.export import DEFAULT_OPSET, export
@@ -697,6 +698,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.99,
         help="openvino int8/bf16: least prediction agreement with PyTorch fp32 the export must reach (default 0.99)",
+    )
+    p.add_argument(
+        "--int8-recipe",
+        choices=("auto", "static", "dynamic"),
+        default="auto",
+        help="openvino int8: static (NNCF, calibrated; fastest), dynamic (int8 weights, activations quantized per "
+        "token at run time; most accurate) or auto (default: static, else dynamic if static misses --min-agreement)",
     )
     p.add_argument("--opset", type=int, default=None, help="onnx: opset (>= 14, default 17)")
     p.add_argument(

@@ -128,7 +128,10 @@ class OpenVinoForward:
     operations that are not int8), one stream with the latency hint (one request at a time,
     all threads on it), ``num_threads`` threads (None: the plugin's choice, all cores).
     ``busy_wait`` pins the plugin's threads to cores (its default); a server passes False so that
-    its request threads are not locked out of a core between calls.
+    its request threads are not locked out of a core between calls. ``dynamic_int8``: quantize
+    activations at run time (per token, in groups of 32 channels) for a model whose weights are
+    int8-compressed (the ``dynamic`` int8 recipe of :mod:`squeezebert.export_openvino`); off, such
+    weights are decompressed and multiplied in float.
     """
 
     def __init__(
@@ -137,6 +140,7 @@ class OpenVinoForward:
         num_threads: int | None = None,
         inference_precision: str = "fp32",
         busy_wait: bool = True,
+        dynamic_int8: bool = False,
     ) -> None:
         try:
             import openvino as ov
@@ -157,6 +161,7 @@ class OpenVinoForward:
             "PERFORMANCE_HINT": "LATENCY",
             "NUM_STREAMS": 1,
             "ENABLE_CPU_PINNING": bool(busy_wait),
+            "DYNAMIC_QUANTIZATION_GROUP_SIZE": 32 if dynamic_int8 else 0,
         }
         if num_threads:
             properties["INFERENCE_NUM_THREADS"] = int(num_threads)
@@ -331,7 +336,8 @@ class Classifier:
             forward = OnnxForward(path / ONNX_MODEL_FILE, num_threads, busy_wait)
         else:
             inference = section.get("inference_precision", "fp32")
-            forward = OpenVinoForward(path / OPENVINO_MODEL_FILE, num_threads, inference, busy_wait)
+            dynamic = section.get("int8_recipe") == "dynamic"
+            forward = OpenVinoForward(path / OPENVINO_MODEL_FILE, num_threads, inference, busy_wait, dynamic)
         return cls(forward, tokenizer, config, max_length, backend, exported, normalize)
 
     @classmethod
