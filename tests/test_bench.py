@@ -431,6 +431,25 @@ def test_workload_mode_reports_speed_and_label_agreement(tmp_path: Path, minilm_
     assert (tmp_path / "w.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_workload_on_openvino_with_a_teacher_reports_the_students_speedup(tmp_path: Path) -> None:
+    pytest.importorskip("openvino")
+    texts = tmp_path / "ten.txt"
+    texts.write_text("\n".join(f"sentence number {i} is {'good' if i % 2 else 'bad'}" for i in range(10)) + "\n")
+    report = run_workload(
+        texts, "tiny", backend="openvino", teacher="tiny", threads=1, batch_sizes=(1, 4), repeats=1, warmup=0
+    )
+    rows = {(r["implementation"], r["batch_size"]): r for r in report["rows"]}
+    assert set(rows) == {(who, b) for who in ("ours", "teacher", "transformers") for b in (1, 4)}
+    assert "backend openvino" in report["settings"]["ours"] and report["settings"]["teacher"] == "tiny"
+    for b in (1, 4):
+        teacher = rows[("teacher", b)]
+        assert teacher["student_speedup"] > 0 and 0.0 <= teacher["student_agreement"] <= 1.0
+        assert "student_speedup" not in rows[("ours", b)]
+    # same weights on the OpenVINO fp32 side and the pipeline's: the labels agree
+    assert rows[("ours", 4)]["label_agreement"] >= 0.9
+    assert "student speedup" in format_report(report)
+
+
 # --------------------------------------------------------------------------- CLI
 def test_cli_bench_prints_the_table_and_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "r.json"

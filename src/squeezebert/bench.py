@@ -1350,12 +1350,19 @@ def run_workload(
     json_path: str | os.PathLike[str] | None = None,
     markdown_path: str | os.PathLike[str] | None = None,
     plot_path: str | os.PathLike[str] | None = None,
+    teacher: str | None = None,
 ) -> dict[str, Any]:
     """Texts -> labels end to end (tokenization included) on a real text file: our
     :class:`~squeezebert.infer.Classifier` (``backend``, ``precision``) against
     ``transformers.pipeline("text-classification")`` over an HF export of the same weights
     (:func:`~squeezebert.checkpoint.save_hf`), same threads, interleaved, per batch size.
     Reports texts/s, our speedup and how often the two predict the same label.
+
+    ``backend`` ``onnx`` / ``openvino``: ``model`` is exported first, as ``squeezebert export``
+    does (OpenVINO int8 calibrates on the training texts the checkpoint records), and the export
+    is what is timed. ``teacher``: a second checkpoint of ours (the model ``model`` was squeezed
+    from) run the same way in the same rounds; its rows give the student's speedup over it and
+    the two models' label agreement.
 
     A warm-up runs each side on the first 64 texts; then each timed call is one pass over the
     whole file. A preset ``model`` gets a random 2-label head (agreement is still meaningful:
@@ -1385,9 +1392,38 @@ def run_workload(
         ours_dir = save_checkpoint(ckpt.model, Path(tmp) / "ours", ckpt.tokenizer)
         hf_dir = save_hf(ckpt.model, Path(tmp) / "hf", ckpt.tokenizer)
         del ckpt
-        clf = Classifier.from_pretrained(
-            ours_dir, precision=precision, backend=backend, max_length=max_length, num_threads=threads
-        )
+
+        def classifier(src: str, name: str, fallback: Path) -> Any:
+            """Our classifier of ``src`` on the chosen backend; an export is made from the original
+            source so that it finds the training texts the checkpoint records."""
+            if backend == "torch":
+                return Classifier.from_pretrained(
+                    fallback, precision=precision, max_length=max_length, num_threads=threads
+                )
+            target = Path(tmp) / f"{name}-{backend}"
+            if not Path(src).is_dir():  # an alias or preset: the copy with its classification head
+                src = str(fallback)
+            with _quiet():
+                if backend == "openvino":
+                    from squeezebert.export_openvino import export as export_openvino
+
+                    log.info("%s", export_openvino(src, target, precision=precision or "fp32").summary())
+                else:
+                    from squeezebert.export import export as export_onnx
+
+                    export_onnx(src, target, precision=precision or "fp32")
+            return Classifier.from_pretrained(target, max_length=max_length, num_threads=threads)
+
+        clf = classifier(model, "ours", ours_dir)
+        teacher_clf = None
+        if teacher is not None:
+            teacher_ckpt = _load_ours(teacher)
+            if teacher_ckpt.model.config.labels != config.labels:
+                theirs = teacher_ckpt.model.config.labels
+                raise ValueError(f"{teacher}: its labels {theirs} differ from the model's {config.labels}")
+            teacher_dir = save_checkpoint(teacher_ckpt.model, Path(tmp) / "teacher", teacher_ckpt.tokenizer)
+            del teacher_ckpt
+            teacher_clf = classifier(teacher, "teacher", teacher_dir)
         with _quiet():
             pipe = transformers.pipeline(
                 "text-classification", model=str(hf_dir), tokenizer=str(hf_dir), device="cpu", dtype=torch.float32
@@ -1395,9 +1431,9 @@ def run_workload(
         max_length = clf.max_length  # capped at the model's positions; the pipeline truncates alike
         outputs: dict[str, list[str]] = {}
 
-        def ours(bs: int) -> Callable[[], Any]:
+        def ours(bs: int, who: str = "ours", c: Any = clf) -> Callable[[], Any]:
             def run() -> None:
-                outputs[f"ours b{bs}"] = [p.label for p in clf.predict(texts, batch_size=bs)]
+                outputs[f"{who} b{bs}"] = [p.label for p in c.predict(texts, batch_size=bs)]
 
             return run
 
@@ -1411,30 +1447,41 @@ def run_workload(
         calls: dict[str, Callable[[], Any]] = {}
         for bs in batch_sizes:
             calls[f"ours b{bs}"], calls[f"transformers b{bs}"] = ours(bs), theirs(bs)
+            if teacher_clf is not None:
+                calls[f"teacher b{bs}"] = ours(bs, "teacher", teacher_clf)
         head = texts[:64]
         for _ in range(warmup):
             clf.predict(head, batch_size=max(batch_sizes))
+            if teacher_clf is not None:
+                teacher_clf.predict(head, batch_size=max(batch_sizes))
             with _quiet():
                 pipe(head, batch_size=max(batch_sizes), truncation=True, max_length=max_length)
         samples = _measure(calls, 0, repeats, max_seconds)
     rows = []
     for bs in batch_sizes:
-        ours_t, hf_t = _timing(samples[f"ours b{bs}"].times_ms), _timing(samples[f"transformers b{bs}"].times_ms)
+        hf_t = _timing(samples[f"transformers b{bs}"].times_ms)
         ours_labels, hf_labels = outputs[f"ours b{bs}"], outputs[f"transformers b{bs}"]
         agreement = sum(a == b for a, b in zip(ours_labels, hf_labels)) / len(texts)
-        for who, t in (("ours", ours_t), ("transformers", hf_t)):
-            rows.append(
-                {
-                    "implementation": who,
-                    "batch_size": bs,
-                    "seconds_per_pass": {
-                        k: round(v / 1e3, 4) if isinstance(v, float) else v for k, v in asdict(t).items()
-                    },
-                    "texts_per_s": round(len(texts) / (t.p50 / 1e3), 2),
-                    "speedup_vs_transformers": round(hf_t.p50 / t.p50, 3),
-                    "label_agreement": round(agreement, 4),
-                }
-            )
+        who_rows = [("ours", _timing(samples[f"ours b{bs}"].times_ms)), ("transformers", hf_t)]
+        if teacher_clf is not None:
+            who_rows.insert(1, ("teacher", _timing(samples[f"teacher b{bs}"].times_ms)))
+        for who, t in who_rows:
+            row = {
+                "implementation": who,
+                "batch_size": bs,
+                "seconds_per_pass": {k: round(v / 1e3, 4) if isinstance(v, float) else v for k, v in asdict(t).items()},
+                "texts_per_s": round(len(texts) / (t.p50 / 1e3), 2),
+                "speedup_vs_transformers": round(hf_t.p50 / t.p50, 3),
+                "label_agreement": round(agreement, 4),
+            }
+            if who == "teacher":
+                teacher_labels = outputs[f"teacher b{bs}"]
+                row["label_agreement"] = round(sum(a == b for a, b in zip(teacher_labels, hf_labels)) / len(texts), 4)
+                row["student_speedup"] = round(t.p50 / who_rows[0][1].p50, 3)
+                row["student_agreement"] = round(
+                    sum(a == b for a, b in zip(teacher_labels, ours_labels)) / len(texts), 4
+                )
+            rows.append(row)
     env["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     env["warnings"] = busy_warning(env)
     report = {
@@ -1446,6 +1493,7 @@ def run_workload(
             "model": model,
             "labels": config.labels,
             "ours": f"squeezebert Classifier, backend {backend}, precision {clf.precision}",
+            "teacher": teacher,
             "transformers": f"transformers {transformers.__version__} pipeline('text-classification'), torch fp32, "
             "same weights via save_hf",
             "threads": threads,
@@ -1599,11 +1647,15 @@ def _format_workload(report: Mapping[str, Any], markdown: bool) -> str:
         bullet
         + f"workload: {s['workload']} ({s['num_texts']} texts), model {s['model']}, max_length {s['max_length']}",
         bullet + f"ours: {s['ours']}",
-        bullet + f"transformers: {s['transformers']}",
+        *([bullet + f"teacher: {s['teacher']}, run alike (student speedup: over it)"] if s.get("teacher") else []),
+        bullet + f"transformers: {s['transformers']} (label agreement: with it)",
         bullet + f"timed: {s['timed']}; {s['warmup']} warm-up, up to {s['repeats']} interleaved passes",
         "",
     ]
     header = ["implementation", "batch", "s/pass p50", "s/pass p90", "texts/s", "speedup", "label agreement"]
+    teacher = any("student_speedup" in r for r in report["rows"])
+    if teacher:
+        header += ["student speedup", "student agreement"]
     rows = [
         [
             r["implementation"],
@@ -1614,6 +1666,14 @@ def _format_workload(report: Mapping[str, Any], markdown: bool) -> str:
             _fmt(r["speedup_vs_transformers"], ".2f") + "x",
             f"{r['label_agreement']:.2%}",
         ]
+        + (
+            [
+                _fmt(r.get("student_speedup"), ".2f") + ("x" if "student_speedup" in r else ""),
+                f"{r['student_agreement']:.2%}" if "student_agreement" in r else "-",
+            ]
+            if teacher
+            else []
+        )
         for r in report["rows"]
     ]
     lines.append(_table(header, rows, markdown))

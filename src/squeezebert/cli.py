@@ -379,13 +379,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
         ):
             if value is not None:
                 raise ValueError(f"{flag} is for the grid benchmark, not --workload")
-        extra = {"backend": args.backend or "torch", "precision": args.precision, "max_texts": args.max_texts}
+        extra = {
+            "backend": args.backend or "torch",
+            "precision": args.precision,
+            "max_texts": args.max_texts,
+            "teacher": args.teacher,
+        }
         kwargs = {k: v for k, v in (given | extra).items() if v is not None}
         report = run_workload(args.workload, args.model, max_length=args.max_length, **kwargs)
     else:
-        if args.backend or args.precision or args.max_texts:
+        if args.backend or args.precision or args.max_texts or args.teacher:
             raise ValueError(
-                "--backend, --precision and --max-texts go with --workload; pick grid candidates with --candidates"
+                "--backend, --precision, --max-texts and --teacher go with --workload; pick grid candidates with "
+                "--candidates"
             )
         report = run_bench(
             model=args.model,
@@ -750,7 +756,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", default=None, help="write the report as markdown")
     p.add_argument("--plot", default=None, help="write a PNG plot (needs matplotlib: squeezebert[plot])")
     p.add_argument("--workload", default=None, help="text file (one text per line, or a GLUE .tsv with 'sentence')")
-    p.add_argument("--backend", choices=("torch", "onnx"), default=None, help="workload: our backend (default torch)")
+    p.add_argument(
+        "--backend", choices=("torch", "onnx", "openvino"), default=None, help="workload: our backend (default torch)"
+    )
+    p.add_argument(
+        "--teacher", default=None, help="workload: also time this checkpoint of ours (the student's teacher) alike"
+    )
     p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default=None, help="workload: our precision")
     p.add_argument("--max-length", type=int, default=128, help="workload: tokens per text after truncation")
     p.add_argument("--max-texts", type=int, default=None, help="workload: use the first N texts")
