@@ -54,7 +54,7 @@ def run(teacher_dir, task_files, out, **kwargs):
         calibration_samples=32,
         bench_repeats=2,
         bench_batch_sizes=(1, 4),
-        **kwargs,
+        **{"openvino": False, **kwargs},
     )
 
 
@@ -102,6 +102,34 @@ def test_squeeze_writes_student_and_a_complete_report(teacher_dir, task_files, t
     assert "| teacher int8 |" in md and "What each lossy step lost" in md
 
 
+def test_openvino_int8_paths_are_scored_timed_and_the_student_deployed(
+    teacher_dir, task_files, tmp_path, monkeypatch
+) -> None:
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    from squeezebert import export_openvino
+    from squeezebert.infer import Classifier
+
+    export_model = export_openvino.export_model
+    # The tiny random teacher's logits nearly tie, so int8 may flip some of 16 dev labels: the
+    # agreement bar is the export's own business (tests/test_export_openvino.py), not this test's.
+    monkeypatch.setattr(export_openvino, "export_model", lambda *a, **k: export_model(*a, **k, min_agreement=0.0))
+    report = run(teacher_dir, task_files, tmp_path / "out", int8=False, bf16=False, openvino=True)
+    names = [r["model"] for r in report["rows"]]
+    assert names == ["teacher fp32", "student fp32", "teacher openvino-int8", "student openvino-int8"]
+    rows = {r["model"]: r for r in report["rows"]}
+    deploy = tmp_path / "out" / "deploy"
+    assert {"model.xml", "model.bin", "config.json", "tokenizer.json"} <= {p.name for p in deploy.iterdir()}
+    assert rows["student openvino-int8"]["file_bytes"] == sum(p.stat().st_size for p in deploy.iterdir())
+    assert set(rows["student fp32"]["speedup_vs_teacher_openvino-int8"]) == {"batch1", "batch4"}
+    # the export's dev score is the one the report shows
+    direct = Classifier.from_pretrained(deploy)
+    assert (direct.backend, direct.precision) == ("openvino", "int8")
+    # predict / serve on the squeeze output use the deployable export
+    assert Classifier.from_pretrained(tmp_path / "out").backend == "openvino"
+    assert Classifier.from_pretrained(tmp_path / "out", backend="torch").backend == "torch"
+
+
 def test_grouped_construction_and_layer_drop(teacher_dir, task_files, tmp_path) -> None:
     spec = construction_spec("grouped", layers=[1])
     report = run(teacher_dir, task_files, tmp_path / "out", spec=spec, int8=False, bf16=False)
@@ -129,7 +157,7 @@ def test_cli_squeeze_end_to_end(teacher_dir, task_files, tmp_path, capsys) -> No
             "squeeze", "--teacher", str(teacher_dir), "--train", str(task_files / "train.csv"),
             "--dev", str(task_files / "dev.csv"), "--out", str(tmp_path / "cli"), "--epochs", "1",
             "--batch-size", "8", "--max-length", "32", "--groups", "4,4,4,1,4,4", "--rank", "2",
-            "--calibration-samples", "16", "--bench-repeats", "1", "--no-int8", "--no-bf16",
+            "--calibration-samples", "16", "--bench-repeats", "1", "--no-int8", "--no-bf16", "--no-openvino",
         ]
     )  # fmt: skip
     assert code == 0

@@ -161,6 +161,7 @@ def cmd_squeeze(args: argparse.Namespace) -> int:
         bench_repeats=args.bench_repeats,
         int8=not args.no_int8,
         bf16=False if args.no_bf16 else None,
+        openvino=False if args.no_openvino else None,
         resume=args.resume,
     )
     if _is_main():
@@ -627,6 +628,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-int8", action="store_true", help="skip the int8 paths in the report")
     p.add_argument(
         "--no-bf16", action="store_true", help="skip the bf16 paths in the report (default: on CPUs with native bf16)"
+    )
+    p.add_argument(
+        "--no-openvino",
+        action="store_true",
+        help="skip the OpenVINO int8 exports (default: when installed; the student's is kept in OUT/deploy)",
     )
     _add_train_args(p)
     p.set_defaults(handler=cmd_squeeze, lr=1e-4)

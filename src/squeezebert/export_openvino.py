@@ -295,7 +295,8 @@ def _compare(model: Any, forward: OpenVinoForward, tokenizer: Any, sample: TextS
     return result
 
 
-def _examples_sample(examples: Sequence[Any], source: str, labels: bool) -> TextSample:
+def examples_sample(examples: Sequence[Any], source: str, labels: bool) -> TextSample:
+    """A :class:`TextSample` of :class:`~squeezebert.tables.Example` objects (labels if asked)."""
     inputs: list[TextInput] = [e.text if e.text_pair is None else (e.text, e.text_pair) for e in examples]
     return TextSample(inputs, source, [e.label for e in examples] if labels else None)
 
@@ -316,7 +317,7 @@ def read_calibration_file(
         examples = list(tables.iter_examples(lines, fmt, column or "text", text_pair_column if fmt != "text" else None))
     if not examples:
         raise CalibrationError(f"{path}: holds no texts to calibrate on")
-    return _examples_sample(examples, str(path), labels=False)
+    return examples_sample(examples, str(path), labels=False)
 
 
 def recorded_data(ckpt_path: Path | None) -> tuple[TextSample | None, TextSample | None]:
@@ -353,8 +354,8 @@ def recorded_data(ckpt_path: Path | None) -> tuple[TextSample | None, TextSample
             continue
         else:
             return None, None
-        train = _examples_sample(data.train, data.train_source, labels=False)
-        dev = _examples_sample(data.dev, data.dev_source, labels=data.labels is not None) if data.dev else None
+        train = examples_sample(data.train, data.train_source, labels=False)
+        dev = examples_sample(data.dev, data.dev_source, labels=data.labels is not None) if data.dev else None
         return train, dev
     return None, None
 

@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 BACKENDS = ("torch", "onnx", "openvino")
 ONNX_MODEL_FILE = "model.onnx"  # = squeezebert.export.MODEL_FILE, repeated to keep this module light
 OPENVINO_MODEL_FILE = "model.xml"  # = squeezebert.export_openvino.MODEL_FILE, likewise
+#: Where ``squeezebert squeeze`` keeps the student's export (= squeezebert.squeeze.DEPLOY_DIR).
+DEPLOY_DIR = "deploy"
 #: OpenVINO's names for the precision its CPU plugin computes the non-quantized operations in.
 OPENVINO_INFERENCE_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
 
@@ -266,7 +268,8 @@ class Classifier:
         ``path``: a checkpoint directory (or alias / preset, as :func:`squeezebert.checkpoint.load`)
         or an export directory, recognized by its files: ``model.onnx`` (ONNX Runtime) or
         ``model.xml`` (OpenVINO), each beside ``config.json`` and ``tokenizer.json`` (see
-        ``squeezebert export``). An export loads without torch.
+        ``squeezebert export``). An export loads without torch. A squeeze output directory
+        with a ``deploy/`` export loads that export unless a backend is named.
 
         ``backend``: None picks by the files: an export's own runtime, else ``torch`` for a
         checkpoint. Given a checkpoint, ``onnx`` and ``openvino`` export it first into a
@@ -286,6 +289,11 @@ class Classifier:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         path_ = Path(path).expanduser()
         exported = export_backend(path_)
+        if exported is None and backend is None and export_backend(path_ / DEPLOY_DIR) is not None:
+            # A squeeze output: serve the student's deployable export (its fastest path).
+            log.info("%s: using its deployable export %s", path_, path_ / DEPLOY_DIR)
+            path_ = path_ / DEPLOY_DIR
+            exported = export_backend(path_)
         if exported is not None:
             if backend is not None and backend != exported:
                 raise ValueError(

@@ -35,6 +35,7 @@ from squeezebert.convert import (
 )
 from squeezebert.data import EncodedDataset, collate, encode
 from squeezebert.distill import DistillationLoss, DistillConfig, check_compatible
+from squeezebert.infer import DEPLOY_DIR
 from squeezebert.metrics import main_metric
 from squeezebert.model import SqueezeBert
 from squeezebert.train import CUSTOM, TrainConfig, _subsample, evaluate, fit, load_task_data, predict
@@ -131,6 +132,7 @@ def squeeze(
     int8: bool = True,
     resume: bool = False,
     bf16: bool | None = None,
+    openvino: bool | None = None,
 ) -> dict[str, Any]:
     """Squeeze a fine-tuned ``teacher_src`` on a task; write the student and ``report.md`` /
     ``report.json`` into ``out_dir``; return the report.
@@ -144,6 +146,10 @@ def squeeze(
 
     ``int8`` / ``bf16``: also score and time both models through :func:`squeezebert.optimize` in
     that precision (``bf16=None``: where the CPU runs bf16 natively).
+    ``openvino``: also export both models to OpenVINO int8 (calibrated on the training texts,
+    checked against the dev set; see :mod:`squeezebert.export_openvino`), score and time those
+    exports, and keep the student's in ``out_dir/deploy`` (``predict``/``serve out_dir`` use it).
+    None: when openvino and nncf are installed.
     """
     config = config or TrainConfig(epochs=3, lr=1e-4, batch_size=32, max_length=64)
     # One process group for the whole workflow (fit then leaves it alone), so that the other
@@ -152,7 +158,7 @@ def squeeze(
         return _squeeze(
             teacher_src, out_dir, task, data_dir, train_file, dev_file, text_column, text_pair_column,
             label_column, student_src, spec, distill, config, calibration_samples, bench_threads,
-            bench_repeats, bench_batch_sizes, int8, resume, bf16,
+            bench_repeats, bench_batch_sizes, int8, resume, bf16, openvino,
         )  # fmt: skip
 
 
@@ -177,6 +183,7 @@ def _squeeze(
     int8: bool,
     resume: bool,
     bf16: bool | None,
+    openvino: bool | None,
 ) -> dict[str, Any]:
     spec = spec or construction_spec("lowrank")
     distill = distill or DistillConfig()
@@ -272,6 +279,12 @@ def _squeeze(
             "workflow": "squeeze",
             "teacher": str(teacher_src),
             "task": data.task,
+            "train_file": data.train_source,
+            "dev_file": data.dev_source,
+            "data_dir": None if data_dir is None else str(data_dir),
+            "text_column": text_column,
+            "text_pair_column": text_pair_column,
+            "label_column": label_column,
             "construction": construction,
             "distill": asdict(distill),
         },
@@ -294,6 +307,12 @@ def _squeeze(
                 q = optimize(model, precision).eval()
                 candidates[f"{who} {precision}"] = q
                 metrics_of[f"{who} {precision}"] = evaluate(q, dev, kind)
+        deployed = _openvino_paths(
+            openvino, teacher, student, tokenizer, data, regression, max_length, out, bench_threads, notes
+        )
+        for name, (model, _) in deployed.items():
+            candidates[name] = model
+            metrics_of[name] = evaluate(model, dev, kind)
         latency: dict[str, dict[str, Any]] = {name: {} for name in candidates}
         for bs in bench_batch_sizes:
             timings = model_latency(candidates, bs, 128, threads=bench_threads, repeats=bench_repeats)
@@ -306,13 +325,15 @@ def _squeeze(
         rows = []
         for name, model in candidates.items():
             who = name.split()[0]
-            size = sizes[who] if name.endswith("fp32") else 0  # the fast copies live in memory only
+            size = sizes[who] if name.endswith("fp32") else 0  # the torch fast copies live in memory only
+            if name in deployed:
+                size = deployed[name][1]
             row = _row(name, teacher if who == "teacher" else student, metrics_of[name], size, model.config)
             row["latency_ms"] = latency[name]
             rows.append(row)
         for row in rows:
             p50 = {bs: row["latency_ms"][f"batch{bs}_seq128"]["p50"] for bs in bench_batch_sizes}
-            for precision in ("fp32", *fast):
+            for precision in ("fp32", *fast, *(name.split(maxsplit=1)[1] for name in deployed if "teacher" in name)):
                 base = latency[f"teacher {precision}"]
                 row[f"speedup_vs_teacher_{precision}"] = {
                     f"batch{bs}": round(base[f"batch{bs}_seq128"]["p50"] / p50[bs], 2) for bs in bench_batch_sizes
@@ -343,6 +364,57 @@ def _squeeze(
         return report
 
     return distributed.on_main(report_stage)
+
+
+def _openvino_paths(
+    wanted: bool | None,
+    teacher: SqueezeBert,
+    student: SqueezeBert,
+    tokenizer: Any,
+    data: Any,
+    regression: bool,
+    max_length: int,
+    out: Path,
+    threads: int | None,
+    notes: list[str],
+) -> dict[str, tuple[torch.nn.Module, int]]:
+    """Both models exported to OpenVINO int8 (the student into ``out/deploy``, the teacher into a
+    temporary directory), each wrapped as a module :func:`evaluate` and the latency table run:
+    ``{"teacher openvino-int8": (module, bytes on disk), ...}``. Empty when OpenVINO is not
+    wanted or not installed; an export that fails its agreement check is left out with a note."""
+    import importlib.util
+    import tempfile
+
+    installed = all(importlib.util.find_spec(m) is not None for m in ("openvino", "nncf"))
+    if wanted is False or (wanted is None and not installed):
+        if wanted is None:
+            notes.append("OpenVINO paths skipped: pip install 'squeezebert[openvino]' for the compiled int8 path")
+        return {}
+    from squeezebert.export import ExportError
+    from squeezebert.export_openvino import examples_sample, export_model
+    from squeezebert.infer import Classifier
+    from squeezebert.train import ExportedModel
+
+    calibration = examples_sample(data.train, data.train_source, labels=False)
+    dev = examples_sample(data.dev, data.dev_source, labels=not regression)
+    paths: dict[str, tuple[torch.nn.Module, int]] = {}
+    tmp = tempfile.TemporaryDirectory(prefix="squeezebert-squeeze-ov-")
+    for who, model, where in (("teacher", teacher, Path(tmp.name)), ("student", student, out / DEPLOY_DIR)):
+        try:
+            report = export_model(
+                model, where, tokenizer, precision="int8", calibration=calibration, dev=dev, max_length=max_length
+            )
+        except ExportError as e:
+            notes.append(f"{who} openvino-int8 left out: {e}")
+            continue
+        log.info("%s openvino-int8:\n%s", who, report.summary())
+        if report.attempts:
+            notes.append(f"{who} openvino-int8: recipe {report.int8_recipe} (static int8 missed the agreement bar)")
+        classifier = Classifier.from_pretrained(where, max_length=max_length, num_threads=threads)
+        size = sum(f.stat().st_size for f in where.iterdir() if f.is_file())
+        paths[f"{who} openvino-int8"] = (ExportedModel(classifier), size)
+    tmp.cleanup()  # OpenVINO has read the teacher's files
+    return paths
 
 
 def _pareto_notes(rows: list[dict], metric: str, batch_sizes: tuple[int, ...], greater_is_better: bool) -> list[str]:

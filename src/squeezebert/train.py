@@ -942,7 +942,7 @@ def finetune(
     return record
 
 
-class _ExportedModel(nn.Module):
+class ExportedModel(nn.Module):
     """An export directory's :class:`~squeezebert.infer.Classifier` as the ``(ids, mask, types) ->
     logits`` module :func:`evaluate` runs, so an export is scored by the same code as a checkpoint."""
 
@@ -982,7 +982,7 @@ def evaluate_checkpoint(
     if backend is not None:  # an export directory: scored through its own runtime
         trained_length = export_section(Path(src) / "config.json", backend).get("max_length")
         classifier = Classifier.from_pretrained(src, max_length=max_length or trained_length or 128)
-        model: Any = _ExportedModel(classifier)
+        model: Any = ExportedModel(classifier)
         tokenizer, max_length = classifier.tokenizer, classifier.max_length
     else:
         ckpt = load(src)
