@@ -181,6 +181,36 @@ class OpenVinoForward:
         return np.array(result[0])  # a copy: the request reuses its output buffer on the next call
 
 
+# --------------------------------------------------------------------------- the default backend
+#: For a checkpoint loaded without a backend: the first of these that is installed and runs the
+#: precision asked for. OpenVINO first: on the SST-2 minilm-l6 teacher its fp32 graph ran
+#: 1.6x-2.0x eager PyTorch's fp32 and agrees with it to 1e-4 (docs/RESULTS.md).
+DEFAULT_BACKENDS = ("openvino", "onnx", "torch")
+PRECISIONS_OF = {"openvino": ("fp32", "bf16", "int8"), "onnx": ("fp32", "int8"), "torch": ("fp32", "bf16", "int8")}
+_NEEDS = {"openvino": ("openvino",), "onnx": ("onnx", "onnxruntime"), "torch": ("torch",)}
+
+
+def default_backend(precision: str = "fp32") -> str:
+    """The backend a checkpoint runs on when none is named (see :data:`DEFAULT_BACKENDS`).
+
+    Exporting a checkpoint needs torch, so a runtime is only chosen where torch is there too;
+    int8 with OpenVINO also needs nncf unless it falls back to run-time activation scales."""
+    import importlib.util
+
+    def installed(module: str) -> bool:
+        try:
+            return importlib.util.find_spec(module) is not None
+        except ValueError:  # sys.modules[module] is None: import blocked
+            return False
+
+    for backend in DEFAULT_BACKENDS:
+        if precision in PRECISIONS_OF[backend] and all(installed(m) for m in (*_NEEDS[backend], "torch")):
+            if backend == "openvino" and precision == "int8" and not installed("nncf"):
+                continue
+            return backend
+    return "torch"
+
+
 # --------------------------------------------------------------------------- export directories
 def export_backend(path: str | os.PathLike[str]) -> str | None:
     """The runtime an export directory is for, from its files (``model.xml``: ``openvino``,
@@ -271,10 +301,12 @@ class Classifier:
         ``squeezebert export``). An export loads without torch. A squeeze output directory
         with a ``deploy/`` export loads that export unless a backend is named.
 
-        ``backend``: None picks by the files: an export's own runtime, else ``torch`` for a
-        checkpoint. Given a checkpoint, ``onnx`` and ``openvino`` export it first into a
-        temporary directory (that step uses torch; OpenVINO int8 calibrates on the training
-        texts the checkpoint records, see :func:`squeezebert.export_openvino.export`).
+        ``backend``: None picks by the files: an export's own runtime, else for a checkpoint the
+        first installed of :data:`DEFAULT_BACKENDS` (OpenVINO, ONNX Runtime, torch). Given a
+        checkpoint, ``onnx`` and ``openvino`` export it first into a temporary directory (that
+        step uses torch; fp32 is checked to 1e-4 against PyTorch; OpenVINO int8 calibrates on the
+        training texts the checkpoint records, or quantizes activations at run time when it
+        records none, see :func:`squeezebert.export_openvino.export`).
 
         ``precision``: torch ``fp32`` / ``bf16`` / ``int8``; onnx ``fp32`` / ``int8``; openvino
         ``fp32`` / ``bf16`` / ``int8``. None means fp32, or for an export directory the precision
@@ -301,7 +333,7 @@ class Classifier:
                     f"or export the checkpoint again for {backend}"
                 )
             return cls._from_export(path_, exported, precision, max_length, num_threads, normalize, busy_wait)
-        backend = backend or "torch"
+        backend = backend or default_backend(precision or "fp32")
         if backend == "torch":
             return cls._from_checkpoint(path, precision or "fp32", max_length, num_threads, normalize)
         return cls._export_and_load(path, backend, precision or "fp32", max_length, num_threads, normalize, busy_wait)
@@ -366,7 +398,17 @@ class Classifier:
 
         tmpdir = tempfile.TemporaryDirectory(prefix=f"squeezebert-{backend}-")
         try:
-            export(src, tmpdir.name, precision=precision)
+            if backend == "openvino" and precision == "int8":
+                from squeezebert.export_openvino import CalibrationError
+
+                try:
+                    export(src, tmpdir.name, precision=precision)
+                except CalibrationError:
+                    # No recorded texts to calibrate static int8 on: the dynamic recipe needs none.
+                    log.info("%s: no training texts recorded; OpenVINO int8 with run-time activation scales", src)
+                    export(src, tmpdir.name, precision=precision, int8_recipe="dynamic")
+            else:
+                export(src, tmpdir.name, precision=precision)
             clf = cls._from_export(Path(tmpdir.name), backend, precision, max_length, num_threads, normalize, busy_wait)
         except BaseException:
             tmpdir.cleanup()
