@@ -562,3 +562,52 @@ def test_the_server_loads_onnx_without_busy_waiting_workers(monkeypatch: pytest.
     with pytest.raises(Loaded):
         run("some-model", backend="onnx")
     assert seen["busy_wait"] is False and seen["backend"] == "onnx"
+
+
+# --------------------------------------------------------------------------- issue 16: bad input and faults
+def _serve_cmd(checkpoint: Path, *extra: str, port: int | None = None) -> list[str]:
+    port = _free_port() if port is None else port
+    return [
+        sys.executable, "-m", "squeezebert", "serve", str(checkpoint), "--port", str(port), "--num-threads", "1",
+        *extra,
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("flags", "env_key", "message"),
+    [
+        (["--api-key", ""], None, "--api-key is empty"),
+        (["--api-key", "  "], None, "--api-key is empty"),
+        ([], "", "$SQUEEZEBERT_API_KEY is empty"),
+        (["--api-key-file", "{empty}"], None, "is empty"),
+        (["--api-key", "a", "--api-key-file", "{key}"], None, "not both"),
+    ],
+)
+def test_an_explicitly_empty_api_key_is_refused_at_start_up(
+    checkpoint: Path, tmp_path: Path, flags: list[str], env_key: str | None, message: str
+) -> None:
+    (tmp_path / "empty").write_text("\n")
+    (tmp_path / "key").write_text(KEY + "\n")
+    flags = [f.format(empty=tmp_path / "empty", key=tmp_path / "key") for f in flags]
+    env = {k: v for k, v in os.environ.items() if k != "SQUEEZEBERT_API_KEY"}
+    if env_key is not None:
+        env["SQUEEZEBERT_API_KEY"] = env_key
+    proc = subprocess.run(_serve_cmd(checkpoint, *flags), env=env, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+
+
+def test_the_api_key_comes_from_the_flag_the_key_file_or_the_environment(tmp_path: Path) -> None:
+    from squeezebert.serve import resolve_api_key
+
+    key_file = tmp_path / "key"
+    key_file.write_text(f"  {KEY}\n")
+    assert resolve_api_key(None, key_file, {}) == KEY
+    assert resolve_api_key("flag-key", None, {"SQUEEZEBERT_API_KEY": "env-key"}) == "flag-key"
+    assert resolve_api_key(None, None, {"SQUEEZEBERT_API_KEY": "env-key"}) == "env-key"
+    assert resolve_api_key(None, None, {}) is None
+    with pytest.raises(FileNotFoundError, match="no such API key file"):
+        resolve_api_key(None, tmp_path / "missing", {})
+    with pytest.raises(ValueError, match="printable ASCII"):
+        resolve_api_key("k\u00e9y", None, {})

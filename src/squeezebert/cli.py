@@ -437,9 +437,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import os
-
-    from squeezebert.serve import API_KEY_ENV, ServeConfig, run
+    from squeezebert.serve import ServeConfig, resolve_api_key, run
 
     config = ServeConfig(
         max_batch_size=args.max_batch_size,
@@ -451,7 +449,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         max_queue=args.max_queue,
         timeout_s=args.timeout_s,
-        api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
+        api_key=resolve_api_key(args.api_key, args.api_key_file),
     )
     run(
         args.model,
@@ -470,10 +468,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_loadtest(args: argparse.Namespace) -> int:
-    import os
-
     from squeezebert.checkpoint import atomic_write_text
-    from squeezebert.serve import API_KEY_ENV, loadtest, read_texts
+    from squeezebert.serve import loadtest, read_texts, resolve_api_key
 
     report = loadtest(
         args.url,
@@ -482,7 +478,7 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
         texts=read_texts(args.texts) if args.texts else None,
         texts_per_request=args.texts_per_request,
         rate=args.rate,
-        api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
+        api_key=resolve_api_key(args.api_key, args.api_key_file),
     )
     print(report.summary())
     if args.json:
@@ -503,6 +499,19 @@ def _add_runtime_flags(p: argparse.ArgumentParser, threads: bool = True) -> None
     if threads:
         p.add_argument("--num-threads", type=int, default=None, help="intra-op threads (default: the backend's choice)")
     p.add_argument("--no-normalize", action="store_true", help="skip NFKC and look-alike letter normalization")
+
+
+def _add_api_key_flags(p: argparse.ArgumentParser, what: str) -> None:
+    """--api-key-file and --api-key; $SQUEEZEBERT_API_KEY when neither is given (an empty one is refused)."""
+    p.add_argument(
+        "--api-key-file",
+        default=None,
+        metavar="FILE",
+        help=f"{what}, KEY being this file's one line (preferred, as is $SQUEEZEBERT_API_KEY, the default)",
+    )
+    p.add_argument(
+        "--api-key", default=None, metavar="KEY", help="the key itself: other users can read it in ps; prefer the above"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -735,9 +744,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-body-bytes", type=int, default=1_000_000, help="request body size (more: 413)")
     p.add_argument("--max-queue", type=int, default=256, help="requests waiting for the model (more: 503)")
     p.add_argument("--timeout-s", type=float, default=10.0, help="per-request deadline (past it: 504)")
-    p.add_argument(
-        "--api-key", default=None, help="require Authorization: Bearer KEY (default: $SQUEEZEBERT_API_KEY if set)"
-    )
+    _add_api_key_flags(p, "require Authorization: Bearer KEY on /v1/* and /metrics")
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.set_defaults(handler=cmd_serve)
 
@@ -759,7 +766,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="open loop: this many requests/s (<= 2000), at most --concurrency in flight; latency counts from "
         "each request's due time (default: closed loop, each client sends when answered)",
     )
-    p.add_argument("--api-key", default=None, help="bearer token (default: $SQUEEZEBERT_API_KEY if set)")
+    _add_api_key_flags(p, "send Authorization: Bearer KEY")
     p.add_argument("--json", default=None, help="also write the report as JSON to this file")
     p.set_defaults(handler=cmd_loadtest)
     return parser

@@ -24,6 +24,8 @@ Limits are part of the contract: the body size (413), the texts per request and 
 text (422 naming the limit and the received value), the queue length (503 with ``Retry-After``)
 and a per-request deadline (504). With ``api_key`` set, ``/v1/*`` and ``/metrics`` need
 ``Authorization: Bearer KEY`` (compared in constant time); the probes stay open for orchestrators.
+:func:`resolve_api_key` reads the key from a flag, a key file or the environment and refuses an
+empty one (it must never mean "no authentication").
 No endpoint loads or runs anything a client names: the model is fixed when the app is built.
 
 :func:`run` loads a model and serves it with uvicorn, on the loopback interface by default. On
@@ -50,7 +52,7 @@ import math
 import os
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
@@ -121,8 +123,55 @@ class ServeConfig:
             raise ValueError(f"max_wait_ms must be >= 0, got {self.max_wait_ms!r}")
         if not (math.isfinite(self.timeout_s) and self.timeout_s > 0):
             raise ValueError(f"timeout_s must be > 0, got {self.timeout_s!r}")
-        if self.api_key is not None and not self.api_key.strip():
-            raise ValueError("api_key is empty; pass a real key or none")
+        if self.api_key is not None:
+            _check_api_key(self.api_key, "api_key")
+
+
+def _check_api_key(key: str, where: str) -> None:
+    # An empty key must never mean "no key": that would switch authentication off silently.
+    if not key.strip():
+        raise ValueError(f"{where} is empty; pass a real key, or give none to serve without authentication")
+    if not all(" " < c < "\x7f" for c in key.strip()):
+        raise ValueError(f"{where}: the key must be printable ASCII without spaces (it travels in an HTTP header)")
+
+
+def resolve_api_key(
+    flag: str | None = None,
+    file: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> str | None:
+    """The API key given by ``--api-key`` (``flag``), ``--api-key-file`` (``file``: its first line)
+    or ``$SQUEEZEBERT_API_KEY`` (in ``environ``, default ``os.environ``), in that order; None when
+    none of them is given.
+
+    The key file and the variable keep the key out of ``ps``; a flag is visible to every user of
+    the machine. A key that is given but empty (``--api-key ''``, an empty file, the variable set to
+    ``""``) raises ValueError rather than turning authentication off.
+    """
+    environ = os.environ if environ is None else environ
+    if flag is not None and file is not None:
+        raise ValueError("give --api-key or --api-key-file, not both")
+    if flag is not None:
+        key, where = flag, "--api-key"
+    elif file is not None:
+        path = Path(file)
+        if path.is_dir():
+            raise IsADirectoryError(f"{path}: is a directory; --api-key-file takes a file holding the key")
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such API key file")
+        try:
+            lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except UnicodeDecodeError:
+            raise ValueError(f"{path}: not utf-8 text; --api-key-file takes a file holding the key") from None
+        if len(lines) > 1:
+            raise ValueError(f"{path}: holds {len(lines)} lines; --api-key-file takes a file holding one key")
+        key, where = (lines[0] if lines else ""), f"--api-key-file {path}"
+    elif API_KEY_ENV in environ:
+        key, where = environ[API_KEY_ENV], f"${API_KEY_ENV}"
+    else:
+        return None
+    _check_api_key(key, where)
+    return key.strip()
 
 
 # --------------------------------------------------------------------------- micro-batching
