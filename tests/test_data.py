@@ -613,3 +613,11 @@ def test_jsonl_labels_round_trip_through_label_space(tmp_path: Path) -> None:
     labels = label_space(examples, path)
     assert labels == ("2", "10")
     assert encode_labels(examples, {label: i for i, label in enumerate(labels)}, path) == [0, 1, 0]
+
+
+def test_a_lone_surrogate_in_a_text_is_a_data_error_naming_the_line(tmp_path: Path) -> None:
+    # utf-8 cannot hold a surrogate, but a JSON escape can: the tokenizer would fail on it later.
+    path = tmp_path / "data.jsonl"
+    path.write_text('{"text": "fine", "label": "a"}\n{"text": "bad \\ud800", "label": "b"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=rf"{path}:2: field 'text' holds a lone surrogate U\+D800"):
+        read_table(path, "text", label_column="label")

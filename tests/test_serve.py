@@ -611,3 +611,49 @@ def test_the_api_key_comes_from_the_flag_the_key_file_or_the_environment(tmp_pat
         resolve_api_key(None, tmp_path / "missing", {})
     with pytest.raises(ValueError, match="printable ASCII"):
         resolve_api_key("k\u00e9y", None, {})
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b'{"texts": ["good", "\\ud800"]}', "texts[1]"),
+        (b'{"texts": ["bad \\udfff movie"]}', "texts[0]"),
+        (b'{"pairs": [["good", "x\\udc00"]]}', "pairs[0][1]"),
+    ],
+)
+def test_a_lone_surrogate_is_a_422_for_that_request_alone(classifier: Classifier, body: bytes, field: str) -> None:
+    async def main() -> None:
+        async with serving(create_app(classifier, ServeConfig(max_wait_ms=50, warmup=False))) as client:
+            headers = {"content-type": "application/json"}
+            bad = client.post("/v1/classify", content=body, headers=headers)
+            good = client.post("/v1/classify", json={"texts": ["good movie"]})
+            bad, good = await asyncio.gather(bad, good)
+            assert bad.status_code == 422, bad.text
+            assert bad.json()["field"] == field and "surrogate" in bad.json()["detail"]
+            assert good.status_code == 200
+
+    run(main)
+
+
+def test_the_batcher_isolates_a_failing_request_from_the_others_in_its_batch() -> None:
+    calls: list[list[TextInput]] = []
+
+    def predict(inputs: list[TextInput]) -> list[Prediction]:
+        calls.append(list(inputs))
+        if "poison" in inputs:
+            raise ValueError("cannot tokenize")
+        return [Prediction(label=str(x)) for x in inputs]
+
+    async def main() -> list[Any]:
+        batcher = MicroBatcher(predict, max_batch_size=8, max_wait_s=0.05)
+        await batcher.start()
+        futures = [batcher.submit(["a"]), batcher.submit(["poison", "b"]), batcher.submit(["c", "d"])]
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        await batcher.close()
+        return results
+
+    first, second, third = run(main)
+    assert [p.label for p in first] == ["a"] and [p.label for p in third] == ["c", "d"]
+    assert isinstance(second, ValueError)
+    assert calls[0] == ["a", "poison", "b", "c", "d"]  # one merged call failed, then one call per request
+    assert sorted(map(tuple, calls[1:])) == [("a",), ("c", "d"), ("poison", "b")]

@@ -61,6 +61,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from squeezebert.infer import Prediction, TextInput
+from squeezebert.tables import invalid_text
 
 log = logging.getLogger(__name__)
 
@@ -322,32 +323,53 @@ class MicroBatcher:
                 return batch
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             first = await self._next()
             if first is None:
                 return
             batch = await self._gather(first)
             inputs = [x for item in batch for x in item.inputs]
-            start = time.perf_counter()
             try:
-                predictions = await loop.run_in_executor(self._executor, self._predict, inputs)
-                if len(predictions) != len(inputs):
-                    raise RuntimeError(f"the model returned {len(predictions)} results for {len(inputs)} inputs")
-            except Exception as e:  # the model failed: every request of the batch gets the error
-                log.exception("model call on %d inputs failed", len(inputs))
+                predictions = await self._call(inputs)
+            except Exception as e:
+                if len(batch) == 1:
+                    log.exception("model call on %d inputs failed", len(inputs))
+                    if not batch[0].future.done():
+                        batch[0].future.set_exception(e)
+                    continue
+                # One request's input may be what broke the call: run each request on its own, so
+                # that only the one that fails again gets the error.
+                log.warning("model call on %d requests failed (%s: %s); running them one by one", len(batch),
+                            type(e).__name__, e)  # fmt: skip
                 for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(e)
+                    if item.future.done():  # timed out meanwhile
+                        continue
+                    try:
+                        result = await self._call(item.inputs)
+                    except Exception as e:
+                        log.exception("model call on %d inputs failed", len(item.inputs))
+                        if not item.future.done():
+                            item.future.set_exception(e)
+                    else:
+                        if not item.future.done():
+                            item.future.set_result(result)
                 continue
-            if self._on_batch is not None:
-                self._on_batch(len(inputs), time.perf_counter() - start)
             offset = 0
             for item in batch:
                 n = len(item.inputs)
                 if not item.future.done():  # a request that timed out meanwhile gets nothing
                     item.future.set_result(predictions[offset : offset + n])
                 offset += n
+
+    async def _call(self, inputs: list[TextInput]) -> list[Prediction]:
+        """One model call in the worker thread, checked and recorded in the metrics."""
+        start = time.perf_counter()
+        predictions = await asyncio.get_running_loop().run_in_executor(self._executor, self._predict, inputs)
+        if len(predictions) != len(inputs):
+            raise RuntimeError(f"the model returned {len(predictions)} results for {len(inputs)} inputs")
+        if self._on_batch is not None:
+            self._on_batch(len(inputs), time.perf_counter() - start)
+        return predictions
 
 
 # --------------------------------------------------------------------------- metrics
@@ -636,8 +658,8 @@ def create_app(classifier: SupportsPredict, config: ServeConfig | None = None) -
             )
         for i, x in enumerate(inputs):
             for j, text in enumerate((x,) if isinstance(x, str) else x):
+                where = f"{field_name}[{i}]" if isinstance(x, str) else f"{field_name}[{i}][{j}]"
                 if len(text) > config.max_chars:
-                    where = f"{field_name}[{i}]" if isinstance(x, str) else f"{field_name}[{i}][{j}]"
                     raise _ApiError(
                         422,
                         f"{where} has {len(text)} characters, over the limit of {config.max_chars}",
@@ -646,6 +668,9 @@ def create_app(classifier: SupportsPredict, config: ServeConfig | None = None) -
                         received=len(text),
                         field=where,
                     )
+                problem = invalid_text(text)  # caught here, it fails this request, not the whole batch
+                if problem is not None:
+                    raise _ApiError(422, f"{where} {problem}", field=where)
         return inputs
 
     @app.post(

@@ -20,6 +20,7 @@ import csv
 import json
 import math
 import os
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ __all__ = [
     "delimited_rows",
     "detect_format",
     "encode_labels",
+    "invalid_text",
     "iter_examples",
     "label_space",
     "read_table",
@@ -287,9 +289,29 @@ def _jsonl_examples(
         raise DataError(f"{name}:1: empty file; expected one JSON object per line")
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def invalid_text(text: str) -> str | None:
+    """Why ``text`` is not text the tokenizer can take, or None when it is.
+
+    A lone UTF-16 surrogate (U+D800..U+DFFF) is the one such case: no UTF-8 file holds one, but a
+    JSON ``\\ud800`` escape decodes to it, and the tokenizer then raises on the whole batch.
+    """
+    found = _SURROGATE.search(text)
+    if found is None:
+        return None
+    return (
+        f"holds a lone surrogate U+{ord(found.group()):04X} at character {found.start()}; expected valid Unicode text"
+    )
+
+
 def _check_text(name: str, line: int, column: str, value: Any) -> str:
     if not isinstance(value, str):
         raise DataError(f"{name}:{line}: field {column!r} must be a string, got {_json_type(value)}")
+    problem = invalid_text(value)
+    if problem is not None:
+        raise DataError(f"{name}:{line}: field {column!r} {problem}")
     if not value.strip():
         raise DataError(f"{name}:{line}: empty text in {column!r}; expected a non-blank string")
     return value
