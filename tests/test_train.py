@@ -342,3 +342,23 @@ def test_cli_glue_on_a_fixture_directory_writes_the_summary(
     assert set(summary["task_scores"]) == {"sst2", "stsb"} and summary["average"] is not None
     assert json.loads((out / "sst2" / "config.json").read_text())["id2label"] == {"0": "0", "1": "1"}
     assert "| SST-2 |" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- issue 16: bad input and faults
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        (["pos"], "every label in 'label' is 'pos'; classification needs at least two classes"),
+        (["2.5"], "every label in 'label' is 2.5; nothing to learn"),
+    ],
+)
+def test_training_data_with_a_single_label_is_refused_before_training(
+    tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture, labels: list[str], message: str
+) -> None:
+    rows = [(text, labels[i % len(labels)]) for i, (text, _) in enumerate(sentences(16, seed=30))]
+    train = write_csv(tmp_path / "one.csv", rows)
+    out = tmp_path / "run"
+    assert cli.main(["finetune", "--model", str(tiny_dir), "--train", str(train), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{train}: " in err and message in err, err
+    assert not out.exists()  # refused before anything was written

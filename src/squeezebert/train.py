@@ -813,6 +813,7 @@ def load_task_data(
 
     For custom data the label set comes from the training file: regression when its labels are
     non-integral numbers, else classification over the distinct labels (:func:`~squeezebert.data.label_space`).
+    A training file with a single class (or a single regression value) raises :class:`DataError`.
     """
     if task == CUSTOM:
         if train_file is None:
@@ -821,6 +822,7 @@ def load_task_data(
         train = read_table(train_file, *columns)
         dev = read_table(dev_file, *columns) if dev_file is not None else None
         labels = label_space(train, train_file)
+        _check_learnable(train, labels, train_file, label_column)
         kind = "classification" if labels is not None else "regression"
         return TaskData(CUSTOM, kind, labels, train, dev, str(train_file), str(dev_file))
     if train_file is not None or dev_file is not None:
@@ -832,6 +834,22 @@ def load_task_data(
     return TaskData(
         spec.name, spec.name, spec.labels, train, dev, str(where / "train.tsv"), str(where / spec.split_file("dev"))
     )
+
+
+def _check_learnable(
+    train: Sequence[Example], labels: tuple[str, ...] | None, source: str | os.PathLike[str], label_column: str
+) -> None:
+    """Refuse training labels that leave nothing to learn: one class (a 1-label head would
+    silently become a regression model) or one regression value."""
+    if labels is not None and len(labels) < 2:
+        raise DataError(
+            f"{source}: every label in {label_column!r} is {labels[0]!r}; classification needs at least two classes "
+            "(numbers with decimals are read as regression scores)"
+        )
+    if labels is None:
+        values = {float(ex.label) for ex in train if ex.label is not None}
+        if len(values) == 1:
+            raise DataError(f"{source}: every label in {label_column!r} is {values.pop():g}; nothing to learn")
 
 
 def _subsample(examples: list[Example], n: int | None, seed: int) -> list[Example]:
