@@ -11,6 +11,7 @@ import csv
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -362,3 +363,27 @@ def test_training_data_with_a_single_label_is_refused_before_training(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"{train}: " in err and message in err, err
     assert not out.exists()  # refused before anything was written
+
+
+def test_resume_with_other_data_model_or_settings_is_refused_naming_each(tiny_dir: Path, tmp_path: Path) -> None:
+    train = write_csv(tmp_path / "train.csv", sentences(24, seed=31))
+    out = tmp_path / "run"
+    base = [sys.executable, "-m", "squeezebert", "finetune", "--train", str(train), "--out", str(out), "--epochs", "1",
+            "--batch-size", "8", "--num-threads", "1"]  # fmt: skip
+    subprocess.run([*base, "--model", str(tiny_dir), "--lr", "1e-3"], check=True, capture_output=True, timeout=120)
+    args_before = (out / "train_args.json").read_text()
+    other_model = tmp_path / "other-model"
+    shutil.copytree(tiny_dir, other_model)
+    write_csv(train, sentences(24, seed=32))  # same file name, other content
+
+    proc = subprocess.run(
+        [*base, "--model", str(other_model), "--lr", "2e-3", "--max-length", "24", "--resume"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    err = [line for line in proc.stderr.splitlines() if line.startswith("squeezebert finetune: error:")]
+    assert len(err) == 1 and "cannot resume" in err[0], proc.stderr
+    for named in ("--lr: 0.001 then, 0.002 now", "--max-length: 128 then, 24 now", "--model", "--train (content)"):
+        assert named in err[0], err[0]
+    assert "--epochs" not in err[0] and "--seed" not in err[0]  # the same: not named
+    assert (out / "train_args.json").read_text() == args_before  # the refused run wrote nothing

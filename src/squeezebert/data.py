@@ -53,7 +53,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from squeezebert.tables import DataError, Example, Lines, delimited_rows, encode_labels, label_space, read_table
+from squeezebert.tables import (
+    DataError,
+    Example,
+    Lines,
+    delimited_rows,
+    encode_labels,
+    examples_digest,
+    label_space,
+    read_table,
+)
 from squeezebert.tokenizer import pad_batch
 
 __all__ = [
@@ -67,6 +76,7 @@ __all__ = [
     "collate",
     "encode",
     "encode_labels",
+    "examples_digest",
     "glue_task",
     "label_space",
     "length_grouped_batches",

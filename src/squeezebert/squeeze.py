@@ -33,11 +33,21 @@ from squeezebert.convert import (
     build_student,
     collect_input_stats,
 )
-from squeezebert.data import EncodedDataset, collate, encode
+from squeezebert.data import EncodedDataset, collate, encode, examples_digest
 from squeezebert.distill import DistillationLoss, DistillConfig, check_compatible
 from squeezebert.metrics import main_metric
 from squeezebert.model import SqueezeBert
-from squeezebert.train import CUSTOM, TrainConfig, _subsample, evaluate, fit, load_task_data, predict
+from squeezebert.train import (
+    CUSTOM,
+    TrainConfig,
+    _subsample,
+    check_resume,
+    evaluate,
+    fit,
+    load_task_data,
+    predict,
+    resume_fingerprint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +212,15 @@ def _squeeze(
     label2id = None if regression else teacher.config.label2id
     max_length = min(config.max_length, teacher.config.max_position_embeddings)
     train_examples = _subsample(data.train, config.max_train_samples, config.seed)
+    run_args: dict[str, Any] = {
+        "workflow": "squeeze",
+        "teacher": str(teacher_src),
+        "task": data.task,
+        "train_sha256": examples_digest(data.train),
+        "dev_sha256": examples_digest(data.dev),
+    }
+    if resume:  # before the teacher's evaluation, statistics and logits: a mismatch is refused at once
+        check_resume(out, resume_fingerprint(config, run_args))
     train = encode(tokenizer, train_examples, max_length, label2id, data.train_source)
     dev = encode(tokenizer, data.dev, max_length, label2id, data.dev_source)
     kind = data.kind
@@ -268,13 +287,7 @@ def _squeeze(
         resume=resume,
         tokenizer=tokenizer,
         batch_extras={"teacher_logits": t_logits},
-        run_args={
-            "workflow": "squeeze",
-            "teacher": str(teacher_src),
-            "task": data.task,
-            "construction": construction,
-            "distill": asdict(distill),
-        },
+        run_args={**run_args, "construction": construction, "distill": asdict(distill)},
     )
 
     def report_stage() -> dict[str, Any]:

@@ -17,6 +17,7 @@ line. Blank lines are skipped everywhere. A leading byte-order mark is dropped.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import os
@@ -34,6 +35,7 @@ __all__ = [
     "delimited_rows",
     "detect_format",
     "encode_labels",
+    "examples_digest",
     "invalid_text",
     "iter_examples",
     "label_space",
@@ -332,6 +334,16 @@ def _json_label(name: str, line: int, column: str, value: object) -> str:
     if not label:
         raise DataError(f"{name}:{line}: missing label in {column!r}")
     return label
+
+
+def examples_digest(examples: Sequence[Example]) -> str:
+    """sha256 (hex) of the examples' texts and labels in order: the same for the same data, whatever
+    file (or Hub dataset) it was read from. A resumed run compares it with the saved one."""
+    h = hashlib.sha256()
+    for ex in examples:
+        pair = "\x00" if ex.text_pair is None else ex.text_pair
+        h.update(f"{ex.text}\x1f{pair}\x1f{ex.label}\x1e".encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------- labels

@@ -52,6 +52,7 @@ from squeezebert.data import (
     Example,
     collate,
     encode,
+    examples_digest,
     glue_task,
     label_space,
     length_grouped_batches,
@@ -73,8 +74,27 @@ LAST_DIR = "last"
 _STATE_FILE = "state.json"
 _TORCH_STATE_FILE = "optimizer.pt"
 _LOSS_STATE_FILE = "loss_fn.safetensors"
-# Settings that decide the batch order and the schedule: a resumed run must share them.
-_RESUME_KEYS = ("seed", "batch_size", "grad_accum_steps", "epochs", "max_length", "max_train_samples")
+# Settings that change what the rest of a run computes (batch order, schedule, updates, which
+# checkpoint is kept): a resumed run must share them. save_every, log_every, eval_batch_size,
+# num_threads and dist_timeout do not change the result and may differ.
+_RESUME_KEYS = (
+    "seed", "batch_size", "grad_accum_steps", "epochs", "max_length", "max_train_samples", "lr", "weight_decay",
+    "warmup_ratio", "max_grad_norm", "eval_every",
+)  # fmt: skip
+# run_args that say where the data came from: the data's content (``*_sha256``) is compared instead,
+# so a moved copy of the same file resumes and an edited file at the same path does not.
+_DATA_LOCATIONS = ("train_file", "dev_file", "data_dir")
+# run_args naming a model: the same local directory may be written two ways (runs/x, ./runs/x).
+_MODEL_ARGS = ("model", "teacher")
+_SETTING_NAMES = {
+    "grad_accum_steps": "--grad-accum",
+    "train_sha256": "--train (content)",
+    "dev_sha256": "--dev (content)",
+    "num_train_examples": "number of training examples",
+    "kind": "task kind",
+    "distill": "distillation settings",
+    "construction": "student construction",
+}
 
 
 class TrainingError(ValueError):
@@ -315,6 +335,54 @@ def resume_dir(out_dir: Path) -> Path | None:
     return None
 
 
+def resume_fingerprint(
+    config: TrainConfig, run_args: Mapping[str, Any] | None = None, num_train_examples: int | None = None
+) -> dict[str, Any]:
+    """What a resumed run must share with the run that saved its state: the result-changing
+    settings of ``config`` and every ``run_args`` entry (model, task, columns, data content, ...)
+    except the data's location. JSON-normalized, as it is saved."""
+    fingerprint: dict[str, Any] = {k: getattr(config, k) for k in _RESUME_KEYS}
+    for key, value in (run_args or {}).items():
+        if key in _DATA_LOCATIONS:
+            continue
+        if key in _MODEL_ARGS and isinstance(value, str) and Path(value).expanduser().exists():
+            value = str(Path(value).expanduser().resolve())
+        fingerprint[key] = value
+    if num_train_examples is not None:
+        fingerprint["num_train_examples"] = num_train_examples
+    return json.loads(json.dumps(fingerprint, sort_keys=True, default=str))
+
+
+def check_resume(out_dir: str | os.PathLike[str], fingerprint: Mapping[str, Any]) -> None:
+    """Raise :class:`TrainingError` naming every setting in ``fingerprint`` that differs from the
+    resume state in ``out_dir`` (see :func:`resume_fingerprint`); nothing to check without one.
+    Workflows call it before their expensive steps; ``fit`` checks again before restoring."""
+    where = resume_dir(Path(out_dir))
+    if where is not None:
+        _compare_fingerprints(where, _read_json(where / _STATE_FILE).get("fingerprint", {}), fingerprint)
+
+
+def _compare_fingerprints(where: Path, saved: Mapping[str, Any], now: Mapping[str, Any]) -> None:
+    def shown(key: str, value: Any) -> str:
+        if key.endswith("_sha256") and isinstance(value, str):
+            return value[:12]
+        return repr(value)
+
+    unrecorded = [k for k in now if k not in saved]
+    if unrecorded:  # a state saved by an older version: check what it recorded
+        log.warning("%s: the resume state does not record %s; not checked", where, ", ".join(unrecorded))
+    changed = [
+        f"{_SETTING_NAMES.get(k, '--' + k.replace('_', '-'))}: {shown(k, saved[k])} then, {shown(k, v)} now"
+        for k, v in now.items()
+        if k in saved and saved[k] != v
+    ]
+    if changed:
+        raise TrainingError(
+            f"{where}: cannot resume with different settings ({'; '.join(changed)}); "
+            "resume with the original ones, or start a new run in another output directory"
+        )
+
+
 def _rng_state() -> dict[str, Any]:
     np_state = np.random.get_state(legacy=False)
     version, internal, gauss = random.getstate()
@@ -433,7 +501,7 @@ def _fit(
     steps_per_epoch = len(length_grouped_batches(train_data.lengths, step_size, config.seed, 0))
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = math.ceil(config.warmup_ratio * total_steps)
-    fingerprint = {k: getattr(config, k) for k in _RESUME_KEYS} | {"num_train_examples": len(train_data)}
+    fingerprint = resume_fingerprint(config, run_args, len(train_data))
 
     named = list(model.named_parameters())
     if isinstance(loss_fn, nn.Module):
@@ -735,13 +803,7 @@ def _restore(
     """Load the resume state written by ``fit`` into the model, optimizer, scheduler and RNGs.
     Also returns each rank's torch RNG state when a multi-process run saved them."""
     state = _read_json(where / _STATE_FILE)
-    saved = state.get("fingerprint", {})
-    changed = [f"{k}: {saved.get(k)!r} then, {v!r} now" for k, v in fingerprint.items() if saved.get(k) != v]
-    if changed:
-        raise TrainingError(
-            f"{where}: cannot resume with different settings ({'; '.join(changed)}); "
-            "use the original settings or a new output directory"
-        )
+    _compare_fingerprints(where, state.get("fingerprint", {}), fingerprint)
     model.load_state_dict(load_file(str(where / "model.safetensors")))
     if isinstance(loss_fn, nn.Module) and (where / _LOSS_STATE_FILE).is_file():
         loss_fn.load_state_dict(load_file(str(where / _LOSS_STATE_FILE)), strict=False)
@@ -886,6 +948,23 @@ def finetune(
         torch.set_num_threads(config.num_threads)
     data = load_task_data(task, data_dir, train_file, dev_file, text_column, text_pair_column, label_column)
     train_examples = _subsample(data.train, config.max_train_samples, config.seed)
+    run_args = {
+        "model": str(model_src),
+        "task": data.task,
+        "kind": data.kind,
+        "train_file": data.train_source,
+        "dev_file": data.dev_source if data.dev else None,
+        "train_sha256": examples_digest(data.train),
+        "dev_sha256": examples_digest(data.dev) if data.dev else None,
+        "text_column": text_column,
+        "text_pair_column": text_pair_column,
+        "label_column": label_column,
+        "num_train_examples": len(train_examples),
+    }
+    if data.task != CUSTOM:
+        run_args.update(text_column=None, text_pair_column=None, label_column=None, data_dir=str(data_dir))
+    if resume:  # before the model loads: a mismatch is refused at once
+        check_resume(out, resume_fingerprint(config, run_args, len(train_examples)))
 
     seed_everything(config.seed)  # before loading: a new head's initialization is part of the run
     if data.labels is None:
@@ -906,19 +985,6 @@ def finetune(
             return evaluate(m, dev, data.kind, config.eval_batch_size)
 
     main_metric = _train_extra("squeezebert.metrics").main_metric
-    run_args = {
-        "model": str(model_src),
-        "task": data.task,
-        "kind": data.kind,
-        "train_file": data.train_source,
-        "dev_file": data.dev_source if dev is not None else None,
-        "text_column": text_column,
-        "text_pair_column": text_pair_column,
-        "label_column": label_column,
-        "num_train_examples": len(train),
-    }
-    if data.task != CUSTOM:
-        run_args.update(text_column=None, text_pair_column=None, label_column=None, data_dir=str(data_dir))
     summary = fit(
         model,
         classification_loss,
@@ -1099,6 +1165,7 @@ __all__ = [
     "TrainConfig",
     "TrainingError",
     "build_optimizer",
+    "check_resume",
     "classification_loss",
     "evaluate",
     "evaluate_checkpoint",
@@ -1108,6 +1175,7 @@ __all__ = [
     "load_task_data",
     "predict",
     "resume_dir",
+    "resume_fingerprint",
     "run_glue",
     "seed_everything",
     "write_dir_atomically",
