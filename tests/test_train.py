@@ -387,3 +387,31 @@ def test_resume_with_other_data_model_or_settings_is_refused_naming_each(tiny_di
         assert named in err[0], err[0]
     assert "--epochs" not in err[0] and "--seed" not in err[0]  # the same: not named
     assert (out / "train_args.json").read_text() == args_before  # the refused run wrote nothing
+
+
+def test_finetune_refuses_a_non_empty_out_unless_overwrite(
+    tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    train = write_csv(tmp_path / "train.csv", sentences(16, seed=33))
+    out = tmp_path / "model-dir"
+    shutil.copytree(tiny_dir, out)  # a checkpoint, not a run: no log, no resume state
+    (out / "notes.txt").write_text("mine")
+    weights = (out / "model.safetensors").read_bytes()
+    args = ["finetune", "--model", str(tiny_dir), "--train", str(train), "--out", str(out), "--epochs", "1",
+            "--batch-size", "8"]  # fmt: skip
+
+    for extra in ([], ["--resume"]):
+        assert cli.main([*args, *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1, err
+        assert f"{out}: is not empty (config.json, model.safetensors, notes.txt, tokenizer.json)" in err
+        assert "pass --overwrite" in err
+        assert (out / "model.safetensors").read_bytes() == weights
+
+    assert cli.main([*args, "--overwrite"]) == 0
+    assert (out / "model.safetensors").read_bytes() != weights  # the fine-tuned model
+    assert (out / "train_log.jsonl").is_file() and (out / "notes.txt").read_text() == "mine"
+    # A finished run in --out: --overwrite starts it again, without it the refusal says --resume.
+    assert cli.main(args) == 2
+    assert "holds a previous run" in capsys.readouterr().err
+    assert cli.main([*args, "--overwrite"]) == 0

@@ -162,6 +162,7 @@ def cmd_squeeze(args: argparse.Namespace) -> int:
         int8=not args.no_int8,
         bf16=False if args.no_bf16 else None,
         resume=args.resume,
+        overwrite=args.overwrite,
     )
     if _is_main():
         print((Path(args.out) / "report.md").read_text(encoding="utf-8"), end="")
@@ -229,6 +230,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         **_data_kwargs(args, task),
         config=_train_config(args),
         resume=args.resume,
+        overwrite=args.overwrite,
     )
     if not _is_main():
         return 0
@@ -276,7 +278,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_glue(args: argparse.Namespace) -> int:
     from squeezebert.train import run_glue
 
-    run_glue(args.model, args.data_dir, args.out, args.tasks, config=_train_config(args), resume=args.resume)
+    run_glue(
+        args.model,
+        args.data_dir,
+        args.out,
+        args.tasks,
+        config=_train_config(args),
+        resume=args.resume,
+        overwrite=args.overwrite,
+    )
     if not _is_main():
         return 0
     print((Path(args.out) / "glue.md").read_text(encoding="utf-8"), end="")
@@ -307,7 +317,14 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         default=1800.0,
         help="under torchrun: seconds a process waits for the others before failing (above the longest evaluation)",
     )
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last/ state")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its last/ state (same arguments)"
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace what a previous run or checkpoint left in --out (default: refuse a non-empty --out)",
+    )
 
 
 def _add_column_args(p: argparse.ArgumentParser) -> None:

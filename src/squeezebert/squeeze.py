@@ -41,6 +41,7 @@ from squeezebert.train import (
     CUSTOM,
     TrainConfig,
     _subsample,
+    check_out_dir,
     check_resume,
     evaluate,
     fit,
@@ -141,6 +142,7 @@ def squeeze(
     int8: bool = True,
     resume: bool = False,
     bf16: bool | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Squeeze a fine-tuned ``teacher_src`` on a task; write the student and ``report.md`` /
     ``report.json`` into ``out_dir``; return the report.
@@ -154,6 +156,8 @@ def squeeze(
 
     ``int8`` / ``bf16``: also score and time both models through :func:`squeezebert.optimize` in
     that precision (``bf16=None``: where the CPU runs bf16 natively).
+
+    ``resume`` / ``overwrite``: see :func:`squeezebert.train.fit`; ``out_dir`` is checked first.
     """
     config = config or TrainConfig(epochs=3, lr=1e-4, batch_size=32, max_length=64)
     # One process group for the whole workflow (fit then leaves it alone), so that the other
@@ -162,7 +166,7 @@ def squeeze(
         return _squeeze(
             teacher_src, out_dir, task, data_dir, train_file, dev_file, text_column, text_pair_column,
             label_column, student_src, spec, distill, config, calibration_samples, bench_threads,
-            bench_repeats, bench_batch_sizes, int8, resume, bf16,
+            bench_repeats, bench_batch_sizes, int8, resume, bf16, overwrite,
         )  # fmt: skip
 
 
@@ -187,10 +191,12 @@ def _squeeze(
     int8: bool,
     resume: bool,
     bf16: bool | None,
+    overwrite: bool,
 ) -> dict[str, Any]:
     spec = spec or construction_spec("lowrank")
     distill = distill or DistillConfig()
     out = Path(out_dir)
+    check_out_dir(out, resume, overwrite)
     if config.num_threads is not None:
         torch.set_num_threads(config.num_threads)
 
@@ -285,6 +291,7 @@ def _squeeze(
         evaluate_fn=evaluate_fn,
         main_metric=main_metric(kind),
         resume=resume,
+        overwrite=overwrite,
         tokenizer=tokenizer,
         batch_extras={"teacher_logits": t_logits},
         run_args={**run_args, "construction": construction, "distill": asdict(distill)},

@@ -59,6 +59,7 @@ from squeezebert.data import (
     load_glue,
     read_table,
 )
+from squeezebert.files import check_writable_dir
 from squeezebert.model import SqueezeBert
 from squeezebert.tokenizer import Tokenizer
 
@@ -71,6 +72,12 @@ LOG_FILE = "train_log.jsonl"
 METRICS_FILE = "metrics.json"
 ARGS_FILE = "train_args.json"
 LAST_DIR = "last"
+# Everything a run (finetune or squeeze) writes at the top of its directory: what --overwrite removes.
+_RUN_FILES = (
+    LAST_DIR, LAST_DIR + ".old", LAST_DIR + ".tmp", LOG_FILE, METRICS_FILE, ARGS_FILE, "config.json",
+    "model.safetensors", "tokenizer.json", "report.md", "report.json", "pytorch_model.bin", "vocab.txt",
+    "tokenizer_config.json",
+)  # fmt: skip
 _STATE_FILE = "state.json"
 _TORCH_STATE_FILE = "optimizer.pt"
 _LOSS_STATE_FILE = "loss_fn.safetensors"
@@ -383,6 +390,63 @@ def _compare_fingerprints(where: Path, saved: Mapping[str, Any], now: Mapping[st
         )
 
 
+def _is_scratch(name: str) -> bool:
+    """A temporary left by an interrupted write (``.x.123.ab.tmp``, ``last.tmp``): not content."""
+    return name.endswith(".tmp")
+
+
+def check_out_dir(out_dir: str | os.PathLike[str], resume: bool = False, overwrite: bool = False) -> None:
+    """Refuse, before any work, an output directory a run must not write into: one that cannot be
+    written, or one that is not empty unless it holds a run to ``resume`` or ``overwrite`` is set.
+
+    An empty or missing directory is fine. With ``resume``, so is one holding a resume state, or
+    only the log of a run killed before its first save (which then starts afresh). Anything else
+    (a previous run, a checkpoint, unrelated files) raises :class:`TrainingError` saying which
+    flag to pass. Creates and removes nothing; :func:`fit` clears the run's files on overwrite.
+    """
+    out = Path(out_dir)
+    check_writable_dir(out, "--out")
+    if not out.is_dir() or overwrite:
+        return
+    names = sorted(p.name for p in out.iterdir() if not _is_scratch(p.name))
+    if not names:
+        return
+    if resume and (resume_dir(out) is not None or set(names) <= {LOG_FILE, ARGS_FILE}):
+        return
+    previous = [n for n in (LAST_DIR, LAST_DIR + ".old", LOG_FILE) if n in names]
+    if previous and not resume:
+        raise TrainingError(
+            f"{out}: holds a previous run ({', '.join(previous)}); pass --resume to continue it, --overwrite to "
+            "start it again, or choose a new output directory"
+        )
+    shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+    raise TrainingError(
+        f"{out}: is not empty ({shown}) and holds no run to resume; pass --overwrite to replace it, "
+        "or choose a new output directory"
+    )
+
+
+def _clear_run(out: Path) -> None:
+    """Remove what a previous run wrote at the top of ``out`` (--overwrite); other files stay."""
+    removed = []
+    for name in _RUN_FILES:
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+        else:
+            continue
+        removed.append(name)
+    for path in out.glob(".*.tmp"):
+        path.unlink(missing_ok=True)
+    if removed:
+        log.info("%s: --overwrite removed %s", out, ", ".join(removed))
+    kept = sorted(p.name for p in out.iterdir())
+    if kept:
+        log.warning("%s: --overwrite kept files no run writes: %s", out, ", ".join(kept))
+
+
 def _rng_state() -> dict[str, Any]:
     np_state = np.random.get_state(legacy=False)
     version, internal, gauss = random.getstate()
@@ -431,6 +495,7 @@ def fit(
     tokenizer: Tokenizer | None = None,
     batch_extras: Mapping[str, Tensor] | None = None,
     run_args: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train ``model`` on ``train_data`` with ``loss_fn``; the one training loop.
 
@@ -445,7 +510,9 @@ def fit(
     is an ``nn.Module`` has its parameters trained and checkpointed with the model's.
 
     ``resume=True`` continues from ``out_dir/last`` (see the module docstring), or starts afresh
-    with a warning when there is none. Returns a summary: steps, best metric and step, the best
+    with a warning when there is none. Without a run to resume, ``out_dir`` must be empty (or
+    missing) unless ``overwrite``, which removes the previous run's files first
+    (:func:`check_out_dir`). Returns a summary: steps, best metric and step, the best
     eval metrics, mean training loss and throughput (real, non-padding tokens per second).
 
     Launched by ``torchrun`` with ``WORLD_SIZE > 1``, fit trains data-parallel
@@ -468,6 +535,7 @@ def fit(
             tokenizer,
             batch_extras,
             run_args,
+            overwrite,
         )
 
 
@@ -484,6 +552,7 @@ def _fit(
     tokenizer: Tokenizer | None,
     batch_extras: Mapping[str, Tensor] | None,
     run_args: Mapping[str, Any] | None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     world = distributed.world()
     if config.num_threads is not None:
@@ -514,6 +583,10 @@ def _fit(
         """Rank 0: check ``out``, then restore the resume state (returning what the other ranks
         need to continue in step with it) or start a fresh log (returning None)."""
         found = resume_dir(out) if resume else None
+        if found is None:
+            check_out_dir(out, resume, overwrite)
+            if overwrite and out.is_dir():
+                _clear_run(out)
         if resume and found is None:
             log.warning("%s: no resume state (%s/); starting from scratch", out, LAST_DIR)
         if found is not None:
@@ -536,12 +609,6 @@ def _fit(
                 "rng": _rng_state(),
                 "torch_rngs": torch_rngs,
             }
-        previous = [n for n in (LAST_DIR, LAST_DIR + ".old", LOG_FILE) if (out / n).exists()]
-        if previous and not resume:
-            raise TrainingError(
-                f"{out}: holds a previous run ({', '.join(previous)}); pass --resume to continue it, "
-                "or choose a new output directory"
-            )
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / LOG_FILE, "")
         return None
@@ -934,6 +1001,7 @@ def finetune(
     label_column: str = "label",
     config: TrainConfig | None = None,
     resume: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Fine-tune ``model_src`` on a GLUE task or custom files and evaluate the best checkpoint.
 
@@ -941,9 +1009,11 @@ def finetune(
     sorted, see :func:`squeezebert.data.label_space`), saved in ``config.json``. Writes the run
     directory described in the module docstring; ``metrics.json`` ends up holding the final dev
     metrics of the best checkpoint and the training throughput. Returns that record.
+    ``resume`` and ``overwrite``: see :func:`fit`; ``out_dir`` is checked before anything loads.
     """
     config = config or TrainConfig()
     out = Path(out_dir)
+    check_out_dir(out, resume, overwrite)
     if config.num_threads is not None:
         torch.set_num_threads(config.num_threads)
     data = load_task_data(task, data_dir, train_file, dev_file, text_column, text_pair_column, label_column)
@@ -996,6 +1066,7 @@ def finetune(
         resume=resume,
         tokenizer=ckpt.tokenizer,
         run_args=run_args,
+        overwrite=overwrite,
     )
     record: dict[str, Any] = {
         "task": data.task,
@@ -1093,6 +1164,7 @@ def run_glue(
     tasks: Sequence[str] | None = None,
     config: TrainConfig | None = None,
     resume: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Fine-tune and evaluate ``model_src`` on every GLUE task present in ``data_dir``.
 
@@ -1102,7 +1174,7 @@ def run_glue(
     Under ``torchrun`` one process group serves all tasks, and rank 0 alone writes the summary.
     """
     with distributed.process_group((config or TrainConfig()).dist_timeout):
-        return _run_glue(model_src, data_dir, out_dir, tasks, config, resume)
+        return _run_glue(model_src, data_dir, out_dir, tasks, config, resume, overwrite)
 
 
 def _run_glue(
@@ -1112,9 +1184,11 @@ def _run_glue(
     tasks: Sequence[str] | None,
     config: TrainConfig | None,
     resume: bool,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     glue_summary = _train_extra("squeezebert.metrics").glue_summary
     data_dir, out = Path(data_dir), Path(out_dir)
+    check_writable_dir(out, "--out")
     if not data_dir.is_dir():
         raise FileNotFoundError(f"{data_dir}: no such GLUE data directory")
     names = [glue_task(t).name for t in (tasks or list(GLUE_TASKS))]
@@ -1132,7 +1206,9 @@ def _run_glue(
             skipped.append(note)
             continue
         log.info("GLUE %s: fine-tuning", spec.dir_name)
-        record = finetune(model_src, out / name, task=name, data_dir=data_dir, config=config, resume=resume)
+        record = finetune(
+            model_src, out / name, task=name, data_dir=data_dir, config=config, resume=resume, overwrite=overwrite
+        )
         if name == "mnli":
             results["mnli-m"] = record["eval"]
             mm = distributed.on_main(
@@ -1165,6 +1241,7 @@ __all__ = [
     "TrainConfig",
     "TrainingError",
     "build_optimizer",
+    "check_out_dir",
     "check_resume",
     "classification_loss",
     "evaluate",
