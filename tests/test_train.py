@@ -415,3 +415,55 @@ def test_finetune_refuses_a_non_empty_out_unless_overwrite(
     assert cli.main(args) == 2
     assert "holds a previous run" in capsys.readouterr().err
     assert cli.main([*args, "--overwrite"]) == 0
+
+
+def test_evaluate_checks_its_json_path_before_evaluating(
+    tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from squeezebert import train
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("evaluated before the output path was checked")
+
+    monkeypatch.setattr(train, "evaluate_checkpoint", never)
+    dev = write_csv(tmp_path / "dev.csv", sentences(8, seed=34))
+    target = tmp_path / "no-such-dir" / "result.json"
+    assert cli.main(["evaluate", str(tiny_dir), "--dev", str(dev), "--json", str(target)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"squeezebert evaluate: error: {target.parent}: no such directory for --json {target}"
+
+
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [
+        (PermissionError(13, "Permission denied", "/ro/out/model.safetensors"), "/ro/out/model.safetensors: "
+         "Permission denied"),
+        (OSError(28, "No space left on device"), "No space left on device"),
+        (OSError(30, "Read-only file system", "/ro/out/.config.json.1.tmp", None, "/ro/out/config.json"),
+         "/ro/out/.config.json.1.tmp -> /ro/out/config.json: Read-only file system"),
+    ],
+)  # fmt: skip
+def test_a_file_system_error_is_one_line_and_exit_2(
+    tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, error, said
+) -> None:
+    from squeezebert import checkpoint
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr(checkpoint, "save_checkpoint", fail)
+    assert cli.main(["convert", str(tiny_dir), str(tmp_path / "out"), "--to", "squeezebert"]) == 2
+    assert capsys.readouterr().err.strip() == f"squeezebert convert: error: {said}"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_a_read_only_out_is_refused_before_loading(tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
+    train = write_csv(tmp_path / "train.csv", sentences(16, seed=35))
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    try:
+        rc = cli.main(["finetune", "--model", "no-such-model", "--train", str(train), "--out", str(locked / "run")])
+    finally:
+        locked.chmod(0o700)
+    assert rc == 2
+    assert "cannot write there (--out)" in capsys.readouterr().err  # not the model: it was never loaded

@@ -38,6 +38,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from squeezebert.files import check_writable_file
+
 log = logging.getLogger(__name__)
 
 ROW_COLUMN = "row"
@@ -306,8 +308,7 @@ def classify_file(
     out_fmt = OUTPUT_FORMATS.get(output.suffix.lower())
     if out_fmt is None:
         raise BatchError(f"{output}: write .jsonl or .parquet (the extension picks the format)")
-    if not output.parent.is_dir():
-        raise FileNotFoundError(f"{output.parent}: no such directory for the output")
+    check_writable_file(output, "--output")  # before Ray starts and the model loads
     model_src = str(model)
     if Path(model_src).expanduser().exists():  # actors may start in another working directory
         model_src = str(Path(model_src).expanduser().resolve())

@@ -15,8 +15,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("squeezebert")
 
-# Errors that are the user's input, not our bug: printed as one line, exit code 2.
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, ImportError, NotADirectoryError)
+# Errors that are the user's input or environment, not our bug: printed as one line, exit code 2.
+# OSError covers the file system's refusals too (read-only or full disk, permissions).
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, ImportError)
+
+
+def _one_line(error: BaseException) -> str:
+    """The error as one line; an OSError from the system names its file and says what went wrong."""
+    if isinstance(error, OSError) and error.strerror:
+        if error.filename is not None:
+            target = error.filename if error.filename2 is None else f"{error.filename} -> {error.filename2}"
+            return f"{target}: {error.strerror}"
+        return error.strerror
+    return str(error)
 
 
 def _human_bytes(n: float) -> str:
@@ -57,9 +68,11 @@ def cmd_info(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- convert
 def cmd_convert(args: argparse.Namespace) -> int:
     from squeezebert.checkpoint import load, save_checkpoint, save_hf
+    from squeezebert.files import check_writable_dir
 
-    ckpt = load(args.src, strict=not args.allow_mismatch)
     out = Path(args.out)
+    check_writable_dir(out, "out")
+    ckpt = load(args.src, strict=not args.allow_mismatch)
     if args.to == "hf":
         save_hf(ckpt.model, out, ckpt.tokenizer, arch=args.hf_arch)
     else:
@@ -249,6 +262,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from squeezebert.checkpoint import atomic_write_text
+    from squeezebert.files import check_writable_file
     from squeezebert.train import CUSTOM, evaluate_checkpoint
 
     task = args.task or (CUSTOM if args.dev else None)
@@ -256,6 +270,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise ValueError("give --task TASK (a GLUE task, with --data-dir) or --dev FILE for custom data")
     if task != CUSTOM and args.dev:
         raise ValueError(f"--dev is for custom data; task {task!r} reads its split from --data-dir")
+    if args.json:
+        check_writable_file(args.json, "--json")  # before the evaluation, not after it
     result = evaluate_checkpoint(
         args.model,
         task,
@@ -486,8 +502,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_loadtest(args: argparse.Namespace) -> int:
     from squeezebert.checkpoint import atomic_write_text
+    from squeezebert.files import check_writable_file
     from squeezebert.serve import loadtest, read_texts, resolve_api_key
 
+    if args.json:
+        check_writable_file(args.json, "--json")
     report = loadtest(
         args.url,
         concurrency=args.concurrency,
@@ -800,7 +819,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except USER_ERRORS as e:
         if args.debug:
             raise
-        print(f"squeezebert {args.command}: error: {e}", file=sys.stderr)
+        print(f"squeezebert {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from squeezebert import tables
+from squeezebert.files import check_writable_file
 from squeezebert.infer import Classifier, Prediction, TextInput
 from squeezebert.tables import DataError
 
@@ -214,10 +215,8 @@ def predict_file(
             raise FileNotFoundError(f"{in_name}: no such file")
         if out_path is not None and out_path.exists() and out_path.resolve() == in_path.resolve():
             raise ValueError(f"{out_name}: is the input file; write the predictions somewhere else")
-    if out_path is not None and not out_path.parent.is_dir():
-        raise FileNotFoundError(f"{out_path.parent}: no such directory for the output")
-    if out_path is not None and out_path.is_dir():
-        raise ValueError(f"{out_name}: is a directory; give an output file name")
+    if out_path is not None:  # before the model loads: a bad output path fails at once
+        check_writable_file(out_path, "--output")
 
     with _open_input(in_name) as stream:
         lines = tables.Lines(stream, "<stdin>" if in_name == STDIO else in_name)
