@@ -263,6 +263,11 @@ def load(
         tokenizer = Tokenizer.from_dir(path)
     except FileNotFoundError:
         log.info("%s: no tokenizer files", path)
+    if tokenizer is not None:
+        try:
+            tokenizer.check_fits(config.vocab_size, str(path))
+        except ValueError as e:
+            raise CheckpointError(str(e)) from None
     return Checkpoint(model.eval(), tokenizer, path, fmt)
 
 

@@ -222,6 +222,7 @@ class Classifier:
                 f"pass precision={exported!r} or export again with --precision {precision}"
             )
         tokenizer = Tokenizer.from_dir(path)
+        tokenizer.check_fits(config.vocab_size, str(path))
         forward = OnnxForward(path / ONNX_MODEL_FILE, num_threads, busy_wait)
         return cls(forward, tokenizer, config, max_length, "onnx", exported, normalize)
 
