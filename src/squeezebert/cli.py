@@ -482,6 +482,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         max_queue=args.max_queue,
         timeout_s=args.timeout_s,
+        max_connections=args.max_connections,
+        keep_alive_s=args.keep_alive_s,
         api_key=resolve_api_key(args.api_key, args.api_key_file),
     )
     run(
@@ -779,7 +781,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-chars", type=int, default=2000, help="characters per text (more: 422)")
     p.add_argument("--max-body-bytes", type=int, default=1_000_000, help="request body size (more: 413)")
     p.add_argument("--max-queue", type=int, default=256, help="requests waiting for the model (more: 503)")
-    p.add_argument("--timeout-s", type=float, default=10.0, help="per-request deadline (past it: 504)")
+    p.add_argument(
+        "--timeout-s",
+        type=float,
+        default=10.0,
+        help="per-request deadline (past it: 504); also bounds receiving a request (body: 408; head: closed)",
+    )
+    p.add_argument("--max-connections", type=int, default=512, help="open connections (more: 503)")
+    p.add_argument("--keep-alive-s", type=float, default=5.0, help="idle keep-alive connections close after this")
     _add_api_key_flags(p, "require Authorization: Bearer KEY on /v1/* and /metrics")
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.set_defaults(handler=cmd_serve)

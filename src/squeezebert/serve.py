@@ -21,16 +21,18 @@ in cache; measured in docs/RESULTS.md). Each request gets exactly its own slice 
 back, in order. A request is never split: one with more texts than ``max_batch_size`` runs alone.
 
 Limits are part of the contract: the body size (413), the texts per request and characters per
-text (422 naming the limit and the received value), the queue length (503 with ``Retry-After``)
-and a per-request deadline (504). With ``api_key`` set, ``/v1/*`` and ``/metrics`` need
-``Authorization: Bearer KEY`` (compared in constant time); the probes stay open for orchestrators.
+text (422 naming the limit and the received value), the queue length (503 with ``Retry-After``),
+a per-request deadline (504) that also bounds receiving the request (an incomplete body: 408; no
+complete head: the connection is closed) and, under :func:`run`, the open connections (503).
+With ``api_key`` set, ``/v1/*`` and ``/metrics`` need ``Authorization: Bearer KEY`` (compared in
+constant time); the probes stay open for orchestrators.
 :func:`resolve_api_key` reads the key from a flag, a key file or the environment and refuses an
 empty one (it must never mean "no authentication").
 No endpoint loads or runs anything a client names: the model is fixed when the app is built.
 
 :func:`run` loads a model and serves it with uvicorn, on the loopback interface by default. On
-SIGTERM it stops accepting connections, lets in-flight requests finish, drains the batcher and
-returns (exit code 0).
+SIGTERM it stops accepting connections, answers 503 to requests whose body is still arriving,
+lets in-flight requests finish, drains the batcher and returns (exit code 0).
 
 :func:`loadtest` is the matching client: a bounded, loopback-only load generator that reports
 requests/s, latency percentiles and errors by status code.
@@ -100,7 +102,10 @@ class ServeConfig:
     ``max_batch_size`` bounds the texts merged into one model call, ``forward_batch_size`` the
     texts of one forward pass inside it.
     ``max_queue`` bounds the requests waiting for the model (not counting the batch it runs).
-    ``timeout_s`` is each request's deadline from arrival to answer.
+    ``timeout_s`` is each request's deadline from arrival to answer; it also bounds the time to
+    receive a request's head and body (past it: 408, or the connection closed).
+    ``max_connections`` and ``keep_alive_s`` apply to :func:`run`: open connections past the
+    limit get 503, and an idle keep-alive connection is closed after ``keep_alive_s``.
     """
 
     max_batch_size: int = 32
@@ -112,18 +117,25 @@ class ServeConfig:
     max_body_bytes: int = 1_000_000
     max_queue: int = 256
     timeout_s: float = 10.0
+    max_connections: int = 512
+    keep_alive_s: float = 5.0
     api_key: str | None = field(default=None, repr=False)
     warmup: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("max_batch_size", "forward_batch_size", "max_texts", "max_chars", "max_body_bytes", "max_queue"):
+        for name in (
+            "max_batch_size", "forward_batch_size", "max_texts", "max_chars", "max_body_bytes", "max_queue",
+            "max_connections",
+        ):  # fmt: skip
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not (math.isfinite(self.max_wait_ms) and self.max_wait_ms >= 0):
             raise ValueError(f"max_wait_ms must be >= 0, got {self.max_wait_ms!r}")
-        if not (math.isfinite(self.timeout_s) and self.timeout_s > 0):
-            raise ValueError(f"timeout_s must be > 0, got {self.timeout_s!r}")
+        for name in ("timeout_s", "keep_alive_s"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be > 0, got {value!r}")
         if self.api_key is not None:
             _check_api_key(self.api_key, "api_key")
 
@@ -412,13 +424,18 @@ class _Gate:
 
     The body is read here, up to ``max_body_bytes``, before the app sees it: a declared
     Content-Length over the limit is refused without reading, a chunked body as soon as it
-    passes the limit, each with 413.
+    passes the limit, each with 413. A body not received within ``timeout_s`` of the request's
+    head (a client that announces more than it sends, or trickles it) gets 408, and one still
+    arriving when the server starts to drain gets 503: a stuck client never holds a connection,
+    nor a SIGTERM, for longer than that.
     """
 
-    def __init__(self, app: Any, metrics: _Metrics, max_body_bytes: int) -> None:
+    def __init__(self, app: Any, metrics: "_Metrics", max_body_bytes: int, timeout_s: float, state: "_State") -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.timeout_s = timeout_s
+        self.state = state
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -447,6 +464,15 @@ class _Gate:
                     },
                 )
                 return
+            if body is _TIMED_OUT:
+                detail = f"request body not received within {self.timeout_s:g} s"
+                content = {"detail": detail, "limit": "timeout_s", "max": self.timeout_s}
+                await _send_json(send_and_record, 408, content, close=True)
+                return
+            if body is _DRAINING:
+                content = {"detail": "shutting down: the request body was still arriving; retry elsewhere"}
+                await _send_json(send_and_record, 503, content, close=True, headers={"retry-after": "1"})
+                return
             if body is None:
                 status[0] = 499  # the client went away before sending its body (nginx's code for it)
                 return
@@ -464,7 +490,9 @@ class _Gate:
             self.metrics.requests.labels(path, str(status[0])).inc()
             self.metrics.latency.labels(path).observe(time.perf_counter() - start)
 
-    async def _read_body(self, scope: dict[str, Any], receive: Any) -> bytes | int | None:
+    async def _read_body(self, scope: dict[str, Any], receive: Any) -> Any:
+        """The body; or its size once over the limit; None if the client left; or a marker when the
+        deadline passed (``_TIMED_OUT``) or the drain began (``_DRAINING``) before it all came."""
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
@@ -473,10 +501,13 @@ class _Gate:
                     declared = 0  # uvicorn rejects a malformed Content-Length before we get here
                 if declared > self.max_body_bytes:
                     return declared
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
         chunks: list[bytes] = []
         size = 0
         while True:
-            message = await receive()
+            message = await self._receive(receive, deadline)
+            if not isinstance(message, dict):
+                return message
             if message["type"] == "http.disconnect":
                 return None
             chunk = message.get("body", b"")
@@ -487,10 +518,37 @@ class _Gate:
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
+    async def _receive(self, receive: Any, deadline: float) -> Any:
+        """``receive()``, unless the deadline passes or the drain begins first (then a marker)."""
+        loop = asyncio.get_running_loop()
+        message = asyncio.ensure_future(receive())
+        draining = self.state.drain_started()
+        try:
+            waiting = {message} if draining is None else {message, draining}
+            await asyncio.wait(waiting, timeout=max(deadline - loop.time(), 0), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if draining is not None:
+                draining.cancel()
+        if message.done():  # what has arrived is read, even during the drain
+            return message.result()
+        message.cancel()
+        return _DRAINING if self.state.draining else _TIMED_OUT
 
-async def _send_json(send: Any, status: int, body: dict[str, Any]) -> None:
+
+_TIMED_OUT = object()  # markers of _Gate._read_body
+_DRAINING = object()
+
+
+async def _send_json(
+    send: Any, status: int, body: dict[str, Any], close: bool = False, headers: dict[str, str] | None = None
+) -> None:
+    """Send a JSON response; ``close``: ask the server to close the connection after it (the rest
+    of the request body, if any, is never read)."""
     payload = json.dumps(body).encode()
     raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    raw_headers += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+    if close:
+        raw_headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": raw_headers})
     await send({"type": "http.response.body", "body": payload})
 
@@ -512,6 +570,8 @@ class _State:
     ready: bool = False
     draining: bool = False
     warmup_error: str | None = None
+    _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
+    _drain: asyncio.Event | None = field(default=None, repr=False)
 
     def status(self) -> str:
         if self.draining:
@@ -519,6 +579,23 @@ class _State:
         if self.warmup_error is not None:
             return f"warm-up failed: {self.warmup_error}"
         return "ready" if self.ready else "warming up"
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Bind to the serving loop (lifespan start-up), so that :meth:`begin_drain` can wake it."""
+        self._loop, self._drain = loop, asyncio.Event()
+        if self.draining:
+            self._drain.set()
+
+    def begin_drain(self) -> None:
+        """Start draining: /readyz says 503 and bodies still arriving are cut off. Safe to call from
+        a signal handler or another thread."""
+        self.draining = True
+        if self._loop is not None and self._drain is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._drain.set)
+
+    def drain_started(self) -> "asyncio.Future[Any] | None":
+        """A future that completes when the drain begins (None before :meth:`attach`)."""
+        return None if self._drain is None else asyncio.ensure_future(self._drain.wait())
 
 
 def _warmup_inputs(classifier: Any, max_batch_size: int) -> list[list[TextInput]]:
@@ -577,12 +654,13 @@ def create_app(classifier: SupportsPredict, config: ServeConfig | None = None) -
 
     @asynccontextmanager
     async def lifespan(app: Any) -> Any:
+        state.attach(asyncio.get_running_loop())
         await batcher.start()
         warming = asyncio.create_task(warm_up())
         try:
             yield
         finally:
-            state.draining = True
+            state.begin_drain()
             metrics.ready.set(0)
             await warming
             await batcher.close()
@@ -616,7 +694,9 @@ def create_app(classifier: SupportsPredict, config: ServeConfig | None = None) -
     app.state.batcher = batcher
     app.state.metrics = metrics
     app.state.config = config
-    app.add_middleware(_Gate, metrics=metrics, max_body_bytes=config.max_body_bytes)
+    app.add_middleware(
+        _Gate, metrics=metrics, max_body_bytes=config.max_body_bytes, timeout_s=config.timeout_s, state=state
+    )
 
     @app.exception_handler(_ApiError)
     async def api_error(request: Request, exc: _ApiError) -> JSONResponse:
@@ -780,8 +860,11 @@ def run(
     """Load ``model`` (see :meth:`Classifier.from_pretrained`) and serve it until SIGTERM/SIGINT.
 
     Binds ``host`` (loopback by default; another address without an ``api_key`` logs a
-    warning). SIGTERM stops accepting connections, waits for in-flight requests (up to
-    ``config.timeout_s`` + 5 s), drains the batcher and returns normally.
+    warning). Serves over uvicorn's h11 protocol with a deadline on request heads, at most
+    ``config.max_connections`` open connections (more: 503) and ``config.keep_alive_s``
+    keep-alive. SIGTERM stops accepting connections, cuts off bodies still arriving (503), waits
+    for in-flight requests (up to ``config.timeout_s`` + 5 s), drains the batcher and returns
+    normally.
     """
     _require("run")
     import uvicorn
@@ -817,7 +900,7 @@ def run(
 
         class Server(uvicorn.Server):
             def handle_exit(self, sig: int, frame: Any) -> None:
-                state.draining = True  # /readyz says 503 from the signal on, before the drain
+                state.begin_drain()  # /readyz says 503 from the signal on; stuck bodies are cut off
                 super().handle_exit(sig, frame)
 
         server = Server(
@@ -829,11 +912,63 @@ def run(
                 access_log=access_log,
                 timeout_graceful_shutdown=int(math.ceil(config.timeout_s)) + 5,
                 server_header=False,
+                limit_concurrency=config.max_connections,  # more open connections: 503
+                timeout_keep_alive=config.keep_alive_s,
+                http=_bounded_h11(config.timeout_s),
             )
         )
         server.run()
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _bounded_h11(head_timeout_s: float) -> type:
+    """uvicorn's h11 protocol with a deadline on each request's head (request line and headers).
+
+    uvicorn times an idle connection out only after a first response: a client that connects and
+    sends nothing, or trickles its headers, would hold the connection (and one of
+    ``limit_concurrency``'s slots) forever. Here the head must be complete within
+    ``head_timeout_s`` of the connection opening or the previous response ending; otherwise the
+    connection is closed. The body has its own deadline (:class:`_Gate`).
+    """
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class BoundedH11Protocol(H11Protocol):  # type: ignore[misc]
+        _head_timer: asyncio.TimerHandle | None = None
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._head_timer = self.loop.call_later(head_timeout_s, self._head_timed_out)
+
+        def _disarm(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_timed_out(self) -> None:
+            self._head_timer = None
+            if self.cycle is None or self.cycle.response_complete:  # still no new request
+                self.timeout_keep_alive_handler()  # uvicorn's own way to close an idle connection
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def handle_events(self) -> None:
+            cycle = self.cycle
+            super().handle_events()
+            if self.cycle is not cycle:  # a request's head came in complete
+                self._disarm()
+
+        def on_response_complete(self) -> None:
+            self._arm()  # before: a pipelined request may start inside
+            super().on_response_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return BoundedH11Protocol
 
 
 # --------------------------------------------------------------------------- load test (client)
