@@ -467,3 +467,25 @@ def test_a_read_only_out_is_refused_before_loading(tiny_dir: Path, tmp_path: Pat
         locked.chmod(0o700)
     assert rc == 2
     assert "cannot write there (--out)" in capsys.readouterr().err  # not the model: it was never loaded
+
+
+def test_a_resumed_run_removes_the_temporaries_a_killed_run_left(tiny_dir: Path, tmp_path: Path) -> None:
+    train = write_csv(tmp_path / "train.csv", sentences(16, seed=36))
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "squeezebert", "finetune", "--model", str(tiny_dir), "--train", str(train),
+           "--out", str(out), "--epochs", "1", "--batch-size", "8", "--num-threads", "1"]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+    killed = subprocess.Popen([sys.executable, "-c", ""])  # stands for a writer killed with -9
+    killed.wait()
+    stale = [out / f".model.safetensors.{killed.pid}.k3j2h1ab.tmp", out / f".train_args.json.{killed.pid}.x1.tmp"]
+    untagged = out / ".config.json.abcd_123.tmp"  # an older version's name: stale once an hour old
+    live = out / f".metrics.json.{os.getpid()}.l1ve.tmp"  # its writer (this test) still runs: kept
+    for path in (*stale, untagged, live):
+        path.write_bytes(b"partial")
+    os.utime(untagged, (time.time() - 7200, time.time() - 7200))
+    (out / "last.tmp").mkdir()
+    (out / "last.tmp" / "model.safetensors").write_bytes(b"partial")
+
+    subprocess.run([*cmd, "--resume"], check=True, capture_output=True, timeout=120)
+    assert not any(p.exists() for p in (*stale, untagged, out / "last.tmp"))
+    assert live.exists()

@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from squeezebert.files import check_writable_file
+from squeezebert.files import check_writable_file, remove_stale_temps, temp_prefix
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +214,8 @@ def predictions_table(ids: Any, id_column: str, predictions: list[Any], labels: 
 # --------------------------------------------------------------------------- output
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """``write(tmp)`` next to ``path``, then rename: readers see no file or the whole file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from squeezebert.config import PRESETS, ModelConfig, preset
 from squeezebert.convert import ConversionError, config_from_hf, hf_model_type, state_dict_from_hf
+from squeezebert.files import remove_stale_temps, temp_prefix
 from squeezebert.model import SqueezeBert
 from squeezebert.tokenizer import Tokenizer
 
@@ -287,8 +288,10 @@ _UMASK = _current_umask()
 
 
 def atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``: readers see the old or new file only."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Call ``write(tmp_path)`` then rename onto ``path``: readers see the old or new file only.
+    Temporaries of ``path`` left by a killed writer are removed first."""
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))

@@ -441,25 +441,44 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- predict / serve / loadtest
+class _Terminated(BaseException):
+    """SIGTERM as an exception in the main thread, so that cleanup runs (a partial output's removal)."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise _Terminated
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
     from squeezebert.predict import predict_file
 
-    report = predict_file(
-        args.model,
-        args.input,
-        args.output,
-        fmt=args.format,
-        text_column=args.text_column,
-        text_pair_column=args.text_pair_column,
-        id_column=args.id_column,
-        batch_size=args.batch_size,
-        chunk_size=args.chunk_size,
-        precision=args.precision,
-        backend=args.backend,
-        max_length=args.max_length,
-        num_threads=args.num_threads,
-        normalize=not args.no_normalize,
-    )
+    # SIGINT already arrives as KeyboardInterrupt; SIGTERM would end the process on the spot and
+    # leave the partial output's temporary file behind. (Handlers can only be set in the main thread.)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
+    try:
+        report = predict_file(
+            args.model,
+            args.input,
+            args.output,
+            fmt=args.format,
+            text_column=args.text_column,
+            text_pair_column=args.text_pair_column,
+            id_column=args.id_column,
+            batch_size=args.batch_size,
+            chunk_size=args.chunk_size,
+            precision=args.precision,
+            backend=args.backend,
+            max_length=args.max_length,
+            num_threads=args.num_threads,
+            normalize=not args.no_normalize,
+        )
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     # The predictions may be on stdout: the summary goes to stderr.
     where = "stdout" if report.output == "-" else report.output
     print(
@@ -833,6 +852,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except _Terminated:
+        print("terminated", file=sys.stderr)
+        return 128 + 15  # the shell's code for SIGTERM
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Torch-free checks on the files and directories a command will write, made before its work starts.
+"""Torch-free helpers for the files commands write: early writability checks and temporary names.
 
 A training run or a full evaluation should not end, minutes later, in a traceback because its
 output directory is read-only or its output path names a directory: :func:`check_writable_dir`
@@ -6,15 +6,27 @@ and :func:`check_writable_file` say so at once, in one line naming the path and 
 create nothing that stays behind: writability is probed by creating (and removing) an empty file
 where the output will go, which also catches read-only file systems and ACLs that ``os.access``
 misses.
+
+Every output is written under a temporary name beside it and renamed into place. A writer killed
+mid-write (kill -9, power loss) leaves its temporary behind; :func:`temp_prefix` puts the
+writer's pid in the name (``.model.safetensors.4242.k3j2h1.tmp``) so that the next write of the
+same file can tell a dead writer's leftover from a live one's and remove it
+(:func:`remove_stale_temps`).
 """
 
 from __future__ import annotations
 
+import glob
 import os
+import re
 import tempfile
+import time
 from pathlib import Path
 
-__all__ = ["check_writable_dir", "check_writable_file"]
+__all__ = ["check_writable_dir", "check_writable_file", "remove_stale_temps", "temp_prefix"]
+
+# A temporary without a pid in its name (written before pids were recorded) counts as stale after this.
+_UNTAGGED_STALE_S = 3600.0
 
 _PROBE_PREFIX = ".squeezebert-write-check."
 
@@ -56,3 +68,53 @@ def check_writable_file(path: str | os.PathLike[str], flag: str) -> None:
         what = "not a directory" if parent.exists() else "no such directory"
         raise FileNotFoundError(f"{parent}: {what} for {flag} {path}")
     _probe(parent, path, flag)
+
+
+def temp_prefix(path: str | os.PathLike[str]) -> str:
+    """The name prefix of this process's temporaries for ``path``: ``.{name}.{pid}.`` (add a random
+    part and ``.tmp``, e.g. with ``tempfile.mkstemp(prefix=..., suffix=".tmp")``)."""
+    return f".{Path(path).name}.{os.getpid()}."
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temps(path: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporaries of ``path`` (``.{name}.*.tmp`` beside it) whose writer is gone: its
+    pid no longer runs, or, for a name without a pid, it is over an hour old. A live writer's
+    temporary is left alone. Returns what was removed."""
+    path = Path(path)
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(?:(\d+)\.)?[^/]+\.tmp")
+    removed = []
+    try:
+        candidates = list(path.parent.glob(f".{glob.escape(path.name)}.*.tmp"))
+    except OSError:  # the directory is not listable: nothing to clean here
+        return removed
+    for candidate in candidates:
+        match = pattern.fullmatch(candidate.name)
+        if match is None or not candidate.is_file():
+            continue
+        pid = match.group(1)
+        if pid is not None:
+            stale = not _alive(int(pid))
+        else:
+            try:
+                stale = time.time() - candidate.stat().st_mtime > _UNTAGGED_STALE_S
+            except OSError:
+                continue
+        if stale:
+            try:
+                candidate.unlink()
+            except OSError:
+                continue
+            removed.append(candidate)
+    return removed

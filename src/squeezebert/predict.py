@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from squeezebert import tables
-from squeezebert.files import check_writable_file
+from squeezebert.files import check_writable_file, remove_stale_temps, temp_prefix
 from squeezebert.infer import Classifier, Prediction, TextInput
 from squeezebert.tables import DataError
 
@@ -275,7 +275,8 @@ def _load(
 def _write_atomic(path: Path, write: Callable[[IO[str]], int]) -> int:
     """``write(text_file)`` into a new file beside ``path``, renamed onto it only on success."""
     # open(..., "x") gives the file the umask's mode (mkstemp's would be 0600) and never reuses a name.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    remove_stale_temps(path)  # a killed earlier run's partial output
+    tmp = path.with_name(f"{temp_prefix(path)}{secrets.token_hex(4)}.tmp")
     try:
         with open(tmp, "x", encoding="utf-8", newline="\n") as f:
             count = write(f)

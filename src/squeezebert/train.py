@@ -59,7 +59,7 @@ from squeezebert.data import (
     load_glue,
     read_table,
 )
-from squeezebert.files import check_writable_dir
+from squeezebert.files import check_writable_dir, remove_stale_temps
 from squeezebert.model import SqueezeBert
 from squeezebert.tokenizer import Tokenizer
 
@@ -587,6 +587,11 @@ def _fit(
             check_out_dir(out, resume, overwrite)
             if overwrite and out.is_dir():
                 _clear_run(out)
+        if out.is_dir():  # what a killed run was writing: its temporaries, a half-written resume state
+            for name in _RUN_FILES:
+                remove_stale_temps(out / name)
+            if (out / (LAST_DIR + ".tmp")).is_dir():
+                shutil.rmtree(out / (LAST_DIR + ".tmp"))
         if resume and found is None:
             log.warning("%s: no resume state (%s/); starting from scratch", out, LAST_DIR)
         if found is not None:
