@@ -376,3 +376,15 @@ def test_predict_removes_the_temporaries_a_killed_run_left(checkpoint: Path, tmp
     (tmp_path / "in.txt").write_text("good movie\n")
     predict_file(Echo(), tmp_path / "in.txt", out)
     assert not dead.exists() and live.exists() and other.exists() and out.is_file()
+
+
+def test_cli_predict_reads_cr_line_ends_and_names_a_directory_input(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    texts = tmp_path / "texts.txt"
+    texts.write_bytes(b"good movie\rbad plot\r")
+    out = tmp_path / "preds.jsonl"
+    assert main(["predict", str(checkpoint), "--input", str(texts), "--output", str(out)]) == 0
+    assert [json.loads(line)["line"] for line in out.read_text().splitlines()] == [1, 2]
+    assert main(["predict", str(checkpoint), "--input", str(tmp_path)]) == 2
+    assert f"{tmp_path}: is a directory; expected an input file" in capsys.readouterr().err

@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from squeezebert.files import check_writable_file, remove_stale_temps, temp_prefix
+from squeezebert.files import check_writable_file, remove_stale_temps, require_file, temp_prefix
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +102,7 @@ def read_input(
     fmt = INPUT_FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise BatchError(f"{path}: cannot tell the format from {path.suffix!r}; use .csv, .tsv, .jsonl or .parquet")
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
+    require_file(path, "an input file")
     texts = [c for c in (text_column, text_pair_column) if c is not None]
     if id_column is not None and id_column in texts:
         raise BatchError(f"the id column {id_column!r} is also a text column")

@@ -353,6 +353,8 @@ def read_glue(data_dir: str | os.PathLike[str], task: str, split: str) -> list[E
     assert spec.dir_name is not None
     data_dir = Path(data_dir)
     path = data_dir / spec.dir_name / spec.split_file(split)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a directory; expected the GLUE file {spec.split_file(split)}")
     if not path.is_file():
         where = _found_glue_files(data_dir) if data_dir.is_dir() else "nothing (the directory does not exist)"
         raise FileNotFoundError(f"{path}: no such file; found under {data_dir}: {where}")

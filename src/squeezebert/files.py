@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["check_writable_dir", "check_writable_file", "remove_stale_temps", "temp_prefix"]
+__all__ = ["check_writable_dir", "check_writable_file", "remove_stale_temps", "require_file", "temp_prefix"]
 
 # A temporary without a pid in its name (written before pids were recorded) counts as stale after this.
 _UNTAGGED_STALE_S = 3600.0
@@ -39,6 +39,18 @@ def _probe(directory: Path, target: Path, flag: str) -> None:
         raise PermissionError(f"{target}: cannot write there ({flag}): {e.strerror or e}") from None
     os.close(fd)
     os.unlink(name)
+
+
+def require_file(path: str | os.PathLike[str], what: str = "a file") -> Path:
+    """``path``, or one line saying why it cannot be read as ``what`` ("a data file"): it does not exist, or it
+    is a directory. Anything else that exists (a regular file, a named pipe, ``/dev/stdin``) is
+    left to ``open``."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a directory; expected {what}")
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    return path
 
 
 def check_writable_dir(path: str | os.PathLike[str], flag: str = "--out") -> None:

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from squeezebert import tables
-from squeezebert.files import check_writable_file, remove_stale_temps, temp_prefix
+from squeezebert.files import check_writable_file, remove_stale_temps, require_file, temp_prefix
 from squeezebert.infer import Classifier, Prediction, TextInput
 from squeezebert.tables import DataError
 
@@ -207,12 +207,10 @@ def predict_file(
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     in_name, out_name = os.fspath(input), os.fspath(output)
+    in_path = None if in_name == STDIO else require_file(in_name, "an input file")
     kind = detect_format(in_name, fmt)
     out_path = None if out_name == STDIO else Path(out_name)
-    if in_name != STDIO:
-        in_path = Path(in_name)
-        if not in_path.is_file():
-            raise FileNotFoundError(f"{in_name}: no such file")
+    if in_path is not None:
         if out_path is not None and out_path.exists() and out_path.resolve() == in_path.resolve():
             raise ValueError(f"{out_name}: is the input file; write the predictions somewhere else")
     if out_path is not None:  # before the model loads: a bad output path fails at once

@@ -62,6 +62,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from squeezebert.files import require_file
 from squeezebert.infer import Prediction, TextInput
 from squeezebert.tables import invalid_text
 
@@ -1034,9 +1035,7 @@ def _classify_url(url: str) -> str:
 
 def read_texts(path: str | os.PathLike[str]) -> list[str]:
     """Non-blank lines of a utf-8 text file (the load test's request texts)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
+    path = require_file(path, "a text file (one request text per line)")
     try:
         texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     except UnicodeDecodeError as e:

@@ -11,7 +11,8 @@ file is never held in memory.
 
 Format rules: CSV uses standard quoting; TSV has quoting off (GLUE-style TSVs hold unbalanced
 quotes); both need a header row. JSONL is one JSON object per line. Plain text is one text per
-line. Blank lines are skipped everywhere. A leading byte-order mark is dropped.
+line. Blank lines are skipped everywhere. A leading byte-order mark is dropped. Lines may end in
+``\n``, ``\r\n`` or a lone ``\r``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
+
+from squeezebert.files import require_file
 
 __all__ = [
     "FORMATS",
@@ -89,7 +92,7 @@ class Lines:
     """Decoded lines of a binary stream, counting lines and bytes (for errors and progress bars).
 
     Decoding line by line (rather than through a TextIOWrapper) lets a bad byte be reported with
-    its line number without reading the whole file first.
+    its line number without reading the whole file first. Lines end at ``\n``, ``\r\n`` or ``\r``.
     """
 
     def __init__(self, stream: IO[bytes], name: str) -> None:
@@ -99,7 +102,14 @@ class Lines:
         self.line = 0
 
     def __iter__(self) -> Iterator[str]:
-        for raw in self.stream:
+        for block in self.stream:
+            # Iterating a binary stream splits at \n only: a file with old Mac (\r) line ends would be
+            # one line. Split those here too, as text mode's universal newlines do.
+            pieces = block.splitlines(keepends=True) if b"\r" in block[:-2] else (block,)
+            yield from self._decode(pieces)
+
+    def _decode(self, pieces: Sequence[bytes]) -> Iterator[str]:
+        for raw in pieces:
             self.line += 1
             self.bytes_read += len(raw)
             try:
@@ -179,10 +189,8 @@ def read_table(
     regression. Every problem raises :class:`DataError` naming the file, line and field; a file
     without data rows is one.
     """
-    path = Path(path)
+    path = require_file(path, "a data file (.csv, .tsv or .jsonl)")
     kind = detect_format(str(path), fmt, ("csv", "tsv", "jsonl"))
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
     with open(path, "rb") as f:
         lines = Lines(f, str(path))
         return list(iter_examples(lines, kind, text_column, text_pair_column, label_column, require_rows=True))

@@ -1195,6 +1195,8 @@ def _run_glue(
     data_dir, out = Path(data_dir), Path(out_dir)
     check_writable_dir(out, "--out")
     if not data_dir.is_dir():
+        if data_dir.exists():
+            raise NotADirectoryError(f"{data_dir}: is a file; --data-dir takes the GLUE data directory")
         raise FileNotFoundError(f"{data_dir}: no such GLUE data directory")
     names = [glue_task(t).name for t in (tasks or list(GLUE_TASKS))]
     results: dict[str, dict[str, float]] = {}
