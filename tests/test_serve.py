@@ -135,7 +135,7 @@ def test_health_docs_and_model_info_answer(classifier: Classifier) -> None:
     async def main() -> None:
         async with serving(create_app(classifier, ServeConfig(max_texts=7))) as client:
             assert (await client.get("/healthz")).json() == {"status": "alive"}
-            assert (await client.get("/docs")).status_code == 200
+            assert (await client.get("/docs")).status_code == 404  # off by default: see test_docs_are_opt_in
             schema = (await client.get("/openapi.json")).json()
             assert "/v1/classify" in schema["paths"]
             info = (await client.get("/v1/model")).json()
@@ -766,6 +766,8 @@ def test_real_server_bounds_slow_and_idle_clients_and_connections_and_stops_prom
             good = client.post("/v1/classify", json={"texts": ["good movie"]})
             bad.join(30)
         assert good.status_code == 200 and results[0].status_code == 422, results[0].text
+        r = httpx.post(f"http://127.0.0.1:{port_b}/v1/classify", data={"texts": "good"}, timeout=30)  # a form
+        assert r.status_code == 415, r.text
 
         # A: three stalled bodies hold three of the four connections: the next request gets 503.
         stalled = [_raw_connection(port_a, _STALLED) for _ in range(3)]
@@ -788,3 +790,41 @@ def test_real_server_bounds_slow_and_idle_clients_and_connections_and_stops_prom
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+@pytest.mark.parametrize(
+    ("content_type", "status"),
+    [
+        ("text/plain", 415),
+        ("application/x-www-form-urlencoded", 415),  # what curl -d sends without -H
+        ("multipart/form-data; boundary=x", 415),
+        ("application/json", 200),
+        ("application/json; charset=utf-8", 200),
+        ("application/vnd.api+json", 200),
+    ],
+)
+def test_a_body_that_is_not_declared_json_gets_415_saying_what_is_expected(content_type: str, status: int) -> None:
+    async def main() -> None:
+        async with serving(create_app(Recording(), ServeConfig(warmup=False))) as client:
+            r = await client.post(
+                "/v1/classify", content=b'{"texts": ["good"]}', headers={"content-type": content_type}
+            )
+            assert r.status_code == status, r.text
+            if status == 415:
+                assert "send the body as application/json" in r.json()["detail"]
+                assert r.json()["expected"] == "application/json"
+
+    run(main)
+
+
+def test_docs_are_opt_in_because_their_page_loads_scripts_from_a_cdn() -> None:
+    async def main() -> None:
+        async with serving(create_app(Recording(), ServeConfig(warmup=False))) as client:
+            assert (await client.get("/docs")).status_code == 404
+            assert (await client.get("/redoc")).status_code == 404
+            assert "/v1/classify" in (await client.get("/openapi.json")).json()["paths"]
+        async with serving(create_app(Recording(), ServeConfig(warmup=False, docs=True))) as client:
+            page = await client.get("/docs")
+            assert page.status_code == 200 and "https://" in page.text  # the CDN the page loads from
+
+    run(main)

@@ -504,6 +504,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_connections=args.max_connections,
         keep_alive_s=args.keep_alive_s,
         api_key=resolve_api_key(args.api_key, args.api_key_file),
+        docs=args.docs,
     )
     run(
         args.model,
@@ -776,7 +777,8 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="HTTP classification service (FastAPI + uvicorn) with dynamic micro-batching",
         description='POST /v1/classify {"texts": [...]} or {"pairs": [[a, b], ...]}; GET /healthz, /readyz, '
-        "/metrics (Prometheus), /docs. SIGTERM drains in-flight requests and exits 0. Needs squeezebert[serve].",
+        "/metrics (Prometheus), /openapi.json. SIGTERM drains in-flight requests and exits 0. Needs "
+        "squeezebert[serve].",
     )
     p.add_argument("model", help="fine-tuned checkpoint, ONNX export directory (with --backend onnx) or alias")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
@@ -809,6 +811,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-connections", type=int, default=512, help="open connections (more: 503)")
     p.add_argument("--keep-alive-s", type=float, default=5.0, help="idle keep-alive connections close after this")
     _add_api_key_flags(p, "require Authorization: Bearer KEY on /v1/* and /metrics")
+    p.add_argument(
+        "--docs", action="store_true", help="serve Swagger UI at /docs (its page loads scripts from a public CDN)"
+    )
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.set_defaults(handler=cmd_serve)
 

@@ -7,7 +7,9 @@ Endpoints::
     GET  /healthz       200 while the process is up
     GET  /readyz        200 once the model has been warmed up, 503 before and while draining
     GET  /metrics       Prometheus text format
-    GET  /docs          OpenAPI docs
+    GET  /openapi.json  the OpenAPI schema
+    GET  /docs          Swagger UI, only with ``ServeConfig(docs=True)`` (``--docs``): its page
+                        loads its JavaScript and CSS from a public CDN
 
 Dynamic micro-batching (:class:`MicroBatcher`): requests wait in one queue; a batcher task takes
 the oldest one, then for at most ``max_wait_ms`` gathers more until the batch holds
@@ -107,6 +109,10 @@ class ServeConfig:
     receive a request's head and body (past it: 408, or the connection closed).
     ``max_connections`` and ``keep_alive_s`` apply to :func:`run`: open connections past the
     limit get 503, and an idle keep-alive connection is closed after ``keep_alive_s``.
+    ``docs`` serves Swagger UI at ``/docs`` and ReDoc at ``/redoc``. Off by default: FastAPI's pages
+    load their JavaScript and CSS from a public CDN, so opening them makes the browser fetch code
+    from a third party (and they stay blank offline). ``/openapi.json`` is always served; any
+    OpenAPI viewer can read it.
     """
 
     max_batch_size: int = 32
@@ -122,6 +128,7 @@ class ServeConfig:
     keep_alive_s: float = 5.0
     api_key: str | None = field(default=None, repr=False)
     warmup: bool = True
+    docs: bool = False
 
     def __post_init__(self) -> None:
         for name in (
@@ -687,6 +694,8 @@ def create_app(classifier: SupportsPredict, config: ServeConfig | None = None) -
 
     # ------------------------------------------------------------------ app
     app = FastAPI(
+        docs_url="/docs" if config.docs else None,
+        redoc_url="/redoc" if config.docs else None,
         title="squeezebert",
         description="Text classification with a small BERT-family model on CPU, micro-batched.",
         version=_version(),
@@ -718,6 +727,20 @@ def create_app(classifier: SupportsPredict, config: ServeConfig | None = None) -
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key):
             raise _ApiError(
                 401, "missing or wrong API key: send Authorization: Bearer KEY", {"WWW-Authenticate": "Bearer"}
+            )
+
+    def require_json(request: Request) -> None:
+        # Without this, a form or text body reads as "the body must be a JSON object" (422).
+        content_type = request.headers.get("content-type")
+        if content_type is None:  # not declared: read as JSON
+            return
+        media = content_type.partition(";")[0].strip().lower()
+        if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+            raise _ApiError(
+                415,
+                f"content-type {media or content_type!r} is not JSON; send the body as application/json",
+                expected="application/json",
+                received=media,
             )
 
     def check_limits(body: ClassifyRequest) -> list[TextInput]:
@@ -758,11 +781,13 @@ def create_app(classifier: SupportsPredict, config: ServeConfig | None = None) -
         CLASSIFY_PATH,
         response_model=ClassifyResponse,
         response_model_exclude_none=True,
-        dependencies=[Depends(authorize)],
+        dependencies=[Depends(authorize), Depends(require_json)],
         summary="Classify texts or text pairs",
         responses={
             401: {"description": "missing or wrong API key"},
+            408: {"description": "body not received within timeout_s"},
             413: {"description": "body over max_body_bytes"},
+            415: {"description": "a content-type other than application/json"},
             422: {"description": "malformed request or over max_texts / max_chars"},
             503: {"description": "queue full (see Retry-After)"},
             504: {"description": "not answered within timeout_s"},
@@ -794,7 +819,7 @@ def create_app(classifier: SupportsPredict, config: ServeConfig | None = None) -
     async def model_info() -> dict[str, Any]:
         info = {k: getattr(classifier, k, None) for k in ("backend", "precision", "max_length", "normalize")}
         labels = getattr(classifier, "labels", None)
-        limits = {k: v for k, v in asdict(config).items() if k not in ("api_key", "warmup")}
+        limits = {k: v for k, v in asdict(config).items() if k not in ("api_key", "warmup", "docs")}
         return {**info, "labels": list(labels) if labels is not None else None, "limits": limits}
 
     @app.get("/healthz", summary="Liveness: 200 while the process runs")
