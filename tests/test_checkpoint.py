@@ -326,3 +326,26 @@ def test_an_onnx_export_whose_tokenizer_exceeds_the_vocabulary_is_refused_at_loa
     (path / "model.onnx").write_bytes(b"not read: the check comes first")
     with pytest.raises(ValueError, match=r"12 token ids .* vocab_size is 8"):
         Classifier.from_pretrained(path, backend="onnx")
+
+
+def test_a_missing_relative_path_that_looks_like_a_hub_id_names_both_readings(tmp_path, monkeypatch) -> None:
+    import squeezebert.checkpoint as checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    tried: list[str] = []
+
+    def offline(repo_id: str, revision=None):
+        tried.append(repo_id)
+        raise CheckpointError(f"could not download {repo_id!r} from the Hugging Face Hub (offline)")
+
+    monkeypatch.setattr(checkpoint, "download_from_hub", offline)
+    with pytest.raises(CheckpointError) as e:
+        load("runs/bse")
+    message = str(e.value)
+    assert f"runs/bse: no such local directory ({tmp_path / 'runs' / 'bse'})" in message
+    assert "as a Hugging Face Hub id: could not download 'runs/bse'" in message
+    # Not org/name: never sent to the Hub, and the error says what was expected.
+    for src in ("runs/bse/best", "./runs/bse", "runs/bse/"):
+        with pytest.raises(CheckpointError, match="no such checkpoint directory"):
+            load(src)
+    assert tried == ["runs/bse"]
