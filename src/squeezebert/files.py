@@ -35,16 +35,16 @@ def _probe(directory: Path, target: Path, flag: str) -> None:
     """Create and remove an empty file in ``directory``; a failure names ``target`` and ``flag``."""
     try:
         fd, name = tempfile.mkstemp(prefix=_PROBE_PREFIX, dir=directory)
-    except OSError as e:
-        raise PermissionError(f"{target}: cannot write there ({flag}): {e.strerror or e}") from None
+    except OSError as e:  # permission, read-only file system, full disk, ...
+        raise OSError(f"{target}: cannot write there ({flag}): {e.strerror or e}") from None
     os.close(fd)
     os.unlink(name)
 
 
 def require_file(path: str | os.PathLike[str], what: str = "a file") -> Path:
-    """``path``, or one line saying why it cannot be read as ``what`` ("a data file"): it does not exist, or it
-    is a directory. Anything else that exists (a regular file, a named pipe, ``/dev/stdin``) is
-    left to ``open``."""
+    """``path``, or one line saying why it cannot be read as ``what`` (e.g. "a data file"): it does
+    not exist, or it is a directory. Anything else that exists (a regular file, a named pipe,
+    ``/dev/stdin``) is left to ``open``."""
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path}: is a directory; expected {what}")
@@ -76,9 +76,10 @@ def check_writable_file(path: str | os.PathLike[str], flag: str) -> None:
     if path.is_dir():
         raise IsADirectoryError(f"{path}: is a directory; {flag} needs a file name")
     parent = path.parent
+    if parent.exists() and not parent.is_dir():
+        raise NotADirectoryError(f"{parent}: not a directory, for {flag} {path}")
     if not parent.is_dir():
-        what = "not a directory" if parent.exists() else "no such directory"
-        raise FileNotFoundError(f"{parent}: {what} for {flag} {path}")
+        raise FileNotFoundError(f"{parent}: no such directory for {flag} {path}")
     _probe(parent, path, flag)
 
 
@@ -105,7 +106,9 @@ def remove_stale_temps(path: str | os.PathLike[str]) -> list[Path]:
     pid no longer runs, or, for a name without a pid, it is over an hour old. A live writer's
     temporary is left alone. Returns what was removed."""
     path = Path(path)
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.(?:(\d+)\.)?[^/]+\.tmp")
+    # .{name}.{pid}.{random}.tmp, or .{name}.{random}.tmp as mkstemp named them before (random:
+    # mkstemp's or a hex token); strict, so that another file's temporaries never match.
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(?:(\d+)\.)?[A-Za-z0-9_]+\.tmp")
     removed = []
     try:
         candidates = list(path.parent.glob(f".{glob.escape(path.name)}.*.tmp"))
