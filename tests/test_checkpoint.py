@@ -293,3 +293,59 @@ def test_saved_files_get_the_usual_permissions(good_checkpoint) -> None:
     os.umask(umask)
     for f in good_checkpoint.iterdir():
         assert f.stat().st_mode & 0o777 == 0o666 & ~umask, f.name
+
+
+# --------------------------------------------------------------------------- issue 16: bad input and faults
+def _mismatched_checkpoint(tmp_path) -> tuple:
+    """A classifier with an 8-row embedding table saved with a 12-token tokenizer."""
+    from squeezebert.tokenizer import Tokenizer
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "movie", "the", "a", "it", "was"]
+    (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tokenizer = Tokenizer.from_vocab(tmp_path / "vocab.txt")
+    model = SqueezeBert(preset("tiny", vocab_size=8, id2label={0: "neg", 1: "pos"}))
+    save_checkpoint(model, tmp_path / "ckpt", tokenizer)
+    return tmp_path / "ckpt", model
+
+
+def test_a_tokenizer_with_ids_beyond_the_vocabulary_is_refused_at_load_time(tmp_path, capsys) -> None:
+    path, _ = _mismatched_checkpoint(tmp_path)
+    message = r"tokenizer has 12 token ids \(0\.\.11\) but the model's vocab_size is 8"
+    with pytest.raises(CheckpointError, match=message):
+        load(path)
+    assert cli_main(["predict", str(path), "--input", str(tmp_path / "vocab.txt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "vocab_size is 8" in err
+
+
+def test_an_onnx_export_whose_tokenizer_exceeds_the_vocabulary_is_refused_at_load_time(tmp_path) -> None:
+    from squeezebert.infer import Classifier
+
+    path, model = _mismatched_checkpoint(tmp_path)
+    (path / "model.safetensors").unlink()
+    (path / "model.onnx").write_bytes(b"not read: the check comes first")
+    with pytest.raises(ValueError, match=r"12 token ids .* vocab_size is 8"):
+        Classifier.from_pretrained(path, backend="onnx")
+
+
+def test_a_missing_relative_path_that_looks_like_a_hub_id_names_both_readings(tmp_path, monkeypatch) -> None:
+    import squeezebert.checkpoint as checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    tried: list[str] = []
+
+    def offline(repo_id: str, revision=None):
+        tried.append(repo_id)
+        raise CheckpointError(f"could not download {repo_id!r} from the Hugging Face Hub (offline)")
+
+    monkeypatch.setattr(checkpoint, "download_from_hub", offline)
+    with pytest.raises(CheckpointError) as e:
+        load("runs/bse")
+    message = str(e.value)
+    assert f"runs/bse: no such local directory ({tmp_path / 'runs' / 'bse'})" in message
+    assert "as a Hugging Face Hub id: could not download 'runs/bse'" in message
+    # Not org/name: never sent to the Hub, and the error says what was expected.
+    for src in ("runs/bse/best", "./runs/bse", "runs/bse/"):
+        with pytest.raises(CheckpointError, match="no such checkpoint directory"):
+            load(src)
+    assert tried == ["runs/bse"]

@@ -613,3 +613,46 @@ def test_jsonl_labels_round_trip_through_label_space(tmp_path: Path) -> None:
     labels = label_space(examples, path)
     assert labels == ("2", "10")
     assert encode_labels(examples, {label: i for i, label in enumerate(labels)}, path) == [0, 1, 0]
+
+
+def test_a_lone_surrogate_in_a_text_is_a_data_error_naming_the_line(tmp_path: Path) -> None:
+    # utf-8 cannot hold a surrogate, but a JSON escape can: the tokenizer would fail on it later.
+    path = tmp_path / "data.jsonl"
+    path.write_text('{"text": "fine", "label": "a"}\n{"text": "bad \\ud800", "label": "b"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=rf"{path}:2: field 'text' holds a lone surrogate U\+D800"):
+        read_table(path, "text", label_column="label")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "second_line"),
+    [
+        ("data.csv", b'text,label\r"good, ""very"" good",pos\rbad movie,neg\r', 3),
+        ("data.tsv", b"text\tlabel\rgood movie\tpos\r\rbad movie\tneg", 4),  # a blank line in between
+        ("data.jsonl", b'{"text": "good movie", "label": "pos"}\r{"text": "bad movie", "label": "neg"}\r', 2),
+        ("mixed.csv", b"text,label\r\ngood movie,pos\rbad movie,neg\n", 3),
+    ],
+)
+def test_lone_carriage_returns_end_lines(tmp_path: Path, name: str, content: bytes, second_line: int) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    examples = read_table(path, "text", label_column="label")
+    assert [ex.label for ex in examples] == ["pos", "neg"]
+    assert (examples[1].text, examples[1].line) == ("bad movie", second_line)
+
+
+def test_a_cr_only_text_file_is_one_text_per_line(tmp_path: Path) -> None:
+    from squeezebert.tables import Lines, iter_examples
+
+    path = tmp_path / "texts.txt"
+    path.write_bytes(b"good movie\rbad plot\r\rthe end")
+    with open(path, "rb") as f:
+        examples = list(iter_examples(Lines(f, str(path)), "text", label_column=None))
+    assert [(ex.text, ex.line) for ex in examples] == [("good movie", 1), ("bad plot", 2), ("the end", 4)]
+
+
+def test_a_directory_given_as_a_data_file_is_called_one(tmp_path: Path) -> None:
+    (tmp_path / "train.csv").mkdir()
+    with pytest.raises(IsADirectoryError, match=r"train.csv: is a directory; expected a data file"):
+        read_table(tmp_path / "train.csv", "text", label_column="label")
+    with pytest.raises(FileNotFoundError, match=r"missing.csv: no such file"):
+        read_table(tmp_path / "missing.csv", "text", label_column="label")

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import io
 import json
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -276,6 +278,7 @@ def _write(path: Path, text: str) -> Path:
 # --------------------------------------------------------------------------- ONNX without torch
 NO_TORCH_MAIN = """
 import sys
+import time
 from squeezebert.cli import main
 
 code = main(sys.argv[1:])
@@ -326,3 +329,62 @@ def test_cli_predict_onnx_runs_where_torch_cannot_be_imported(
     assert result.returncode == 2, result.stderr
     assert f"{bad}:2: field 'text' must be a string, got a number" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "b.jsonl").exists()
+
+
+# --------------------------------------------------------------------------- issue 16: bad input and faults
+def _dead_pid() -> int:
+    """The pid of a process that has exited (what a killed writer leaves in its temporaries' names)."""
+    proc = subprocess.Popen([sys.executable, "-c", ""])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_predict_stopped_by_a_signal_leaves_no_partial_output(checkpoint: Path, tmp_path: Path, sig: int) -> None:
+    out = tmp_path / "out" / "preds.jsonl"
+    out.parent.mkdir()
+    cmd = [sys.executable, "-m", "squeezebert", "predict", str(checkpoint), "--output", str(out), "--chunk-size", "1"]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(b"good movie\nbad plot\n")  # more rows may come: the output stays open
+        proc.stdin.flush()
+        deadline = time.monotonic() + 60
+        while not list(out.parent.glob(".preds.jsonl.*.tmp")):
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "predict never started writing"
+            time.sleep(0.01)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + sig, err
+    assert list(out.parent.iterdir()) == []  # no partial temporary, no output
+
+
+def test_predict_removes_the_temporaries_a_killed_run_left(checkpoint: Path, tmp_path: Path) -> None:
+    import os
+
+    out = tmp_path / "preds.jsonl"
+    dead = tmp_path / f".preds.jsonl.{_dead_pid()}.0badf00d.tmp"
+    live = tmp_path / f".preds.jsonl.{os.getppid()}.0123abcd.tmp"  # a writer that still runs: kept
+    other = tmp_path / f".other.jsonl.{_dead_pid()}.0badf00d.tmp"  # another target's: kept
+    for path in (dead, live, other):
+        path.write_text('{"line": 1}\n')
+    (tmp_path / "in.txt").write_text("good movie\n")
+    predict_file(Echo(), tmp_path / "in.txt", out)
+    assert not dead.exists() and live.exists() and other.exists() and out.is_file()
+
+
+def test_cli_predict_reads_cr_line_ends_and_names_a_directory_input(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    texts = tmp_path / "texts.txt"
+    texts.write_bytes(b"good movie\rbad plot\r")
+    out = tmp_path / "preds.jsonl"
+    assert main(["predict", str(checkpoint), "--input", str(texts), "--output", str(out)]) == 0
+    assert [json.loads(line)["line"] for line in out.read_text().splitlines()] == [1, 2]
+    assert main(["predict", str(checkpoint), "--input", str(tmp_path)]) == 2
+    assert f"{tmp_path}: is a directory; expected an input file" in capsys.readouterr().err

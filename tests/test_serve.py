@@ -135,7 +135,7 @@ def test_health_docs_and_model_info_answer(classifier: Classifier) -> None:
     async def main() -> None:
         async with serving(create_app(classifier, ServeConfig(max_texts=7))) as client:
             assert (await client.get("/healthz")).json() == {"status": "alive"}
-            assert (await client.get("/docs")).status_code == 200
+            assert (await client.get("/docs")).status_code == 404  # off by default: see test_docs_are_opt_in
             schema = (await client.get("/openapi.json")).json()
             assert "/v1/classify" in schema["paths"]
             info = (await client.get("/v1/model")).json()
@@ -562,3 +562,269 @@ def test_the_server_loads_onnx_without_busy_waiting_workers(monkeypatch: pytest.
     with pytest.raises(Loaded):
         run("some-model", backend="onnx")
     assert seen["busy_wait"] is False and seen["backend"] == "onnx"
+
+
+# --------------------------------------------------------------------------- issue 16: bad input and faults
+def _serve_cmd(checkpoint: Path, *extra: str, port: int | None = None) -> list[str]:
+    port = _free_port() if port is None else port
+    return [
+        sys.executable, "-m", "squeezebert", "serve", str(checkpoint), "--port", str(port), "--num-threads", "1",
+        *extra,
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("flags", "env_key", "message"),
+    [
+        (["--api-key", ""], None, "--api-key is empty"),
+        (["--api-key", "  "], None, "--api-key is empty"),
+        ([], "", "$SQUEEZEBERT_API_KEY is empty"),
+        (["--api-key-file", "{empty}"], None, "is empty"),
+        (["--api-key", "a", "--api-key-file", "{key}"], None, "not both"),
+    ],
+)
+def test_an_explicitly_empty_api_key_is_refused_at_start_up(
+    checkpoint: Path, tmp_path: Path, flags: list[str], env_key: str | None, message: str
+) -> None:
+    (tmp_path / "empty").write_text("\n")
+    (tmp_path / "key").write_text(KEY + "\n")
+    flags = [f.format(empty=tmp_path / "empty", key=tmp_path / "key") for f in flags]
+    env = {k: v for k, v in os.environ.items() if k != "SQUEEZEBERT_API_KEY"}
+    if env_key is not None:
+        env["SQUEEZEBERT_API_KEY"] = env_key
+    proc = subprocess.run(_serve_cmd(checkpoint, *flags), env=env, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+
+
+def test_the_api_key_comes_from_the_flag_the_key_file_or_the_environment(tmp_path: Path) -> None:
+    from squeezebert.serve import resolve_api_key
+
+    key_file = tmp_path / "key"
+    key_file.write_text(f"  {KEY}\n")
+    assert resolve_api_key(None, key_file, {}) == KEY
+    assert resolve_api_key("flag-key", None, {"SQUEEZEBERT_API_KEY": "env-key"}) == "flag-key"
+    assert resolve_api_key(None, None, {"SQUEEZEBERT_API_KEY": "env-key"}) == "env-key"
+    assert resolve_api_key(None, None, {}) is None
+    with pytest.raises(FileNotFoundError, match="no such API key file"):
+        resolve_api_key(None, tmp_path / "missing", {})
+    with pytest.raises(ValueError, match="printable ASCII"):
+        resolve_api_key("k\u00e9y", None, {})
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b'{"texts": ["good", "\\ud800"]}', "texts[1]"),
+        (b'{"texts": ["bad \\udfff movie"]}', "texts[0]"),
+        (b'{"pairs": [["good", "x\\udc00"]]}', "pairs[0][1]"),
+    ],
+)
+def test_a_lone_surrogate_is_a_422_for_that_request_alone(classifier: Classifier, body: bytes, field: str) -> None:
+    async def main() -> None:
+        async with serving(create_app(classifier, ServeConfig(max_wait_ms=50, warmup=False))) as client:
+            headers = {"content-type": "application/json"}
+            bad = client.post("/v1/classify", content=body, headers=headers)
+            good = client.post("/v1/classify", json={"texts": ["good movie"]})
+            bad, good = await asyncio.gather(bad, good)
+            assert bad.status_code == 422, bad.text
+            assert bad.json()["field"] == field and "surrogate" in bad.json()["detail"]
+            assert good.status_code == 200
+
+    run(main)
+
+
+def test_the_batcher_isolates_a_failing_request_from_the_others_in_its_batch() -> None:
+    calls: list[list[TextInput]] = []
+
+    def predict(inputs: list[TextInput]) -> list[Prediction]:
+        calls.append(list(inputs))
+        if "poison" in inputs:
+            raise ValueError("cannot tokenize")
+        return [Prediction(label=str(x)) for x in inputs]
+
+    async def main() -> list[Any]:
+        batcher = MicroBatcher(predict, max_batch_size=8, max_wait_s=0.05)
+        await batcher.start()
+        futures = [batcher.submit(["a"]), batcher.submit(["poison", "b"]), batcher.submit(["c", "d"])]
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        await batcher.close()
+        return results
+
+    first, second, third = run(main)
+    assert [p.label for p in first] == ["a"] and [p.label for p in third] == ["c", "d"]
+    assert isinstance(second, ValueError)
+    assert calls[0] == ["a", "poison", "b", "c", "d"]  # one merged call failed, then one call per request
+    assert sorted(map(tuple, calls[1:])) == [("a",), ("c", "d"), ("poison", "b")]
+
+
+def test_a_body_that_never_arrives_gets_408_and_one_arriving_at_the_drain_gets_503() -> None:
+    fake = Recording()
+    headers = {"content-type": "application/json"}
+
+    def stalled(waiting: asyncio.Event) -> AsyncIterator[bytes]:
+        async def body() -> AsyncIterator[bytes]:
+            yield b'{"texts": ["'
+            waiting.set()  # the server asks for more
+            await asyncio.Event().wait()  # the rest never comes
+            yield b'"]}'
+
+        return body()
+
+    async def main() -> None:
+        async with serving(create_app(fake, ServeConfig(timeout_s=0.2, warmup=False))) as client:
+            r = await client.post("/v1/classify", content=stalled(asyncio.Event()), headers=headers)
+            assert r.status_code == 408 and r.json()["limit"] == "timeout_s", r.text
+            assert r.headers["connection"] == "close"
+            assert (await client.post("/v1/classify", json={"texts": ["fine"]})).status_code == 200
+            metrics = (await client.get("/metrics")).text
+            assert 'squeezebert_requests_total{path="/v1/classify",status="408"} 1.0' in metrics
+
+    async def draining() -> None:
+        app = create_app(fake, ServeConfig(timeout_s=60, warmup=False))
+        async with serving(app) as client:
+            waiting = asyncio.Event()
+            pending = asyncio.create_task(client.post("/v1/classify", content=stalled(waiting), headers=headers))
+            await asyncio.wait_for(waiting.wait(), 10)
+            app.state.service.begin_drain()  # what SIGTERM does under `squeezebert serve`
+            r = await asyncio.wait_for(pending, 10)
+            assert r.status_code == 503 and "shutting down" in r.json()["detail"], r.text
+
+    run(main)
+    run(draining)
+    assert fake.calls == [1]
+
+
+def test_config_bounds_connections_and_keep_alive() -> None:
+    with pytest.raises(ValueError, match="max_connections"):
+        ServeConfig(max_connections=0)
+    with pytest.raises(ValueError, match="keep_alive_s"):
+        ServeConfig(keep_alive_s=0)
+
+
+def _wait_ready(proc: subprocess.Popen, port: int) -> None:
+    deadline = time.monotonic() + 90
+    while True:
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        assert time.monotonic() < deadline, "server never became ready"
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+
+
+def _raw_connection(port: int, data: bytes = b"") -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    if data:
+        sock.sendall(data)
+    return sock
+
+
+def _read_to_eof(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    sock.close()
+    return b"".join(chunks)
+
+
+_STALLED = b'POST /v1/classify HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"te'
+
+
+@pytest.mark.slow
+def test_real_server_bounds_slow_and_idle_clients_and_connections_and_stops_promptly(checkpoint: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "SQUEEZEBERT_API_KEY"} | {"OMP_NUM_THREADS": "1"}
+    # A: long deadlines (graceful shutdown would wait 65 s), 4 connections. B: a 1-second deadline.
+    port_a, port_b = _free_port(), _free_port()
+    cmd_a = _serve_cmd(checkpoint, "--timeout-s", "60", "--max-connections", "4", port=port_a)
+    cmd_b = _serve_cmd(checkpoint, "--timeout-s", "1", "--max-wait-ms", "50", port=port_b)
+    a = subprocess.Popen(cmd_a, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    b = subprocess.Popen(cmd_b, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_ready(a, port_a)
+        _wait_ready(b, port_b)
+
+        # B: a body that stops short gets 408; a connection that sends nothing, or half a head, is
+        # closed; a lone surrogate is a 422 while the request batched with it gets its answer.
+        assert _read_to_eof(_raw_connection(port_b, _STALLED)).startswith(b"HTTP/1.1 408 ")
+        assert _read_to_eof(_raw_connection(port_b)) == b""
+        assert _read_to_eof(_raw_connection(port_b, b"POST /v1/classify HTTP/1.1\r\nhost:")) == b""
+        with httpx.Client(base_url=f"http://127.0.0.1:{port_b}", timeout=30) as client:
+            bad = threading.Thread(
+                target=lambda: results.append(
+                    client.post(
+                        "/v1/classify", content=b'{"texts": ["\\ud800"]}', headers={"content-type": "application/json"}
+                    )
+                )
+            )
+            results: list[httpx.Response] = []
+            bad.start()
+            good = client.post("/v1/classify", json={"texts": ["good movie"]})
+            bad.join(30)
+        assert good.status_code == 200 and results[0].status_code == 422, results[0].text
+        r = httpx.post(f"http://127.0.0.1:{port_b}/v1/classify", data={"texts": "good"}, timeout=30)  # a form
+        assert r.status_code == 415, r.text
+
+        # A: three stalled bodies hold three of the four connections: the next request gets 503.
+        stalled = [_raw_connection(port_a, _STALLED) for _ in range(3)]
+        r = httpx.post(f"http://127.0.0.1:{port_a}/v1/classify", json={"texts": ["good"]}, timeout=30)
+        assert r.status_code == 503, r.text
+        # SIGTERM: the stalled bodies are cut off with 503 at once, the process exits 0 long before
+        # its 65-second graceful timeout, and nothing is cancelled with a traceback.
+        a.send_signal(signal.SIGTERM)
+        output, _ = a.communicate(timeout=30)
+        assert a.returncode == 0, output
+        assert "Traceback" not in output and "Cancel" not in output, output
+        for sock in stalled:
+            assert _read_to_eof(sock).startswith(b"HTTP/1.1 503 ")
+
+        b.send_signal(signal.SIGTERM)
+        output, _ = b.communicate(timeout=30)
+        assert b.returncode == 0 and "Traceback" not in output, output
+    finally:
+        for proc in (a, b):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.mark.parametrize(
+    ("content_type", "status"),
+    [
+        ("text/plain", 415),
+        ("application/x-www-form-urlencoded", 415),  # what curl -d sends without -H
+        ("multipart/form-data; boundary=x", 415),
+        ("application/json", 200),
+        ("application/json; charset=utf-8", 200),
+        ("application/vnd.api+json", 200),
+    ],
+)
+def test_a_body_that_is_not_declared_json_gets_415_saying_what_is_expected(content_type: str, status: int) -> None:
+    async def main() -> None:
+        async with serving(create_app(Recording(), ServeConfig(warmup=False))) as client:
+            r = await client.post(
+                "/v1/classify", content=b'{"texts": ["good"]}', headers={"content-type": content_type}
+            )
+            assert r.status_code == status, r.text
+            if status == 415:
+                assert "send the body as application/json" in r.json()["detail"]
+                assert r.json()["expected"] == "application/json"
+
+    run(main)
+
+
+def test_docs_are_opt_in_because_their_page_loads_scripts_from_a_cdn() -> None:
+    async def main() -> None:
+        async with serving(create_app(Recording(), ServeConfig(warmup=False))) as client:
+            assert (await client.get("/docs")).status_code == 404
+            assert (await client.get("/redoc")).status_code == 404
+            assert "/v1/classify" in (await client.get("/openapi.json")).json()["paths"]
+        async with serving(create_app(Recording(), ServeConfig(warmup=False, docs=True))) as client:
+            page = await client.get("/docs")
+            assert page.status_code == 200 and "https://" in page.text  # the CDN the page loads from
+
+    run(main)

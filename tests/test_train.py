@@ -11,6 +11,7 @@ import csv
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -342,3 +343,149 @@ def test_cli_glue_on_a_fixture_directory_writes_the_summary(
     assert set(summary["task_scores"]) == {"sst2", "stsb"} and summary["average"] is not None
     assert json.loads((out / "sst2" / "config.json").read_text())["id2label"] == {"0": "0", "1": "1"}
     assert "| SST-2 |" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- issue 16: bad input and faults
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        (["pos"], "every label in 'label' is 'pos'; classification needs at least two classes"),
+        (["2.5"], "every label in 'label' is 2.5; nothing to learn"),
+    ],
+)
+def test_training_data_with_a_single_label_is_refused_before_training(
+    tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture, labels: list[str], message: str
+) -> None:
+    rows = [(text, labels[i % len(labels)]) for i, (text, _) in enumerate(sentences(16, seed=30))]
+    train = write_csv(tmp_path / "one.csv", rows)
+    out = tmp_path / "run"
+    assert cli.main(["finetune", "--model", str(tiny_dir), "--train", str(train), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{train}: " in err and message in err, err
+    assert not out.exists()  # refused before anything was written
+
+
+def test_resume_with_other_data_model_or_settings_is_refused_naming_each(tiny_dir: Path, tmp_path: Path) -> None:
+    train = write_csv(tmp_path / "train.csv", sentences(24, seed=31))
+    out = tmp_path / "run"
+    base = [sys.executable, "-m", "squeezebert", "finetune", "--train", str(train), "--out", str(out), "--epochs", "1",
+            "--batch-size", "8", "--num-threads", "1"]  # fmt: skip
+    subprocess.run([*base, "--model", str(tiny_dir), "--lr", "1e-3"], check=True, capture_output=True, timeout=120)
+    args_before = (out / "train_args.json").read_text()
+    other_model = tmp_path / "other-model"
+    shutil.copytree(tiny_dir, other_model)
+    write_csv(train, sentences(24, seed=32))  # same file name, other content
+
+    proc = subprocess.run(
+        [*base, "--model", str(other_model), "--lr", "2e-3", "--max-length", "24", "--resume"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    err = [line for line in proc.stderr.splitlines() if line.startswith("squeezebert finetune: error:")]
+    assert len(err) == 1 and "cannot resume" in err[0], proc.stderr
+    for named in ("--lr: 0.001 then, 0.002 now", "--max-length: 128 then, 24 now", "--model", "--train (content)"):
+        assert named in err[0], err[0]
+    assert "--epochs" not in err[0] and "--seed" not in err[0]  # the same: not named
+    assert (out / "train_args.json").read_text() == args_before  # the refused run wrote nothing
+
+
+def test_finetune_refuses_a_non_empty_out_unless_overwrite(
+    tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    train = write_csv(tmp_path / "train.csv", sentences(16, seed=33))
+    out = tmp_path / "model-dir"
+    shutil.copytree(tiny_dir, out)  # a checkpoint, not a run: no log, no resume state
+    (out / "notes.txt").write_text("mine")
+    weights = (out / "model.safetensors").read_bytes()
+    args = ["finetune", "--model", str(tiny_dir), "--train", str(train), "--out", str(out), "--epochs", "1",
+            "--batch-size", "8"]  # fmt: skip
+
+    for extra in ([], ["--resume"]):
+        assert cli.main([*args, *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1, err
+        assert f"{out}: is not empty (config.json, model.safetensors, notes.txt, tokenizer.json)" in err
+        assert "pass --overwrite" in err
+        assert (out / "model.safetensors").read_bytes() == weights
+
+    assert cli.main([*args, "--overwrite"]) == 0
+    assert (out / "model.safetensors").read_bytes() != weights  # the fine-tuned model
+    assert (out / "train_log.jsonl").is_file() and (out / "notes.txt").read_text() == "mine"
+    # A finished run in --out: --overwrite starts it again, without it the refusal says --resume.
+    assert cli.main(args) == 2
+    assert "holds a previous run" in capsys.readouterr().err
+    assert cli.main([*args, "--overwrite"]) == 0
+
+
+def test_evaluate_checks_its_json_path_before_evaluating(
+    tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from squeezebert import train
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("evaluated before the output path was checked")
+
+    monkeypatch.setattr(train, "evaluate_checkpoint", never)
+    dev = write_csv(tmp_path / "dev.csv", sentences(8, seed=34))
+    target = tmp_path / "no-such-dir" / "result.json"
+    assert cli.main(["evaluate", str(tiny_dir), "--dev", str(dev), "--json", str(target)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"squeezebert evaluate: error: {target.parent}: no such directory for --json {target}"
+
+
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [
+        (PermissionError(13, "Permission denied", "/ro/out/model.safetensors"), "/ro/out/model.safetensors: "
+         "Permission denied"),
+        (OSError(28, "No space left on device"), "No space left on device"),
+        (OSError(30, "Read-only file system", "/ro/out/.config.json.1.tmp", None, "/ro/out/config.json"),
+         "/ro/out/.config.json.1.tmp -> /ro/out/config.json: Read-only file system"),
+    ],
+)  # fmt: skip
+def test_a_file_system_error_is_one_line_and_exit_2(
+    tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, error, said
+) -> None:
+    from squeezebert import checkpoint
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr(checkpoint, "save_checkpoint", fail)
+    assert cli.main(["convert", str(tiny_dir), str(tmp_path / "out"), "--to", "squeezebert"]) == 2
+    assert capsys.readouterr().err.strip() == f"squeezebert convert: error: {said}"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_a_read_only_out_is_refused_before_loading(tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
+    train = write_csv(tmp_path / "train.csv", sentences(16, seed=35))
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    try:
+        rc = cli.main(["finetune", "--model", "no-such-model", "--train", str(train), "--out", str(locked / "run")])
+    finally:
+        locked.chmod(0o700)
+    assert rc == 2
+    assert "cannot write there (--out)" in capsys.readouterr().err  # not the model: it was never loaded
+
+
+def test_a_resumed_run_removes_the_temporaries_a_killed_run_left(tiny_dir: Path, tmp_path: Path) -> None:
+    train = write_csv(tmp_path / "train.csv", sentences(16, seed=36))
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "squeezebert", "finetune", "--model", str(tiny_dir), "--train", str(train),
+           "--out", str(out), "--epochs", "1", "--batch-size", "8", "--num-threads", "1"]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+    killed = subprocess.Popen([sys.executable, "-c", ""])  # stands for a writer killed with -9
+    killed.wait()
+    stale = [out / f".model.safetensors.{killed.pid}.k3j2h1ab.tmp", out / f".train_args.json.{killed.pid}.x1.tmp"]
+    untagged = out / ".config.json.abcd_123.tmp"  # an older version's name: stale once an hour old
+    live = out / f".metrics.json.{os.getpid()}.l1ve.tmp"  # its writer (this test) still runs: kept
+    for path in (*stale, untagged, live):
+        path.write_bytes(b"partial")
+    os.utime(untagged, (time.time() - 7200, time.time() - 7200))
+    (out / "last.tmp").mkdir()
+    (out / "last.tmp" / "model.safetensors").write_bytes(b"partial")
+
+    subprocess.run([*cmd, "--resume"], check=True, capture_output=True, timeout=120)
+    assert not any(p.exists() for p in (*stale, untagged, out / "last.tmp"))
+    assert live.exists()

@@ -38,6 +38,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from squeezebert.files import check_writable_file, remove_stale_temps, require_file, temp_prefix
+
 log = logging.getLogger(__name__)
 
 ROW_COLUMN = "row"
@@ -100,8 +102,7 @@ def read_input(
     fmt = INPUT_FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise BatchError(f"{path}: cannot tell the format from {path.suffix!r}; use .csv, .tsv, .jsonl or .parquet")
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
+    require_file(path, "an input file")
     texts = [c for c in (text_column, text_pair_column) if c is not None]
     if id_column is not None and id_column in texts:
         raise BatchError(f"the id column {id_column!r} is also a text column")
@@ -212,7 +213,8 @@ def predictions_table(ids: Any, id_column: str, predictions: list[Any], labels: 
 # --------------------------------------------------------------------------- output
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """``write(tmp)`` next to ``path``, then rename: readers see no file or the whole file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
@@ -306,8 +308,7 @@ def classify_file(
     out_fmt = OUTPUT_FORMATS.get(output.suffix.lower())
     if out_fmt is None:
         raise BatchError(f"{output}: write .jsonl or .parquet (the extension picks the format)")
-    if not output.parent.is_dir():
-        raise FileNotFoundError(f"{output.parent}: no such directory for the output")
+    check_writable_file(output, "--output")  # before Ray starts and the model loads
     model_src = str(model)
     if Path(model_src).expanduser().exists():  # actors may start in another working directory
         model_src = str(Path(model_src).expanduser().resolve())

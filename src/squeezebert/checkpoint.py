@@ -25,6 +25,7 @@ from torch import Tensor
 
 from squeezebert.config import PRESETS, ModelConfig, preset
 from squeezebert.convert import ConversionError, config_from_hf, hf_model_type, state_dict_from_hf
+from squeezebert.files import remove_stale_temps, temp_prefix
 from squeezebert.model import SqueezeBert
 from squeezebert.tokenizer import Tokenizer
 
@@ -77,15 +78,15 @@ def download_from_hub(repo_id: str, revision: str | None = None) -> Path:
         from huggingface_hub import snapshot_download
     except ImportError:
         raise CheckpointError(
-            f"{repo_id!r} is not a local directory or alias; loading it from the Hugging Face Hub needs "
-            "huggingface_hub: pip install 'squeezebert[hub]'"
+            f"loading {repo_id!r} from the Hugging Face Hub needs huggingface_hub: pip install 'squeezebert[hub]'"
         ) from None
     try:
         local = snapshot_download(repo_id, revision=revision, allow_patterns=_HUB_FILES + [TORCH_WEIGHTS_FILE])
     except Exception as e:  # network, auth, not found: all end the same way for the user
+        reason = " ".join(str(e).split())
         raise CheckpointError(
-            f"could not download {repo_id!r} from the Hugging Face Hub ({type(e).__name__}: {e}); "
-            "check the id and the network, or pass a local directory"
+            f"could not download {repo_id!r} from the Hugging Face Hub ({type(e).__name__}: {reason}); "
+            "check the id and the network"
         ) from None
     return Path(local)
 
@@ -102,8 +103,13 @@ def resolve(src: str | os.PathLike[str]) -> Path | str:
         return path
     if text in PRESETS:
         return text
-    if _looks_like_hub_id(text):
-        return download_from_hub(text)
+    if _looks_like_hub_id(text):  # org/name, and no such local path: the Hub is the other reading
+        try:
+            return download_from_hub(text)
+        except CheckpointError as e:
+            raise CheckpointError(
+                f"{text}: no such local directory ({path.absolute()}), and as a Hugging Face Hub id: {e}"
+            ) from None
     raise CheckpointError(
         f"{text}: no such checkpoint directory; expected a directory, an alias "
         f"({', '.join(sorted(ALIASES))}), a preset for random initialization ({', '.join(PRESETS)}) "
@@ -263,6 +269,11 @@ def load(
         tokenizer = Tokenizer.from_dir(path)
     except FileNotFoundError:
         log.info("%s: no tokenizer files", path)
+    if tokenizer is not None:
+        try:
+            tokenizer.check_fits(config.vocab_size, str(path))
+        except ValueError as e:
+            raise CheckpointError(str(e)) from None
     return Checkpoint(model.eval(), tokenizer, path, fmt)
 
 
@@ -282,8 +293,10 @@ _UMASK = _current_umask()
 
 
 def atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``: readers see the old or new file only."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Call ``write(tmp_path)`` then rename onto ``path``: readers see the old or new file only.
+    Temporaries of ``path`` left by a killed writer are removed first."""
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))

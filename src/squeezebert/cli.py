@@ -15,8 +15,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("squeezebert")
 
-# Errors that are the user's input, not our bug: printed as one line, exit code 2.
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, ImportError, NotADirectoryError)
+# Errors that are the user's input or environment, not our bug: printed as one line, exit code 2.
+# OSError covers the file system's refusals too (read-only or full disk, permissions).
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, ImportError)
+
+
+def _one_line(error: BaseException) -> str:
+    """The error as one line; an OSError from the system names its file and says what went wrong."""
+    if isinstance(error, OSError) and error.strerror:
+        if error.filename is not None:
+            target = error.filename if error.filename2 is None else f"{error.filename} -> {error.filename2}"
+            return f"{target}: {error.strerror}"
+        return error.strerror
+    return str(error)
 
 
 def _human_bytes(n: float) -> str:
@@ -57,9 +68,11 @@ def cmd_info(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- convert
 def cmd_convert(args: argparse.Namespace) -> int:
     from squeezebert.checkpoint import load, save_checkpoint, save_hf
+    from squeezebert.files import check_writable_dir
 
-    ckpt = load(args.src, strict=not args.allow_mismatch)
     out = Path(args.out)
+    check_writable_dir(out, "out")
+    ckpt = load(args.src, strict=not args.allow_mismatch)
     if args.to == "hf":
         save_hf(ckpt.model, out, ckpt.tokenizer, arch=args.hf_arch)
     else:
@@ -163,6 +176,7 @@ def cmd_squeeze(args: argparse.Namespace) -> int:
         bf16=False if args.no_bf16 else None,
         openvino=False if args.no_openvino else None,
         resume=args.resume,
+        overwrite=args.overwrite,
     )
     if _is_main():
         print((Path(args.out) / "report.md").read_text(encoding="utf-8"), end="")
@@ -230,6 +244,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         **_data_kwargs(args, task),
         config=_train_config(args),
         resume=args.resume,
+        overwrite=args.overwrite,
     )
     if not _is_main():
         return 0
@@ -248,6 +263,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from squeezebert.checkpoint import atomic_write_text
+    from squeezebert.files import check_writable_file
     from squeezebert.train import CUSTOM, evaluate_checkpoint
 
     task = args.task or (CUSTOM if args.dev else None)
@@ -255,6 +271,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise ValueError("give --task TASK (a GLUE task, with --data-dir) or --dev FILE for custom data")
     if task != CUSTOM and args.dev:
         raise ValueError(f"--dev is for custom data; task {task!r} reads its split from --data-dir")
+    if args.json:
+        check_writable_file(args.json, "--json")  # before the evaluation, not after it
     result = evaluate_checkpoint(
         args.model,
         task,
@@ -277,7 +295,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_glue(args: argparse.Namespace) -> int:
     from squeezebert.train import run_glue
 
-    run_glue(args.model, args.data_dir, args.out, args.tasks, config=_train_config(args), resume=args.resume)
+    run_glue(
+        args.model,
+        args.data_dir,
+        args.out,
+        args.tasks,
+        config=_train_config(args),
+        resume=args.resume,
+        overwrite=args.overwrite,
+    )
     if not _is_main():
         return 0
     print((Path(args.out) / "glue.md").read_text(encoding="utf-8"), end="")
@@ -308,7 +334,14 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         default=1800.0,
         help="under torchrun: seconds a process waits for the others before failing (above the longest evaluation)",
     )
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last/ state")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its last/ state (same arguments)"
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace what a previous run or checkpoint left in --out (default: refuse a non-empty --out)",
+    )
 
 
 def _add_column_args(p: argparse.ArgumentParser) -> None:
@@ -441,25 +474,44 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- predict / serve / loadtest
+class _Terminated(BaseException):
+    """SIGTERM as an exception in the main thread, so that cleanup runs (a partial output's removal)."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise _Terminated
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
     from squeezebert.predict import predict_file
 
-    report = predict_file(
-        args.model,
-        args.input,
-        args.output,
-        fmt=args.format,
-        text_column=args.text_column,
-        text_pair_column=args.text_pair_column,
-        id_column=args.id_column,
-        batch_size=args.batch_size,
-        chunk_size=args.chunk_size,
-        precision=args.precision,
-        backend=args.backend,
-        max_length=args.max_length,
-        num_threads=args.num_threads,
-        normalize=not args.no_normalize,
-    )
+    # SIGINT already arrives as KeyboardInterrupt; SIGTERM would end the process on the spot and
+    # leave the partial output's temporary file behind. (Handlers can only be set in the main thread.)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
+    try:
+        report = predict_file(
+            args.model,
+            args.input,
+            args.output,
+            fmt=args.format,
+            text_column=args.text_column,
+            text_pair_column=args.text_pair_column,
+            id_column=args.id_column,
+            batch_size=args.batch_size,
+            chunk_size=args.chunk_size,
+            precision=args.precision,
+            backend=args.backend,
+            max_length=args.max_length,
+            num_threads=args.num_threads,
+            normalize=not args.no_normalize,
+        )
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     # The predictions may be on stdout: the summary goes to stderr.
     where = "stdout" if report.output == "-" else report.output
     print(
@@ -470,9 +522,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import os
-
-    from squeezebert.serve import API_KEY_ENV, ServeConfig, run
+    from squeezebert.serve import ServeConfig, resolve_api_key, run
 
     config = ServeConfig(
         max_batch_size=args.max_batch_size,
@@ -484,7 +534,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         max_queue=args.max_queue,
         timeout_s=args.timeout_s,
-        api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
+        max_connections=args.max_connections,
+        keep_alive_s=args.keep_alive_s,
+        api_key=resolve_api_key(args.api_key, args.api_key_file),
+        docs=args.docs,
     )
     run(
         args.model,
@@ -503,11 +556,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_loadtest(args: argparse.Namespace) -> int:
-    import os
-
     from squeezebert.checkpoint import atomic_write_text
-    from squeezebert.serve import API_KEY_ENV, loadtest, read_texts
+    from squeezebert.files import check_writable_file
+    from squeezebert.serve import loadtest, read_texts, resolve_api_key
 
+    if args.json:
+        check_writable_file(args.json, "--json")
     report = loadtest(
         args.url,
         concurrency=args.concurrency,
@@ -515,7 +569,7 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
         texts=read_texts(args.texts) if args.texts else None,
         texts_per_request=args.texts_per_request,
         rate=args.rate,
-        api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
+        api_key=resolve_api_key(args.api_key, args.api_key_file),
     )
     print(report.summary())
     if args.json:
@@ -548,6 +602,19 @@ def _add_runtime_flags(p: argparse.ArgumentParser, threads: bool = True) -> None
     if threads:
         p.add_argument("--num-threads", type=int, default=None, help="intra-op threads (default: the backend's choice)")
     p.add_argument("--no-normalize", action="store_true", help="skip NFKC and look-alike letter normalization")
+
+
+def _add_api_key_flags(p: argparse.ArgumentParser, what: str) -> None:
+    """--api-key-file and --api-key; $SQUEEZEBERT_API_KEY when neither is given (an empty one is refused)."""
+    p.add_argument(
+        "--api-key-file",
+        default=None,
+        metavar="FILE",
+        help=f"{what}, KEY being this file's one line (preferred, as is $SQUEEZEBERT_API_KEY, the default)",
+    )
+    p.add_argument(
+        "--api-key", default=None, metavar="KEY", help="the key itself: other users can read it in ps; prefer the above"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -819,7 +886,8 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="HTTP classification service (FastAPI + uvicorn) with dynamic micro-batching",
         description='POST /v1/classify {"texts": [...]} or {"pairs": [[a, b], ...]}; GET /healthz, /readyz, '
-        "/metrics (Prometheus), /docs. SIGTERM drains in-flight requests and exits 0. Needs squeezebert[serve].",
+        "/metrics (Prometheus), /openapi.json. SIGTERM drains in-flight requests and exits 0. Needs "
+        "squeezebert[serve].",
     )
     p.add_argument("model", help="fine-tuned checkpoint, export directory (OpenVINO or ONNX) or alias")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
@@ -843,9 +911,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-chars", type=int, default=2000, help="characters per text (more: 422)")
     p.add_argument("--max-body-bytes", type=int, default=1_000_000, help="request body size (more: 413)")
     p.add_argument("--max-queue", type=int, default=256, help="requests waiting for the model (more: 503)")
-    p.add_argument("--timeout-s", type=float, default=10.0, help="per-request deadline (past it: 504)")
     p.add_argument(
-        "--api-key", default=None, help="require Authorization: Bearer KEY (default: $SQUEEZEBERT_API_KEY if set)"
+        "--timeout-s",
+        type=float,
+        default=10.0,
+        help="per-request deadline (past it: 504); also bounds receiving a request (body: 408; head: closed)",
+    )
+    p.add_argument("--max-connections", type=int, default=512, help="open connections (more: 503)")
+    p.add_argument("--keep-alive-s", type=float, default=5.0, help="idle keep-alive connections close after this")
+    _add_api_key_flags(p, "require Authorization: Bearer KEY on /v1/* and /metrics")
+    p.add_argument(
+        "--docs", action="store_true", help="serve Swagger UI at /docs (its page loads scripts from a public CDN)"
     )
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.set_defaults(handler=cmd_serve)
@@ -868,7 +944,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="open loop: this many requests/s (<= 2000), at most --concurrency in flight; latency counts from "
         "each request's due time (default: closed loop, each client sends when answered)",
     )
-    p.add_argument("--api-key", default=None, help="bearer token (default: $SQUEEZEBERT_API_KEY if set)")
+    _add_api_key_flags(p, "send Authorization: Bearer KEY")
     p.add_argument("--json", default=None, help="also write the report as JSON to this file")
     p.set_defaults(handler=cmd_loadtest)
     return parser
@@ -885,11 +961,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except USER_ERRORS as e:
         if args.debug:
             raise
-        print(f"squeezebert {args.command}: error: {e}", file=sys.stderr)
+        print(f"squeezebert {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except _Terminated:
+        print("terminated", file=sys.stderr)
+        return 128 + 15  # the shell's code for SIGTERM
 
 
 if __name__ == "__main__":

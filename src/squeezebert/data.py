@@ -53,7 +53,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from squeezebert.tables import DataError, Example, Lines, delimited_rows, encode_labels, label_space, read_table
+from squeezebert.tables import (
+    DataError,
+    Example,
+    Lines,
+    delimited_rows,
+    encode_labels,
+    examples_digest,
+    label_space,
+    read_table,
+)
 from squeezebert.tokenizer import pad_batch
 
 __all__ = [
@@ -67,6 +76,7 @@ __all__ = [
     "collate",
     "encode",
     "encode_labels",
+    "examples_digest",
     "glue_task",
     "label_space",
     "length_grouped_batches",
@@ -343,6 +353,8 @@ def read_glue(data_dir: str | os.PathLike[str], task: str, split: str) -> list[E
     assert spec.dir_name is not None
     data_dir = Path(data_dir)
     path = data_dir / spec.dir_name / spec.split_file(split)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a directory; expected the GLUE file {spec.split_file(split)}")
     if not path.is_file():
         where = _found_glue_files(data_dir) if data_dir.is_dir() else "nothing (the directory does not exist)"
         raise FileNotFoundError(f"{path}: no such file; found under {data_dir}: {where}")

@@ -371,6 +371,7 @@ class Classifier:
                 f"pass precision={exported!r} or export again with --precision {precision}"
             )
         tokenizer = Tokenizer.from_dir(path)
+        tokenizer.check_fits(config.vocab_size, str(path))
         forward: Callable[[Batch], np.ndarray]
         if backend == "onnx":
             forward = OnnxForward(path / ONNX_MODEL_FILE, num_threads, busy_wait)

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from squeezebert import tables
+from squeezebert.files import check_writable_file, remove_stale_temps, require_file, temp_prefix
 from squeezebert.infer import Classifier, Prediction, TextInput
 from squeezebert.tables import DataError
 
@@ -206,18 +207,14 @@ def predict_file(
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     in_name, out_name = os.fspath(input), os.fspath(output)
+    in_path = None if in_name == STDIO else require_file(in_name, "an input file")
     kind = detect_format(in_name, fmt)
     out_path = None if out_name == STDIO else Path(out_name)
-    if in_name != STDIO:
-        in_path = Path(in_name)
-        if not in_path.is_file():
-            raise FileNotFoundError(f"{in_name}: no such file")
+    if in_path is not None:
         if out_path is not None and out_path.exists() and out_path.resolve() == in_path.resolve():
             raise ValueError(f"{out_name}: is the input file; write the predictions somewhere else")
-    if out_path is not None and not out_path.parent.is_dir():
-        raise FileNotFoundError(f"{out_path.parent}: no such directory for the output")
-    if out_path is not None and out_path.is_dir():
-        raise ValueError(f"{out_name}: is a directory; give an output file name")
+    if out_path is not None:  # before the model loads: a bad output path fails at once
+        check_writable_file(out_path, "--output")
 
     with _open_input(in_name) as stream:
         lines = tables.Lines(stream, "<stdin>" if in_name == STDIO else in_name)
@@ -276,7 +273,8 @@ def _load(
 def _write_atomic(path: Path, write: Callable[[IO[str]], int]) -> int:
     """``write(text_file)`` into a new file beside ``path``, renamed onto it only on success."""
     # open(..., "x") gives the file the umask's mode (mkstemp's would be 0600) and never reuses a name.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    remove_stale_temps(path)  # a killed earlier run's partial output
+    tmp = path.with_name(f"{temp_prefix(path)}{secrets.token_hex(4)}.tmp")
     try:
         with open(tmp, "x", encoding="utf-8", newline="\n") as f:
             count = write(f)

@@ -7,7 +7,9 @@ Endpoints::
     GET  /healthz       200 while the process is up
     GET  /readyz        200 once the model has been warmed up, 503 before and while draining
     GET  /metrics       Prometheus text format
-    GET  /docs          OpenAPI docs
+    GET  /openapi.json  the OpenAPI schema
+    GET  /docs          Swagger UI, only with ``ServeConfig(docs=True)`` (``--docs``): its page
+                        loads its JavaScript and CSS from a public CDN
 
 Dynamic micro-batching (:class:`MicroBatcher`): requests wait in one queue; a batcher task takes
 the oldest one, then for at most ``max_wait_ms`` gathers more until the batch holds
@@ -21,14 +23,18 @@ in cache; measured in docs/RESULTS.md). Each request gets exactly its own slice 
 back, in order. A request is never split: one with more texts than ``max_batch_size`` runs alone.
 
 Limits are part of the contract: the body size (413), the texts per request and characters per
-text (422 naming the limit and the received value), the queue length (503 with ``Retry-After``)
-and a per-request deadline (504). With ``api_key`` set, ``/v1/*`` and ``/metrics`` need
-``Authorization: Bearer KEY`` (compared in constant time); the probes stay open for orchestrators.
+text (422 naming the limit and the received value), the queue length (503 with ``Retry-After``),
+a per-request deadline (504) that also bounds receiving the request (an incomplete body: 408; no
+complete head: the connection is closed) and, under :func:`run`, the open connections (503).
+With ``api_key`` set, ``/v1/*`` and ``/metrics`` need ``Authorization: Bearer KEY`` (compared in
+constant time); the probes stay open for orchestrators.
+:func:`resolve_api_key` reads the key from a flag, a key file or the environment and refuses an
+empty one (it must never mean "no authentication").
 No endpoint loads or runs anything a client names: the model is fixed when the app is built.
 
 :func:`run` loads a model and serves it with uvicorn, on the loopback interface by default. On
-SIGTERM it stops accepting connections, lets in-flight requests finish, drains the batcher and
-returns (exit code 0).
+SIGTERM it stops accepting connections, answers 503 to requests whose body is still arriving,
+lets in-flight requests finish, drains the batcher and returns (exit code 0).
 
 :func:`loadtest` is the matching client: a bounded, loopback-only load generator that reports
 requests/s, latency percentiles and errors by status code.
@@ -50,7 +56,7 @@ import math
 import os
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
@@ -58,7 +64,9 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from squeezebert.files import require_file
 from squeezebert.infer import Prediction, TextInput
+from squeezebert.tables import invalid_text
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +105,14 @@ class ServeConfig:
     ``max_batch_size`` bounds the texts merged into one model call, ``forward_batch_size`` the
     texts of one forward pass inside it.
     ``max_queue`` bounds the requests waiting for the model (not counting the batch it runs).
-    ``timeout_s`` is each request's deadline from arrival to answer.
+    ``timeout_s`` is each request's deadline from arrival to answer; it also bounds the time to
+    receive a request's head and body (past it: 408, or the connection closed).
+    ``max_connections`` and ``keep_alive_s`` apply to :func:`run`: open connections past the
+    limit get 503, and an idle keep-alive connection is closed after ``keep_alive_s``.
+    ``docs`` serves Swagger UI at ``/docs`` and ReDoc at ``/redoc``. Off by default: FastAPI's pages
+    load their JavaScript and CSS from a public CDN, so opening them makes the browser fetch code
+    from a third party (and they stay blank offline). ``/openapi.json`` is always served; any
+    OpenAPI viewer can read it.
     """
 
     max_batch_size: int = 32
@@ -109,20 +124,75 @@ class ServeConfig:
     max_body_bytes: int = 1_000_000
     max_queue: int = 256
     timeout_s: float = 10.0
+    max_connections: int = 512
+    keep_alive_s: float = 5.0
     api_key: str | None = field(default=None, repr=False)
     warmup: bool = True
+    docs: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("max_batch_size", "forward_batch_size", "max_texts", "max_chars", "max_body_bytes", "max_queue"):
+        for name in (
+            "max_batch_size", "forward_batch_size", "max_texts", "max_chars", "max_body_bytes", "max_queue",
+            "max_connections",
+        ):  # fmt: skip
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not (math.isfinite(self.max_wait_ms) and self.max_wait_ms >= 0):
             raise ValueError(f"max_wait_ms must be >= 0, got {self.max_wait_ms!r}")
-        if not (math.isfinite(self.timeout_s) and self.timeout_s > 0):
-            raise ValueError(f"timeout_s must be > 0, got {self.timeout_s!r}")
-        if self.api_key is not None and not self.api_key.strip():
-            raise ValueError("api_key is empty; pass a real key or none")
+        for name in ("timeout_s", "keep_alive_s"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be > 0, got {value!r}")
+        if self.api_key is not None:
+            _check_api_key(self.api_key, "api_key")
+
+
+def _check_api_key(key: str, where: str) -> None:
+    # An empty key must never mean "no key": that would switch authentication off silently.
+    if not key.strip():
+        raise ValueError(f"{where} is empty; pass a real key, or give none to serve without authentication")
+    if not all(" " < c < "\x7f" for c in key.strip()):
+        raise ValueError(f"{where}: the key must be printable ASCII without spaces (it travels in an HTTP header)")
+
+
+def resolve_api_key(
+    flag: str | None = None,
+    file: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> str | None:
+    """The API key given by ``--api-key`` (``flag``), ``--api-key-file`` (``file``: its first line)
+    or ``$SQUEEZEBERT_API_KEY`` (in ``environ``, default ``os.environ``), in that order; None when
+    none of them is given.
+
+    The key file and the variable keep the key out of ``ps``; a flag is visible to every user of
+    the machine. A key that is given but empty (``--api-key ''``, an empty file, the variable set to
+    ``""``) raises ValueError rather than turning authentication off.
+    """
+    environ = os.environ if environ is None else environ
+    if flag is not None and file is not None:
+        raise ValueError("give --api-key or --api-key-file, not both")
+    if flag is not None:
+        key, where = flag, "--api-key"
+    elif file is not None:
+        path = Path(file)
+        if path.is_dir():
+            raise IsADirectoryError(f"{path}: is a directory; --api-key-file takes a file holding the key")
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such API key file")
+        try:
+            lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except UnicodeDecodeError:
+            raise ValueError(f"{path}: not utf-8 text; --api-key-file takes a file holding the key") from None
+        if len(lines) > 1:
+            raise ValueError(f"{path}: holds {len(lines)} lines; --api-key-file takes a file holding one key")
+        key, where = (lines[0] if lines else ""), f"--api-key-file {path}"
+    elif API_KEY_ENV in environ:
+        key, where = environ[API_KEY_ENV], f"${API_KEY_ENV}"
+    else:
+        return None
+    _check_api_key(key, where)
+    return key.strip()
 
 
 # --------------------------------------------------------------------------- micro-batching
@@ -273,32 +343,53 @@ class MicroBatcher:
                 return batch
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             first = await self._next()
             if first is None:
                 return
             batch = await self._gather(first)
             inputs = [x for item in batch for x in item.inputs]
-            start = time.perf_counter()
             try:
-                predictions = await loop.run_in_executor(self._executor, self._predict, inputs)
-                if len(predictions) != len(inputs):
-                    raise RuntimeError(f"the model returned {len(predictions)} results for {len(inputs)} inputs")
-            except Exception as e:  # the model failed: every request of the batch gets the error
-                log.exception("model call on %d inputs failed", len(inputs))
+                predictions = await self._call(inputs)
+            except Exception as e:
+                if len(batch) == 1:
+                    log.exception("model call on %d inputs failed", len(inputs))
+                    if not batch[0].future.done():
+                        batch[0].future.set_exception(e)
+                    continue
+                # One request's input may be what broke the call: run each request on its own, so
+                # that only the one that fails again gets the error.
+                log.warning("model call on %d requests failed (%s: %s); running them one by one", len(batch),
+                            type(e).__name__, e)  # fmt: skip
                 for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(e)
+                    if item.future.done():  # timed out meanwhile
+                        continue
+                    try:
+                        result = await self._call(item.inputs)
+                    except Exception as e:
+                        log.exception("model call on %d inputs failed", len(item.inputs))
+                        if not item.future.done():
+                            item.future.set_exception(e)
+                    else:
+                        if not item.future.done():
+                            item.future.set_result(result)
                 continue
-            if self._on_batch is not None:
-                self._on_batch(len(inputs), time.perf_counter() - start)
             offset = 0
             for item in batch:
                 n = len(item.inputs)
                 if not item.future.done():  # a request that timed out meanwhile gets nothing
                     item.future.set_result(predictions[offset : offset + n])
                 offset += n
+
+    async def _call(self, inputs: list[TextInput]) -> list[Prediction]:
+        """One model call in the worker thread, checked and recorded in the metrics."""
+        start = time.perf_counter()
+        predictions = await asyncio.get_running_loop().run_in_executor(self._executor, self._predict, inputs)
+        if len(predictions) != len(inputs):
+            raise RuntimeError(f"the model returned {len(predictions)} results for {len(inputs)} inputs")
+        if self._on_batch is not None:
+            self._on_batch(len(inputs), time.perf_counter() - start)
+        return predictions
 
 
 # --------------------------------------------------------------------------- metrics
@@ -341,13 +432,18 @@ class _Gate:
 
     The body is read here, up to ``max_body_bytes``, before the app sees it: a declared
     Content-Length over the limit is refused without reading, a chunked body as soon as it
-    passes the limit, each with 413.
+    passes the limit, each with 413. A body not received within ``timeout_s`` of the request's
+    head (a client that announces more than it sends, or trickles it) gets 408, and one still
+    arriving when the server starts to drain gets 503: a stuck client never holds a connection,
+    nor a SIGTERM, for longer than that.
     """
 
-    def __init__(self, app: Any, metrics: _Metrics, max_body_bytes: int) -> None:
+    def __init__(self, app: Any, metrics: "_Metrics", max_body_bytes: int, timeout_s: float, state: "_State") -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.timeout_s = timeout_s
+        self.state = state
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -376,6 +472,15 @@ class _Gate:
                     },
                 )
                 return
+            if body is _TIMED_OUT:
+                detail = f"request body not received within {self.timeout_s:g} s"
+                content = {"detail": detail, "limit": "timeout_s", "max": self.timeout_s}
+                await _send_json(send_and_record, 408, content, close=True)
+                return
+            if body is _DRAINING:
+                content = {"detail": "shutting down: the request body was still arriving; retry elsewhere"}
+                await _send_json(send_and_record, 503, content, close=True, headers={"retry-after": "1"})
+                return
             if body is None:
                 status[0] = 499  # the client went away before sending its body (nginx's code for it)
                 return
@@ -393,7 +498,9 @@ class _Gate:
             self.metrics.requests.labels(path, str(status[0])).inc()
             self.metrics.latency.labels(path).observe(time.perf_counter() - start)
 
-    async def _read_body(self, scope: dict[str, Any], receive: Any) -> bytes | int | None:
+    async def _read_body(self, scope: dict[str, Any], receive: Any) -> Any:
+        """The body; or its size once over the limit; None if the client left; or a marker when the
+        deadline passed (``_TIMED_OUT``) or the drain began (``_DRAINING``) before it all came."""
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
@@ -402,10 +509,13 @@ class _Gate:
                     declared = 0  # uvicorn rejects a malformed Content-Length before we get here
                 if declared > self.max_body_bytes:
                     return declared
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
         chunks: list[bytes] = []
         size = 0
         while True:
-            message = await receive()
+            message = await self._receive(receive, deadline)
+            if not isinstance(message, dict):
+                return message
             if message["type"] == "http.disconnect":
                 return None
             chunk = message.get("body", b"")
@@ -416,10 +526,37 @@ class _Gate:
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
+    async def _receive(self, receive: Any, deadline: float) -> Any:
+        """``receive()``, unless the deadline passes or the drain begins first (then a marker)."""
+        loop = asyncio.get_running_loop()
+        message = asyncio.ensure_future(receive())
+        draining = self.state.drain_started()
+        try:
+            waiting = {message} if draining is None else {message, draining}
+            await asyncio.wait(waiting, timeout=max(deadline - loop.time(), 0), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if draining is not None:
+                draining.cancel()
+        if message.done():  # what has arrived is read, even during the drain
+            return message.result()
+        message.cancel()
+        return _DRAINING if self.state.draining else _TIMED_OUT
 
-async def _send_json(send: Any, status: int, body: dict[str, Any]) -> None:
+
+_TIMED_OUT = object()  # markers of _Gate._read_body
+_DRAINING = object()
+
+
+async def _send_json(
+    send: Any, status: int, body: dict[str, Any], close: bool = False, headers: dict[str, str] | None = None
+) -> None:
+    """Send a JSON response; ``close``: ask the server to close the connection after it (the rest
+    of the request body, if any, is never read)."""
     payload = json.dumps(body).encode()
     raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    raw_headers += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+    if close:
+        raw_headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": raw_headers})
     await send({"type": "http.response.body", "body": payload})
 
@@ -441,6 +578,8 @@ class _State:
     ready: bool = False
     draining: bool = False
     warmup_error: str | None = None
+    _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
+    _drain: asyncio.Event | None = field(default=None, repr=False)
 
     def status(self) -> str:
         if self.draining:
@@ -448,6 +587,23 @@ class _State:
         if self.warmup_error is not None:
             return f"warm-up failed: {self.warmup_error}"
         return "ready" if self.ready else "warming up"
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Bind to the serving loop (lifespan start-up), so that :meth:`begin_drain` can wake it."""
+        self._loop, self._drain = loop, asyncio.Event()
+        if self.draining:
+            self._drain.set()
+
+    def begin_drain(self) -> None:
+        """Start draining: /readyz says 503 and bodies still arriving are cut off. Safe to call from
+        a signal handler or another thread."""
+        self.draining = True
+        if self._loop is not None and self._drain is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._drain.set)
+
+    def drain_started(self) -> "asyncio.Future[Any] | None":
+        """A future that completes when the drain begins (None before :meth:`attach`)."""
+        return None if self._drain is None else asyncio.ensure_future(self._drain.wait())
 
 
 def _warmup_inputs(classifier: Any, max_batch_size: int) -> list[list[TextInput]]:
@@ -506,12 +662,13 @@ def create_app(classifier: SupportsPredict, config: ServeConfig | None = None) -
 
     @asynccontextmanager
     async def lifespan(app: Any) -> Any:
+        state.attach(asyncio.get_running_loop())
         await batcher.start()
         warming = asyncio.create_task(warm_up())
         try:
             yield
         finally:
-            state.draining = True
+            state.begin_drain()
             metrics.ready.set(0)
             await warming
             await batcher.close()
@@ -537,6 +694,8 @@ def create_app(classifier: SupportsPredict, config: ServeConfig | None = None) -
 
     # ------------------------------------------------------------------ app
     app = FastAPI(
+        docs_url="/docs" if config.docs else None,
+        redoc_url="/redoc" if config.docs else None,
         title="squeezebert",
         description="Text classification with a small BERT-family model on CPU, micro-batched.",
         version=_version(),
@@ -545,7 +704,9 @@ def create_app(classifier: SupportsPredict, config: ServeConfig | None = None) -
     app.state.batcher = batcher
     app.state.metrics = metrics
     app.state.config = config
-    app.add_middleware(_Gate, metrics=metrics, max_body_bytes=config.max_body_bytes)
+    app.add_middleware(
+        _Gate, metrics=metrics, max_body_bytes=config.max_body_bytes, timeout_s=config.timeout_s, state=state
+    )
 
     @app.exception_handler(_ApiError)
     async def api_error(request: Request, exc: _ApiError) -> JSONResponse:
@@ -568,6 +729,20 @@ def create_app(classifier: SupportsPredict, config: ServeConfig | None = None) -
                 401, "missing or wrong API key: send Authorization: Bearer KEY", {"WWW-Authenticate": "Bearer"}
             )
 
+    def require_json(request: Request) -> None:
+        # Without this, a form or text body reads as "the body must be a JSON object" (422).
+        content_type = request.headers.get("content-type")
+        if content_type is None:  # not declared: read as JSON
+            return
+        media = content_type.partition(";")[0].strip().lower()
+        if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+            raise _ApiError(
+                415,
+                f"content-type {media or content_type!r} is not JSON; send the body as application/json",
+                expected="application/json",
+                received=media,
+            )
+
     def check_limits(body: ClassifyRequest) -> list[TextInput]:
         if body.texts is not None and body.pairs is not None:
             raise _ApiError(422, "give either 'texts' or 'pairs', not both")
@@ -587,8 +762,8 @@ def create_app(classifier: SupportsPredict, config: ServeConfig | None = None) -
             )
         for i, x in enumerate(inputs):
             for j, text in enumerate((x,) if isinstance(x, str) else x):
+                where = f"{field_name}[{i}]" if isinstance(x, str) else f"{field_name}[{i}][{j}]"
                 if len(text) > config.max_chars:
-                    where = f"{field_name}[{i}]" if isinstance(x, str) else f"{field_name}[{i}][{j}]"
                     raise _ApiError(
                         422,
                         f"{where} has {len(text)} characters, over the limit of {config.max_chars}",
@@ -597,17 +772,22 @@ def create_app(classifier: SupportsPredict, config: ServeConfig | None = None) -
                         received=len(text),
                         field=where,
                     )
+                problem = invalid_text(text)  # caught here, it fails this request, not the whole batch
+                if problem is not None:
+                    raise _ApiError(422, f"{where} {problem}", field=where)
         return inputs
 
     @app.post(
         CLASSIFY_PATH,
         response_model=ClassifyResponse,
         response_model_exclude_none=True,
-        dependencies=[Depends(authorize)],
+        dependencies=[Depends(authorize), Depends(require_json)],
         summary="Classify texts or text pairs",
         responses={
             401: {"description": "missing or wrong API key"},
+            408: {"description": "body not received within timeout_s"},
             413: {"description": "body over max_body_bytes"},
+            415: {"description": "a content-type other than application/json"},
             422: {"description": "malformed request or over max_texts / max_chars"},
             503: {"description": "queue full (see Retry-After)"},
             504: {"description": "not answered within timeout_s"},
@@ -639,7 +819,7 @@ def create_app(classifier: SupportsPredict, config: ServeConfig | None = None) -
     async def model_info() -> dict[str, Any]:
         info = {k: getattr(classifier, k, None) for k in ("backend", "precision", "max_length", "normalize")}
         labels = getattr(classifier, "labels", None)
-        limits = {k: v for k, v in asdict(config).items() if k not in ("api_key", "warmup")}
+        limits = {k: v for k, v in asdict(config).items() if k not in ("api_key", "warmup", "docs")}
         return {**info, "labels": list(labels) if labels is not None else None, "limits": limits}
 
     @app.get("/healthz", summary="Liveness: 200 while the process runs")
@@ -706,8 +886,11 @@ def run(
     """Load ``model`` (see :meth:`Classifier.from_pretrained`) and serve it until SIGTERM/SIGINT.
 
     Binds ``host`` (loopback by default; another address without an ``api_key`` logs a
-    warning). SIGTERM stops accepting connections, waits for in-flight requests (up to
-    ``config.timeout_s`` + 5 s), drains the batcher and returns normally.
+    warning). Serves over uvicorn's h11 protocol with a deadline on request heads, at most
+    ``config.max_connections`` open connections (more: 503) and ``config.keep_alive_s``
+    keep-alive. SIGTERM stops accepting connections, cuts off bodies still arriving (503), waits
+    for in-flight requests (up to ``config.timeout_s`` + 5 s), drains the batcher and returns
+    normally.
     """
     _require("run")
     import uvicorn
@@ -743,7 +926,7 @@ def run(
 
         class Server(uvicorn.Server):
             def handle_exit(self, sig: int, frame: Any) -> None:
-                state.draining = True  # /readyz says 503 from the signal on, before the drain
+                state.begin_drain()  # /readyz says 503 from the signal on; stuck bodies are cut off
                 super().handle_exit(sig, frame)
 
         server = Server(
@@ -755,11 +938,63 @@ def run(
                 access_log=access_log,
                 timeout_graceful_shutdown=int(math.ceil(config.timeout_s)) + 5,
                 server_header=False,
+                limit_concurrency=config.max_connections,  # more open connections: 503
+                timeout_keep_alive=config.keep_alive_s,
+                http=_bounded_h11(config.timeout_s),
             )
         )
         server.run()
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _bounded_h11(head_timeout_s: float) -> type:
+    """uvicorn's h11 protocol with a deadline on each request's head (request line and headers).
+
+    uvicorn times an idle connection out only after a first response: a client that connects and
+    sends nothing, or trickles its headers, would hold the connection (and one of
+    ``limit_concurrency``'s slots) forever. Here the head must be complete within
+    ``head_timeout_s`` of the connection opening or the previous response ending; otherwise the
+    connection is closed. The body has its own deadline (:class:`_Gate`).
+    """
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class BoundedH11Protocol(H11Protocol):  # type: ignore[misc]
+        _head_timer: asyncio.TimerHandle | None = None
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._head_timer = self.loop.call_later(head_timeout_s, self._head_timed_out)
+
+        def _disarm(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_timed_out(self) -> None:
+            self._head_timer = None
+            if self.cycle is None or self.cycle.response_complete:  # still no new request
+                self.timeout_keep_alive_handler()  # uvicorn's own way to close an idle connection
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def handle_events(self) -> None:
+            cycle = self.cycle
+            super().handle_events()
+            if self.cycle is not cycle:  # a request's head came in complete
+                self._disarm()
+
+        def on_response_complete(self) -> None:
+            self._arm()  # before: a pipelined request may start inside
+            super().on_response_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return BoundedH11Protocol
 
 
 # --------------------------------------------------------------------------- load test (client)
@@ -825,9 +1060,7 @@ def _classify_url(url: str) -> str:
 
 def read_texts(path: str | os.PathLike[str]) -> list[str]:
     """Non-blank lines of a utf-8 text file (the load test's request texts)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
+    path = require_file(path, "a text file (one request text per line)")
     try:
         texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     except UnicodeDecodeError as e:

@@ -33,12 +33,23 @@ from squeezebert.convert import (
     build_student,
     collect_input_stats,
 )
-from squeezebert.data import EncodedDataset, collate, encode
+from squeezebert.data import EncodedDataset, collate, encode, examples_digest
 from squeezebert.distill import DistillationLoss, DistillConfig, check_compatible
 from squeezebert.infer import DEPLOY_DIR
 from squeezebert.metrics import main_metric
 from squeezebert.model import SqueezeBert
-from squeezebert.train import CUSTOM, TrainConfig, _subsample, evaluate, fit, load_task_data, predict
+from squeezebert.train import (
+    CUSTOM,
+    TrainConfig,
+    _subsample,
+    check_out_dir,
+    check_resume,
+    evaluate,
+    fit,
+    load_task_data,
+    predict,
+    resume_fingerprint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +144,7 @@ def squeeze(
     resume: bool = False,
     bf16: bool | None = None,
     openvino: bool | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Squeeze a fine-tuned ``teacher_src`` on a task; write the student and ``report.md`` /
     ``report.json`` into ``out_dir``; return the report.
@@ -150,6 +162,8 @@ def squeeze(
     checked against the dev set; see :mod:`squeezebert.export_openvino`), score and time those
     exports, and keep the student's in ``out_dir/deploy`` (``predict``/``serve out_dir`` use it).
     None: when openvino and nncf are installed.
+
+    ``resume`` / ``overwrite``: see :func:`squeezebert.train.fit`; ``out_dir`` is checked first.
     """
     config = config or TrainConfig(epochs=3, lr=1e-4, batch_size=32, max_length=64)
     # One process group for the whole workflow (fit then leaves it alone), so that the other
@@ -158,7 +172,7 @@ def squeeze(
         return _squeeze(
             teacher_src, out_dir, task, data_dir, train_file, dev_file, text_column, text_pair_column,
             label_column, student_src, spec, distill, config, calibration_samples, bench_threads,
-            bench_repeats, bench_batch_sizes, int8, resume, bf16, openvino,
+            bench_repeats, bench_batch_sizes, int8, resume, bf16, openvino, overwrite,
         )  # fmt: skip
 
 
@@ -184,10 +198,12 @@ def _squeeze(
     resume: bool,
     bf16: bool | None,
     openvino: bool | None,
+    overwrite: bool,
 ) -> dict[str, Any]:
     spec = spec or construction_spec("lowrank")
     distill = distill or DistillConfig()
     out = Path(out_dir)
+    check_out_dir(out, resume, overwrite)
     if config.num_threads is not None:
         torch.set_num_threads(config.num_threads)
 
@@ -209,6 +225,22 @@ def _squeeze(
     label2id = None if regression else teacher.config.label2id
     max_length = min(config.max_length, teacher.config.max_position_embeddings)
     train_examples = _subsample(data.train, config.max_train_samples, config.seed)
+    run_args: dict[str, Any] = {
+        "workflow": "squeeze",
+        "teacher": str(teacher_src),
+        "task": data.task,
+        "train_sha256": examples_digest(data.train),
+        "dev_sha256": examples_digest(data.dev),
+        # where the data is, so that an export of the student finds the texts to calibrate on
+        "train_file": data.train_source,
+        "dev_file": data.dev_source,
+        "data_dir": None if data_dir is None else str(data_dir),
+        "text_column": text_column,
+        "text_pair_column": text_pair_column,
+        "label_column": label_column,
+    }
+    if resume:  # before the teacher's evaluation, statistics and logits: a mismatch is refused at once
+        check_resume(out, resume_fingerprint(config, run_args))
     train = encode(tokenizer, train_examples, max_length, label2id, data.train_source)
     dev = encode(tokenizer, data.dev, max_length, label2id, data.dev_source)
     kind = data.kind
@@ -273,21 +305,10 @@ def _squeeze(
         evaluate_fn=evaluate_fn,
         main_metric=main_metric(kind),
         resume=resume,
+        overwrite=overwrite,
         tokenizer=tokenizer,
         batch_extras={"teacher_logits": t_logits},
-        run_args={
-            "workflow": "squeeze",
-            "teacher": str(teacher_src),
-            "task": data.task,
-            "train_file": data.train_source,
-            "dev_file": data.dev_source,
-            "data_dir": None if data_dir is None else str(data_dir),
-            "text_column": text_column,
-            "text_pair_column": text_pair_column,
-            "label_column": label_column,
-            "construction": construction,
-            "distill": asdict(distill),
-        },
+        run_args={**run_args, "construction": construction, "distill": asdict(distill)},
     )
 
     def report_stage() -> dict[str, Any]:

@@ -11,19 +11,24 @@ file is never held in memory.
 
 Format rules: CSV uses standard quoting; TSV has quoting off (GLUE-style TSVs hold unbalanced
 quotes); both need a header row. JSONL is one JSON object per line. Plain text is one text per
-line. Blank lines are skipped everywhere. A leading byte-order mark is dropped.
+line. Blank lines are skipped everywhere. A leading byte-order mark is dropped. Lines may end in
+``\n``, ``\r\n`` or a lone ``\r``.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import os
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
+
+from squeezebert.files import require_file
 
 __all__ = [
     "FORMATS",
@@ -33,6 +38,8 @@ __all__ = [
     "delimited_rows",
     "detect_format",
     "encode_labels",
+    "examples_digest",
+    "invalid_text",
     "iter_examples",
     "label_space",
     "read_table",
@@ -85,7 +92,7 @@ class Lines:
     """Decoded lines of a binary stream, counting lines and bytes (for errors and progress bars).
 
     Decoding line by line (rather than through a TextIOWrapper) lets a bad byte be reported with
-    its line number without reading the whole file first.
+    its line number without reading the whole file first. Lines end at ``\n``, ``\r\n`` or ``\r``.
     """
 
     def __init__(self, stream: IO[bytes], name: str) -> None:
@@ -95,7 +102,14 @@ class Lines:
         self.line = 0
 
     def __iter__(self) -> Iterator[str]:
-        for raw in self.stream:
+        for block in self.stream:
+            # Iterating a binary stream splits at \n only: a file with old Mac (\r) line ends would be
+            # one line. Split those here too, as text mode's universal newlines do.
+            pieces = block.splitlines(keepends=True) if b"\r" in block[:-2] else (block,)
+            yield from self._decode(pieces)
+
+    def _decode(self, pieces: Sequence[bytes]) -> Iterator[str]:
+        for raw in pieces:
             self.line += 1
             self.bytes_read += len(raw)
             try:
@@ -175,10 +189,8 @@ def read_table(
     regression. Every problem raises :class:`DataError` naming the file, line and field; a file
     without data rows is one.
     """
-    path = Path(path)
+    path = require_file(path, "a data file (.csv, .tsv or .jsonl)")
     kind = detect_format(str(path), fmt, ("csv", "tsv", "jsonl"))
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
     with open(path, "rb") as f:
         lines = Lines(f, str(path))
         return list(iter_examples(lines, kind, text_column, text_pair_column, label_column, require_rows=True))
@@ -287,9 +299,29 @@ def _jsonl_examples(
         raise DataError(f"{name}:1: empty file; expected one JSON object per line")
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def invalid_text(text: str) -> str | None:
+    """Why ``text`` is not text the tokenizer can take, or None when it is.
+
+    A lone UTF-16 surrogate (U+D800..U+DFFF) is the one such case: no UTF-8 file holds one, but a
+    JSON ``\\ud800`` escape decodes to it, and the tokenizer then raises on the whole batch.
+    """
+    found = _SURROGATE.search(text)
+    if found is None:
+        return None
+    return (
+        f"holds a lone surrogate U+{ord(found.group()):04X} at character {found.start()}; expected valid Unicode text"
+    )
+
+
 def _check_text(name: str, line: int, column: str, value: Any) -> str:
     if not isinstance(value, str):
         raise DataError(f"{name}:{line}: field {column!r} must be a string, got {_json_type(value)}")
+    problem = invalid_text(value)
+    if problem is not None:
+        raise DataError(f"{name}:{line}: field {column!r} {problem}")
     if not value.strip():
         raise DataError(f"{name}:{line}: empty text in {column!r}; expected a non-blank string")
     return value
@@ -310,6 +342,16 @@ def _json_label(name: str, line: int, column: str, value: object) -> str:
     if not label:
         raise DataError(f"{name}:{line}: missing label in {column!r}")
     return label
+
+
+def examples_digest(examples: Sequence[Example]) -> str:
+    """sha256 (hex) of the examples' texts and labels in order: the same for the same data, whatever
+    file (or Hub dataset) it was read from. A resumed run compares it with the saved one."""
+    h = hashlib.sha256()
+    for ex in examples:
+        pair = "\x00" if ex.text_pair is None else ex.text_pair
+        h.update(f"{ex.text}\x1f{pair}\x1f{ex.label}\x1e".encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------- labels

@@ -115,6 +115,18 @@ class Tokenizer:
     def vocab_size(self) -> int:
         return self.backend.get_vocab_size(with_added_tokens=True)
 
+    def check_fits(self, vocab_size: int, source: str) -> None:
+        """Raise ValueError when this tokenizer can produce an id that the model's embedding table
+        (``vocab_size`` rows) lacks: torch would fail with an IndexError and ONNX Runtime with a
+        Gather error on the first text holding such a token, long after loading."""
+        ids = self.backend.get_vocab(with_added_tokens=True).values()
+        needed = max(ids, default=-1) + 1
+        if needed > vocab_size:
+            raise ValueError(
+                f"{source}: the tokenizer has {needed} token ids (0..{needed - 1}) but the model's vocab_size is "
+                f"{vocab_size}; the tokenizer files do not belong to this model"
+            )
+
     # ------------------------------------------------------------------ encoding
     def tokenize(
         self, texts: Sequence[str], pairs: Sequence[str] | None = None, max_length: int = 128

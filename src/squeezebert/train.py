@@ -52,12 +52,14 @@ from squeezebert.data import (
     Example,
     collate,
     encode,
+    examples_digest,
     glue_task,
     label_space,
     length_grouped_batches,
     load_glue,
     read_table,
 )
+from squeezebert.files import check_writable_dir, remove_stale_temps
 from squeezebert.model import SqueezeBert
 from squeezebert.tokenizer import Tokenizer
 
@@ -70,11 +72,36 @@ LOG_FILE = "train_log.jsonl"
 METRICS_FILE = "metrics.json"
 ARGS_FILE = "train_args.json"
 LAST_DIR = "last"
+# Everything a run (finetune or squeeze) writes at the top of its directory: what --overwrite removes.
+_RUN_FILES = (
+    LAST_DIR, LAST_DIR + ".old", LAST_DIR + ".tmp", LOG_FILE, METRICS_FILE, ARGS_FILE, "config.json",
+    "model.safetensors", "tokenizer.json", "report.md", "report.json", "pytorch_model.bin", "vocab.txt",
+    "tokenizer_config.json", "deploy",
+)  # fmt: skip
 _STATE_FILE = "state.json"
 _TORCH_STATE_FILE = "optimizer.pt"
 _LOSS_STATE_FILE = "loss_fn.safetensors"
-# Settings that decide the batch order and the schedule: a resumed run must share them.
-_RESUME_KEYS = ("seed", "batch_size", "grad_accum_steps", "epochs", "max_length", "max_train_samples")
+# Settings that change what the rest of a run computes (batch order, schedule, updates, which
+# checkpoint is kept): a resumed run must share them. save_every, log_every, eval_batch_size,
+# num_threads and dist_timeout do not change the result and may differ.
+_RESUME_KEYS = (
+    "seed", "batch_size", "grad_accum_steps", "epochs", "max_length", "max_train_samples", "lr", "weight_decay",
+    "warmup_ratio", "max_grad_norm", "eval_every",
+)  # fmt: skip
+# run_args that say where the data came from: the data's content (``*_sha256``) is compared instead,
+# so a moved copy of the same file resumes and an edited file at the same path does not.
+_DATA_LOCATIONS = ("train_file", "dev_file", "data_dir")
+# run_args naming a model: the same local directory may be written two ways (runs/x, ./runs/x).
+_MODEL_ARGS = ("model", "teacher")
+_SETTING_NAMES = {
+    "grad_accum_steps": "--grad-accum",
+    "train_sha256": "--train (content)",
+    "dev_sha256": "--dev (content)",
+    "num_train_examples": "number of training examples",
+    "kind": "task kind",
+    "distill": "distillation settings",
+    "construction": "student construction",
+}
 
 
 class TrainingError(ValueError):
@@ -315,6 +342,111 @@ def resume_dir(out_dir: Path) -> Path | None:
     return None
 
 
+def resume_fingerprint(
+    config: TrainConfig, run_args: Mapping[str, Any] | None = None, num_train_examples: int | None = None
+) -> dict[str, Any]:
+    """What a resumed run must share with the run that saved its state: the result-changing
+    settings of ``config`` and every ``run_args`` entry (model, task, columns, data content, ...)
+    except the data's location. JSON-normalized, as it is saved."""
+    fingerprint: dict[str, Any] = {k: getattr(config, k) for k in _RESUME_KEYS}
+    for key, value in (run_args or {}).items():
+        if key in _DATA_LOCATIONS:
+            continue
+        if key in _MODEL_ARGS and isinstance(value, str) and Path(value).expanduser().exists():
+            value = str(Path(value).expanduser().resolve())
+        fingerprint[key] = value
+    if num_train_examples is not None:
+        fingerprint["num_train_examples"] = num_train_examples
+    return json.loads(json.dumps(fingerprint, sort_keys=True, default=str))
+
+
+def check_resume(out_dir: str | os.PathLike[str], fingerprint: Mapping[str, Any]) -> None:
+    """Raise :class:`TrainingError` naming every setting in ``fingerprint`` that differs from the
+    resume state in ``out_dir`` (see :func:`resume_fingerprint`); nothing to check without one.
+    Workflows call it before their expensive steps; ``fit`` checks again before restoring."""
+    where = resume_dir(Path(out_dir))
+    if where is not None:
+        _compare_fingerprints(where, _read_json(where / _STATE_FILE).get("fingerprint", {}), fingerprint)
+
+
+def _compare_fingerprints(where: Path, saved: Mapping[str, Any], now: Mapping[str, Any]) -> None:
+    def shown(key: str, value: Any) -> str:
+        if key.endswith("_sha256") and isinstance(value, str):
+            return value[:12]
+        return repr(value)
+
+    unrecorded = [k for k in now if k not in saved]
+    if unrecorded:  # a state saved by an older version: check what it recorded
+        log.warning("%s: the resume state does not record %s; not checked", where, ", ".join(unrecorded))
+    changed = [
+        f"{_SETTING_NAMES.get(k, '--' + k.replace('_', '-'))}: {shown(k, saved[k])} then, {shown(k, v)} now"
+        for k, v in now.items()
+        if k in saved and saved[k] != v
+    ]
+    if changed:
+        raise TrainingError(
+            f"{where}: cannot resume with different settings ({'; '.join(changed)}); "
+            "resume with the original ones, or start a new run in another output directory"
+        )
+
+
+def _is_scratch(name: str) -> bool:
+    """A temporary left by an interrupted write (``.x.123.ab.tmp``, ``last.tmp``): not content."""
+    return name.endswith(".tmp")
+
+
+def check_out_dir(out_dir: str | os.PathLike[str], resume: bool = False, overwrite: bool = False) -> None:
+    """Refuse, before any work, an output directory a run must not write into: one that cannot be
+    written, or one that is not empty unless it holds a run to ``resume`` or ``overwrite`` is set.
+
+    An empty or missing directory is fine. With ``resume``, so is one holding a resume state, or
+    only the log of a run killed before its first save (which then starts afresh). Anything else
+    (a previous run, a checkpoint, unrelated files) raises :class:`TrainingError` saying which
+    flag to pass. Creates and removes nothing; :func:`fit` clears the run's files on overwrite.
+    """
+    out = Path(out_dir)
+    check_writable_dir(out, "--out")
+    if not out.is_dir() or overwrite:
+        return
+    names = sorted(p.name for p in out.iterdir() if not _is_scratch(p.name))
+    if not names:
+        return
+    if resume and (resume_dir(out) is not None or set(names) <= {LOG_FILE, ARGS_FILE}):
+        return
+    previous = [n for n in (LAST_DIR, LAST_DIR + ".old", LOG_FILE) if n in names]
+    if previous and not resume:
+        raise TrainingError(
+            f"{out}: holds a previous run ({', '.join(previous)}); pass --resume to continue it, --overwrite to "
+            "start it again, or choose a new output directory"
+        )
+    shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+    raise TrainingError(
+        f"{out}: is not empty ({shown}) and holds no run to resume; pass --overwrite to replace it, "
+        "or choose a new output directory"
+    )
+
+
+def _clear_run(out: Path) -> None:
+    """Remove what a previous run wrote at the top of ``out`` (--overwrite); other files stay."""
+    removed = []
+    for name in _RUN_FILES:
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+        else:
+            continue
+        removed.append(name)
+    for path in out.glob(".*.tmp"):
+        path.unlink(missing_ok=True)
+    if removed:
+        log.info("%s: --overwrite removed %s", out, ", ".join(removed))
+    kept = sorted(p.name for p in out.iterdir())
+    if kept:
+        log.warning("%s: --overwrite kept files no run writes: %s", out, ", ".join(kept))
+
+
 def _rng_state() -> dict[str, Any]:
     np_state = np.random.get_state(legacy=False)
     version, internal, gauss = random.getstate()
@@ -363,6 +495,7 @@ def fit(
     tokenizer: Tokenizer | None = None,
     batch_extras: Mapping[str, Tensor] | None = None,
     run_args: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train ``model`` on ``train_data`` with ``loss_fn``; the one training loop.
 
@@ -377,7 +510,9 @@ def fit(
     is an ``nn.Module`` has its parameters trained and checkpointed with the model's.
 
     ``resume=True`` continues from ``out_dir/last`` (see the module docstring), or starts afresh
-    with a warning when there is none. Returns a summary: steps, best metric and step, the best
+    with a warning when there is none. Without a run to resume, ``out_dir`` must be empty (or
+    missing) unless ``overwrite``, which removes the previous run's files first
+    (:func:`check_out_dir`). Returns a summary: steps, best metric and step, the best
     eval metrics, mean training loss and throughput (real, non-padding tokens per second).
 
     Launched by ``torchrun`` with ``WORLD_SIZE > 1``, fit trains data-parallel
@@ -400,6 +535,7 @@ def fit(
             tokenizer,
             batch_extras,
             run_args,
+            overwrite,
         )
 
 
@@ -416,6 +552,7 @@ def _fit(
     tokenizer: Tokenizer | None,
     batch_extras: Mapping[str, Tensor] | None,
     run_args: Mapping[str, Any] | None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     world = distributed.world()
     if config.num_threads is not None:
@@ -433,7 +570,7 @@ def _fit(
     steps_per_epoch = len(length_grouped_batches(train_data.lengths, step_size, config.seed, 0))
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = math.ceil(config.warmup_ratio * total_steps)
-    fingerprint = {k: getattr(config, k) for k in _RESUME_KEYS} | {"num_train_examples": len(train_data)}
+    fingerprint = resume_fingerprint(config, run_args, len(train_data))
 
     named = list(model.named_parameters())
     if isinstance(loss_fn, nn.Module):
@@ -446,6 +583,15 @@ def _fit(
         """Rank 0: check ``out``, then restore the resume state (returning what the other ranks
         need to continue in step with it) or start a fresh log (returning None)."""
         found = resume_dir(out) if resume else None
+        if found is None:
+            check_out_dir(out, resume, overwrite)
+            if overwrite and out.is_dir():
+                _clear_run(out)
+        if out.is_dir():  # what a killed run was writing: its temporaries, a half-written resume state
+            for name in _RUN_FILES:
+                remove_stale_temps(out / name)
+            if (out / (LAST_DIR + ".tmp")).is_dir():
+                shutil.rmtree(out / (LAST_DIR + ".tmp"))
         if resume and found is None:
             log.warning("%s: no resume state (%s/); starting from scratch", out, LAST_DIR)
         if found is not None:
@@ -468,12 +614,6 @@ def _fit(
                 "rng": _rng_state(),
                 "torch_rngs": torch_rngs,
             }
-        previous = [n for n in (LAST_DIR, LAST_DIR + ".old", LOG_FILE) if (out / n).exists()]
-        if previous and not resume:
-            raise TrainingError(
-                f"{out}: holds a previous run ({', '.join(previous)}); pass --resume to continue it, "
-                "or choose a new output directory"
-            )
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / LOG_FILE, "")
         return None
@@ -735,13 +875,7 @@ def _restore(
     """Load the resume state written by ``fit`` into the model, optimizer, scheduler and RNGs.
     Also returns each rank's torch RNG state when a multi-process run saved them."""
     state = _read_json(where / _STATE_FILE)
-    saved = state.get("fingerprint", {})
-    changed = [f"{k}: {saved.get(k)!r} then, {v!r} now" for k, v in fingerprint.items() if saved.get(k) != v]
-    if changed:
-        raise TrainingError(
-            f"{where}: cannot resume with different settings ({'; '.join(changed)}); "
-            "use the original settings or a new output directory"
-        )
+    _compare_fingerprints(where, state.get("fingerprint", {}), fingerprint)
     model.load_state_dict(load_file(str(where / "model.safetensors")))
     if isinstance(loss_fn, nn.Module) and (where / _LOSS_STATE_FILE).is_file():
         loss_fn.load_state_dict(load_file(str(where / _LOSS_STATE_FILE)), strict=False)
@@ -813,6 +947,7 @@ def load_task_data(
 
     For custom data the label set comes from the training file: regression when its labels are
     non-integral numbers, else classification over the distinct labels (:func:`~squeezebert.data.label_space`).
+    A training file with a single class (or a single regression value) raises :class:`DataError`.
     """
     if task == CUSTOM:
         if train_file is None:
@@ -821,6 +956,7 @@ def load_task_data(
         train = read_table(train_file, *columns)
         dev = read_table(dev_file, *columns) if dev_file is not None else None
         labels = label_space(train, train_file)
+        _check_learnable(train, labels, train_file, label_column)
         kind = "classification" if labels is not None else "regression"
         return TaskData(CUSTOM, kind, labels, train, dev, str(train_file), str(dev_file))
     if train_file is not None or dev_file is not None:
@@ -832,6 +968,22 @@ def load_task_data(
     return TaskData(
         spec.name, spec.name, spec.labels, train, dev, str(where / "train.tsv"), str(where / spec.split_file("dev"))
     )
+
+
+def _check_learnable(
+    train: Sequence[Example], labels: tuple[str, ...] | None, source: str | os.PathLike[str], label_column: str
+) -> None:
+    """Refuse training labels that leave nothing to learn: one class (a 1-label head would
+    silently become a regression model) or one regression value."""
+    if labels is not None and len(labels) < 2:
+        raise DataError(
+            f"{source}: every label in {label_column!r} is {labels[0]!r}; classification needs at least two classes "
+            "(numbers with decimals are read as regression scores)"
+        )
+    if labels is None:
+        values = {float(ex.label) for ex in train if ex.label is not None}
+        if len(values) == 1:
+            raise DataError(f"{source}: every label in {label_column!r} is {values.pop():g}; nothing to learn")
 
 
 def _subsample(examples: list[Example], n: int | None, seed: int) -> list[Example]:
@@ -854,6 +1006,7 @@ def finetune(
     label_column: str = "label",
     config: TrainConfig | None = None,
     resume: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Fine-tune ``model_src`` on a GLUE task or custom files and evaluate the best checkpoint.
 
@@ -861,13 +1014,32 @@ def finetune(
     sorted, see :func:`squeezebert.data.label_space`), saved in ``config.json``. Writes the run
     directory described in the module docstring; ``metrics.json`` ends up holding the final dev
     metrics of the best checkpoint and the training throughput. Returns that record.
+    ``resume`` and ``overwrite``: see :func:`fit`; ``out_dir`` is checked before anything loads.
     """
     config = config or TrainConfig()
     out = Path(out_dir)
+    check_out_dir(out, resume, overwrite)
     if config.num_threads is not None:
         torch.set_num_threads(config.num_threads)
     data = load_task_data(task, data_dir, train_file, dev_file, text_column, text_pair_column, label_column)
     train_examples = _subsample(data.train, config.max_train_samples, config.seed)
+    run_args = {
+        "model": str(model_src),
+        "task": data.task,
+        "kind": data.kind,
+        "train_file": data.train_source,
+        "dev_file": data.dev_source if data.dev else None,
+        "train_sha256": examples_digest(data.train),
+        "dev_sha256": examples_digest(data.dev) if data.dev else None,
+        "text_column": text_column,
+        "text_pair_column": text_pair_column,
+        "label_column": label_column,
+        "num_train_examples": len(train_examples),
+    }
+    if data.task != CUSTOM:
+        run_args.update(text_column=None, text_pair_column=None, label_column=None, data_dir=str(data_dir))
+    if resume:  # before the model loads: a mismatch is refused at once
+        check_resume(out, resume_fingerprint(config, run_args, len(train_examples)))
 
     seed_everything(config.seed)  # before loading: a new head's initialization is part of the run
     if data.labels is None:
@@ -888,19 +1060,6 @@ def finetune(
             return evaluate(m, dev, data.kind, config.eval_batch_size)
 
     main_metric = _train_extra("squeezebert.metrics").main_metric
-    run_args = {
-        "model": str(model_src),
-        "task": data.task,
-        "kind": data.kind,
-        "train_file": data.train_source,
-        "dev_file": data.dev_source if dev is not None else None,
-        "text_column": text_column,
-        "text_pair_column": text_pair_column,
-        "label_column": label_column,
-        "num_train_examples": len(train),
-    }
-    if data.task != CUSTOM:
-        run_args.update(text_column=None, text_pair_column=None, label_column=None, data_dir=str(data_dir))
     summary = fit(
         model,
         classification_loss,
@@ -912,6 +1071,7 @@ def finetune(
         resume=resume,
         tokenizer=ckpt.tokenizer,
         run_args=run_args,
+        overwrite=overwrite,
     )
     record: dict[str, Any] = {
         "task": data.task,
@@ -1035,6 +1195,7 @@ def run_glue(
     tasks: Sequence[str] | None = None,
     config: TrainConfig | None = None,
     resume: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Fine-tune and evaluate ``model_src`` on every GLUE task present in ``data_dir``.
 
@@ -1044,7 +1205,7 @@ def run_glue(
     Under ``torchrun`` one process group serves all tasks, and rank 0 alone writes the summary.
     """
     with distributed.process_group((config or TrainConfig()).dist_timeout):
-        return _run_glue(model_src, data_dir, out_dir, tasks, config, resume)
+        return _run_glue(model_src, data_dir, out_dir, tasks, config, resume, overwrite)
 
 
 def _run_glue(
@@ -1054,10 +1215,14 @@ def _run_glue(
     tasks: Sequence[str] | None,
     config: TrainConfig | None,
     resume: bool,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     glue_summary = _train_extra("squeezebert.metrics").glue_summary
     data_dir, out = Path(data_dir), Path(out_dir)
+    check_writable_dir(out, "--out")
     if not data_dir.is_dir():
+        if data_dir.exists():
+            raise NotADirectoryError(f"{data_dir}: is a file; --data-dir takes the GLUE data directory")
         raise FileNotFoundError(f"{data_dir}: no such GLUE data directory")
     names = [glue_task(t).name for t in (tasks or list(GLUE_TASKS))]
     results: dict[str, dict[str, float]] = {}
@@ -1074,7 +1239,9 @@ def _run_glue(
             skipped.append(note)
             continue
         log.info("GLUE %s: fine-tuning", spec.dir_name)
-        record = finetune(model_src, out / name, task=name, data_dir=data_dir, config=config, resume=resume)
+        record = finetune(
+            model_src, out / name, task=name, data_dir=data_dir, config=config, resume=resume, overwrite=overwrite
+        )
         if name == "mnli":
             results["mnli-m"] = record["eval"]
             mm = distributed.on_main(
@@ -1107,6 +1274,8 @@ __all__ = [
     "TrainConfig",
     "TrainingError",
     "build_optimizer",
+    "check_out_dir",
+    "check_resume",
     "classification_loss",
     "evaluate",
     "evaluate_checkpoint",
@@ -1116,6 +1285,7 @@ __all__ = [
     "load_task_data",
     "predict",
     "resume_dir",
+    "resume_fingerprint",
     "run_glue",
     "seed_everything",
     "write_dir_atomically",
