@@ -38,8 +38,10 @@ def main() -> None:
     parser.add_argument("--variants", default="static,static-mixed,static-1000,static-nosq,weights-dyn,weights-only")
     args = parser.parse_args()
 
+    from squeezebert.infer import import_openvino
+
+    ov = import_openvino()  # without its network telemetry, before nncf imports it
     import nncf
-    import openvino as ov
     import torch
 
     from squeezebert.checkpoint import load

@@ -294,7 +294,9 @@ def build(
     tmp: Path,
 ) -> list[Candidate]:
     """Every form x precision of ``model``, checked, saved under ``tmp`` and compiled."""
-    import openvino as ov
+    from squeezebert.infer import import_openvino
+
+    ov = import_openvino()  # without its network telemetry
 
     expected = _torch_logits(model, check)
     out = []

@@ -358,3 +358,26 @@ def test_auto_int8_falls_back_to_the_dynamic_recipe_when_static_misses_the_bar(
     with pytest.raises(ExportError, match=r"int8 \(static\) agrees .* on 50.00% .*; nothing was written"):
         export(path, tmp_path / "static-only", precision="int8", int8_recipe="static")
     assert not (tmp_path / "static-only" / "config.json").exists()
+
+
+def test_openvino_and_nncf_run_without_their_network_telemetry() -> None:
+    # openvino_telemetry forks a process that posts usage events; with no network it blocked in DNS
+    # and held the interpreter at exit (a whole test run hung after its last test).
+    script = textwrap.dedent(
+        """
+        import multiprocessing, sys
+        from squeezebert.checkpoint import load
+        from squeezebert.export import sample_inputs
+        from squeezebert.export_openvino import convert, quantize_int8
+
+        model = load("tiny", num_labels=2).model
+        quantize_int8(convert(model), [sample_inputs(model.config, 1, 8, seed=i) for i in range(2)])
+        assert sys.modules["openvino_telemetry"] is None, "the telemetry package was loaded"
+        assert multiprocessing.active_children() == [], multiprocessing.active_children()
+        print("ok")
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "SQUEEZEBERT_OPENVINO_TELEMETRY"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "ok"

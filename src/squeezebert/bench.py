@@ -706,7 +706,10 @@ def _export_hf_openvino(hf_dir: Path, out: Path) -> float:
     sequence axes) and save its fp32 IR as ``out/model.xml``; return the max |difference| from
     PyTorch on a padded check batch, run through the same :class:`OpenVinoForward` as the bench."""
     import numpy as np
-    import openvino as ov
+
+    from squeezebert.infer import import_openvino
+
+    ov = import_openvino()  # without its network telemetry
 
     from squeezebert.convert import config_from_hf
     from squeezebert.export import INPUT_NAMES, sample_inputs
@@ -731,8 +734,10 @@ def _export_hf_openvino(hf_dir: Path, out: Path) -> float:
 def _nncf_int8(src: Path, out: Path, calibration: list[dict[str, Any]]) -> None:
     """``nncf.quantize`` with the transformer preset and its defaults otherwise, on the IR in
     ``src``; the result is saved as ``out/model.xml`` (fp32 weights where not int8)."""
+    from squeezebert.infer import import_openvino
+
+    ov = import_openvino()  # without its network telemetry, before nncf imports it
     import nncf
-    import openvino as ov
 
     with _quiet():
         quantized = nncf.quantize(

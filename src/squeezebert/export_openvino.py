@@ -51,7 +51,14 @@ from typing import Any
 import numpy as np
 
 from squeezebert.export import CHECK_SHAPES, FP32_TOLERANCE, INPUT_NAMES, ExportError, sample_inputs
-from squeezebert.infer import OPENVINO_MODEL_FILE, Batch, OpenVinoForward, TextInput, openvino_has_bf16
+from squeezebert.infer import (
+    OPENVINO_MODEL_FILE,
+    Batch,
+    OpenVinoForward,
+    TextInput,
+    import_openvino,
+    openvino_has_bf16,
+)
 
 log = logging.getLogger(__name__)
 
@@ -148,14 +155,11 @@ class OpenVinoExportReport:
 
 
 def _require_openvino() -> Any:
-    try:
-        import openvino as ov
-    except ImportError:
-        raise ImportError("the OpenVINO export needs openvino: pip install 'squeezebert[openvino]'") from None
-    return ov
+    return import_openvino()  # without its network telemetry
 
 
 def _require_nncf() -> Any:
+    import_openvino()  # nncf imports openvino: it must find no telemetry either
     try:
         import nncf
     except ImportError:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -112,12 +113,32 @@ class OnnxForward:
         return self.session.run(None, {name: batch[name] for name in self.input_names})[0]
 
 
+#: Set to 1 to let openvino and nncf load their usage telemetry (see :func:`import_openvino`).
+OPENVINO_TELEMETRY_ENV = "SQUEEZEBERT_OPENVINO_TELEMETRY"
+
+
+def import_openvino() -> Any:
+    """``import openvino``, without its usage telemetry unless ``$SQUEEZEBERT_OPENVINO_TELEMETRY=1``.
+
+    The ``openvino_telemetry`` package (an openvino dependency, used by its model converter and by
+    nncf) forks a process that posts usage events over the network. On a machine with no network
+    that process blocks in DNS and the interpreter waits for it at exit: a test run here hung after
+    its last test. squeezebert works offline, so openvino and nncf are made to see no telemetry
+    package, and they fall back to the no-op stubs they ship for that case.
+    """
+    if os.environ.get(OPENVINO_TELEMETRY_ENV) != "1" and "openvino_telemetry" not in sys.modules:
+        sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]  # import -> ImportError
+    try:
+        import openvino as ov
+    except ImportError:
+        raise ImportError("the openvino backend needs openvino: pip install 'squeezebert[openvino]'") from None
+    return ov
+
+
 def openvino_has_bf16(core: Any | None = None) -> bool:
     """Whether OpenVINO's CPU plugin runs bf16 natively on this machine (AVX512-BF16 or AMX)."""
     if core is None:
-        import openvino as ov
-
-        core = ov.Core()
+        core = import_openvino().Core()
     return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
@@ -144,10 +165,7 @@ class OpenVinoForward:
         busy_wait: bool = True,
         dynamic_int8: bool = False,
     ) -> None:
-        try:
-            import openvino as ov
-        except ImportError:
-            raise ImportError("the openvino backend needs openvino: pip install 'squeezebert[openvino]'") from None
+        ov = import_openvino()
         if inference_precision not in OPENVINO_INFERENCE_PRECISIONS:
             raise ValueError(
                 f"inference_precision must be one of {tuple(OPENVINO_INFERENCE_PRECISIONS)}, "
