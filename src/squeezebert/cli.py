@@ -590,7 +590,7 @@ def _add_runtime_flags(p: argparse.ArgumentParser, threads: bool = True) -> None
         "--backend",
         choices=BACKENDS,
         default=None,
-        help="default: an export directory's own runtime, else torch for a checkpoint",
+        help="default: an export directory's own runtime; for a checkpoint torch in fp32, OpenVINO first in int8/bf16",
     )
     p.add_argument(
         "--precision",
