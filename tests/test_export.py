@@ -213,12 +213,22 @@ def test_export_writes_a_self_contained_directory(tokenizer: Tokenizer, tmp_path
     ckpt = save_checkpoint(tiny_model(), tmp_path / "ckpt", tokenizer)
     out = tmp_path / "export"
     report = export(ckpt, out, precision="int8")
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.onnx", "tokenizer.json"]
+    sidecars = ["special_tokens_map.json", "tokenizer_config.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.onnx", *sidecars, "tokenizer.json"]
     config = json.loads((out / "config.json").read_text())
     assert config["id2label"] == {"0": "a", "1": "b", "2": "c"}
     assert config["onnx"]["precision"] == "int8"
     assert Tokenizer.from_dir(out)(["the good movie"])["input_ids"].shape == (1, 5)
-    assert report.files == ["model.onnx", "tokenizer.json", "config.json"]
+    assert report.files == ["model.onnx", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"] + [
+        "config.json"
+    ]
+    # transformers' AutoTokenizer reads the sidecars and gives our ids, token types included
+    transformers = pytest.importorskip("transformers")
+    hf = transformers.AutoTokenizer.from_pretrained(str(out))
+    got = hf(["the good movie"], ["a bad plot"], return_tensors="np")
+    want = Tokenizer.from_dir(out)(["the good movie"], ["a bad plot"])
+    for key in ("input_ids", "token_type_ids", "attention_mask"):
+        np.testing.assert_array_equal(got[key], want[key])
 
 
 def test_export_that_disagrees_with_pytorch_raises_and_writes_nothing(

@@ -568,6 +568,10 @@ def export_model(
     if tokenizer is not None:
         atomic_write(out / "tokenizer.json", lambda p: tokenizer.backend.save(str(p)))
         report.files.append("tokenizer.json")
+        # so that AutoTokenizer on the export gives our ids and token_type_ids
+        for name, text in tokenizer.hf_sidecars(model.config.max_position_embeddings).items():
+            atomic_write_text(out / name, text)
+            report.files.append(name)
     else:
         log.warning("%s: no tokenizer given; the export cannot classify text on its own", out)
     config = model.config.to_dict()

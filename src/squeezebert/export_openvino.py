@@ -540,7 +540,7 @@ def _stage_and_write(
         files = [MODEL_FILE, WEIGHTS_FILE]
         if tokenizer is not None:
             tokenizer.save(staged / "tokenizer.json")
-            for name, text in tokenizer_sidecars(tokenizer, model.config.max_position_embeddings).items():
+            for name, text in tokenizer.hf_sidecars(model.config.max_position_embeddings).items():
                 (staged / name).write_text(text, encoding="utf-8")
                 files.append(name)
             files.append("tokenizer.json")
@@ -563,31 +563,6 @@ def runtime_op_types(forward: OpenVinoForward) -> dict[str, int]:
     """Node counts of the compiled execution graph (what the CPU plugin actually runs)."""
     runtime = forward.compiled.get_runtime_model()
     return dict(Counter(op.get_rt_info()["layerType"].astype(str) for op in runtime.get_ordered_ops()))
-
-
-def tokenizer_sidecars(tokenizer: Any, model_max_length: int) -> dict[str, str]:
-    """``tokenizer_config.json`` and ``special_tokens_map.json`` for ``tokenizer``, so that
-    ``transformers.AutoTokenizer`` loads the directory's ``tokenizer.json`` as a BERT fast
-    tokenizer that returns ``token_type_ids`` as ours does."""
-    special = {
-        "cls_token": "[CLS]",
-        "sep_token": "[SEP]",
-        "pad_token": "[PAD]",
-        "unk_token": "[UNK]",
-        "mask_token": "[MASK]",
-    }
-    special = {k: v for k, v in special.items() if tokenizer.backend.token_to_id(v) is not None}
-    config = {
-        "tokenizer_class": "BertTokenizerFast",
-        "model_max_length": model_max_length,
-        "model_input_names": ["input_ids", "token_type_ids", "attention_mask"],
-        "clean_up_tokenization_spaces": False,
-        **special,
-    }
-    return {
-        "tokenizer_config.json": json.dumps(config, indent=2, sort_keys=True) + "\n",
-        "special_tokens_map.json": json.dumps(special, indent=2, sort_keys=True) + "\n",
-    }
 
 
 def export(

@@ -111,6 +111,33 @@ class Tokenizer:
         self.backend.save(str(tmp))
         os.replace(tmp, target)
 
+    def hf_sidecars(self, model_max_length: int) -> dict[str, str]:
+        """``tokenizer_config.json`` and ``special_tokens_map.json`` (file name -> text) that make
+        ``transformers.AutoTokenizer`` load a directory's ``tokenizer.json`` as the BERT fast
+        tokenizer it is, returning ``token_type_ids`` as ours does (without them it builds a
+        generic tokenizer that returns none)."""
+        import json
+
+        special = {
+            "cls_token": "[CLS]",
+            "sep_token": "[SEP]",
+            "pad_token": "[PAD]",
+            "unk_token": "[UNK]",
+            "mask_token": "[MASK]",
+        }
+        special = {k: v for k, v in special.items() if self.backend.token_to_id(v) is not None}
+        config = {
+            "tokenizer_class": "BertTokenizerFast",
+            "model_max_length": model_max_length,
+            "model_input_names": ["input_ids", "token_type_ids", "attention_mask"],
+            "clean_up_tokenization_spaces": False,
+            **special,
+        }
+        return {
+            "tokenizer_config.json": json.dumps(config, indent=2, sort_keys=True) + "\n",
+            "special_tokens_map.json": json.dumps(special, indent=2, sort_keys=True) + "\n",
+        }
+
     @property
     def vocab_size(self) -> int:
         return self.backend.get_vocab_size(with_added_tokens=True)
