@@ -60,8 +60,8 @@ from torch import Tensor
 from squeezebert.bench import environment, time_interleaved
 from squeezebert.checkpoint import atomic_write_text, load
 from squeezebert.config import PROJECTIONS, preset
-from squeezebert.export import ExportError, sample_inputs
-from squeezebert.export_openvino import _check_fp32, _quiet, convert, quantize_int8, runtime_op_types
+from squeezebert.export import ExportError, check_fp32, sample_inputs, torch_outputs
+from squeezebert.export_openvino import _quiet, convert, quantize_int8, runtime_op_types
 from squeezebert.infer import OpenVinoForward, openvino_has_bf16
 from squeezebert.model import GroupedLinear, SqueezeBert
 
@@ -278,11 +278,6 @@ def low_rank_ranks(name: str, fraction: float) -> dict[str, int]:
     return ranks
 
 
-def _torch_logits(model: SqueezeBert, batch: dict[str, np.ndarray]) -> np.ndarray:
-    with torch.inference_mode():
-        return model(**{k: torch.from_numpy(v) for k, v in batch.items()}).numpy()
-
-
 def build(
     label: str,
     model: SqueezeBert,
@@ -298,7 +293,7 @@ def build(
 
     ov = import_openvino()  # without its network telemetry
 
-    expected = _torch_logits(model, check)
+    expected = torch_outputs(model, check)
     out = []
     for form in forms:
         started = time.perf_counter()
@@ -308,7 +303,7 @@ def build(
         ov.save_model(fp32, str(path), compress_to_fp16=False)
         forward = OpenVinoForward(path, threads, "fp32", busy_wait=True, dynamic_int8=False)
         try:
-            diffs = _check_fp32(model, forward)
+            diffs = check_fp32(model, forward, "OpenVINO")
         except ExportError as e:
             raise SystemExit(f"{label} model, form {form}: {e}") from None
         graphs = {"fp32": (fp32, path, forward, max(diffs.values()), time.perf_counter() - started)}

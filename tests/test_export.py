@@ -213,8 +213,13 @@ def test_export_writes_a_self_contained_directory(tokenizer: Tokenizer, tmp_path
     ckpt = save_checkpoint(tiny_model(), tmp_path / "ckpt", tokenizer)
     out = tmp_path / "export"
     report = export(ckpt, out, precision="int8")
-    sidecars = ["special_tokens_map.json", "tokenizer_config.json"]
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.onnx", *sidecars, "tokenizer.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.json",
+        "model.onnx",
+        "special_tokens_map.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
     config = json.loads((out / "config.json").read_text())
     assert config["id2label"] == {"0": "a", "1": "b", "2": "c"}
     assert config["onnx"]["precision"] == "int8"
@@ -234,8 +239,8 @@ def test_export_writes_a_self_contained_directory(tokenizer: Tokenizer, tmp_path
 def test_export_that_disagrees_with_pytorch_raises_and_writes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = export_module._torch_outputs
-    monkeypatch.setattr(export_module, "_torch_outputs", lambda model, inputs: real(model, inputs) + 1e-3)
+    real = export_module.torch_outputs
+    monkeypatch.setattr(export_module, "torch_outputs", lambda model, inputs: real(model, inputs) + 1e-3)
     with pytest.raises(ExportError, match="differs from PyTorch"):
         export_model(tiny_model(), tmp_path)
     assert list(tmp_path.iterdir()) == []  # no model.onnx, no temporary file left behind

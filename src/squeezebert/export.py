@@ -242,7 +242,8 @@ def _session(path: Path, num_threads: int | None = None) -> Any:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def _torch_outputs(model: Any, inputs: dict[str, np.ndarray]) -> np.ndarray:
+def torch_outputs(model: Any, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    """PyTorch's outputs for numpy inputs, under inference mode."""
     import torch
 
     with torch.inference_mode():
@@ -468,14 +469,18 @@ def _quantize_int8(fp32_path: Path, out_path: Path, activations: str = "per-toke
 
 
 # --------------------------------------------------------------------------- checks
-def _check_fp32(model: Any, session: Any) -> dict[str, float]:
+def check_fp32(model: Any, run: Any, runtime: str = "ONNX Runtime") -> dict[str, float]:
+    """Compare ``run(inputs) -> outputs`` (an exported graph) with PyTorch at :data:`CHECK_SHAPES`;
+    :class:`ExportError` beyond :data:`FP32_TOLERANCE`. Returns the max abs difference per shape."""
     diffs = {}
     for i, (batch, seq) in enumerate(CHECK_SHAPES):
         inputs = sample_inputs(model.config, batch, seq, seed=i)
-        expected = _torch_outputs(model, inputs)
-        got = session.run(None, inputs)[0]
+        expected = torch_outputs(model, inputs)
+        got = run(inputs)
         if got.shape != expected.shape:
-            raise ExportError(f"ONNX output shape {got.shape} != PyTorch {expected.shape} at batch {batch} x {seq}")
+            raise ExportError(
+                f"{runtime} output shape {got.shape} != PyTorch {expected.shape} at batch {batch} x {seq}"
+            )
         if model.config.num_labels == 0:  # outputs at padding positions carry no meaning
             keep = inputs["attention_mask"].astype(bool)
             got, expected = got[keep], expected[keep]
@@ -483,7 +488,7 @@ def _check_fp32(model: Any, session: Any) -> dict[str, float]:
         diffs[f"{batch}x{seq}"] = diff
         if not diff <= FP32_TOLERANCE:
             raise ExportError(
-                f"ONNX Runtime differs from PyTorch by {diff:.3g} (> {FP32_TOLERANCE:g}) at batch {batch} x "
+                f"{runtime} differs from PyTorch by {diff:.3g} (> {FP32_TOLERANCE:g}) at batch {batch} x "
                 f"sequence {seq}; the export is wrong, nothing was written"
             )
     return diffs
@@ -494,7 +499,7 @@ def _check_int8(model: Any, session: Any, samples: int, seq: int = 32) -> tuple[
     agree, total, max_diff = 0, 0, 0.0
     for start in range(0, samples, batch):
         inputs = sample_inputs(model.config, min(batch, samples - start), seq, seed=100 + start, pad_step=1)
-        expected = _torch_outputs(model, inputs)
+        expected = torch_outputs(model, inputs)
         got = session.run(None, inputs)[0]
         if model.config.num_labels == 0:
             keep = inputs["attention_mask"].astype(bool)
@@ -550,7 +555,8 @@ def export_model(
         try:
             _torch_export(model, fp32_tmp, opset)
             onnx.checker.check_model(str(fp32_tmp))
-            report.max_abs_diff = _check_fp32(model, _session(fp32_tmp))
+            session = _session(fp32_tmp)
+            report.max_abs_diff = check_fp32(model, lambda inputs: session.run(None, inputs)[0])
             if precision == "fp32":
                 os.replace(fp32_tmp, tmp)
             else:

@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from squeezebert.export import CHECK_SHAPES, FP32_TOLERANCE, INPUT_NAMES, ExportError, sample_inputs
+from squeezebert.export import FP32_TOLERANCE, INPUT_NAMES, ExportError, check_fp32, sample_inputs, torch_outputs
 from squeezebert.infer import (
     OPENVINO_MODEL_FILE,
     Batch,
@@ -209,13 +209,6 @@ def convert(model: Any) -> Any:
     return ov_model
 
 
-def _torch_logits(model: Any, batch: Batch) -> np.ndarray:
-    import torch
-
-    with torch.inference_mode():
-        return model(**{k: torch.from_numpy(v) for k, v in batch.items()}).float().numpy()
-
-
 def _compile(ov_model: Any, inference_precision: str, num_threads: int | None = None) -> OpenVinoForward:
     """An :class:`OpenVinoForward` over an in-memory model, by way of a temporary IR (the class
     reads files so that the deployed path and the checked path are the same code)."""
@@ -224,27 +217,6 @@ def _compile(ov_model: Any, inference_precision: str, num_threads: int | None = 
         path = Path(tmp) / MODEL_FILE
         ov.save_model(ov_model, str(path), compress_to_fp16=False)
         return OpenVinoForward(path, num_threads, inference_precision)
-
-
-def _check_fp32(model: Any, forward: OpenVinoForward) -> dict[str, float]:
-    diffs = {}
-    for i, (batch, seq) in enumerate(CHECK_SHAPES):
-        inputs = sample_inputs(model.config, batch, seq, seed=i)
-        expected = _torch_logits(model, inputs)
-        got = forward(inputs)
-        if got.shape != expected.shape:
-            raise ExportError(f"OpenVINO output shape {got.shape} != PyTorch {expected.shape} at batch {batch} x {seq}")
-        if model.config.num_labels == 0:  # outputs at padding positions carry no meaning
-            keep = inputs["attention_mask"].astype(bool)
-            got, expected = got[keep], expected[keep]
-        diff = float(np.abs(got - expected).max())
-        diffs[f"{batch}x{seq}"] = diff
-        if not diff <= FP32_TOLERANCE:
-            raise ExportError(
-                f"OpenVINO differs from PyTorch by {diff:.3g} (> {FP32_TOLERANCE:g}) at batch {batch} x sequence "
-                f"{seq}; the export is wrong, nothing was written"
-            )
-    return diffs
 
 
 # --------------------------------------------------------------------------- real text
@@ -281,7 +253,7 @@ def _compare(model: Any, forward: OpenVinoForward, tokenizer: Any, sample: TextS
     """Argmax agreement (and accuracy where labels are known) of ``forward`` vs PyTorch fp32."""
     ref, got = [], []
     for batch in _batches(tokenizer, sample.inputs, max_length):
-        ref.append(_torch_logits(model, batch))
+        ref.append(torch_outputs(model, batch))
         got.append(forward(batch))
     expected, actual = np.concatenate(ref), np.concatenate(got)
     result: dict[str, Any] = {
@@ -459,7 +431,7 @@ def export_model(
 
     with _quiet():
         ov_model = convert(model)
-    report.max_abs_diff = _check_fp32(model, _compile(ov_model, "fp32", num_threads))
+    report.max_abs_diff = check_fp32(model, _compile(ov_model, "fp32", num_threads), "OpenVINO")
 
     inputs: list[Batch] = []
     if precision == "int8":
