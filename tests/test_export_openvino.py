@@ -1,6 +1,7 @@
 """OpenVINO export: parity with PyTorch for every model shape, int8 calibrated on real text only,
-agreement checks that refuse to write, self-contained directories, and the export served by
-predict / serve / evaluate without a backend flag (predict and the Classifier with torch blocked)."""
+agreement checks that refuse to write, self-contained directories, and the export used by predict
+and evaluate without a backend flag (predict and the Classifier with torch blocked; serve is in
+tests/test_serve.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import random
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -291,40 +291,6 @@ def test_cli_evaluate_scores_an_export_through_its_runtime(trained, tmp_path: Pa
     assert got["metrics"] == pytest.approx(want["metrics"], abs=1e-9)  # fp32 export: the same predictions
     assert main(["evaluate", str(tmp_path / "ov"), "--dev", str(dev), "--json", str(tmp_path / "e.json")]) == 0
     assert json.loads((tmp_path / "e.json").read_text())["backend"] == "openvino"
-
-
-def test_serve_loads_an_export_without_a_backend_flag(trained, tmp_path: Path) -> None:
-    httpx = pytest.importorskip("httpx")
-    pytest.importorskip("uvicorn")
-    import socket
-
-    _, path = trained
-    export(path, tmp_path / "ov", precision="int8")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "squeezebert", "serve", str(tmp_path / "ov"), "--port", str(port)]
-    cmd += ["--num-threads", "1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 90
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            while True:
-                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-                assert time.monotonic() < deadline, "server never became ready"
-                try:
-                    if client.get("/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.1)
-            info = client.get("/v1/model").json()
-            assert info["backend"] == "openvino" and info["precision"] == "int8"
-            r = client.post("/v1/classify", json={"texts": ["good movie", "bad plot"]})
-            assert r.status_code == 200 and [p["label"] for p in r.json()["predictions"]] == ["pos", "neg"]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def test_auto_int8_falls_back_to_the_dynamic_recipe_when_static_misses_the_bar(

@@ -499,17 +499,8 @@ def test_real_server_serves_concurrent_requests_and_exits_0_on_sigterm(checkpoin
     cmd = [sys.executable, "-m", "squeezebert", "serve", str(checkpoint), "--port", str(port), "--num-threads", "1"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 90
+        _wait_ready(proc, port)
         with httpx.Client(base_url=base, headers={"authorization": f"Bearer {KEY}"}, timeout=10) as client:
-            while True:
-                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-                assert time.monotonic() < deadline, "server never became ready"
-                try:
-                    if client.get("/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.1)
             r = client.post("/v1/classify", json={"texts": ["good movie", "bad plot"]})
             assert r.status_code == 200 and len(r.json()["predictions"]) == 2
             assert client.post("/v1/classify", json={"texts": ["x"]}, headers={"authorization": ""}).status_code == 401
@@ -542,6 +533,30 @@ def test_real_server_serves_concurrent_requests_and_exits_0_on_sigterm(checkpoin
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.slow
+def test_real_server_loads_an_openvino_export_without_a_backend_flag(checkpoint: Path, tmp_path: Path) -> None:
+    pytest.importorskip("openvino")
+    from squeezebert.export_openvino import export
+
+    export(checkpoint, tmp_path / "ov")  # fp32: the same labels as the checkpoint in torch
+    port = _free_port()
+    proc = subprocess.Popen(
+        _serve_cmd(tmp_path / "ov", port=port), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        _wait_ready(proc, port)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            info = client.get("/v1/model").json()
+            assert (info["backend"], info["precision"]) == ("openvino", "fp32")
+            texts = ["good movie", "bad plot", "the film was very good"]
+            r = client.post("/v1/classify", json={"texts": texts})
+            want = Classifier.from_pretrained(checkpoint, backend="torch", normalize=True).predict(texts)
+            assert r.status_code == 200 and [p["label"] for p in r.json()["predictions"]] == [w.label for w in want]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def test_the_server_loads_onnx_without_busy_waiting_workers(monkeypatch: pytest.MonkeyPatch) -> None:
