@@ -51,6 +51,7 @@ from typing import Any
 import numpy as np
 
 from squeezebert.export import FP32_TOLERANCE, INPUT_NAMES, ExportError, check_fp32, sample_inputs, torch_outputs
+from squeezebert.files import require_file
 from squeezebert.infer import (
     OPENVINO_MODEL_FILE,
     Batch,
@@ -283,10 +284,8 @@ def read_calibration_file(
     """Texts from a text (one per line), CSV, TSV or JSONL file, with the project's errors."""
     from squeezebert import tables
 
-    path = Path(path)
     fmt = tables.detect_format(str(path), None)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file" if not path.is_dir() else f"{path}: is a directory, not a file")
+    path = require_file(path, "a text, CSV, TSV or JSONL file of texts to calibrate on")
     with open(path, "rb") as f:
         lines = tables.Lines(f, str(path))
         column = None if fmt == "text" else text_column
@@ -300,18 +299,14 @@ def recorded_data(ckpt_path: Path | None) -> tuple[TextSample | None, TextSample
     """The training texts and the labelled dev set a checkpoint's ``train_args.json`` records
     (fine-tuned or squeezed by this project), or ``(None, None)``. A squeezed student that names
     only its teacher is followed to the teacher's record."""
-    from squeezebert.train import ARGS_FILE, CUSTOM, load_task_data
+    from squeezebert.train import CUSTOM, load_task_data, read_train_args
 
     seen = 0
     while ckpt_path is not None and seen < 4:
         seen += 1
-        args_file = ckpt_path / ARGS_FILE
-        if not args_file.is_file():
+        args = read_train_args(ckpt_path)
+        if args is None:
             return None, None
-        try:
-            args = json.loads(args_file.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{args_file}: not valid JSON ({e})") from None
         task = args.get("task")
         if task == CUSTOM and args.get("train_file"):
             data = load_task_data(
@@ -561,7 +556,7 @@ def export(
     trained at, else 128).
     """
     from squeezebert.checkpoint import load
-    from squeezebert.train import ARGS_FILE
+    from squeezebert.train import trained_max_length
 
     ckpt = load(src)
     train, dev = (None, None)
@@ -569,10 +564,7 @@ def export(
         train, dev = recorded_data(ckpt.path)
     sample = read_calibration_file(calibration, text_column, text_pair_column) if calibration is not None else train
     if max_length is None:
-        max_length = 128
-        args_file = ckpt.path / ARGS_FILE if ckpt.path is not None else None
-        if args_file is not None and args_file.is_file():
-            max_length = int(json.loads(args_file.read_text(encoding="utf-8")).get("max_length", 128))
+        max_length = trained_max_length(ckpt.path)
     max_length = min(max_length, ckpt.model.config.max_position_embeddings)
     if precision == "int8" and sample is None and int8_recipe != "dynamic":
         raise CalibrationError(

@@ -472,6 +472,22 @@ def _read_json(path: Path) -> Any:
         raise TrainingError(f"{path}: cannot read ({e})") from None
 
 
+def read_train_args(ckpt_path: Path | None) -> dict[str, Any] | None:
+    """The ``train_args.json`` a run saved beside its checkpoint, or None where there is none."""
+    args_file = ckpt_path / ARGS_FILE if ckpt_path is not None else None
+    if args_file is None or not args_file.is_file():
+        return None
+    args = _read_json(args_file)
+    if not isinstance(args, dict):
+        raise TrainingError(f"{args_file}: expected a JSON object")
+    return args
+
+
+def trained_max_length(ckpt_path: Path | None, default: int = 128) -> int:
+    """The max length a checkpoint was trained at (its ``train_args.json``), else ``default``."""
+    return int((read_train_args(ckpt_path) or {}).get("max_length", default))
+
+
 # --------------------------------------------------------------------------- the loop
 @dataclass
 class _Progress:
@@ -1150,10 +1166,7 @@ def evaluate_checkpoint(
         if ckpt.tokenizer is None:
             raise ValueError(f"{src}: has no tokenizer (tokenizer.json or vocab.txt)")
         if max_length is None:
-            max_length = 128
-            args_file = ckpt.path / ARGS_FILE if ckpt.path is not None else None
-            if args_file is not None and args_file.is_file():
-                max_length = int(_read_json(args_file).get("max_length", 128))
+            max_length = trained_max_length(ckpt.path)
     if model.config.num_labels == 0:
         raise ValueError(f"{src}: has no classification head; fine-tune it first")
     max_length = min(max_length, model.config.max_position_embeddings)
