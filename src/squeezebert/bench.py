@@ -604,7 +604,7 @@ def _quiet() -> Iterator[None]:
 
 def _missing(spec: CandidateSpec) -> str | None:
     """Why a candidate cannot run here (a package is missing), or None."""
-    import importlib.util
+    from squeezebert.infer import installed
 
     need = []
     if spec.family != "ours":
@@ -618,11 +618,7 @@ def _missing(spec: CandidateSpec) -> str | None:
     if spec.backend == "ctranslate2":
         need.append(("ctranslate2", "pip install ctranslate2"))
     for module, how in need:
-        try:
-            found = importlib.util.find_spec(module) is not None
-        except ValueError:  # sys.modules[module] is None: import blocked
-            found = False
-        if not found:
+        if not installed(module):
             return f"skipped: {module} is not installed ({how})"
     return None
 

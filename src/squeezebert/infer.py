@@ -211,17 +211,19 @@ DEFAULT_BACKENDS = {"fp32": ("torch",), "bf16": ("openvino", "torch"), "int8": (
 _NEEDS = {"openvino": ("openvino", "torch"), "onnx": ("onnx", "onnxruntime", "torch"), "torch": ("torch",)}
 
 
+def installed(module: str) -> bool:
+    """Whether ``module`` can be imported here, without importing it (a blocked import is not)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ValueError:  # sys.modules[module] is None: import blocked
+        return False
+
+
 def default_backend(precision: str = "fp32") -> str:
     """The backend a checkpoint runs on when none is named (see :data:`DEFAULT_BACKENDS`):
     exporting a checkpoint needs torch, so a runtime is only chosen where torch is there too."""
-    import importlib.util
-
-    def installed(module: str) -> bool:
-        try:
-            return importlib.util.find_spec(module) is not None
-        except ValueError:  # sys.modules[module] is None: import blocked
-            return False
-
     for backend in DEFAULT_BACKENDS.get(precision, ("torch",)):
         if all(installed(m) for m in _NEEDS[backend]):
             return backend

@@ -403,11 +403,11 @@ def _openvino_paths(
     temporary directory), each wrapped as a module :func:`evaluate` and the latency table run:
     ``{"teacher openvino-int8": (module, bytes on disk), ...}``. Empty when OpenVINO is not
     wanted or not installed; an export that fails its agreement check is left out with a note."""
-    import importlib.util
     import tempfile
 
-    installed = all(importlib.util.find_spec(m) is not None for m in ("openvino", "nncf"))
-    if wanted is False or (wanted is None and not installed):
+    from squeezebert.infer import installed
+
+    if wanted is False or (wanted is None and not all(installed(m) for m in ("openvino", "nncf"))):
         if wanted is None:
             notes.append("OpenVINO paths skipped: pip install 'squeezebert[openvino]' for the compiled int8 path")
         return {}
