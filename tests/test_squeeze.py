@@ -12,7 +12,8 @@ from squeezebert.checkpoint import load, save_hf
 from squeezebert.cli import main as cli_main
 from squeezebert.config import preset
 from squeezebert.model import SqueezeBert
-from squeezebert.squeeze import construction_spec, squeeze
+from squeezebert.squeeze import squeeze
+from squeezebert.surgery import StudentSpec
 from squeezebert.tokenizer import Tokenizer
 from squeezebert.train import TrainConfig
 
@@ -131,7 +132,7 @@ def test_openvino_int8_paths_are_scored_timed_and_the_student_deployed(
 
 
 def test_grouped_construction_and_layer_drop(teacher_dir, task_files, tmp_path) -> None:
-    spec = construction_spec("grouped", layers=[1])
+    spec = StudentSpec.from_construction("grouped", layers=[1])
     report = run(teacher_dir, task_files, tmp_path / "out", spec=spec, int8=False, bf16=False)
     student = load(tmp_path / "out").model
     assert student.config.num_hidden_layers == 1 and student.config.groups("query") == 4

@@ -7,7 +7,10 @@ import torch
 from torch.testing import assert_close
 
 from squeezebert.config import PROJECTIONS, preset
-from squeezebert.convert import (
+from squeezebert.model import GroupedLinear, LowRankLinear, SqueezeBert
+from squeezebert.surgery import (
+    LOW_RANK_PROJECTIONS,
+    SQUEEZEBERT_GROUPS,
     InputStats,
     StudentSpec,
     balanced_assignment,
@@ -20,7 +23,6 @@ from squeezebert.convert import (
     permute_heads,
     rank_for_energy,
 )
-from squeezebert.model import GroupedLinear, LowRankLinear, SqueezeBert
 
 DENSE = {f"{p}": 1 for p in PROJECTIONS}
 DENSE_CFG = dict(q_groups=1, k_groups=1, v_groups=1, post_attention_groups=1, intermediate_groups=1, output_groups=1)
@@ -208,3 +210,25 @@ def test_flops_fraction_sets_ranks_of_that_cost(teacher) -> None:
     assert student.config.ranks == {"query": 8, "intermediate": 13}
     with pytest.raises(ValueError, match="at most one of"):
         StudentSpec(flops_fraction=0.25, rank_energy=0.9)
+
+
+def test_named_constructions_and_their_overrides() -> None:
+    lowrank = StudentSpec.from_construction("lowrank", layers=[0, 2])
+    assert lowrank.groups == DENSE and lowrank.flops_fraction == 0.25 and lowrank.layers == [0, 2]
+    assert "post_attention" not in lowrank.low_rank_projections
+    grouped = StudentSpec.from_construction("grouped")
+    assert grouped.groups == SQUEEZEBERT_GROUPS and grouped.flops_fraction is None and not grouped.ranks
+    # an explicit rank replaces the construction's own: lowrank keeps the attention output dense,
+    # the grouped constructions factorize all six projections
+    ranked = StudentSpec.from_construction("lowrank", rank=4)
+    assert ranked.flops_fraction is None and ranked.ranks == {p: 4 for p in LOW_RANK_PROJECTIONS}
+    ranked = StudentSpec.from_construction("grouped-lowrank", rank_energy=0.9, init="block", permute=True)
+    assert ranked.flops_fraction is None and ranked.rank_energy == 0.9
+    assert ranked.low_rank_projections == PROJECTIONS and (ranked.init, ranked.permute) == ("block", True)
+    assert StudentSpec.from_construction("grouped", groups=DENSE).groups == DENSE
+    with pytest.raises(ValueError, match="at most one of"):
+        StudentSpec.from_construction("grouped", rank=2, param_budget=10)
+    with pytest.raises(ValueError, match="unknown construction"):
+        StudentSpec.from_construction("pruned")
+    with pytest.raises(ValueError, match="init must be"):
+        StudentSpec.from_construction("lowrank", init="zeros")

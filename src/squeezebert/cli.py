@@ -127,33 +127,31 @@ _weight_arg = _auto_or(float, "a weight")  # --hidden-weight
 def cmd_squeeze(args: argparse.Namespace) -> int:
     from squeezebert.config import PROJECTIONS
     from squeezebert.distill import DistillConfig
-    from squeezebert.squeeze import construction_spec, squeeze
+    from squeezebert.squeeze import squeeze
+    from squeezebert.surgery import StudentSpec
     from squeezebert.train import CUSTOM
 
     task = args.task or (CUSTOM if args.train else None)
     if task is None:
         raise ValueError("give --task TASK (a GLUE task, with --data-dir) or --train FILE --dev FILE for custom data")
-    spec = construction_spec(args.construction, layers=_int_list(args.layers, "--layers"))
     groups = _int_list(args.groups, "--groups")
-    if groups is not None:
-        if len(groups) != len(PROJECTIONS):
-            raise ValueError(f"--groups takes 6 numbers ({'/'.join(PROJECTIONS)}), got {args.groups!r}")
-        spec.groups = dict(zip(PROJECTIONS, groups))
+    if groups is not None and len(groups) != len(PROJECTIONS):
+        raise ValueError(f"--groups takes 6 numbers ({'/'.join(PROJECTIONS)}), got {args.groups!r}")
     rank_flags = [f for f in ("rank", "rank_energy", "param_budget", "flops_fraction") if getattr(args, f) is not None]
     if len(rank_flags) > 1:
         raise ValueError("give at most one of --rank, --rank-energy, --param-budget, --flops-fraction")
-    if rank_flags:
-        spec.flops_fraction = None
-        spec.ranks = {}
-        spec.low_rank_projections = PROJECTIONS if args.construction != "lowrank" else spec.low_rank_projections
-        if args.rank is not None:
-            spec.ranks = {p: args.rank for p in spec.low_rank_projections}
-        spec.rank_energy, spec.param_budget = args.rank_energy, args.param_budget
-        spec.flops_fraction = args.flops_fraction
-    spec.embedding_size = args.embedding_size
-    spec.init = args.init
-    spec.permute = args.permute
-    spec.__post_init__()  # re-validate after the flags
+    spec = StudentSpec.from_construction(
+        args.construction,
+        layers=_int_list(args.layers, "--layers"),
+        groups=None if groups is None else dict(zip(PROJECTIONS, groups)),
+        rank=args.rank,
+        rank_energy=args.rank_energy,
+        param_budget=args.param_budget,
+        flops_fraction=args.flops_fraction,
+        embedding_size=args.embedding_size,
+        init=args.init,
+        permute=args.permute,
+    )
     distill = DistillConfig(
         alpha=args.alpha,
         temperature=args.temperature,

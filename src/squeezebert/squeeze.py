@@ -27,17 +27,12 @@ from squeezebert import distributed
 from squeezebert.augment import augment_examples, resolve_copies
 from squeezebert.bench import model_latency
 from squeezebert.checkpoint import atomic_write_text, file_size, load
-from squeezebert.convert import (
-    SQUEEZEBERT_GROUPS,
-    StudentSpec,
-    build_student,
-    collect_input_stats,
-)
 from squeezebert.data import EncodedDataset, collate, encode, examples_digest
 from squeezebert.distill import DistillationLoss, DistillConfig, check_compatible
 from squeezebert.infer import DEPLOY_DIR
 from squeezebert.metrics import main_metric
 from squeezebert.model import SqueezeBert
+from squeezebert.surgery import StudentSpec, build_student, collect_input_stats
 from squeezebert.train import (
     CUSTOM,
     TrainConfig,
@@ -55,31 +50,6 @@ log = logging.getLogger(__name__)
 
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
-DENSE_GROUPS = {p: 1 for p in SQUEEZEBERT_GROUPS}
-LOW_RANK_PROJECTIONS = ("query", "key", "value", "intermediate", "output")
-
-
-def construction_spec(name: str, layers: list[int] | None = None) -> StudentSpec:
-    """Named student constructions of equal encoder FLOPs (a quarter of the dense projections'):
-
-    * ``lowrank`` (default): dense groups, activation-aware SVD of Q, K, V, FFN in and out;
-    * ``grouped``: SqueezeBERT's 4/4/4/1/4/4 groups, least-squares refit of each group;
-    * ``grouped-lowrank``: the grouped student with each group's FFN blocks at half their FLOPs.
-    """
-    if name == "lowrank":
-        return StudentSpec(
-            groups=dict(DENSE_GROUPS), flops_fraction=0.25, low_rank_projections=LOW_RANK_PROJECTIONS, layers=layers
-        )
-    if name == "grouped":
-        return StudentSpec(groups=dict(SQUEEZEBERT_GROUPS), layers=layers)
-    if name == "grouped-lowrank":
-        return StudentSpec(
-            groups=dict(SQUEEZEBERT_GROUPS),
-            flops_fraction=0.5,
-            low_rank_projections=("intermediate", "output"),
-            layers=layers,
-        )
-    raise ValueError(f"unknown construction {name!r}; use lowrank, grouped or grouped-lowrank")
 
 
 def _calibration_batches(data: Any, tokenizer: Any, n: int, seed: int, batch_size: int = 32) -> list[dict]:
@@ -200,7 +170,7 @@ def _squeeze(
     openvino: bool | None,
     overwrite: bool,
 ) -> dict[str, Any]:
-    spec = spec or construction_spec("lowrank")
+    spec = spec or StudentSpec.from_construction("lowrank")
     distill = distill or DistillConfig()
     out = Path(out_dir)
     check_out_dir(out, resume, overwrite)
@@ -541,7 +511,7 @@ def render_report(report: dict[str, Any], surgery_table: str | None = None) -> s
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["construction_spec", "render_report", "squeeze"]
+__all__ = ["render_report", "squeeze"]
 
 
 # =========================================================================== the demo
@@ -603,7 +573,7 @@ def demo(
     report = squeeze(
         out / "teacher",
         out / "student",
-        spec=construction_spec(construction),
+        spec=StudentSpec.from_construction(construction),
         config=student_cfg,
         bench_threads=threads,
         bench_repeats=5,  # the demo tells the story; docs/RESULTS.md has the careful measurements
