@@ -18,11 +18,11 @@ from pathlib import Path
 
 import torch
 
-from squeezebert.bench import time_interleaved
 from squeezebert.checkpoint import load
 from squeezebert.config import preset
 from squeezebert.model import SqueezeBert
 from squeezebert.quantize import FusedQKV, optimize
+from squeezebert.timing import time_interleaved
 
 
 def build(spec: str) -> SqueezeBert:

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from squeezebert.bench import time_interleaved
 from squeezebert.checkpoint import load
 from squeezebert.export import _session, export_model, sample_inputs
 from squeezebert.quantize import optimize
+from squeezebert.timing import time_interleaved
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
 Each argument is a ``model.onnx`` (or an export directory), optionally suffixed ``@nospin`` to
 run it with ONNX Runtime's worker threads sleeping instead of busy-waiting between operators.
 Every round runs each candidate once (several calls for small batches) in a fresh random order,
-through :func:`squeezebert.bench.time_interleaved` (which pauses before each call, so one
+through :func:`squeezebert.timing.time_interleaved` (which pauses before each call, so one
 candidate's spinning threads stay out of the next one's time); the table gives median ms per
 call and the ratio to the first candidate. Inputs are random token ids of the given shape; in
 every row after the first, the second half is padding.
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from squeezebert.bench import time_interleaved
 from squeezebert.infer import OnnxForward
+from squeezebert.timing import time_interleaved
 
 
 def main() -> None:

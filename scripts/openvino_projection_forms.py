@@ -5,7 +5,7 @@ The same SqueezeBERT weights are converted to OpenVINO once per form of ``Groupe
 diff <= 1e-4 at two shapes, else the script stops), quantized with the export's static NNCF int8
 recipe, and timed, all compiled models interleaved in one process: every round runs each model
 once in a fresh random order, with a 20 ms pause before each timed call
-(:func:`squeezebert.bench.time_interleaved`).
+(:func:`squeezebert.timing.time_interleaved`).
 
 Forms (``--forms``; projections with one group are a plain ``F.linear`` in all of them):
 
@@ -57,13 +57,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from squeezebert.bench import environment, time_interleaved
 from squeezebert.checkpoint import atomic_write_text, load
 from squeezebert.config import PROJECTIONS, preset
 from squeezebert.export import ExportError, check_fp32, sample_inputs, torch_outputs
 from squeezebert.export_openvino import _quiet, convert, quantize_int8, runtime_op_types
 from squeezebert.infer import OpenVinoForward, openvino_has_bf16
 from squeezebert.model import GroupedLinear, SqueezeBert
+from squeezebert.timing import environment, time_interleaved
 
 FORMS = ("bmm", "conv", "per-group", "block-diag", "einsum")
 #: IR node types that multiply by a weight.

@@ -5,7 +5,7 @@ is timed beside them for reference. Issue 14, item 4.
 Every candidate is built from the same weights, run once at every timed shape (that first call is
 where torch.compile compiles), checked against eager fp32 on a padded check batch, then timed
 interleaved in one process: a fresh (seeded) order each round, a 20 ms pause before each call
-(``squeezebert.bench.time_interleaved``), random unpadded token ids. A candidate that fails to
+(``squeezebert.timing.time_interleaved``), random unpadded token ids. A candidate that fails to
 import, build or compile, or whose logits are off by more than 1e-2 (fp32) / 0.5 (bf16, int8)
 from eager fp32, is a row that says so and is not timed.
 
@@ -76,12 +76,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from squeezebert.bench import environment, random_batch, time_interleaved
 from squeezebert.checkpoint import atomic_write_text, load
 from squeezebert.config import PRESETS
 from squeezebert.export import sample_inputs
 from squeezebert.model import GroupedLinear, SqueezeBert
 from squeezebert.quantize import optimize
+from squeezebert.timing import environment, random_batch, time_interleaved
 
 CANDIDATES = (
     "eager-fp32",

@@ -36,111 +36,49 @@ estimates; the process peak (``getrusage``) is reported beside them.
 Energy: RAPL package counters (``/sys/class/powercap/intel-rapl:N/energy_uj``) when readable —
 these count the whole package, other processes included — else an *estimate*: the process CPU time
 of each call (all its threads) times a stated power per busy core.
+
+The timing harness and the memory and energy probes are :mod:`squeezebert.timing`; the report's
+tables and plot, :mod:`squeezebert.bench_report`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import datetime
 import fnmatch
 import functools
-import gc
-import glob
 import io
 import json
 import logging
 import os
-import platform
 import random
-import resource
 import statistics
 import tempfile
-import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from importlib import metadata
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from squeezebert.bench_report import require_matplotlib, write_outputs
+from squeezebert.timing import (
+    RAPL_GLOB,
+    SETTLE_S,
+    EnergyMeter,
+    Samples,
+    Timing,
+    busy_warning,
+    environment,
+    measure,
+    process_peak_rss_bytes,
+    random_batch,
+    rss_bytes,
+    time_interleaved,
+    trim,
+)
+
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Timing:
-    """Latency of one candidate in milliseconds over ``n`` timed calls."""
-
-    p50: float
-    p90: float
-    p99: float
-    mean: float
-    n: int
-
-    def to_dict(self) -> dict[str, float]:
-        return asdict(self)
-
-
-def _percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        raise ValueError("no timings")
-    k = (len(sorted_values) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
-
-
-def _timing(values_ms: list[float]) -> Timing:
-    values = sorted(values_ms)
-    return Timing(
-        p50=statistics.median(values),
-        p90=_percentile(values, 0.9),
-        p99=_percentile(values, 0.99),
-        mean=statistics.fmean(values),
-        n=len(values),
-    )
-
-
-# --------------------------------------------------------------------------- memory
-def _rss_bytes() -> int:
-    """Current resident set of this process."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _reset_peak_rss() -> bool:
-    """Reset ``VmHWM`` to the current resident set (Linux >= 4.0); False where not possible."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _peak_rss_bytes() -> int | None:
-    """``VmHWM``: peak resident set since the last reset (or process start)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def _process_peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
-
-
-def _trim() -> None:
-    """Collect garbage and hand freed heap back to the OS, so that RSS deltas are not hidden by
-    memory glibc keeps for reuse."""
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 MEMORY_METHOD = (
@@ -150,176 +88,6 @@ MEMORY_METHOD = (
     "largest cell, above the resident set just before that call; process_peak_rss_mb: getrusage ru_maxrss of "
     "the whole benchmark process. All candidates share one process, so per-candidate figures are estimates."
 )
-
-
-# --------------------------------------------------------------------------- energy
-RAPL_GLOB = "/sys/class/powercap/intel-rapl:*/energy_uj"
-
-
-class EnergyMeter:
-    """Joules per call: RAPL package counters when readable, else CPU time x watts per core.
-
-    ``source`` is ``"rapl"`` or ``"estimate"``; ``note`` says what the number means.
-    """
-
-    def __init__(self, watts_per_core: float = 10.0, rapl_glob: str = RAPL_GLOB) -> None:
-        if watts_per_core <= 0:
-            raise ValueError(f"watts_per_core must be positive, got {watts_per_core}")
-        self.watts_per_core = watts_per_core
-        self.domains: list[tuple[str, int]] = []
-        for path in sorted(glob.glob(rapl_glob)):
-            if Path(path).parent.name.count(":") != 1:  # intel-rapl:0:1 is a sub-domain of package 0
-                continue
-            try:
-                int(Path(path).read_text())
-                max_range = int((Path(path).parent / "max_energy_range_uj").read_text())
-            except (OSError, ValueError):
-                continue  # often root-only since CVE-2020-8694
-            self.domains.append((path, max_range))
-        self.source = "rapl" if self.domains else "estimate"
-        if self.domains:
-            self.note = (
-                f"RAPL package energy ({len(self.domains)} package(s)); counts the whole package, "
-                "so other processes on the machine are included"
-            )
-        else:
-            self.note = (
-                f"estimate: process CPU time x {watts_per_core:g} W per busy core (RAPL counters "
-                f"{rapl_glob} not readable)"
-            )
-
-    def read(self) -> list[int] | None:
-        """Raw RAPL counters (µJ), or None for the estimate."""
-        if not self.domains:
-            return None
-        return [int(Path(p).read_text()) for p, _ in self.domains]
-
-    def joules(self, before: list[int] | None, after: list[int] | None, cpu_seconds: float) -> float:
-        if before is None or after is None:
-            return cpu_seconds * self.watts_per_core
-        total = 0
-        for (_, max_range), b, a in zip(self.domains, before, after):
-            total += a - b if a >= b else a + max_range - b  # the counter wrapped
-        return total / 1e6
-
-
-# --------------------------------------------------------------------------- measurement
-@dataclass
-class _Samples:
-    times_ms: list[float] = field(default_factory=list)
-    cpu_s: list[float] = field(default_factory=list)
-    energy_j: list[float] = field(default_factory=list)
-    run_peak_bytes: int | None = None
-
-
-# Pause before each timed call. ONNX Runtime's worker threads busy-wait for a few ms after a call
-# (its default, which infer.OnnxForward keeps for batch work), and so do torch's OpenMP threads:
-# without a pause they steal the cores from the next candidate. Measured here: a small torch
-# matmul right after an ONNX Runtime call took 5.4x its time, 1.2x after 5 ms.
-SETTLE_S = 0.02
-
-
-def _measure(
-    candidates: Mapping[str, Callable[[], Any]],
-    warmup: int,
-    repeats: int,
-    max_seconds: float | None = None,
-    meter: EnergyMeter | None = None,
-    track_memory: bool = False,
-    shuffle: random.Random | None = None,
-    settle_s: float = SETTLE_S,
-) -> dict[str, _Samples]:
-    """Warm up, then time each callable ``repeats`` times round-robin; stop early (after at least
-    3 rounds) once ``max_seconds`` have passed. With ``track_memory``, each candidate's first call
-    records its peak resident set above the one before it (needs ``warmup >= 1``). With
-    ``shuffle``, each timed round runs the candidates in a fresh order drawn from it (no candidate
-    always follows the same neighbour). Each timed call starts ``settle_s`` after the previous one
-    ended (not timed; see ``SETTLE_S``)."""
-    samples = {name: _Samples() for name in candidates}
-    for round_ in range(warmup):
-        for name, fn in candidates.items():
-            if track_memory and round_ == 0:
-                _trim()
-                before, resettable = _rss_bytes(), _reset_peak_rss()
-                fn()
-                peak = _peak_rss_bytes()
-                if resettable and peak is not None:
-                    samples[name].run_peak_bytes = max(0, peak - before)
-            else:
-                fn()
-    start = time.perf_counter()
-    order = list(candidates)
-    for round_ in range(repeats):
-        if shuffle is not None:
-            shuffle.shuffle(order)
-        for name in order:
-            fn = candidates[name]
-            if settle_s > 0:
-                time.sleep(settle_s)
-            e0 = meter.read() if meter else None
-            c0, t0 = time.process_time(), time.perf_counter()
-            fn()
-            t1, c1 = time.perf_counter(), time.process_time()
-            e1 = meter.read() if meter else None
-            s = samples[name]
-            s.times_ms.append((t1 - t0) * 1e3)
-            s.cpu_s.append(c1 - c0)
-            if meter:
-                s.energy_j.append(meter.joules(e0, e1, c1 - c0))
-        if max_seconds is not None and round_ >= 2 and time.perf_counter() - start > max_seconds:
-            break
-    return samples
-
-
-def time_interleaved(
-    candidates: dict[str, Callable[[], Any]],
-    warmup: int = 3,
-    repeats: int = 20,
-    max_seconds: float | None = None,
-    shuffle: random.Random | None = None,
-) -> dict[str, Timing]:
-    """Time each zero-argument callable ``repeats`` times, interleaved (in a fresh order each
-    round when ``shuffle`` is given); stop early (at least 3 rounds) once ``max_seconds`` have
-    passed."""
-    samples = _measure(candidates, warmup, repeats, max_seconds, shuffle=shuffle)
-    return {name: _timing(s.times_ms) for name, s in samples.items()}
-
-
-def random_batch(vocab_size: int, batch_size: int, seq_len: int, seed: int = 0) -> dict[str, torch.Tensor]:
-    """A full (unpadded) batch of random token ids, [CLS]-free: latency does not depend on ids."""
-    g = torch.Generator().manual_seed(seed)
-    # skip the special tokens at the start of BERT-style vocabularies when there is room to
-    low = 1000 if vocab_size > 2000 else min(vocab_size - 1, 5)
-    ids = torch.randint(low, min(vocab_size, 30000), (batch_size, seq_len), generator=g)
-    return {
-        "input_ids": ids,
-        "attention_mask": torch.ones_like(ids),
-        "token_type_ids": torch.zeros_like(ids),
-    }
-
-
-def model_latency(
-    models: dict[str, torch.nn.Module],
-    batch_size: int,
-    seq_len: int,
-    threads: int | None = None,
-    repeats: int = 20,
-    max_seconds: float | None = 60.0,
-) -> dict[str, Timing]:
-    """Forward latency of each model on the same random batch, interleaved, under inference mode."""
-    if threads is not None:
-        torch.set_num_threads(threads)
-    vocab = min(getattr(getattr(m, "config", None), "vocab_size", 30000) for m in models.values())
-    batch = random_batch(vocab, batch_size, seq_len)
-
-    def call(m: torch.nn.Module) -> Callable[[], Any]:
-        def run() -> Any:
-            with torch.inference_mode():
-                return m(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-
-        return run
-
-    return time_interleaved({name: call(m) for name, m in models.items()}, repeats=repeats, max_seconds=max_seconds)
 
 
 def matmul_peaks(size: int = 2048, warmup: int = 1, repeats: int = 5) -> dict[str, float | None]:
@@ -341,67 +109,6 @@ def matmul_peaks(size: int = 2048, warmup: int = 1, repeats: int = 5) -> dict[st
     timings = time_interleaved(calls, warmup=warmup, repeats=repeats)
     ops = 2 * size**3
     return {p: (ops / (timings[p].p50 / 1e3) / 1e9 if p in timings else None) for p in ("fp32", "bf16", "int8")}
-
-
-# --------------------------------------------------------------------------- environment
-def environment(threads: int | None = None) -> dict[str, Any]:
-    """What a reader needs to judge the numbers: CPU, cores, threads, library versions, date, load."""
-    cpu, flags = platform.processor() or "unknown", set()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and cpu in ("unknown", platform.processor()):
-                cpu = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = set(value.split())
-    versions = {}
-    packages = (
-        "torch",
-        "onnxruntime",
-        "onnx",
-        "openvino",
-        "nncf",
-        "ctranslate2",
-        "transformers",
-        "numpy",
-        "tokenizers",
-    )
-    for package in packages:
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        affinity = os.cpu_count()
-    return {
-        "cpu": cpu,
-        "cpu_flags": sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8"}),
-        "logical_cpus": os.cpu_count(),
-        "cpus_available": affinity,
-        "threads": threads,
-        "torch_threads": torch.get_num_threads(),
-        "versions": versions,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "load_average": [round(x, 2) for x in os.getloadavg()],
-    }
-
-
-def busy_warning(env: Mapping[str, Any]) -> list[str]:
-    """A warning when other work kept the CPUs busy (1-minute load average at or above the
-    number of available CPUs, at start or end): multi-threaded timings then suffer most, because
-    a thread that waits at a barrier for a preempted peer waits a whole scheduler slice."""
-    loads = [env["load_average"][0]] + ([env["load_average_end"][0]] if env.get("load_average_end") else [])
-    cpus = env.get("cpus_available") or 1
-    if max(loads) < cpus:
-        return []
-    return [
-        f"the machine was busy (load average {max(loads):.1f} on {cpus} CPUs): timings are inflated and noisy, "
-        "most of all for multi-threaded runs; compare ratios within this run only (or use --threads 1)"
-    ]
 
 
 # --------------------------------------------------------------------------- candidates
@@ -952,7 +659,7 @@ def run_bench(
         raise ValueError(f"baseline {baseline!r} is not among the candidates: {', '.join(names)}")
     accuracies = _read_metrics(metrics)
     if plot_path is not None:
-        _require_matplotlib()  # fail before minutes of measuring, not after
+        require_matplotlib()  # fail before minutes of measuring, not after
     meter = EnergyMeter(watts_per_core, rapl_glob)
     torch.set_num_threads(threads)
     env = environment(threads)
@@ -1088,17 +795,17 @@ def run_bench(
         tiny_batch = random_batch(vocab, 1, min(8, positions))
         for name in [n for n in names if rows[n]["status"] == "ok"]:
             spec = CANDIDATES[name]
-            _trim()
-            before = _rss_bytes()
+            trim()
+            before = rss_bytes()
             try:
                 built[name] = _build(spec, name, ckpt, ours_dir, ours_files, peer_dirs, peer_files, threads)
                 built[name].make(tiny_batch)()
             except Exception as e:
                 skip(name, f"skipped: could not be built ({type(e).__name__}: {e})")
                 continue
-            _trim()
+            trim()
             row, b = rows[name], built[name]
-            row["rss_load_mb"] = round((_rss_bytes() - before) / 2**20, 1)
+            row["rss_load_mb"] = round((rss_bytes() - before) / 2**20, 1)
             row["parameters"] = b.parameters
             row["model"] = _describe(b.config)
             row["file"] = b.file.name
@@ -1106,17 +813,17 @@ def run_bench(
             row["flops_per_text"] = {str(s): encoder_flops(b.config, s) for s in seq_lens}
             row["note"] = b.note
         del ckpt
-        _trim()
+        trim()
 
         # ---- 3. the ceiling, then the grid (largest cell first: its warm-up measures memory)
         peaks = matmul_peaks(matmul_size)
         cells = sorted(((b, s) for b in batch_sizes for s in seq_lens), key=lambda c: (-c[0] * c[1], c))
-        measured: dict[tuple[int, int], dict[str, _Samples]] = {}
+        measured: dict[tuple[int, int], dict[str, Samples]] = {}
         for i, (batch_size, seq_len) in enumerate(cells):
             batch = random_batch(vocab, batch_size, seq_len)
             calls = {name: b.make(batch) for name, b in built.items()}
             log.info("bench: batch %d x seq %d, %d candidates", batch_size, seq_len, len(calls))
-            measured[(batch_size, seq_len)] = _measure(
+            measured[(batch_size, seq_len)] = measure(
                 calls,
                 warmup,
                 repeats,
@@ -1138,7 +845,7 @@ def run_bench(
         samples = measured[(batch_size, seq_len)]
         base_p50 = statistics.median(samples[base].times_ms) if base else None
         for name, s in samples.items():
-            t = _timing(s.times_ms)
+            t = Timing.of(s.times_ms)
             spec, row = CANDIDATES[name], rows[name]
             seconds = t.p50 / 1e3
             gops = row["flops_per_text"][str(seq_len)] * batch_size / seconds / 1e9
@@ -1184,7 +891,7 @@ def run_bench(
         "matmul_peak_gops": {k: None if v is None else round(v, 1) for k, v in peaks.items()},
         "energy": {"source": meter.source, "note": meter.note},
         "memory_method": MEMORY_METHOD,
-        "process_peak_rss_mb": round(_process_peak_rss_bytes() / 2**20, 1),
+        "process_peak_rss_mb": round(process_peak_rss_bytes() / 2**20, 1),
         "candidates": [rows[n] for n in names],
         "summary": summarize(rows.values(), peaks.get("int8")),
     }
@@ -1378,7 +1085,7 @@ def run_workload(
 
     texts = read_texts(workload, max_texts)
     if plot_path is not None:
-        _require_matplotlib()
+        require_matplotlib()
     if not batch_sizes or min(batch_sizes) < 1:
         raise ValueError("batch sizes must be >= 1")
     torch.set_num_threads(threads)
@@ -1457,15 +1164,15 @@ def run_workload(
                 teacher_clf.predict(head, batch_size=max(batch_sizes))
             with _quiet():
                 pipe(head, batch_size=max(batch_sizes), truncation=True, max_length=max_length)
-        samples = _measure(calls, 0, repeats, max_seconds)
+        samples = measure(calls, 0, repeats, max_seconds)
     rows = []
     for bs in batch_sizes:
-        hf_t = _timing(samples[f"transformers b{bs}"].times_ms)
+        hf_t = Timing.of(samples[f"transformers b{bs}"].times_ms)
         ours_labels, hf_labels = outputs[f"ours b{bs}"], outputs[f"transformers b{bs}"]
         agreement = sum(a == b for a, b in zip(ours_labels, hf_labels)) / len(texts)
-        who_rows = [("ours", _timing(samples[f"ours b{bs}"].times_ms)), ("transformers", hf_t)]
+        who_rows = [("ours", Timing.of(samples[f"ours b{bs}"].times_ms)), ("transformers", hf_t)]
         if teacher_clf is not None:
-            who_rows.insert(1, ("teacher", _timing(samples[f"teacher b{bs}"].times_ms)))
+            who_rows.insert(1, ("teacher", Timing.of(samples[f"teacher b{bs}"].times_ms)))
         for who, t in who_rows:
             row = {
                 "implementation": who,
@@ -1505,269 +1212,7 @@ def run_workload(
             "timed": "one pass over every text per call: tokenize, batch, forward, labels",
         },
         "rows": rows,
-        "process_peak_rss_mb": round(_process_peak_rss_bytes() / 2**20, 1),
+        "process_peak_rss_mb": round(process_peak_rss_bytes() / 2**20, 1),
     }
     write_outputs(report, json_path, markdown_path, plot_path)
     return report
-
-
-# --------------------------------------------------------------------------- output
-def _fmt(value: Any, spec: str = ".1f") -> str:
-    if value is None:
-        return "-"
-    return format(value, spec) if isinstance(value, (int, float)) else str(value)
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool) -> str:
-    if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
-        return "\n".join(lines)
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-    return "\n".join(lines)
-
-
-def _environment_lines(env: Mapping[str, Any]) -> list[str]:
-    versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
-    return [
-        f"CPU: {env['cpu']} ({env['cpus_available']} of {env['logical_cpus']} logical CPUs available; "
-        f"{' '.join(env['cpu_flags']) or 'no AVX-512'}), threads {env['threads']}",
-        f"software: python {env['python']}, {versions}",
-        f"date: {env['date']}; load average at start {env['load_average']}, at end {env.get('load_average_end')}",
-    ] + [f"WARNING: {w}" for w in busy_warning(env)]
-
-
-def format_report(report: Mapping[str, Any], markdown: bool = False) -> str:
-    """The report as text: terminal tables, or markdown with ``markdown=True``."""
-    if report["kind"] == "workload":
-        return _format_workload(report, markdown)
-    env, settings = report["environment"], report["settings"]
-    peaks = report["matmul_peak_gops"]
-    m = settings["matmul_size"]
-    lines = ["# squeezebert bench" if markdown else "squeezebert bench", ""]
-    lines += [("- " if markdown else "") + line for line in _environment_lines(env)]
-    lines += [
-        ("- " if markdown else "")
-        + f"matmul peak ({m}x{m}x{m}, same run): "
-        + ", ".join(f"{p} {_fmt(v)} GOP/s" for p, v in peaks.items()),
-        ("- " if markdown else "") + f"energy: {report['energy']['note']}",
-        ("- " if markdown else "")
-        + f"timing: {settings['warmup']} warm-up + up to {settings['repeats']} interleaved rounds per cell"
-        + (f" (at most {limit} s)" if (limit := settings["max_seconds_per_cell"]) else "")
-        + f", {settings['inputs']}"
-        + (f"; {order}" if (order := settings.get("order")) else ""),
-        ("- " if markdown else "") + f"speedup vs {report['baseline']} (p50 ratio)",
-        ("- " if markdown else "")
-        + "GOP/s: the model's FLOPs per batch / p50; % peak: of the matmul peak of the candidate's precision, "
-        + "% int8 peak: of the int8 peak",
-        "",
-    ]
-    header = ["candidate", "model", "params M", "file MB", "RSS load MB", "RSS run MB", "status / note"]
-    rows = []
-    for c in report["candidates"]:
-        rows.append(
-            [
-                c["name"],
-                c["model"] or "-",
-                _fmt(None if c["parameters"] is None else c["parameters"] / 1e6, ".2f"),
-                _fmt(None if c["file_bytes"] is None else c["file_bytes"] / 1e6, ".1f"),
-                _fmt(c["rss_load_mb"]),
-                _fmt(c["rss_run_peak_mb"]),
-                c["note"] if c["status"] == "ok" else c["note"],
-            ]
-        )
-    lines += [_table(header, rows, markdown), ""]
-    header = ["candidate", "batch", "seq", "p50 ms", "p90 ms", "p99 ms", "texts/s", "GOP/s", "% peak", "% int8 peak"]
-    header += ["J/1k texts" + (" (est.)" if report["energy"]["source"] == "estimate" else ""), "speedup"]
-    cell_rows = []
-    for c in report["candidates"]:
-        for cell in c["cells"]:
-            lat = cell["latency_ms"]
-            cell_rows.append(
-                (
-                    (cell["batch_size"], cell["seq_len"], c["name"]),
-                    [
-                        c["name"],
-                        str(cell["batch_size"]),
-                        str(cell["seq_len"]),
-                        _fmt(lat["p50"], ".2f"),
-                        _fmt(lat["p90"], ".2f"),
-                        _fmt(lat["p99"], ".2f"),
-                        _fmt(cell["throughput_texts_per_s"]),
-                        _fmt(cell["gops"]),
-                        _fmt(None if cell["peak_fraction"] is None else 100 * cell["peak_fraction"], ".1f"),
-                        _fmt(_percent(cell.get("int8_peak_fraction")), ".1f"),
-                        _fmt(cell["energy_j_per_1000_texts"], ".2f"),
-                        _fmt(cell["speedup_vs_baseline"], ".2f") + "x",
-                    ],
-                )
-            )
-    order = {c["name"]: i for i, c in enumerate(report["candidates"])}
-    cell_rows.sort(key=lambda r: (r[0][0], r[0][1], order[r[0][2]]))
-    lines.append(_table(header, [r for _, r in cell_rows], markdown))
-    if report.get("summary"):
-        lines += ["", _summary_table(report["summary"], markdown)]
-    lines += ["", ("- " if markdown else "") + "memory: " + report["memory_method"]]
-    lines.append(("- " if markdown else "") + f"process peak RSS: {report['process_peak_rss_mb']} MB")
-    return "\n".join(lines) + "\n"
-
-
-def _percent(fraction: float | None) -> float | None:
-    return None if fraction is None else 100 * fraction
-
-
-def _summary_table(summary: Sequence[Mapping[str, Any]], markdown: bool) -> str:
-    """Best of ours against the best peer, per cell (see :func:`summarize`)."""
-    title = "best of ours vs the best peer (fastest of all the others), p50"
-    header = ["batch", "seq", "best ours", "ms", "best peer", "ms", "peer/ours", "int8 floor ms", "floor/ours"]
-    rows = [
-        [
-            str(s["batch_size"]),
-            str(s["seq_len"]),
-            _fmt(s["best_ours"]),
-            _fmt(s["best_ours_p50_ms"], ".2f"),
-            _fmt(s["best_peer"]),
-            _fmt(s["best_peer_p50_ms"], ".2f"),
-            _fmt(s["ratio"], ".2f") + ("x" if s["ratio"] is not None else ""),
-            _fmt(s["floor_ms"], ".2f"),
-            _fmt(s["floor_ratio"], ".3f"),
-        ]
-        for s in summary
-    ]
-    return ("### " if markdown else "") + title + "\n\n" + _table(header, rows, markdown)
-
-
-def _format_workload(report: Mapping[str, Any], markdown: bool) -> str:
-    s = report["settings"]
-    lines = ["# squeezebert bench --workload" if markdown else "squeezebert bench --workload", ""]
-    bullet = "- " if markdown else ""
-    lines += [bullet + line for line in _environment_lines(report["environment"])]
-    lines += [
-        bullet
-        + f"workload: {s['workload']} ({s['num_texts']} texts), model {s['model']}, max_length {s['max_length']}",
-        bullet + f"ours: {s['ours']}",
-        *([bullet + f"teacher: {s['teacher']}, run alike (student speedup: over it)"] if s.get("teacher") else []),
-        bullet + f"transformers: {s['transformers']} (label agreement: with it)",
-        bullet + f"timed: {s['timed']}; {s['warmup']} warm-up, up to {s['repeats']} interleaved passes",
-        "",
-    ]
-    header = ["implementation", "batch", "s/pass p50", "s/pass p90", "texts/s", "speedup", "label agreement"]
-    teacher = any("student_speedup" in r for r in report["rows"])
-    if teacher:
-        header += ["student speedup", "student agreement"]
-    rows = [
-        [
-            r["implementation"],
-            str(r["batch_size"]),
-            _fmt(r["seconds_per_pass"]["p50"], ".3f"),
-            _fmt(r["seconds_per_pass"]["p90"], ".3f"),
-            _fmt(r["texts_per_s"]),
-            _fmt(r["speedup_vs_transformers"], ".2f") + "x",
-            f"{r['label_agreement']:.2%}",
-        ]
-        + (
-            [
-                _fmt(r.get("student_speedup"), ".2f") + ("x" if "student_speedup" in r else ""),
-                f"{r['student_agreement']:.2%}" if "student_agreement" in r else "-",
-            ]
-            if teacher
-            else []
-        )
-        for r in report["rows"]
-    ]
-    lines.append(_table(header, rows, markdown))
-    return "\n".join(lines) + "\n"
-
-
-def _require_matplotlib() -> Any:
-    try:
-        import matplotlib
-    except ImportError:
-        raise ImportError("--plot needs matplotlib: pip install 'squeezebert[plot]'") from None
-    return matplotlib
-
-
-def plot_report(report: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
-    """A PNG: p50 latency per configuration (and accuracy vs latency when accuracies are known);
-    for a workload report, texts/s per implementation and batch size."""
-    matplotlib = _require_matplotlib()
-    from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
-
-    from squeezebert.checkpoint import atomic_write
-
-    if report["kind"] == "workload":
-        fig = Figure(figsize=(6, 4), layout="constrained")
-        ax = fig.subplots()
-        batch_sizes = report["settings"]["batch_sizes"]
-        width = 0.38
-        for k, who in enumerate(("ours", "transformers")):
-            values = [
-                next(r["texts_per_s"] for r in report["rows"] if r["implementation"] == who and r["batch_size"] == b)
-                for b in batch_sizes
-            ]
-            ax.bar([i + (k - 0.5) * width for i in range(len(batch_sizes))], values, width, label=who)
-        ax.set_xticks(range(len(batch_sizes)), [f"batch {b}" for b in batch_sizes])
-        ax.set_ylabel("texts/s (end to end, higher is better)")
-        ax.set_title(f"{Path(report['settings']['workload']).name}: {report['settings']['num_texts']} texts")
-        ax.legend()
-    else:
-        measured = [c for c in report["candidates"] if c["cells"]]
-        with_acc = [c for c in measured if c["accuracy"] is not None]
-        fig = Figure(figsize=(13 if with_acc else 9, 5), layout="constrained")
-        axes = fig.subplots(1, 2 if with_acc else 1, squeeze=False)[0]
-        ax = axes[0]
-        cells = sorted({(cell["batch_size"], cell["seq_len"]) for c in measured for cell in c["cells"]})
-        width = 0.8 / max(1, len(measured))
-        for k, c in enumerate(measured):
-            p50 = {(cell["batch_size"], cell["seq_len"]): cell["latency_ms"]["p50"] for cell in c["cells"]}
-            color = matplotlib.colormaps["tab20"](k % 20)  # tab10 would repeat after ten candidates
-            ax.bar(
-                [i + k * width for i in range(len(cells))],
-                [p50[cell] for cell in cells],
-                width,
-                label=c["name"],
-                color=color,
-            )
-        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(cells))], [f"b{b} x s{s}" for b, s in cells])
-        ax.set_yscale("log")
-        ax.set_ylabel("p50 latency, ms (log; lower is better)")
-        threads = report["settings"]["threads"]
-        ax.set_title(f"{report['environment']['cpu']}, {threads} thread{'s' if threads != 1 else ''}")
-        ax.legend(fontsize=7, ncol=2)
-        if with_acc:
-            b, s = min(cell[0] for cell in cells), max(cell[1] for cell in cells)
-            ax2 = axes[1]
-            for c in with_acc:
-                p50 = next(
-                    cell["latency_ms"]["p50"] for cell in c["cells"] if (cell["batch_size"], cell["seq_len"]) == (b, s)
-                )
-                ax2.scatter(p50, c["accuracy"])
-                ax2.annotate(c["name"], (p50, c["accuracy"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-            ax2.set_xscale("log")
-            ax2.set_xlabel(f"p50 latency at batch {b} x seq {s}, ms (log)")
-            ax2.set_ylabel("accuracy")
-            ax2.set_title("accuracy vs latency")
-    atomic_write(Path(path), lambda p: fig.savefig(p, format="png", dpi=120))
-
-
-def write_outputs(
-    report: Mapping[str, Any],
-    json_path: str | os.PathLike[str] | None = None,
-    markdown_path: str | os.PathLike[str] | None = None,
-    plot_path: str | os.PathLike[str] | None = None,
-) -> None:
-    """Write the report as JSON, markdown and a PNG plot (each only where a path is given),
-    each to a temporary name first, then renamed."""
-    from squeezebert.checkpoint import atomic_write_text
-
-    for target in (json_path, markdown_path, plot_path):
-        if target is not None:
-            Path(target).parent.mkdir(parents=True, exist_ok=True)
-    if json_path is not None:
-        atomic_write_text(Path(json_path), json.dumps(report, indent=2) + "\n")
-    if markdown_path is not None:
-        atomic_write_text(Path(markdown_path), format_report(report, markdown=True))
-    if plot_path is not None:
-        plot_report(report, plot_path)

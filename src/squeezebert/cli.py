@@ -389,7 +389,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- bench
 def cmd_bench(args: argparse.Namespace) -> int:
-    from squeezebert.bench import format_report, run_bench, run_workload
+    from squeezebert.bench import run_bench, run_workload
+    from squeezebert.bench_report import format_report
 
     given = {
         "threads": args.threads,

@@ -25,7 +25,6 @@ import torch
 
 from squeezebert import distributed
 from squeezebert.augment import augment_examples, resolve_copies
-from squeezebert.bench import model_latency
 from squeezebert.checkpoint import atomic_write_text, file_size, load
 from squeezebert.data import EncodedDataset, collate, encode, examples_digest
 from squeezebert.distill import DistillationLoss, DistillConfig, check_compatible
@@ -33,6 +32,7 @@ from squeezebert.infer import DEPLOY_DIR
 from squeezebert.metrics import main_metric
 from squeezebert.model import SqueezeBert
 from squeezebert.surgery import StudentSpec, build_student, collect_input_stats
+from squeezebert.timing import model_latency
 from squeezebert.train import (
     CUSTOM,
     TrainConfig,
