@@ -24,7 +24,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).parent))
 from serve_loadtest import cpu_seconds, free_port  # noqa: E402
 
-from squeezebert.serve import loadtest  # noqa: E402
+from squeezebert.loadtest import loadtest  # noqa: E402
 
 SERVER = """
 import sys, uvicorn

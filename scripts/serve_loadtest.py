@@ -37,7 +37,7 @@ from pathlib import Path
 
 import httpx
 
-from squeezebert.serve import loadtest
+from squeezebert.loadtest import loadtest
 
 MODES = {
     "off": ["--no-batching"],

@@ -20,7 +20,7 @@ import statistics
 import time
 
 from squeezebert.infer import Classifier
-from squeezebert.serve import _SAMPLE_TEXTS
+from squeezebert.loadtest import _SAMPLE_TEXTS
 
 
 def main() -> int:

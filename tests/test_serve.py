@@ -25,14 +25,9 @@ httpx = pytest.importorskip("httpx")
 
 from squeezebert.config import preset  # noqa: E402
 from squeezebert.infer import Classifier, Prediction, TextInput  # noqa: E402
+from squeezebert.loadtest import loadtest  # noqa: E402
 from squeezebert.model import SqueezeBert  # noqa: E402
-from squeezebert.serve import (  # noqa: E402
-    MicroBatcher,
-    ServeConfig,
-    create_app,
-    is_loopback,
-    loadtest,
-)
+from squeezebert.serve import ServeConfig, create_app, is_loopback  # noqa: E402
 from squeezebert.tokenizer import Tokenizer  # noqa: E402
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"good bad movie film plot was very the a it".split()]
@@ -401,33 +396,6 @@ def test_batching_off_runs_one_request_per_model_call() -> None:
     assert fake.calls == [2] * 8
 
 
-def test_batcher_never_mixes_texts_and_pairs_and_keeps_fifo_order() -> None:
-    seen: list[list[TextInput]] = []
-
-    def predict(inputs: list[TextInput]) -> list[Prediction]:
-        seen.append(list(inputs))
-        return [Prediction(label=str(x)) for x in inputs]
-
-    async def main() -> list[list[Prediction]]:
-        batcher = MicroBatcher(predict, max_batch_size=4, max_wait_s=0.05)
-        await batcher.start()
-        futures = [
-            batcher.submit(["t1"]),
-            batcher.submit([("p1", "q1")]),
-            batcher.submit(["t2", "t3"]),
-            batcher.submit(["t4", "t5"]),  # does not fit after t1..t3: opens the next batch
-        ]
-        results = await asyncio.gather(*futures)
-        await batcher.close()
-        return results
-
-    results = run(main)
-    assert [[p.label for p in r] for r in results] == [["t1"], [str(("p1", "q1"))], ["t2", "t3"], ["t4", "t5"]]
-    # All four were queued before the batcher ran: t1 takes t2, t3 (skipping the pair), t4 + t5 would
-    # overflow the batch of 4; the pair then runs on its own, t4 + t5 last.
-    assert seen == [["t1", "t2", "t3"], [("p1", "q1")], ["t4", "t5"]]
-
-
 def test_every_app_has_its_own_metrics_registry() -> None:
     a, b = create_app(Recording()), create_app(Recording())
     assert a.state.metrics.registry is not b.state.metrics.registry
@@ -451,37 +419,10 @@ def test_metrics_report_requests_latency_batches_and_queue_depth() -> None:
     assert "squeezebert_model_duration_seconds_count 1.0" in text
 
 
-# --------------------------------------------------------------------------- load test bounds
+# --------------------------------------------------------------------------- hosts
 @pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "127.3.2.1", "[::1]", "::1"])
 def test_loopback_hosts_are_recognized(host: str) -> None:
     assert is_loopback(host)
-
-
-@pytest.mark.parametrize(
-    ("url", "kwargs", "match"),
-    [
-        ("http://10.0.0.5:8080", {}, "only targets this machine"),
-        ("http://example.com", {}, "only targets this machine"),
-        ("http://0.0.0.0:8080", {}, "only targets this machine"),
-        ("ftp://127.0.0.1", {}, "not an http"),
-        ("http://127.0.0.1:1", {"duration_s": 61}, "duration"),
-        ("http://127.0.0.1:1", {"duration_s": 0}, "duration"),
-        ("http://127.0.0.1:1", {"concurrency": 257}, "concurrency"),
-        ("http://127.0.0.1:1", {"concurrency": 0}, "concurrency"),
-        ("http://127.0.0.1:1", {"rate": 0}, "rate"),
-        ("http://127.0.0.1:1", {"rate": 2001}, "rate"),
-        ("http://127.0.0.1:1", {"rate": float("nan")}, "rate"),
-    ],
-)
-def test_loadtest_refuses_remote_hosts_and_unbounded_runs(url: str, kwargs: dict, match: str) -> None:
-    with pytest.raises(ValueError, match=match):
-        loadtest(url, **{"duration_s": 1, **kwargs})
-
-
-def test_loadtest_counts_a_refused_connection_as_an_error_by_name() -> None:
-    report = loadtest(f"http://127.0.0.1:{_free_port()}", concurrency=2, duration_s=0.2)
-    assert report.requests > 0 and report.status_counts == {"ConnectionRefusedError": report.requests}
-    assert report.errors == report.requests and report.requests_per_s == 0
 
 
 # --------------------------------------------------------------------------- end to end
@@ -648,30 +589,6 @@ def test_a_lone_surrogate_is_a_422_for_that_request_alone(classifier: Classifier
             assert good.status_code == 200
 
     run(main)
-
-
-def test_the_batcher_isolates_a_failing_request_from_the_others_in_its_batch() -> None:
-    calls: list[list[TextInput]] = []
-
-    def predict(inputs: list[TextInput]) -> list[Prediction]:
-        calls.append(list(inputs))
-        if "poison" in inputs:
-            raise ValueError("cannot tokenize")
-        return [Prediction(label=str(x)) for x in inputs]
-
-    async def main() -> list[Any]:
-        batcher = MicroBatcher(predict, max_batch_size=8, max_wait_s=0.05)
-        await batcher.start()
-        futures = [batcher.submit(["a"]), batcher.submit(["poison", "b"]), batcher.submit(["c", "d"])]
-        results = await asyncio.gather(*futures, return_exceptions=True)
-        await batcher.close()
-        return results
-
-    first, second, third = run(main)
-    assert [p.label for p in first] == ["a"] and [p.label for p in third] == ["c", "d"]
-    assert isinstance(second, ValueError)
-    assert calls[0] == ["a", "poison", "b", "c", "d"]  # one merged call failed, then one call per request
-    assert sorted(map(tuple, calls[1:])) == [("a",), ("c", "d"), ("poison", "b")]
 
 
 def test_a_body_that_never_arrives_gets_408_and_one_arriving_at_the_drain_gets_503() -> None:

@@ -557,7 +557,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_loadtest(args: argparse.Namespace) -> int:
     from squeezebert.checkpoint import atomic_write_text
     from squeezebert.files import check_writable_file
-    from squeezebert.serve import loadtest, read_texts, resolve_api_key
+    from squeezebert.loadtest import loadtest, read_texts
+    from squeezebert.serve import resolve_api_key
 
     if args.json:
         check_writable_file(args.json, "--json")

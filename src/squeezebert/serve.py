@@ -11,16 +11,13 @@ Endpoints::
     GET  /docs          Swagger UI, only with ``ServeConfig(docs=True)`` (``--docs``): its page
                         loads its JavaScript and CSS from a public CDN
 
-Dynamic micro-batching (:class:`MicroBatcher`): requests wait in one queue; a batcher task takes
-the oldest one, then for at most ``max_wait_ms`` gathers more until the batch holds
-``max_batch_size`` texts, and runs ``Classifier.predict`` on the merged inputs in a single
-worker thread, off the event loop. While the model runs new requests queue up, so under load
-batches fill without waiting; that is why ``max_wait_ms`` defaults to 0 (an idle server answers
-a lone request at once instead of holding it back for company). ``predict`` sorts a model call's
+Requests are merged into model batches by :class:`~squeezebert.batcher.MicroBatcher` (its own
+module): one queue, batches of at most ``max_batch_size`` texts gathered for at most
+``max_wait_ms`` (default 0: an idle server answers a lone request at once), run by
+``Classifier.predict`` in one worker thread off the event loop. ``predict`` sorts a model call's
 texts by length and runs them in forward passes of ``forward_batch_size`` (16): on CPU, passes of
 8 to 16 short texts cost less per text than one pass of 32 (less padding, activations that stay
-in cache; measured in docs/RESULTS.md). Each request gets exactly its own slice of the results
-back, in order. A request is never split: one with more texts than ``max_batch_size`` runs alone.
+in cache; measured in docs/RESULTS.md).
 
 Limits are part of the contract: the body size (413), the texts per request and characters per
 text (422 naming the limit and the received value), the queue length (503 with ``Retry-After``),
@@ -36,8 +33,8 @@ No endpoint loads or runs anything a client names: the model is fixed when the a
 SIGTERM it stops accepting connections, answers 503 to requests whose body is still arriving,
 lets in-flight requests finish, drains the batcher and returns (exit code 0).
 
-:func:`loadtest` is the matching client: a bounded, loopback-only load generator that reports
-requests/s, latency percentiles and errors by status code.
+:func:`squeezebert.loadtest.loadtest` is the matching client: a bounded, loopback-only load
+generator that reports requests/s, latency percentiles and errors by status code.
 
 FastAPI, uvicorn, prometheus_client and httpx are the ``serve`` extra, imported where used.
 """
@@ -46,25 +43,21 @@ FastAPI, uvicorn, prometheus_client and httpx are the ``serve`` extra, imported 
 # runtime, and the request/response models are built inside create_app (the extra is optional).
 
 import asyncio
-import collections
 import hmac
 import ipaddress
-import itertools
 import json
 import logging
 import math
 import os
 import signal
 import time
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
-from squeezebert.files import require_file
+from squeezebert.batcher import MicroBatcher, QueueFull
 from squeezebert.infer import Prediction, TextInput
 from squeezebert.tables import invalid_text
 
@@ -193,203 +186,6 @@ def resolve_api_key(
         return None
     _check_api_key(key, where)
     return key.strip()
-
-
-# --------------------------------------------------------------------------- micro-batching
-class QueueFull(RuntimeError):
-    """The batcher's queue holds ``max_queue`` requests already."""
-
-
-@dataclass
-class _Item:
-    inputs: list[TextInput]
-    future: "asyncio.Future[list[Prediction]]"
-    pairs: bool
-
-
-class MicroBatcher:
-    """Merge concurrent requests into model batches run by one worker thread.
-
-    ``predict(inputs)`` is called in the worker thread with the merged inputs of one or more
-    requests (all texts or all pairs; the two kinds are never mixed in one call) and must return
-    one prediction per input, in order. ``on_batch(size, seconds)`` and ``on_queue(depth)`` feed
-    the metrics. Use from one event loop: :meth:`start`, :meth:`submit` per request,
-    :meth:`close` at shutdown (it finishes what is queued first).
-    """
-
-    def __init__(
-        self,
-        predict: Callable[[list[TextInput]], list[Prediction]],
-        max_batch_size: int = 32,
-        max_wait_s: float = 0.005,
-        max_queue: int = 256,
-        batching: bool = True,
-        on_batch: Callable[[int, float], None] | None = None,
-        on_queue: Callable[[int], None] | None = None,
-    ) -> None:
-        self._predict = predict
-        self.max_batch_size = max_batch_size
-        self.max_wait_s = max_wait_s
-        self.max_queue = max_queue
-        self.batching = batching and max_batch_size > 1
-        self._on_batch = on_batch
-        self._on_queue = on_queue
-        self._pending: collections.deque[_Item] = collections.deque()
-        # One thread: one model call at a time keeps torch's intra-op threads from fighting each
-        # other. (The tokenizer is thread-safe, so this is a choice, not a constraint.)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="squeezebert-model")
-        self._arrived: asyncio.Event | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
-
-    @property
-    def depth(self) -> int:
-        """Requests waiting for the model."""
-        return len(self._pending)
-
-    async def start(self) -> None:
-        """Start the batcher task on the running loop."""
-        self._arrived = asyncio.Event()
-        self._task = asyncio.create_task(self._run(), name="squeezebert-batcher")
-
-    def submit(self, inputs: list[TextInput]) -> "asyncio.Future[list[Prediction]]":
-        """Queue one request's inputs; the future resolves to its predictions in order.
-
-        Raises :class:`QueueFull` when ``max_queue`` requests are waiting, and RuntimeError once
-        :meth:`close` has begun.
-        """
-        if not inputs:
-            raise ValueError("submit at least one input")
-        if self._closing or self._arrived is None:
-            raise RuntimeError("the batcher is not running")
-        if len(self._pending) >= self.max_queue:
-            raise QueueFull(f"{len(self._pending)} requests are waiting (max_queue={self.max_queue})")
-        future: asyncio.Future[list[Prediction]] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Item(inputs, future, isinstance(inputs[0], (tuple, list))))
-        self._queue_changed()
-        self._arrived.set()
-        return future
-
-    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run ``fn(*args)`` in the model thread (warm-up uses this), between batches."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-
-    async def close(self) -> None:
-        """Finish the queued requests, then stop the task and the worker thread."""
-        self._closing = True
-        if self._arrived is not None:
-            self._arrived.set()
-        if self._task is not None:
-            await self._task
-        await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown)
-
-    # ------------------------------------------------------------------ internals
-    def _queue_changed(self) -> None:
-        if self._on_queue is not None:
-            self._on_queue(len(self._pending))
-
-    async def _next(self) -> _Item | None:
-        assert self._arrived is not None
-        while True:
-            while self._pending:
-                item = self._pending.popleft()
-                self._queue_changed()
-                if not item.future.done():  # done = timed out (cancelled) while waiting
-                    return item
-            if self._closing:
-                return None
-            self._arrived.clear()
-            await self._arrived.wait()
-
-    def _take_more(self, batch: list[_Item], size: int) -> tuple[int, bool]:
-        """Move queued requests of the batch's kind into it while they fit, oldest first.
-        Returns the new size and whether a request that does not fit is waiting (stop then)."""
-        kind = batch[0].pairs
-        kept: list[_Item] = []
-        blocked = False
-        while self._pending:
-            item = self._pending.popleft()
-            if item.future.done():
-                continue
-            if blocked or item.pairs != kind:
-                kept.append(item)
-            elif size + len(item.inputs) <= self.max_batch_size:
-                batch.append(item)
-                size += len(item.inputs)
-            else:
-                kept.append(item)
-                blocked = True  # first in line and too big: it opens the next batch
-        self._pending.extendleft(reversed(kept))
-        self._queue_changed()
-        return size, blocked
-
-    async def _gather(self, first: _Item) -> list[_Item]:
-        batch, size = [first], len(first.inputs)
-        if not self.batching or size >= self.max_batch_size:
-            return batch
-        assert self._arrived is not None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.max_wait_s
-        while True:
-            size, blocked = self._take_more(batch, size)
-            remaining = deadline - loop.time()
-            if blocked or size >= self.max_batch_size or self._closing or remaining <= 0:
-                return batch
-            self._arrived.clear()
-            try:
-                await asyncio.wait_for(self._arrived.wait(), remaining)
-            except asyncio.TimeoutError:
-                size, _ = self._take_more(batch, size)
-                return batch
-
-    async def _run(self) -> None:
-        while True:
-            first = await self._next()
-            if first is None:
-                return
-            batch = await self._gather(first)
-            inputs = [x for item in batch for x in item.inputs]
-            try:
-                predictions = await self._call(inputs)
-            except Exception as e:
-                if len(batch) == 1:
-                    log.exception("model call on %d inputs failed", len(inputs))
-                    if not batch[0].future.done():
-                        batch[0].future.set_exception(e)
-                    continue
-                # One request's input may be what broke the call: run each request on its own, so
-                # that only the one that fails again gets the error.
-                log.warning("model call on %d requests failed (%s: %s); running them one by one", len(batch),
-                            type(e).__name__, e)  # fmt: skip
-                for item in batch:
-                    if item.future.done():  # timed out meanwhile
-                        continue
-                    try:
-                        result = await self._call(item.inputs)
-                    except Exception as e:
-                        log.exception("model call on %d inputs failed", len(item.inputs))
-                        if not item.future.done():
-                            item.future.set_exception(e)
-                    else:
-                        if not item.future.done():
-                            item.future.set_result(result)
-                continue
-            offset = 0
-            for item in batch:
-                n = len(item.inputs)
-                if not item.future.done():  # a request that timed out meanwhile gets nothing
-                    item.future.set_result(predictions[offset : offset + n])
-                offset += n
-
-    async def _call(self, inputs: list[TextInput]) -> list[Prediction]:
-        """One model call in the worker thread, checked and recorded in the metrics."""
-        start = time.perf_counter()
-        predictions = await asyncio.get_running_loop().run_in_executor(self._executor, self._predict, inputs)
-        if len(predictions) != len(inputs):
-            raise RuntimeError(f"the model returned {len(predictions)} results for {len(inputs)} inputs")
-        if self._on_batch is not None:
-            self._on_batch(len(inputs), time.perf_counter() - start)
-        return predictions
 
 
 # --------------------------------------------------------------------------- metrics
@@ -995,290 +791,3 @@ def _bounded_h11(head_timeout_s: float) -> type:
             super().connection_lost(exc)
 
     return BoundedH11Protocol
-
-
-# --------------------------------------------------------------------------- load test (client)
-MAX_LOAD_SECONDS = 60.0
-MAX_LOAD_CONCURRENCY = 256
-MAX_LOAD_RATE = 2000.0
-_SAMPLE_TEXTS = (
-    "a gripping, beautifully acted film",
-    "the plot was thin and the jokes fell flat",
-    "not bad at all",
-    "an utterly forgettable sequel that overstays its welcome by at least half an hour",
-    "i loved every minute of it",
-    "the soundtrack is the only thing worth remembering, and even that is derivative of better films",
-    "meh",
-    "a warm, funny and surprisingly moving story about growing up in a small town",
-)
-
-
-@dataclass
-class LoadReport:
-    """What :func:`loadtest` measured. Latencies in milliseconds, over completed requests."""
-
-    url: str
-    concurrency: int
-    duration_s: float
-    texts_per_request: int
-    rate: float | None
-    requests: int
-    requests_per_s: float
-    latency_ms: dict[str, float]
-    status_counts: dict[str, int]
-    errors: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def summary(self) -> str:
-        lat = self.latency_ms
-        statuses = ", ".join(f"{k}: {v}" for k, v in sorted(self.status_counts.items())) or "none"
-        load = f"concurrency {self.concurrency}"
-        if self.rate is not None:
-            load = f"a fixed {self.rate:g} requests/s (at most {self.concurrency} in flight)"
-        return (
-            f"{self.url}: {self.requests} requests in {self.duration_s:.1f} s at {load} "
-            f"({self.texts_per_request} text(s) each)\n"
-            f"  {self.requests_per_s:.1f} requests/s\n"
-            f"  latency ms: p50 {lat['p50']:.1f}  p90 {lat['p90']:.1f}  p99 {lat['p99']:.1f}  "
-            f"mean {lat['mean']:.1f}  max {lat['max']:.1f}\n"
-            f"  status codes: {statuses}; errors (non-200): {self.errors}"
-        )
-
-
-def _classify_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{url!r} is not an http(s) URL; give e.g. http://127.0.0.1:8080")
-    if not is_loopback(parts.hostname):
-        raise ValueError(
-            f"{url}: the load test only targets this machine (localhost, 127.0.0.0/8, ::1), not {parts.hostname!r}"
-        )
-    return url.rstrip("/") + CLASSIFY_PATH if parts.path in ("", "/") else url
-
-
-def read_texts(path: str | os.PathLike[str]) -> list[str]:
-    """Non-blank lines of a utf-8 text file (the load test's request texts)."""
-    path = require_file(path, "a text file (one request text per line)")
-    try:
-        texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not utf-8 text ({e.reason})") from None
-    if not texts:
-        raise ValueError(f"{path}: no texts (one per line)")
-    return texts
-
-
-def loadtest(
-    url: str,
-    concurrency: int = 8,
-    duration_s: float = 10.0,
-    *,
-    texts: Sequence[str] | None = None,
-    texts_per_request: int = 1,
-    rate: float | None = None,
-    api_key: str | None = None,
-    request_timeout_s: float = 30.0,
-) -> LoadReport:
-    """Send ``POST /v1/classify`` from ``concurrency`` concurrent clients for ``duration_s``.
-
-    ``url``: the server's base URL (``http://127.0.0.1:8080``) or the classify URL; only
-    loopback hosts are accepted. Bounded: ``duration_s`` <= 60, ``concurrency`` <= 256,
-    ``rate`` <= 2000. ``texts`` are sent round-robin, ``texts_per_request`` per request (default:
-    a few built-in review-like sentences). Requests in flight at the deadline are completed and
-    counted.
-
-    Closed loop by default: each client sends its next request when its last one is answered.
-    With ``rate``, open loop: request *i* is due at ``i / rate`` seconds, whatever the server's
-    speed, with at most ``concurrency`` in flight; its latency counts from when it was due, so
-    a server that falls behind shows it in the percentiles instead of slowing the load down.
-    """
-    target = _classify_url(url)
-    if not 1 <= concurrency <= MAX_LOAD_CONCURRENCY:
-        raise ValueError(f"concurrency must be in 1..{MAX_LOAD_CONCURRENCY}, got {concurrency}")
-    if not 0 < duration_s <= MAX_LOAD_SECONDS:
-        raise ValueError(f"duration must be in (0, {MAX_LOAD_SECONDS:g}] seconds, got {duration_s}")
-    if texts_per_request < 1:
-        raise ValueError(f"texts_per_request must be >= 1, got {texts_per_request}")
-    if rate is not None and not (math.isfinite(rate) and 0 < rate <= MAX_LOAD_RATE):
-        raise ValueError(f"rate must be in (0, {MAX_LOAD_RATE:g}] requests/s, got {rate}")
-    pool = list(texts) if texts else list(_SAMPLE_TEXTS)
-    headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
-    latencies, statuses, elapsed = asyncio.run(
-        _load(target, concurrency, duration_s, pool, texts_per_request, headers, request_timeout_s, rate)
-    )
-    done = len(latencies)
-    ms = sorted(x * 1000 for x in latencies)
-    return LoadReport(
-        url=target,
-        concurrency=concurrency,
-        duration_s=elapsed,
-        texts_per_request=texts_per_request,
-        rate=rate,
-        requests=sum(statuses.values()),
-        requests_per_s=done / elapsed if elapsed > 0 else 0.0,
-        latency_ms={
-            "p50": _percentile(ms, 50),
-            "p90": _percentile(ms, 90),
-            "p99": _percentile(ms, 99),
-            "mean": sum(ms) / done if done else math.nan,
-            "max": ms[-1] if ms else math.nan,
-        },
-        status_counts=dict(statuses),
-        errors=sum(n for status, n in statuses.items() if status != "200"),
-    )
-
-
-def _percentile(sorted_values: list[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    if not sorted_values:
-        return math.nan
-    pos = (len(sorted_values) - 1) * q / 100
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
-
-
-class _Connection:
-    """One keep-alive HTTP/1.1 connection for the load test: POST a JSON body, read the status.
-
-    Just enough HTTP for ``squeezebert serve`` (Content-Length or chunked bodies, ``Connection:
-    close``), written out because the load generator shares the CPU with the server it measures:
-    httpx spent 2 to 5 ms of CPU per request here (measured, docs/RESULTS.md), about as much as
-    the server's own work, which starved the server of requests to batch.
-    """
-
-    def __init__(self, url: str, headers: dict[str, str], timeout_s: float) -> None:
-        parts = urlsplit(url)
-        assert parts.hostname is not None
-        self.host = parts.hostname
-        self.port = parts.port or (443 if parts.scheme == "https" else 80)
-        self.ssl = parts.scheme == "https"
-        self.timeout_s = timeout_s
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        lines = [
-            f"POST {parts.path or '/'}{'?' + parts.query if parts.query else ''} HTTP/1.1",
-            f"host: {host}:{self.port}",
-            "content-type: application/json",
-            *(f"{k}: {v}" for k, v in headers.items()),
-        ]
-        self.head = ("\r\n".join(lines) + "\r\ncontent-length: ").encode("latin-1")
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def post(self, body: bytes) -> int:
-        """Send one request and read its whole response; returns the status code."""
-        try:
-            return await asyncio.wait_for(self._post(body), self.timeout_s)
-        except BaseException:
-            self.close()  # a half-read response leaves the connection unusable
-            raise
-
-    async def _post(self, body: bytes) -> int:
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port, ssl=self.ssl or None)
-        assert self.reader is not None
-        self.writer.write(self.head + str(len(body)).encode() + b"\r\n\r\n" + body)
-        status_line = await self.reader.readline()
-        parts = status_line.split(None, 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/"):
-            raise ConnectionError(f"not an HTTP response: {status_line[:60]!r}")
-        status = int(parts[1])
-        length, chunked, close = 0, False, False
-        while True:
-            line = await self.reader.readline()
-            if line in (b"\r\n", b"\n", b""):
-                break
-            name, _, value = line.partition(b":")
-            name = name.strip().lower()
-            if name == b"content-length":
-                length = int(value)
-            elif name == b"transfer-encoding":
-                chunked = b"chunked" in value.lower()
-            elif name == b"connection":
-                close = b"close" in value.lower()
-        if chunked:
-            while True:
-                size = int((await self.reader.readline()).split(b";")[0], 16)
-                await self.reader.readexactly(size + 2)  # the chunk and its CRLF
-                if size == 0:
-                    break
-        else:
-            await self.reader.readexactly(length)
-        if close:
-            self.close()
-        return status
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-        self.reader = self.writer = None
-
-
-async def _load(
-    url: str,
-    concurrency: int,
-    duration_s: float,
-    texts: list[str],
-    per_request: int,
-    headers: dict[str, str],
-    timeout_s: float,
-    rate: float | None = None,
-) -> tuple[list[float], collections.Counter[str], float]:
-    latencies: list[float] = []
-    statuses: collections.Counter[str] = collections.Counter()
-    counter = itertools.count()
-
-    async def send(connection: _Connection, i: int, due: float) -> None:
-        """Request number ``i``; its latency counts from ``due``."""
-        body = json.dumps({"texts": [texts[(i * per_request + k) % len(texts)] for k in range(per_request)]}).encode()
-        try:
-            status = await connection.post(body)
-        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError) as e:
-            statuses[type(e).__name__] += 1  # connection refused, timeout, cut-off response, ...
-            await asyncio.sleep(0.01)  # a dead server must not become a busy loop
-            return
-        latencies.append(time.perf_counter() - due)
-        statuses[str(status)] += 1
-
-    async def worker(connection: _Connection) -> None:
-        while time.perf_counter() < deadline:
-            await send(connection, next(counter), time.perf_counter())
-
-    async def scheduler(rate: float) -> None:
-        idle: asyncio.Queue[_Connection] = asyncio.Queue()
-        for connection in connections:
-            idle.put_nowait(connection)
-
-        async def send_and_release(connection: _Connection, i: int, due: float) -> None:
-            try:
-                await send(connection, i, due)
-            finally:
-                idle.put_nowait(connection)
-
-        tasks: set[asyncio.Task[None]] = set()
-        for i in itertools.count():
-            due = start + i / rate
-            if due >= deadline:
-                break
-            await asyncio.sleep(max(0.0, due - time.perf_counter()))
-            connection = await idle.get()  # `concurrency` in flight: the next one waits (and is late)
-            task = asyncio.create_task(send_and_release(connection, i, due))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-        await asyncio.gather(*tasks)
-
-    connections = [_Connection(url, headers, timeout_s) for _ in range(concurrency)]
-    start = time.perf_counter()
-    deadline = start + duration_s
-    try:
-        if rate is None:
-            await asyncio.gather(*(worker(c) for c in connections))
-        else:
-            await scheduler(rate)
-    finally:
-        for connection in connections:
-            connection.close()
-    elapsed = time.perf_counter() - start
-    return latencies, statuses, elapsed
