@@ -49,7 +49,8 @@ def test_ours_save_load_round_trip_is_exact(tmp_path) -> None:
     assert again.config == cfg
     b = batch()
     assert torch.equal(outputs(model, b), outputs(again, b))
-    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["config.json", "model.safetensors"]
+    names = ["config.json", "model.safetensors", "modeling_squeezebert_toolkit.py"]  # the last for transformers
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == names
 
 
 @pytest.mark.parametrize("hf_cls_name", ["SqueezeBertForSequenceClassification", "BertForSequenceClassification"])
@@ -257,7 +258,7 @@ def test_save_leaves_no_temporary_files_and_overwrites_atomically(good_checkpoin
     model = load(good_checkpoint).model
     save_checkpoint(model, good_checkpoint, extra_json={"metrics.json": {"accuracy": 0.5}})
     names = sorted(p.name for p in good_checkpoint.iterdir())
-    assert names == ["config.json", "metrics.json", "model.safetensors"]
+    assert names == ["config.json", "metrics.json", "model.safetensors", "modeling_squeezebert_toolkit.py"]
 
 
 # --------------------------------------------------------------------------- CLI

@@ -404,7 +404,8 @@ def test_finetune_refuses_a_non_empty_out_unless_overwrite(
         assert cli.main([*args, *extra]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1, err
-        assert f"{out}: is not empty (config.json, model.safetensors, notes.txt, tokenizer.json)" in err
+        listed = "config.json, model.safetensors, modeling_squeezebert_toolkit.py, notes.txt, special_tokens_map.json"
+        assert f"{out}: is not empty ({listed}, tokenizer.json and 1 more)" in err
         assert "pass --overwrite" in err
         assert (out / "model.safetensors").read_bytes() == weights
 

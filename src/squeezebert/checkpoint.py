@@ -319,19 +319,30 @@ def save_checkpoint(
 ) -> Path:
     """Write ``model.safetensors``, ``config.json`` (last) and ``tokenizer.json`` into ``path``.
 
+    The directory is also one that transformers loads as it is, at the model's own size: its
+    ``config.json`` carries ``architectures`` and an ``auto_map`` to the modeling file written
+    beside it (see :mod:`squeezebert.remote_code`; ``trust_remote_code=True``), and a tokenizer
+    comes with the sidecars that make ``AutoTokenizer`` return our ids and token types.
+
     Each file is written under a temporary name and renamed into place, so an interrupted save
     never leaves a truncated file. ``extra_json`` maps file names to JSON-able objects (run
     arguments, metrics) written beside them.
     """
+    from squeezebert.remote_code import MODELING_FILE, auto_map_fields, modeling_source
+
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     atomic_write(path / WEIGHTS_FILE, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
     if tokenizer is not None:
         atomic_write(path / "tokenizer.json", lambda p: tokenizer.backend.save(str(p)))
+        for name, text in tokenizer.hf_sidecars(model.config.max_position_embeddings).items():
+            atomic_write_text(path / name, text)
     for name, obj in (extra_json or {}).items():
         atomic_write_text(path / name, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-    atomic_write_text(path / CONFIG_FILE, json.dumps(model.config.to_dict(), indent=2, sort_keys=True) + "\n")
+    atomic_write_text(path / MODELING_FILE, modeling_source())
+    config = {**model.config.to_dict(), **auto_map_fields(model.config)}
+    atomic_write_text(path / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True) + "\n")
     return path
 
 
@@ -342,19 +353,32 @@ def save_hf(
 
     ``arch``: ``bert`` (all groups 1), ``squeezebert``, or ``auto`` (BERT when every projection is
     dense, else SqueezeBERT). Low-rank projections and factorized embeddings have no HF
-    counterpart: they are multiplied out (exact up to rounding, but the file grows back).
+    counterpart: they are multiplied out (exact up to rounding, but the file grows back; the
+    warning says to what size). :func:`save_checkpoint`'s directory loads in transformers at the
+    model's own size instead, through ``trust_remote_code``.
     """
     from squeezebert.config import PROJECTIONS
     from squeezebert.convert import dense_state_dict, hf_config_from_ours, state_dict_to_hf
+    from squeezebert.remote_code import MODELING_FILE
 
     config: ModelConfig = model.config
     if arch == "auto":
         arch = "bert" if all(config.groups(p) == 1 for p in PROJECTIONS) else "squeezebert"
     if arch not in ("bert", "squeezebert"):
         raise CheckpointError(f"arch must be 'auto', 'bert' or 'squeezebert', got {arch!r}")
-    if config.ranks or config.embedding_size != config.hidden_size:
-        log.warning("multiplying out low-rank projections / factorized embeddings for the HF format")
     dense_config, sd = dense_state_dict(model)
+    if config.ranks or config.embedding_size != config.hidden_size:
+        ours, dense = model.num_parameters(), sum(t.numel() for t in sd.values())
+        log.warning(
+            "transformers' stock classes have no low-rank projections or factorized embeddings: they are "
+            "multiplied out, and the model's %s parameters become %s (%s in fp32). To keep it at its own size, "
+            "load the checkpoint directory itself: AutoModelForSequenceClassification.from_pretrained(dir, "
+            "trust_remote_code=True) runs its bundled %s (see the README)",
+            f"{ours:,}",
+            f"{dense:,}",
+            f"{dense * 4 / 1e6:.1f} MB",
+            MODELING_FILE,
+        )
     if dense_config.num_labels == 0:
         sd = {k: v for k, v in sd.items() if not k.startswith("classifier.")}
     try:
