@@ -295,3 +295,83 @@ def test_int8_export_stores_word_embeddings_as_int8_rows(tmp_path: Path) -> None
     # the table is most of the tiny model: the int8 file is far smaller than the fp32 one
     fp32_bytes = (tmp_path / "fp32" / "model.onnx").stat().st_size
     assert (tmp_path / "int8" / "model.onnx").stat().st_size < fp32_bytes - 0.6 * table.nbytes
+
+
+# --------------------------------------------------------------------------- standard ONNX operators
+def plain_session(path: Path) -> object:
+    """ONNX Runtime with every graph optimization off: it runs the file's own operators, none of
+    the fused contrib kernels it would otherwise substitute."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def assert_standard_domains_only(path: Path) -> None:
+    model = onnx.load(str(path))
+    assert [n.op_type for n in model.graph.node if n.domain not in ("", "ai.onnx")] == []
+    assert {o.domain for o in model.opset_import} <= {"", "ai.onnx"}
+    onnx.checker.check_model(model, full_check=True)  # with shape inference over the standard schemas
+
+
+@pytest.mark.parametrize("kind", ["grouped", "low-rank", "factorized-embeddings"])
+def test_standard_ops_fp32_export_has_no_contrib_ops_and_matches_pytorch(kind: str, tmp_path: Path) -> None:
+    model = tiny_model(**CONFIGS[kind])
+    report = export_model(model, tmp_path / "out", standard_ops=True)
+    path = tmp_path / "out" / "model.onnx"
+    assert_standard_domains_only(path)
+    assert report.standard_ops and "MultiHeadAttention" not in report.op_types
+    session = plain_session(path)
+    for i, (batch, seq) in enumerate(((1, 5), (4, 23))):
+        inputs = sample_inputs(model.config, batch, seq, seed=10 + i)
+        np.testing.assert_allclose(session.run(None, inputs)[0], run_torch(model, inputs), rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("activations", ["per-token", "per-tensor"])
+def test_standard_ops_int8_export_computes_what_the_contrib_graph_computes(activations: str, tmp_path: Path) -> None:
+    model = tiny_model(ranks={"intermediate": 8})
+    export_model(model, tmp_path / "contrib", precision="int8", int8_activations=activations)
+    report = export_model(model, tmp_path / "std", precision="int8", int8_activations=activations, standard_ops=True)
+    path = tmp_path / "std" / "model.onnx"
+    assert_standard_domains_only(path)
+    assert report.op_types["MatMulInteger"] >= 1 and "DynamicQuantizeMatMul" not in report.op_types
+    inputs = sample_inputs(model.config, 4, 17, seed=3)
+    got = plain_session(path).run(None, inputs)[0]
+    # the same int8 arithmetic as the fused contrib graph, to float rounding
+    np.testing.assert_allclose(got, run_onnx(tmp_path / "contrib" / "model.onnx", inputs), rtol=0, atol=1e-4)
+    np.testing.assert_allclose(got, run_torch(model, inputs), rtol=0, atol=0.05)  # within int8 error of fp32
+
+
+def test_standard_ops_directory_serves_and_reads_as_a_transformers_config(
+    tokenizer: Tokenizer, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from squeezebert.infer import Classifier
+
+    ckpt = save_checkpoint(tiny_model(), tmp_path / "ckpt", tokenizer)
+    out = tmp_path / "out"
+    assert main(["export", str(ckpt), "--out", str(out), "--precision", "int8", "--standard-ops"]) == 0
+    assert "standard ONNX operators only" in capsys.readouterr().out
+    config = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    assert config["onnx"]["standard_ops"] is True and "auto_map" in config
+    texts = ["the good movie", "a bad plot"]
+    clf = Classifier.from_pretrained(out)
+    assert clf.backend == "onnx" and [p.label for p in clf.predict(texts)] == [
+        p.label for p in Classifier.from_pretrained(ckpt, precision="int8", backend="onnx").predict(texts)
+    ]
+    transformers = pytest.importorskip("transformers")
+    auto = transformers.AutoConfig.from_pretrained(str(out), trust_remote_code=True)
+    assert auto.id2label == {0: "a", 1: "b", 2: "c"}
+    # OpenVINO has no such option
+    assert main(["export", str(ckpt), "--out", str(tmp_path / "ov"), "--format", "openvino", "--standard-ops"]) == 2
+
+
+def test_optimum_loads_the_standard_ops_export(tokenizer: Tokenizer, tmp_path: Path) -> None:
+    optimum_ort = pytest.importorskip("optimum.onnxruntime", reason="optimum[onnxruntime] is not installed")
+    model = tiny_model()
+    ckpt = save_checkpoint(model, tmp_path / "ckpt", tokenizer)
+    export(ckpt, tmp_path / "out", standard_ops=True)
+    ort_model = optimum_ort.ORTModelForSequenceClassification.from_pretrained(
+        str(tmp_path / "out"), trust_remote_code=True
+    )
+    inputs = sample_inputs(model.config, 2, 9)
+    got = ort_model(**{k: torch.from_numpy(v) for k, v in inputs.items()}).logits
+    np.testing.assert_allclose(np.asarray(got), run_torch(model, inputs), rtol=0, atol=1e-4)

@@ -355,8 +355,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.format == "openvino":
         from squeezebert.export_openvino import export as export_openvino
 
-        if args.int8_activations is not None or args.opset is not None:
-            raise ValueError("--int8-activations and --opset are ONNX options; OpenVINO's int8 is NNCF's static int8")
+        if args.int8_activations is not None or args.opset is not None or args.standard_ops:
+            raise ValueError(
+                "--int8-activations, --opset and --standard-ops are ONNX options; OpenVINO's int8 is NNCF's static int8"
+            )
         report: Any = export_openvino(
             args.model,
             args.out,
@@ -382,6 +384,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             precision=args.precision,
             opset=args.opset or DEFAULT_OPSET,
             int8_activations=args.int8_activations or "per-token",
+            standard_ops=args.standard_ops,
         )
     print(report.summary())
     return 0
@@ -791,6 +794,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("per-token", "per-tensor"),
         default=None,
         help="onnx int8 activation scales: per token (default, more accurate) or per tensor (ONNX Runtime's own)",
+    )
+    p.add_argument(
+        "--standard-ops",
+        action="store_true",
+        help="onnx: standard ONNX operators only (no ONNX Runtime contrib ops), for Optimum and other ONNX "
+        "consumers; the directory also gets the transformers config files (default: ONNX Runtime's fused ops)",
     )
     p.set_defaults(handler=cmd_export)
 

@@ -42,6 +42,13 @@ within one interleaved run):
 * int8 also stores the word-embedding table as int8 rows with a scale each (Gather -> Cast ->
   Mul), as :func:`squeezebert.optimize` does: the table is most of the file (94 of
   SqueezeBERT-base's 204 MB in fp32).
+* ``standard_ops=True`` (``export --standard-ops``) writes the same model in the standard
+  ``ai.onnx`` domain only, for any ONNX consumer (plain ONNX Runtime, Optimum, other runtimes):
+  attention stays the traced ``scaled_dot_product_attention`` nodes, and each int8 projection's
+  ``DynamicQuantizeMatMul`` becomes the standard ``DynamicQuantizeLinear -> MatMulInteger -> Cast
+  -> Mul`` it stands for (the same numbers; ONNX Runtime fuses the pattern back when it loads the
+  graph). The directory then also carries the transformers modeling file and ``auto_map`` of a
+  checkpoint directory, so ``AutoConfig(..., trust_remote_code=True)`` reads its ``config.json``.
 """
 
 from __future__ import annotations
@@ -70,6 +77,8 @@ INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 EXPORT_PRECISIONS = ("fp32", "int8")
 DEFAULT_OPSET = 17
 FP32_TOLERANCE = 1e-4
+#: Operator domains of standard ONNX ("" and its alias "ai.onnx"); anything else is a runtime's own.
+STANDARD_DOMAINS = ("", "ai.onnx")
 # Shapes (batch, sequence) that the fp32 export is checked at: two, so that a shape baked into
 # the graph by tracing shows up as a mismatch or an error.
 CHECK_SHAPES = ((1, 7), (3, 19))
@@ -86,7 +95,8 @@ class ExportReport:
     ``max_abs_diff``: ONNX Runtime fp32 vs PyTorch, per checked shape (``"BxT"``).
     ``int8_agreement``: for int8 classifiers, the fraction of sample predictions (argmax) equal to
     PyTorch fp32's; ``int8_max_abs_diff``: the largest output difference on that sample.
-    ``op_types``: node counts of the written graph.
+    ``op_types``: node counts of the written graph; ``standard_ops``: the graph uses standard ONNX
+    operators only (no ONNX Runtime contrib domain).
     """
 
     path: Path
@@ -98,12 +108,14 @@ class ExportReport:
     int8_max_abs_diff: float | None = None
     sample_size: int = 0
     files: list[str] = field(default_factory=list)
+    standard_ops: bool = False
 
     def summary(self) -> str:
         """A few human-readable lines."""
         diffs = ", ".join(f"{shape}: {d:.1e}" for shape, d in self.max_abs_diff.items())
         lines = [
-            f"wrote {self.path} ({', '.join(self.files)}); {self.precision}, opset {self.opset}",
+            f"wrote {self.path} ({', '.join(self.files)}); {self.precision}, opset {self.opset}"
+            + (", standard ONNX operators only" if self.standard_ops else ""),
             f"fp32 ONNX Runtime vs PyTorch max abs diff: {diffs} (limit {FP32_TOLERANCE:g})",
         ]
         if self.precision == "int8":
@@ -213,14 +225,16 @@ def _fused_attention(model: Any) -> Iterator[None]:
             del m.forward
 
 
-def _torch_export(model: Any, path: Path, opset: int) -> None:
+def _torch_export(model: Any, path: Path, opset: int, fused_attention: bool = True) -> None:
+    """Trace ``model`` to ``path``; attention as ONNX Runtime's fused op, or (``fused_attention=
+    False``) as the standard nodes the traced ``scaled_dot_product_attention`` becomes."""
     import torch
 
     output = "logits" if model.config.num_labels > 0 else "last_hidden_state"
     example = {k: torch.from_numpy(v) for k, v in sample_inputs(model.config, 2, 8).items()}
     axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES}
     axes[output] = {0: "batch"} if output == "logits" else {0: "batch", 1: "sequence"}
-    with _quiet_export(), _fused_attention(model):
+    with _quiet_export(), _fused_attention(model) if fused_attention else contextlib.nullcontext():
         torch.onnx.export(
             model,
             tuple(example[k] for k in INPUT_NAMES),
@@ -317,7 +331,7 @@ def _quantize_grouped_matmuls(model: Any) -> int:
     return replaced
 
 
-def _quantize_matmuls_per_token(model: Any) -> int:
+def _quantize_matmuls_per_token(model: Any, standard_ops: bool = False) -> int:
     """Replace every MatMul against a constant weight, dense ``(in, out)`` or grouped ``(G, in/G,
     out/G)``, by int8 nodes with activations quantized per token. Returns how many were replaced.
 
@@ -337,9 +351,13 @@ def _quantize_matmuls_per_token(model: Any) -> int:
     A grouped MatMul sees its input as ``(G, N, in/G)``, so a token's row is reduced over axes 0
     and 2. The grid is close to, not the same as, :func:`squeezebert.optimize`'s int8 (whose zero
     point is rounded to an integer), so the two agree to the int8 error, not to float rounding.
+
+    ``standard_ops``: in place of the contrib ``DynamicQuantizeMatMul``, the standard nodes it
+    fuses (``DynamicQuantizeLinear -> MatMulInteger -> Cast -> Mul`` by the product of the two
+    scales, weight zero points 0), which compute the same numbers.
     """
     onnx, _ = _require_onnx()
-    from onnx import helper, numpy_helper
+    from onnx import TensorProto, helper, numpy_helper
 
     graph = model.graph
     inits = {init.name: init for init in graph.initializer}
@@ -378,14 +396,40 @@ def _quantize_matmuls_per_token(model: Any) -> int:
         hi = op("ReduceMax", [x], "row_max", axes=axes, keepdims=1)
         r = op("Max", [op("Sub", [hi, lo], "row_span"), "int8pt_tiny"], "row_range")
         u = op("Div", [op("Sub", [x, lo], "shifted"), r], "u")
-        y = op("DynamicQuantizeMatMul", [u, f"{b}_weight", f"{b}_weight_scale", ""], "int8", domain="com.microsoft")
+        if standard_ops:
+            # zero points as ONNX Runtime's own quantizer writes them: per column (and group)
+            zero = np.zeros(q.shape[-1], np.int8) if w.ndim == 2 else np.zeros_like(q[:, :1])
+            graph.initializer.append(numpy_helper.from_array(zero, f"{b}_weight_zero_point"))
+            quant = [f"{b}_u_int8", f"{b}_u_scale", f"{b}_u_zero_point"]
+            new_nodes.append(helper.make_node("DynamicQuantizeLinear", [u], quant, f"{b}_quant"))
+            product = op("MatMulInteger", [quant[0], f"{b}_weight", quant[2], f"{b}_weight_zero_point"], "int32")
+            scale = op("Mul", [quant[1], f"{b}_weight_scale"], "scale")
+            y = op("Mul", [op("Cast", [product], "float", to=TensorProto.FLOAT), scale], "int8")
+        else:
+            y = op("DynamicQuantizeMatMul", [u, f"{b}_weight", f"{b}_weight_scale", ""], "int8", domain="com.microsoft")
         offset = op("Mul", [lo, f"{b}_weight_colsum"], "offset")
         new_nodes.append(helper.make_node("Add", [op("Mul", [y, r], "y_range"), offset], [node.output[0]], f"{b}_y"))
         replaced += 1
-    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+    if not standard_ops and not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     _swap_nodes(model, new_nodes)
     return replaced
+
+
+def nonstandard_ops(model: Any) -> dict[str, int]:
+    """Node counts, by ``domain::op_type``, of the operators outside standard ONNX (empty for a
+    graph any ONNX runtime can run)."""
+    counts = Counter(f"{n.domain}::{n.op_type}" for n in model.graph.node if n.domain not in STANDARD_DOMAINS)
+    return dict(counts)
+
+
+def _drop_unused_domains(model: Any) -> None:
+    """Remove opset imports of domains no node uses (ONNX Runtime's quantizer declares its contrib
+    domain whether or not it used it)."""
+    used = {n.domain for n in model.graph.node}
+    keep = [o for o in model.opset_import if o.domain in STANDARD_DOMAINS or o.domain in used]
+    del model.opset_import[:]
+    model.opset_import.extend(keep)
 
 
 WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
@@ -422,7 +466,7 @@ def _quantize_word_embeddings(model: Any) -> int:
     return replaced
 
 
-def _quantize_int8(fp32_path: Path, out_path: Path, activations: str = "per-token") -> None:
+def _quantize_int8(fp32_path: Path, out_path: Path, activations: str = "per-token", standard_ops: bool = False) -> None:
     onnx, _ = _require_onnx()
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -434,10 +478,12 @@ def _quantize_int8(fp32_path: Path, out_path: Path, activations: str = "per-toke
     inits = {init.name: len(init.dims) for init in model.graph.initializer}
     if activations == "per-token":
         projections = [n for n in model.graph.node if n.op_type == "MatMul" and inits.get(n.input[1]) in (2, 3)]
-        replaced = _quantize_matmuls_per_token(model)
+        replaced = _quantize_matmuls_per_token(model, standard_ops)
         if replaced != len(projections):
             raise ExportError(f"quantized {replaced} of {len(projections)} projections; the graph changed shape")
         embeddings(model)
+        if standard_ops:
+            _drop_unused_domains(model)
         onnx.save(model, str(out_path))
         return
     grouped = [n.name for n in model.graph.node if n.op_type == "MatMul" and inits.get(n.input[1]) == 3]
@@ -465,6 +511,8 @@ def _quantize_int8(fp32_path: Path, out_path: Path, activations: str = "per-toke
     if replaced != len(grouped):
         raise ExportError(f"quantized {replaced} of {len(grouped)} grouped MatMuls; the graph changed shape")
     embeddings(model)
+    if standard_ops:
+        _drop_unused_domains(model)
     onnx.save(model, str(out_path))
 
 
@@ -520,6 +568,7 @@ def export_model(
     opset: int = DEFAULT_OPSET,
     int8_samples: int = 64,
     int8_activations: str = "per-token",
+    standard_ops: bool = False,
 ) -> ExportReport:
     """Export a :class:`~squeezebert.model.SqueezeBert` (and its tokenizer) to ``out``.
 
@@ -529,6 +578,8 @@ def export_model(
     fp32 on ``int8_samples`` random sequences and the agreement reported, not enforced.
     ``int8_activations``: ``per-token`` (default; as :func:`squeezebert.optimize`) or
     ``per-tensor`` (ONNX Runtime's own dynamic quantization: fewer nodes, less accurate).
+    ``standard_ops``: standard ONNX operators only, for any ONNX consumer (see the module
+    docstring); off, the graph uses ONNX Runtime's fused contrib operators.
     Nothing is written to ``out`` unless the checks pass.
     """
     import copy
@@ -553,22 +604,25 @@ def export_model(
         # Everything happens under the temporary name; the rename makes it visible.
         fp32_tmp = tmp.with_name(tmp.name + ".fp32")
         try:
-            _torch_export(model, fp32_tmp, opset)
+            _torch_export(model, fp32_tmp, opset, fused_attention=not standard_ops)
             onnx.checker.check_model(str(fp32_tmp))
             session = _session(fp32_tmp)
             report.max_abs_diff = check_fp32(model, lambda inputs: session.run(None, inputs)[0])
             if precision == "fp32":
                 os.replace(fp32_tmp, tmp)
             else:
-                _quantize_int8(fp32_tmp, tmp, int8_activations)
+                _quantize_int8(fp32_tmp, tmp, int8_activations, standard_ops)
                 onnx.checker.check_model(str(tmp))
                 report.int8_agreement, report.int8_max_abs_diff = _check_int8(model, _session(tmp), int8_samples)
                 report.sample_size = int8_samples
         finally:
             fp32_tmp.unlink(missing_ok=True)
-        report.op_types = dict(Counter(n.op_type for n in onnx.load(str(tmp)).graph.node))
+        written = onnx.load(str(tmp))
+        report.op_types = dict(Counter(n.op_type for n in written.graph.node))
+        if standard_ops and nonstandard_ops(written):
+            raise ExportError(f"the standard-ops graph still has non-standard operators {nonstandard_ops(written)}")
 
-    report = ExportReport(out, precision, opset, {}, {})
+    report = ExportReport(out, precision, opset, {}, {}, standard_ops=standard_ops)
     atomic_write(out / MODEL_FILE, write_model)
     report.files.append(MODEL_FILE)
     if tokenizer is not None:
@@ -584,6 +638,15 @@ def export_model(
     config["onnx"] = {"precision": precision, "opset": opset, "inputs": list(INPUT_NAMES)}
     if precision == "int8":
         config["onnx"]["int8_activations"] = int8_activations
+    if standard_ops:
+        from squeezebert.remote_code import MODELING_FILE, auto_map_fields, modeling_source
+
+        # A directory for the Hugging Face tools too: AutoConfig (Optimum reads the config through
+        # it) finds our config class through auto_map, as in a checkpoint directory.
+        config["onnx"]["standard_ops"] = True
+        config.update(auto_map_fields(model.config))
+        atomic_write_text(out / MODELING_FILE, modeling_source())
+        report.files.append(MODELING_FILE)
     atomic_write_text(out / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
     report.files.append("config.json")
     return report
@@ -595,6 +658,7 @@ def export(
     precision: str = "fp32",
     opset: int = DEFAULT_OPSET,
     int8_activations: str = "per-token",
+    standard_ops: bool = False,
 ) -> ExportReport:
     """Load a checkpoint (directory, alias or preset, as :func:`squeezebert.checkpoint.load`) and
     export it with :func:`export_model`."""
@@ -602,5 +666,11 @@ def export(
 
     ckpt = load(src)
     return export_model(
-        ckpt.model, out, ckpt.tokenizer, precision=precision, opset=opset, int8_activations=int8_activations
+        ckpt.model,
+        out,
+        ckpt.tokenizer,
+        precision=precision,
+        opset=opset,
+        int8_activations=int8_activations,
+        standard_ops=standard_ops,
     )
