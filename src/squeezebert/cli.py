@@ -20,8 +20,18 @@ log = logging.getLogger("squeezebert")
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, ImportError)
 
 
+#: The answer to a command that needs PyTorch on a deployment install (squeezebert[onnx] or [openvino]).
+NO_TORCH = (
+    "this needs PyTorch, which is not installed here: pip install 'squeezebert[train]' (for a CPU-only build, "
+    "first: pip install torch --index-url https://download.pytorch.org/whl/cpu). Without torch, predict, serve "
+    "and batch run an export directory (squeezebert export, where torch is installed)"
+)
+
+
 def _one_line(error: BaseException) -> str:
     """The error as one line; an OSError from the system names its file and says what went wrong."""
+    if isinstance(error, ImportError) and (error.name or "").partition(".")[0] == "torch":
+        return NO_TORCH
     if isinstance(error, OSError) and error.strerror:
         if error.filename is not None:
             target = error.filename if error.filename2 is None else f"{error.filename} -> {error.filename2}"
