@@ -121,7 +121,7 @@ class CandidateSpec:
     defaults to bf16 on CPUs that have it."""
 
     family: str  # ours | squeezebert | bert
-    backend: str  # torch | onnxruntime | openvino | ctranslate2
+    backend: str  # torch | onnx (ONNX Runtime) | openvino | ctranslate2: the names infer uses
     precision: str  # fp32 | bf16 | int8: the weights' precision, and the matmul peak it is compared with
     how: str  # how it is made, for the report
     inference_precision: str | None = None  # openvino: fp32 | bf16
@@ -153,9 +153,9 @@ CANDIDATES: dict[str, CandidateSpec] = {
     "ours-torch-int8": CandidateSpec(
         "ours", "torch", "int8", "squeezebert.optimize(model, 'int8') (oneDNN, per-token activations)"
     ),
-    "ours-onnx-fp32": CandidateSpec("ours", "onnxruntime", "fp32", "squeezebert.export_model(precision='fp32')"),
+    "ours-onnx-fp32": CandidateSpec("ours", "onnx", "fp32", "squeezebert.export_model(precision='fp32')"),
     "ours-onnx-int8": CandidateSpec(
-        "ours", "onnxruntime", "int8", "squeezebert.export_model(precision='int8') (per-token activations)"
+        "ours", "onnx", "int8", "squeezebert.export_model(precision='int8') (per-token activations)"
     ),
     "ours-openvino-fp32": CandidateSpec(
         "ours", "openvino", "fp32", "squeezebert.export_openvino.export_model(precision='fp32'), hint f32", "fp32"
@@ -178,19 +178,17 @@ CANDIDATES: dict[str, CandidateSpec] = {
         "bf16",
     ),
     "hf-squeezebert-torch-fp32": CandidateSpec("squeezebert", "torch", "fp32", "transformers SqueezeBERT"),
-    "hf-squeezebert-onnx-fp32": CandidateSpec("squeezebert", "onnxruntime", "fp32", "torch.onnx.export, opset 17"),
+    "hf-squeezebert-onnx-fp32": CandidateSpec("squeezebert", "onnx", "fp32", "torch.onnx.export, opset 17"),
     "hf-squeezebert-onnx-int8": CandidateSpec(
-        "squeezebert", "onnxruntime", "int8", "onnxruntime.quantization.quantize_dynamic, defaults"
+        "squeezebert", "onnx", "int8", "onnxruntime.quantization.quantize_dynamic, defaults"
     ),
     **_openvino_peers("squeezebert"),
     "hf-bert-torch-fp32": CandidateSpec("bert", "torch", "fp32", "transformers BERT"),
     "hf-bert-torch-int8": CandidateSpec(
         "bert", "torch", "int8", "torch.ao.quantization.quantize_dynamic({nn.Linear}, qint8)"
     ),
-    "hf-bert-onnx-fp32": CandidateSpec("bert", "onnxruntime", "fp32", "torch.onnx.export, opset 17"),
-    "hf-bert-onnx-int8": CandidateSpec(
-        "bert", "onnxruntime", "int8", "onnxruntime.quantization.quantize_dynamic, defaults"
-    ),
+    "hf-bert-onnx-fp32": CandidateSpec("bert", "onnx", "fp32", "torch.onnx.export, opset 17"),
+    "hf-bert-onnx-int8": CandidateSpec("bert", "onnx", "int8", "onnxruntime.quantization.quantize_dynamic, defaults"),
     **_openvino_peers("bert"),
     "hf-bert-ctranslate2-int8": CandidateSpec(
         "bert",
@@ -316,7 +314,7 @@ def _missing(spec: CandidateSpec) -> str | None:
     need = []
     if spec.family != "ours":
         need.append(("transformers", "pip install transformers"))
-    if spec.backend == "onnxruntime":
+    if spec.backend == "onnx":
         need += [("onnxruntime", "pip install 'squeezebert[onnx]'"), ("onnx", "pip install 'squeezebert[onnx]'")]
     if spec.backend == "openvino":
         need.append(("openvino", "pip install 'squeezebert[openvino]'"))
@@ -863,7 +861,7 @@ def _export_peer_onnx(
     """One fp32 ONNX graph per family (``torch.onnx.export``) and, for the int8 candidates,
     ONNX Runtime's ``quantize_dynamic`` of it."""
     files: dict[str, tuple[Path, str]] = {}
-    onnx_wanted = [n for n in wanted if CANDIDATES[n].backend == "onnxruntime"]
+    onnx_wanted = [n for n in wanted if CANDIDATES[n].backend == "onnx"]
     if not onnx_wanted:
         return files
     fp32_path = work / f"hf-{family}.onnx"
