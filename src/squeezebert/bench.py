@@ -68,8 +68,8 @@ from squeezebert.timing import (
     EnergyMeter,
     Samples,
     Timing,
-    busy_warning,
     environment,
+    finish_environment,
     measure,
     process_peak_rss_bytes,
     random_batch,
@@ -731,8 +731,7 @@ def run_bench(
         measured = _measure_grid(built, grid, vocab, meter)
 
     base = _fill_cells(rows, built, measured, grid.cells[0], peaks, meter, baseline)
-    env["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
-    env["warnings"] = busy_warning(env)
+    finish_environment(env)
     report = {
         "kind": "grid",
         "environment": env,
@@ -1323,8 +1322,7 @@ def run_workload(
                     sum(a == b for a, b in zip(teacher_labels, ours_labels)) / len(texts), 4
                 )
             rows.append(row)
-    env["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
-    env["warnings"] = busy_warning(env)
+    finish_environment(env)
     report = {
         "kind": "workload",
         "environment": env,
