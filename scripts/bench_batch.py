@@ -28,6 +28,7 @@ import platform
 import random
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -37,6 +38,7 @@ import torch  # noqa: E402
 from squeezebert.batch import classify_file  # noqa: E402
 from squeezebert.checkpoint import load, minilm_dir, save_checkpoint  # noqa: E402
 from squeezebert.predict import predict_file  # noqa: E402
+from squeezebert.runtime import RuntimeOptions  # noqa: E402
 from squeezebert.squeeze import demo_data_dir  # noqa: E402
 from squeezebert.tokenizer import Tokenizer  # noqa: E402
 
@@ -90,16 +92,19 @@ def main() -> None:
     model = make_model(args.model, args.out / f"model-{args.model}")
     src = args.out / f"texts-{args.texts}.csv"
     make_texts(args.texts, src)
-    common = {"id_column": "id", "batch_size": args.batch_size, "max_length": args.max_length}
+    common = {"id_column": "id", "batch_size": args.batch_size}
+    options = RuntimeOptions(max_length=args.max_length)
 
     def run_predict(threads: int) -> tuple[float, float]:
         t0 = time.perf_counter()
-        report = predict_file(model, src, args.out / f"predict-{threads}.jsonl", num_threads=threads, **common)
+        out = args.out / f"predict-{threads}.jsonl"
+        report = predict_file(model, src, out, options=replace(options, num_threads=threads), **common)
         return time.perf_counter() - t0, report.texts_per_s
 
     def run_ray() -> tuple[float, float]:
         t0 = time.perf_counter()
-        classify_file(model, src, args.out / "ray.jsonl", num_cpus=2, num_workers=2, threads_per_worker=1, **common)
+        out = args.out / "ray.jsonl"
+        classify_file(model, src, out, num_cpus=2, num_workers=2, threads_per_worker=1, options=options, **common)
         wall = time.perf_counter() - t0
         return wall, args.texts / wall
 

@@ -26,6 +26,7 @@ from squeezebert.config import preset  # noqa: E402
 from squeezebert.infer import Classifier  # noqa: E402
 from squeezebert.model import SqueezeBert  # noqa: E402
 from squeezebert.predict import predict_file  # noqa: E402
+from squeezebert.runtime import RuntimeOptions  # noqa: E402
 from squeezebert.tokenizer import Tokenizer  # noqa: E402
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # offline: no usage report, no prompt
@@ -86,7 +87,9 @@ def test_ray_output_equals_single_process_predict_output_row_for_row(model_dir: 
     report = classify_file(
         model_dir, src, ray_out, id_column="id", num_cpus=2, num_workers=2, threads_per_worker=1, batch_size=64
     )
-    predict_file(model_dir, src, single_out, id_column="id", batch_size=64, num_threads=1)  # `squeezebert predict`
+    predict_file(
+        model_dir, src, single_out, id_column="id", batch_size=64, options=RuntimeOptions(num_threads=1)
+    )  # `squeezebert predict`
 
     assert (report.rows, report.workers) == (N_TEXTS, 2)
     rows = [json.loads(line) for line in ray_out.read_text(encoding="utf-8").splitlines()]

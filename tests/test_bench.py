@@ -22,6 +22,7 @@ from squeezebert.bench_report import format_report
 from squeezebert.cli import main
 from squeezebert.config import preset
 from squeezebert.model import SqueezeBert
+from squeezebert.runtime import RuntimeOptions
 from squeezebert.timing import EnergyMeter
 
 # --------------------------------------------------------------------------- the side-by-side benchmark
@@ -377,7 +378,14 @@ def test_workload_on_openvino_with_a_teacher_reports_the_students_speedup(tmp_pa
     texts = tmp_path / "ten.txt"
     texts.write_text("\n".join(f"sentence number {i} is {'good' if i % 2 else 'bad'}" for i in range(10)) + "\n")
     report = run_workload(
-        texts, "tiny", backend="openvino", teacher="tiny", threads=1, batch_sizes=(1, 4), repeats=1, warmup=0
+        texts,
+        "tiny",
+        RuntimeOptions(backend="openvino"),
+        teacher="tiny",
+        threads=1,
+        batch_sizes=(1, 4),
+        repeats=1,
+        warmup=0,
     )
     rows = {(r["implementation"], r["batch_size"]): r for r in report["rows"]}
     assert set(rows) == {(who, b) for who in ("ours", "teacher", "transformers") for b in (1, 4)}

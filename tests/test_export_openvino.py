@@ -230,7 +230,9 @@ def test_classifier_finds_the_backend_by_the_files_and_refuses_a_mismatch(traine
     _, path = trained
     export(path, tmp_path / "out")
     clf = Classifier.from_pretrained(tmp_path / "out")
-    assert (clf.backend, clf.precision, clf.max_length) == ("openvino", "fp32", 64)
+    trained_length = json.loads((tmp_path / "out" / "config.json").read_text())["openvino"]["max_length"]
+    assert trained_length < 64  # the model's positions: the default is the trained length, not 128 capped
+    assert (clf.backend, clf.precision, clf.max_length) == ("openvino", "fp32", trained_length)
     with pytest.raises(ValueError, match="is an openvino export; load it with backend='openvino'"):
         Classifier.from_pretrained(tmp_path / "out", backend="onnx")
     with pytest.raises(ValueError, match="holds a fp32 export"):

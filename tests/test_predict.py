@@ -20,6 +20,7 @@ from squeezebert.config import preset
 from squeezebert.infer import Classifier, Prediction, TextInput
 from squeezebert.model import SqueezeBert
 from squeezebert.predict import InputError, predict_file, read_rows
+from squeezebert.runtime import RuntimeOptions
 from squeezebert.tokenizer import Tokenizer
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"good bad movie film plot was very the a it".split()]
@@ -199,9 +200,9 @@ def test_cli_file_to_file_normalizes_by_default(
     seen: dict[str, Any] = {}
     original = Classifier.from_pretrained
 
-    def spy(*args: Any, **kwargs: Any) -> Classifier:
-        seen.update(kwargs)
-        return original(*args, **kwargs)
+    def spy(path: Any, options: RuntimeOptions) -> Classifier:
+        seen.update(vars(options))  # the one options object the command built
+        return original(path, options)
 
     monkeypatch.setattr(Classifier, "from_pretrained", spy)
     src = tmp_path / "in.csv"

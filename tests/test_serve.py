@@ -503,6 +503,7 @@ def test_real_server_loads_an_openvino_export_without_a_backend_flag(checkpoint:
 def test_the_server_loads_onnx_without_busy_waiting_workers(monkeypatch: pytest.MonkeyPatch) -> None:
     # Spinning ONNX Runtime workers would hold the cores the request threads need between calls.
     from squeezebert import infer
+    from squeezebert.runtime import RuntimeOptions
     from squeezebert.serve import run
 
     seen: dict = {}
@@ -510,13 +511,13 @@ def test_the_server_loads_onnx_without_busy_waiting_workers(monkeypatch: pytest.
     class Loaded(Exception):
         pass
 
-    def from_pretrained(path, **kwargs):
-        seen.update(kwargs)
+    def from_pretrained(path, options):
+        seen.update(vars(options))
         raise Loaded
 
     monkeypatch.setattr(infer.Classifier, "from_pretrained", staticmethod(from_pretrained))
     with pytest.raises(Loaded):
-        run("some-model", backend="onnx")
+        run("some-model", options=RuntimeOptions(backend="onnx"))
     assert seen["busy_wait"] is False and seen["backend"] == "onnx"
 
 

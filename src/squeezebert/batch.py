@@ -34,11 +34,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from squeezebert.files import check_writable_file, remove_stale_temps, require_file, temp_prefix
+from squeezebert.runtime import RuntimeOptions
 
 log = logging.getLogger(__name__)
 
@@ -176,11 +177,11 @@ class _Predictor:
         text_column: str,
         text_pair_column: str | None,
         batch_size: int,
-        classifier_kwargs: dict[str, Any],
+        options: RuntimeOptions,
     ) -> None:
         from squeezebert.infer import Classifier
 
-        self.classifier = Classifier.from_pretrained(model, **classifier_kwargs)
+        self.classifier = Classifier.from_pretrained(model, options)
         self.id_column, self.text_column, self.text_pair_column = id_column, text_column, text_pair_column
         self.batch_size = batch_size
 
@@ -281,18 +282,15 @@ def classify_file(
     threads_per_worker: int = 1,
     ray_address: str | None = None,
     num_cpus: int | None = None,
-    precision: str | None = None,
-    backend: str = "torch",
-    max_length: int = 128,
-    normalize: bool = True,
+    options: RuntimeOptions | None = None,
     rows_per_block: int | None = None,
 ) -> BatchReport:
     """Classify every row of ``input_path`` with ``model`` on Ray actors; write ``output_path``.
 
     ``num_workers`` actors (default: the Ray instance's CPUs // ``threads_per_worker``) each load
-    the model once (:meth:`Classifier.from_pretrained` with ``precision``, ``backend``,
-    ``max_length``, ``normalize`` (on by default, as in ``predict``: NFKC and look-alike letters)
-    and ``threads_per_worker`` torch/ORT threads) and run forward
+    the model once (:meth:`Classifier.from_pretrained` with ``options``, default
+    :class:`~squeezebert.runtime.RuntimeOptions` as in ``predict``, its ``num_threads`` being
+    ``threads_per_worker``) and run forward
     batches of ``batch_size`` texts. ``rows_per_block`` (default: about four blocks per actor,
     at least ``batch_size``) is the unit Ray schedules. With ``ray_address`` None a local Ray
     instance with ``num_cpus`` CPUs (default: all) is started and stopped; if this process is
@@ -316,12 +314,12 @@ def classify_file(
     id_name = id_column or ROW_COLUMN
     table = read_input(input_path, text_column, text_pair_column, id_column)
     n = table.num_rows
-    classifier_kwargs = {"precision": precision, "backend": backend, "max_length": max_length, "normalize": normalize}
+    options = replace(options or RuntimeOptions(), num_threads=threads_per_worker)
     # Load the model here once first: a bad path or a headless model then fails in one line before
     # any actor starts (Ray would retry failing actors and print every traceback).
     from squeezebert.infer import Classifier
 
-    Classifier.from_pretrained(model_src, **classifier_kwargs)
+    Classifier.from_pretrained(model_src, options)
 
     t0 = time.perf_counter()
     started = False
@@ -358,7 +356,7 @@ def classify_file(
                     "text_column": text_column,
                     "text_pair_column": text_pair_column,
                     "batch_size": batch_size,
-                    "classifier_kwargs": {**classifier_kwargs, "num_threads": threads_per_worker},
+                    "options": options,
                 },
                 batch_size=block_rows,
                 batch_format="pyarrow",

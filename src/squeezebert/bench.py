@@ -55,13 +55,14 @@ import statistics
 import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from squeezebert.bench_report import require_matplotlib, write_outputs
+from squeezebert.runtime import RuntimeOptions
 from squeezebert.timing import (
     RAPL_GLOB,
     SETTLE_S,
@@ -1178,14 +1179,12 @@ def read_texts(path: str | os.PathLike[str], max_texts: int | None = None) -> li
 def run_workload(
     workload: str | os.PathLike[str],
     model: str,
-    backend: str = "torch",
-    precision: str | None = None,
+    options: RuntimeOptions | None = None,
     threads: int = 2,
     batch_sizes: Sequence[int] = (1, 32),
     warmup: int = 1,
     repeats: int = 3,
     max_seconds: float | None = 120.0,
-    max_length: int = 128,
     max_texts: int | None = None,
     json_path: str | os.PathLike[str] | None = None,
     markdown_path: str | os.PathLike[str] | None = None,
@@ -1193,7 +1192,8 @@ def run_workload(
     teacher: str | None = None,
 ) -> dict[str, Any]:
     """Texts -> labels end to end (tokenization included) on a real text file: our
-    :class:`~squeezebert.infer.Classifier` (``backend``, ``precision``) against
+    :class:`~squeezebert.infer.Classifier` (``options``: backend, precision, max_length — 128
+    where None —, normalize; its num_threads is ``threads``, which both sides run on) against
     ``transformers.pipeline("text-classification")`` over an HF export of the same weights
     (:func:`~squeezebert.checkpoint.save_hf`), same threads, interleaved, per batch size.
     Reports texts/s, our speedup and how often the two predict the same label.
@@ -1215,6 +1215,9 @@ def run_workload(
     from squeezebert.checkpoint import save_checkpoint, save_hf
     from squeezebert.infer import Classifier
 
+    # The pipeline does not normalize its text: by default neither do we, for a like-for-like timing.
+    options = replace(options or RuntimeOptions(normalize=False), num_threads=threads)
+    backend, precision = options.backend or "torch", options.precision
     texts = read_texts(workload, max_texts)
     if plot_path is not None:
         require_matplotlib()
@@ -1237,9 +1240,7 @@ def run_workload(
             """Our classifier of ``src`` on the chosen backend; an export is made from the original
             source so that it finds the training texts the checkpoint records."""
             if backend == "torch":
-                return Classifier.from_pretrained(
-                    fallback, precision=precision, max_length=max_length, num_threads=threads
-                )
+                return Classifier.from_pretrained(fallback, options)
             target = Path(tmp) / f"{name}-{backend}"
             if not Path(src).is_dir():  # an alias or preset: the copy with its classification head
                 src = str(fallback)
@@ -1252,7 +1253,7 @@ def run_workload(
                     from squeezebert.export import export as export_onnx
 
                     export_onnx(src, target, precision=precision or "fp32")
-            return Classifier.from_pretrained(target, max_length=max_length, num_threads=threads)
+            return Classifier.from_pretrained(target, options)
 
         clf = classifier(model, "ours", ours_dir)
         teacher_clf = None

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from squeezebert.runtime import RuntimeOptions
     from squeezebert.train import TrainConfig
 
 log = logging.getLogger("squeezebert")
@@ -425,14 +426,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         ):
             if value is not None:
                 raise ValueError(f"{flag} is for the grid benchmark, not --workload")
-        extra = {
-            "backend": args.backend or "torch",
-            "precision": args.precision,
-            "max_texts": args.max_texts,
-            "teacher": args.teacher,
-        }
+        from squeezebert.runtime import RuntimeOptions
+
+        # like for like with the pipeline, which does not normalize its text either
+        options = RuntimeOptions(args.backend, args.precision, args.max_length, normalize=False)
+        extra = {"max_texts": args.max_texts, "teacher": args.teacher}
         kwargs = {k: v for k, v in (given | extra).items() if v is not None}
-        report = run_workload(args.workload, args.model, max_length=args.max_length, **kwargs)
+        report = run_workload(args.workload, args.model, options, **kwargs)
     else:
         if args.backend or args.precision or args.max_texts or args.teacher:
             raise ValueError(
@@ -473,10 +473,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         threads_per_worker=args.threads_per_worker,
         ray_address=args.ray_address,
         num_cpus=args.num_cpus,
-        precision=args.precision,
-        backend=args.backend,
-        max_length=args.max_length,
-        normalize=not args.no_normalize,
+        options=_runtime_options(args),
     )
     print(
         f"wrote {report.output}: {report.rows} rows in {report.seconds:.1f} s ({report.texts_per_s:.0f} texts/s, "
@@ -515,11 +512,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             id_column=args.id_column,
             batch_size=args.batch_size,
             chunk_size=args.chunk_size,
-            precision=args.precision,
-            backend=args.backend,
-            max_length=args.max_length,
-            num_threads=args.num_threads,
-            normalize=not args.no_normalize,
+            options=_runtime_options(args),
         )
     finally:
         if main_thread:
@@ -556,11 +549,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         args.host,
         args.port,
         config=config,
-        backend=args.backend,
-        precision=args.precision,
-        max_length=args.max_length,
-        num_threads=args.num_threads,
-        normalize=not args.no_normalize,
+        options=_runtime_options(args),
         log_level="debug" if args.verbose else "info",
         access_log=args.access_log,
     )
@@ -595,9 +584,22 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
 Handler = Callable[[argparse.Namespace], int]
 
 
+def _runtime_options(args: argparse.Namespace) -> RuntimeOptions:
+    """The one :class:`RuntimeOptions` of a batch, predict or serve command line."""
+    from squeezebert.runtime import RuntimeOptions
+
+    return RuntimeOptions(
+        backend=args.backend,
+        precision=args.precision,
+        max_length=args.max_length,
+        num_threads=getattr(args, "num_threads", None),
+        normalize=not args.no_normalize,
+    )
+
+
 def _add_runtime_flags(p: argparse.ArgumentParser, threads: bool = True) -> None:
     """The inference-runtime flags that batch, predict and serve share."""
-    from squeezebert.infer import BACKENDS  # torch-free, as the commands that use it
+    from squeezebert.runtime import BACKENDS, PRECISIONS  # torch-free, as the commands that use it
 
     p.add_argument(
         "--backend",
@@ -607,11 +609,16 @@ def _add_runtime_flags(p: argparse.ArgumentParser, threads: bool = True) -> None
     )
     p.add_argument(
         "--precision",
-        choices=("fp32", "bf16", "int8"),
+        choices=PRECISIONS,
         default=None,
         help="default: an export's own precision, else fp32",
     )
-    p.add_argument("--max-length", type=int, default=128, help="tokens per text after truncation")
+    p.add_argument(
+        "--max-length",
+        type=int,
+        default=None,
+        help="tokens per text after truncation (default: the length the model was trained at, else 128)",
+    )
     if threads:
         p.add_argument("--num-threads", type=int, default=None, help="intra-op threads (default: the backend's choice)")
     p.add_argument("--no-normalize", action="store_true", help="skip NFKC and look-alike letter normalization")

@@ -60,12 +60,12 @@ from squeezebert.infer import (
     import_openvino,
     openvino_has_bf16,
 )
+from squeezebert.runtime import PRECISIONS
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE = OPENVINO_MODEL_FILE
 WEIGHTS_FILE = "model.bin"
-PRECISIONS = ("fp32", "bf16", "int8")
 #: Texts NNCF collects activation statistics on. 300 is NNCF's default subset size.
 CALIBRATION_SIZE = 300
 #: Held-out texts the int8/bf16 export is compared with PyTorch fp32 on.

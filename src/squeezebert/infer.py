@@ -25,18 +25,20 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from squeezebert.config import ModelConfig
+from squeezebert.runtime import BACKENDS as BACKENDS  # re-exported: the names live in runtime
+from squeezebert.runtime import DEFAULT_MAX_LENGTH, RuntimeOptions, recorded_max_length, threads
+from squeezebert.runtime import PRECISIONS as PRECISIONS
 from squeezebert.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "onnx", "openvino")
 ONNX_MODEL_FILE = "model.onnx"  # = squeezebert.export.MODEL_FILE, repeated to keep this module light
 OPENVINO_MODEL_FILE = "model.xml"  # = squeezebert.export_openvino.MODEL_FILE, likewise
 #: Where ``squeezebert squeeze`` keeps the student's export (= squeezebert.squeeze.DEPLOY_DIR).
@@ -67,23 +69,27 @@ class Prediction:
 
 # --------------------------------------------------------------------------- backends
 class TorchForward:
-    """Forward through :func:`squeezebert.optimize` (``precision`` fp32, bf16 or int8)."""
+    """Forward through :func:`squeezebert.optimize` (``precision`` fp32, bf16 or int8).
+
+    ``num_threads``: torch's thread count is process-wide, so it is set around each call and
+    restored after it (:func:`squeezebert.runtime.threads`), never left changed; an entry point
+    that already runs at that count (``squeezebert serve``) pays nothing for it.
+    """
 
     def __init__(self, model: Any, precision: str = "fp32", num_threads: int | None = None, **options: Any) -> None:
         """``options`` go to :func:`squeezebert.optimize` (e.g. ``int8_activations``)."""
-        import torch
-
         from squeezebert.quantize import optimize
 
-        if num_threads:
-            torch.set_num_threads(num_threads)  # process-wide: torch has no per-model setting
-        self.model = optimize(model, precision, **options)
+        self.num_threads = num_threads
+        with threads(num_threads):  # int8's weight packing runs on torch's threads too
+            self.model = optimize(model, precision, **options)
 
     def __call__(self, batch: Batch) -> np.ndarray:
         import torch
 
         inputs = {k: torch.from_numpy(v) for k, v in batch.items()}
-        return self.model(**inputs).numpy()
+        with threads(self.num_threads):
+            return self.model(**inputs).numpy()
 
 
 class OnnxForward:
@@ -305,12 +311,14 @@ class Classifier:
     def from_pretrained(
         cls,
         path: str | os.PathLike[str],
+        options: RuntimeOptions | None = None,
+        *,
         precision: str | None = None,
         backend: str | None = None,
-        max_length: int = 128,
+        max_length: int | None = None,
         num_threads: int | None = None,
-        normalize: bool = False,
-        busy_wait: bool = True,
+        normalize: bool | None = None,
+        busy_wait: bool | None = None,
     ) -> Classifier:
         """Load a classifier.
 
@@ -319,6 +327,10 @@ class Classifier:
         ``model.xml`` (OpenVINO), each beside ``config.json`` and ``tokenizer.json`` (see
         ``squeezebert export``). An export loads without torch. A squeeze output directory
         with a ``deploy/`` export loads that export unless a backend is named.
+
+        ``options``: how it runs (:class:`~squeezebert.runtime.RuntimeOptions`); the keyword
+        arguments, where given, replace its fields (``Classifier.from_pretrained(path,
+        precision="int8")``). In short:
 
         ``backend``: None picks by the files: an export's own runtime, else for a checkpoint the
         first installed runtime of :data:`DEFAULT_BACKENDS` for the precision (fp32: torch;
@@ -331,87 +343,87 @@ class Classifier:
         ``precision``: torch ``fp32`` / ``bf16`` / ``int8``; onnx ``fp32`` / ``int8``; openvino
         ``fp32`` / ``bf16`` / ``int8``. None means fp32, or for an export directory the precision
         it was exported with.
-        ``num_threads``: intra-op threads (for torch this sets the process-wide thread count).
-        ``normalize``: apply :func:`squeezebert.normalize.normalize_text` (NFKC and look-alike
-        letters) before tokenizing.
+        ``max_length``: None means the length the model was trained at (the checkpoint's
+        ``train_args.json`` or the export's record of it), else 128.
+        ``num_threads``: intra-op threads (torch: set around each call and restored after it).
+        ``normalize`` (default on, as in the CLI and in training): apply
+        :func:`squeezebert.normalize.normalize_text` (NFKC and look-alike letters) before tokenizing.
         ``busy_wait``: onnx and openvino, see :class:`OnnxForward` and :class:`OpenVinoForward`
-        (off for a server, on for batch jobs).
+        (None: on; ``squeezebert serve`` turns it off).
         """
-        if backend is not None and backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        given = {
+            "precision": precision,
+            "backend": backend,
+            "max_length": max_length,
+            "num_threads": num_threads,
+            "normalize": normalize,
+            "busy_wait": busy_wait,
+        }
+        options = replace(options or RuntimeOptions(), **{k: v for k, v in given.items() if v is not None})
+        options = replace(options, busy_wait=options.spins(True))  # a library call's policy: spin
         path_ = Path(path).expanduser()
         exported = export_backend(path_)
-        if exported is None and backend is None and export_backend(path_ / DEPLOY_DIR) is not None:
+        if exported is None and options.backend is None and export_backend(path_ / DEPLOY_DIR) is not None:
             # A squeeze output: serve the student's deployable export (its fastest path).
             log.info("%s: using its deployable export %s", path_, path_ / DEPLOY_DIR)
             path_ = path_ / DEPLOY_DIR
             exported = export_backend(path_)
         if exported is not None:
-            if backend is not None and backend != exported:
+            if options.backend is not None and options.backend != exported:
                 raise ValueError(
                     f"{path_}: is an {exported} export; load it with backend={exported!r} (or none), "
-                    f"or export the checkpoint again for {backend}"
+                    f"or export the checkpoint again for {options.backend}"
                 )
-            return cls._from_export(path_, exported, precision, max_length, num_threads, normalize, busy_wait)
-        backend = backend or default_backend(precision or "fp32")
-        if backend == "torch":
-            return cls._from_checkpoint(path, precision or "fp32", max_length, num_threads, normalize)
-        return cls._export_and_load(path, backend, precision or "fp32", max_length, num_threads, normalize, busy_wait)
+            return cls._from_export(path_, exported, options)
+        options = replace(
+            options,
+            backend=options.backend or default_backend(options.precision or "fp32"),
+            precision=options.precision or "fp32",
+        )
+        if options.backend == "torch":
+            return cls._from_checkpoint(path, options)
+        return cls._export_and_load(path, options)
 
     @classmethod
-    def _from_checkpoint(
-        cls, path: str | os.PathLike[str], precision: str, max_length: int, num_threads: int | None, normalize: bool
-    ) -> Classifier:
+    def _from_checkpoint(cls, path: str | os.PathLike[str], options: RuntimeOptions) -> Classifier:
         from squeezebert.checkpoint import load
 
         ckpt = load(path)
         if ckpt.tokenizer is None:
             raise ValueError(f"{path}: has no tokenizer (tokenizer.json or vocab.txt)")
-        forward = TorchForward(ckpt.model, precision, num_threads)
-        return cls(forward, ckpt.tokenizer, ckpt.model.config, max_length, "torch", precision, normalize)
+        precision = options.precision or "fp32"
+        forward = TorchForward(ckpt.model, precision, options.num_threads)
+        max_length = options.max_length or recorded_max_length(ckpt.path) or DEFAULT_MAX_LENGTH
+        return cls(forward, ckpt.tokenizer, ckpt.model.config, max_length, "torch", precision, options.normalize)
 
     @classmethod
-    def _from_export(
-        cls,
-        path: Path,
-        backend: str,
-        precision: str | None,
-        max_length: int,
-        num_threads: int | None,
-        normalize: bool,
-        busy_wait: bool = True,
-    ) -> Classifier:
+    def _from_export(cls, path: Path, backend: str, options: RuntimeOptions) -> Classifier:
         config_file = path / "config.json"
         config = ModelConfig.load(config_file)
         section = export_section(config_file, backend)
         exported = section.get("precision", "fp32")
-        if precision is not None and precision != exported:
+        if options.precision is not None and options.precision != exported:
             raise ValueError(
-                f"{path}: holds a {exported} export (for {backend}) but precision={precision!r} was asked for; "
-                f"pass precision={exported!r} or export again with --precision {precision}"
+                f"{path}: holds a {exported} export (for {backend}) but precision={options.precision!r} was asked "
+                f"for; pass precision={exported!r} or export again with --precision {options.precision}"
             )
         tokenizer = Tokenizer.from_dir(path)
         tokenizer.check_fits(config.vocab_size, str(path))
+        busy_wait = options.spins(True)
         forward: Callable[[Batch], np.ndarray]
         if backend == "onnx":
-            forward = OnnxForward(path / ONNX_MODEL_FILE, num_threads, busy_wait)
+            forward = OnnxForward(path / ONNX_MODEL_FILE, options.num_threads, busy_wait)
         else:
             inference = section.get("inference_precision", "fp32")
             dynamic = section.get("int8_recipe") == "dynamic"
-            forward = OpenVinoForward(path / OPENVINO_MODEL_FILE, num_threads, inference, busy_wait, dynamic)
-        return cls(forward, tokenizer, config, max_length, backend, exported, normalize)
+            forward = OpenVinoForward(path / OPENVINO_MODEL_FILE, options.num_threads, inference, busy_wait, dynamic)
+        recorded = section.get("max_length") or recorded_max_length(path)
+        max_length = options.max_length or recorded or DEFAULT_MAX_LENGTH
+        return cls(forward, tokenizer, config, max_length, backend, exported, options.normalize)
 
     @classmethod
-    def _export_and_load(
-        cls,
-        src: str | os.PathLike[str],
-        backend: str,
-        precision: str,
-        max_length: int,
-        num_threads: int | None,
-        normalize: bool,
-        busy_wait: bool = True,
-    ) -> Classifier:
+    def _export_and_load(cls, src: str | os.PathLike[str], options: RuntimeOptions) -> Classifier:
+        backend, precision = options.backend, options.precision or "fp32"
         if backend == "onnx":
             from squeezebert.export import export
         else:
@@ -430,7 +442,10 @@ class Classifier:
                     export(src, tmpdir.name, precision=precision, int8_recipe="dynamic")
             else:
                 export(src, tmpdir.name, precision=precision)
-            clf = cls._from_export(Path(tmpdir.name), backend, precision, max_length, num_threads, normalize, busy_wait)
+            if options.max_length is None and Path(src).expanduser().is_dir():
+                # The export may not record the trained length (ONNX's does not): the source does.
+                options = replace(options, max_length=recorded_max_length(Path(src).expanduser()))
+            clf = cls._from_export(Path(tmpdir.name), backend, options)  # type: ignore[arg-type]
         except BaseException:
             tmpdir.cleanup()
             raise

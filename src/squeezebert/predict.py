@@ -40,6 +40,7 @@ from typing import IO, Any, Protocol
 from squeezebert import tables
 from squeezebert.files import check_writable_file, remove_stale_temps, require_file, temp_prefix
 from squeezebert.infer import Classifier, Prediction, TextInput
+from squeezebert.runtime import RuntimeOptions
 from squeezebert.tables import DataError
 
 FORMATS = tables.FORMATS
@@ -183,18 +184,14 @@ def predict_file(
     id_column: str | None = None,
     batch_size: int = 32,
     chunk_size: int = 1024,
-    precision: str | None = None,
-    backend: str = "torch",
-    max_length: int = 128,
-    num_threads: int | None = None,
-    normalize: bool = True,
+    options: RuntimeOptions | None = None,
     progress: bool | None = None,
 ) -> PredictReport:
     """Classify every row of ``input`` and write one JSON object per row to ``output``.
 
     ``model``: a loaded classifier (anything with ``predict(inputs, batch_size)``), or a path or
-    alias for :meth:`Classifier.from_pretrained` with ``precision``, ``backend``, ``max_length``,
-    ``num_threads`` and ``normalize`` (on by default: NFKC and look-alike letters). ``input`` and
+    alias for :meth:`Classifier.from_pretrained` with ``options`` (how it runs; default
+    :class:`~squeezebert.runtime.RuntimeOptions`: normalized text, the trained max length). ``input`` and
     ``output`` are paths or ``"-"`` for stdin/stdout. ``fmt`` (text, csv, tsv, jsonl) overrides
     the input's extension. Rows are read, classified and written ``chunk_size`` at a time.
     ``progress``: a progress bar on stderr (None: when stderr is a terminal).
@@ -224,7 +221,7 @@ def predict_file(
         first = next(rows, None)
         if first is not None:
             rows = itertools.chain([first], rows)
-        classifier = _load(model, precision, backend, max_length, num_threads, normalize)
+        classifier = model if not isinstance(model, (str, os.PathLike)) else Classifier.from_pretrained(model, options)
         start = time.perf_counter()  # classification only, not the model's loading
         bar = _progress(None if in_name == STDIO else Path(in_name).stat().st_size, progress)
         try:
@@ -253,21 +250,6 @@ def _open_input(name: str) -> contextlib.AbstractContextManager[IO[bytes]]:
     if name == STDIO:
         return contextlib.nullcontext(sys.stdin.buffer)  # not ours to close
     return open(name, "rb")
-
-
-def _load(
-    model: str | os.PathLike[str] | SupportsPredict,
-    precision: str | None,
-    backend: str,
-    max_length: int,
-    num_threads: int | None,
-    normalize: bool,
-) -> SupportsPredict:
-    if not isinstance(model, (str, os.PathLike)):
-        return model
-    return Classifier.from_pretrained(
-        model, precision=precision, backend=backend, max_length=max_length, num_threads=num_threads, normalize=normalize
-    )
 
 
 def _write_atomic(path: Path, write: Callable[[IO[str]], int]) -> int:

@@ -60,10 +60,10 @@ import torch
 from torch import Tensor, nn
 
 from squeezebert.model import GroupedLinear, SqueezeBert
+from squeezebert.runtime import PRECISIONS
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "bf16", "int8")
 INT8_ACTIVATIONS = ("per-token", "per-tensor")
 
 

@@ -53,12 +53,13 @@ import signal
 import time
 from collections.abc import Mapping
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 from squeezebert.batcher import MicroBatcher, QueueFull
 from squeezebert.infer import Prediction, TextInput
+from squeezebert.runtime import RuntimeOptions, threads
 from squeezebert.tables import invalid_text
 
 log = logging.getLogger(__name__)
@@ -671,15 +672,13 @@ def run(
     port: int = 8080,
     *,
     config: ServeConfig | None = None,
-    backend: str = "torch",
-    precision: str | None = None,
-    max_length: int = 128,
-    num_threads: int | None = None,
-    normalize: bool = True,
+    options: RuntimeOptions | None = None,
     log_level: str = "info",
     access_log: bool = False,
 ) -> None:
-    """Load ``model`` (see :meth:`Classifier.from_pretrained`) and serve it until SIGTERM/SIGINT.
+    """Load ``model`` (:meth:`Classifier.from_pretrained` with ``options``; busy waiting off unless
+    they turn it on, so that the request threads get the cores between calls) and serve it until
+    SIGTERM/SIGINT. Torch's thread count is ``options.num_threads`` while it serves, restored after.
 
     Binds ``host`` (loopback by default; another address without an ``api_key`` logs a
     warning). Serves over uvicorn's h11 protocol with a deadline on request heads, at most
@@ -705,15 +704,9 @@ def run(
     terminated = []
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: terminated.append(signum))
     try:
-        classifier = Classifier.from_pretrained(
-            model,
-            precision=precision,
-            backend=backend,
-            max_length=max_length,
-            num_threads=num_threads,
-            normalize=normalize,
-            busy_wait=False,  # the request threads need the cores between calls
-        )
+        options = options or RuntimeOptions()
+        # The request threads need the cores between calls: no spinning unless asked for.
+        classifier = Classifier.from_pretrained(model, replace(options, busy_wait=options.spins(False)))
         log.info("loaded %s: %r", model, classifier)
         if terminated:
             return
@@ -739,7 +732,8 @@ def run(
                 http=_bounded_h11(config.timeout_s),
             )
         )
-        server.run()
+        with threads(options.num_threads):  # torch's count, once for every request thread
+            server.run()
     finally:
         signal.signal(signal.SIGTERM, previous)
 
