@@ -524,6 +524,15 @@ def test_encode_unlabelled_examples_have_no_labels(tokenizer: Tokenizer) -> None
     assert dataset.labels is None and dataset.lengths == [3]
 
 
+def test_encode_normalizes_text_as_the_classifier_does(tokenizer: Tokenizer) -> None:
+    # Cyrillic look-alikes (and a zero-width space) in a Latin word: trained on the text it is served
+    disguised = [Example("a g\u043e\u200bod movie", "it is", "1", 2)]
+    plain = [Example("a good movie", "it is", "1", 2)]
+    assert encode(tokenizer, disguised, 16, {"1": 0}).input_ids == encode(tokenizer, plain, 16, {"1": 0}).input_ids
+    raw = encode(tokenizer, disguised, 16, {"1": 0}, normalize=False).input_ids
+    assert raw != encode(tokenizer, plain, 16, {"1": 0}).input_ids
+
+
 def test_encode_rejects_mixed_single_and_pair_examples(tokenizer: Tokenizer) -> None:
     examples = [Example("good", "bad", "1", 2), Example("good", None, "1", 3)]
     with pytest.raises(DataError, match=r"d.csv:3: some examples have a second text"):

@@ -352,14 +352,62 @@ def test_bad_inputs_raise_clear_errors(trained) -> None:
     _, path = trained
     clf = Classifier.from_pretrained(path)
     assert clf.predict([]) == []
-    with pytest.raises(TypeError, match="list of texts"):
-        clf.predict("a single string")
+    # a single text (or pair) is one input now, as in transformers' pipeline
+    assert clf.predict("a single string") == clf.predict(["a single string"])
     with pytest.raises(TypeError, match="not a mix"):
         clf.predict(["good", ("a", "b")])
     with pytest.raises(TypeError, match="input 1"):
         clf.predict(["good", 3])
     with pytest.raises(ValueError, match="backend"):
         Classifier.from_pretrained(path, backend="tensorrt")
+
+
+def test_classifier_is_called_like_a_pipeline(trained) -> None:
+    _, path = trained
+    clf = Classifier.from_pretrained(path)
+    (expected,) = clf.predict(["it was good"])
+    assert clf("it was good") == expected
+    assert clf(["it was good", "it was bad"]) == clf.predict(["it was good", "it was bad"])
+    assert clf(("the movie", "was good")) == clf.predict([("the movie", "was good")])[0]
+    top = clf("it was good", top_k=2)
+    assert [d["label"] for d in top] == sorted(expected.probabilities, key=expected.probabilities.get, reverse=True)
+    assert top[0] == {"label": expected.label, "score": expected.score}
+    assert top[0]["score"] >= top[1]["score"]
+    assert clf(["it was good", "it was bad"], top_k=1) == [[top[0]], clf("it was bad", top_k=1)]
+    assert len(clf("it was good", top_k=5)) == 2  # no more labels than the model has
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="top_k"):
+            clf("it was good", top_k=bad)
+
+
+def test_classifier_normalizes_text_by_default_as_the_cli_does(trained) -> None:
+    _, path = trained
+    clf = Classifier.from_pretrained(path)
+    assert clf.normalize is True
+    # Cyrillic look-alikes and fullwidth letters read as the plain word once normalized
+    assert clf("it was g\u043e\u043ed") == clf("it was good")
+    assert clf("\uff47\uff4f\uff4f\uff44") == clf("good")
+    assert Classifier.from_pretrained(path, normalize=False).normalize is False
+
+
+def test_save_pretrained_writes_what_the_classifier_runs(trained, exported, tmp_path: Path) -> None:
+    _, path = trained
+    texts = [t for t, _ in sentences(12, seed=5)]
+    fp32 = Classifier.from_pretrained(path)
+    saved = fp32.save_pretrained(tmp_path / "fp32")
+    assert Classifier.from_pretrained(saved)(texts) == fp32(texts)
+    int8 = Classifier.from_pretrained(exported["int8"], backend="onnx")
+    again = Classifier.from_pretrained(int8.save_pretrained(tmp_path / "onnx-int8"))
+    assert (again.backend, again.precision) == ("onnx", "int8") and again(texts) == int8(texts)
+    on_the_fly = Classifier.from_pretrained(path, backend="onnx", precision="int8")  # a temporary export
+    copied = Classifier.from_pretrained(on_the_fly.save_pretrained(tmp_path / "fly"))
+    assert copied.precision == "int8" and copied(texts) == on_the_fly(texts)
+    with pytest.raises(ValueError, match="squeezebert export"):
+        Classifier.from_pretrained(path, backend="torch", precision="int8").save_pretrained(tmp_path / "t8")
+    assert not (tmp_path / "t8").exists()
+    with pytest.raises(ValueError, match="not empty"):
+        fp32.save_pretrained(tmp_path / "fp32")
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_headless_checkpoint_is_refused(tokenizer: Tokenizer, tmp_path: Path) -> None:

@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from squeezebert.normalize import normalize_text
 from squeezebert.tables import (
     DataError,
     Example,
@@ -497,8 +498,13 @@ def encode(
     max_length: int,
     label2id: Mapping[str, int] | None,
     source: str | os.PathLike[str] = "<examples>",
+    normalize: bool = True,
 ) -> EncodedDataset:
     """Tokenize ``examples`` (truncated to ``max_length``) and encode their labels.
+
+    ``normalize``: apply :func:`squeezebert.normalize.normalize_text` (NFKC, zero-width removal,
+    Latin look-alikes) first, as :class:`squeezebert.infer.Classifier` and the CLI do by default,
+    so that a model is trained and evaluated on the text it will be served.
 
     ``label2id`` maps labels to class ids; pass None for regression. When no example has a label
     (a test split) the dataset's labels are None whatever ``label2id`` is.
@@ -516,8 +522,12 @@ def encode(
     token_type_ids: list[list[int]] = []
     for start in range(0, len(examples), _TOKENIZE_CHUNK):
         chunk = examples[start : start + _TOKENIZE_CHUNK]
+        texts = [ex.text for ex in chunk]
         pairs = [ex.text_pair for ex in chunk] if has_pair and has_pair[0] else None
-        for ids, types in tokenizer.tokenize([ex.text for ex in chunk], pairs, max_length=max_length):
+        if normalize:
+            texts = [normalize_text(t) for t in texts]
+            pairs = None if pairs is None else [normalize_text(t) for t in pairs]  # type: ignore[arg-type]
+        for ids, types in tokenizer.tokenize(texts, pairs, max_length=max_length):
             input_ids.append(list(ids))
             token_type_ids.append(list(types))
     return EncodedDataset(

@@ -21,6 +21,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
+import shutil
 import sys
 import tempfile
 import threading
@@ -65,6 +67,14 @@ class Prediction:
     def to_dict(self) -> dict[str, Any]:
         """The fields that are set, for JSON."""
         return {k: v for k, v in self.__dict__.items() if v is not None}
+
+    def top(self, k: int) -> list[dict[str, Any]]:
+        """The ``k`` most probable labels, best first, as ``{"label": ..., "score": ...}`` dicts
+        (the shape of transformers' pipeline with ``top_k``)."""
+        if self.probabilities is None:
+            raise ValueError("top_k is for classification: a regression model predicts one value")
+        ranked = sorted(self.probabilities.items(), key=lambda item: item[1], reverse=True)
+        return [{"label": label, "score": score} for label, score in ranked[:k]]
 
 
 # --------------------------------------------------------------------------- backends
@@ -262,6 +272,13 @@ def export_section(config_file: Path, backend: str) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- the classifier
+def _is_single(inputs: Any) -> bool:
+    """One input (a text, or a (text, text) pair as a tuple) rather than a sequence of them."""
+    return isinstance(inputs, str) or (
+        isinstance(inputs, tuple) and len(inputs) == 2 and all(isinstance(t, str) for t in inputs)
+    )
+
+
 def _softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(-1, keepdims=True)  # stable: exp never overflows
     e = np.exp(z)
@@ -271,8 +288,10 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 class Classifier:
     """Text (pair) classification or regression with any backend.
 
-    Build one with :meth:`from_pretrained`; call :meth:`predict`. ``forward`` maps a padded
-    :data:`Batch` to float32 logits ``(B, num_labels)``.
+    Build one with :meth:`from_pretrained`; call it like transformers' pipeline
+    (``clf("text")``, ``clf(["a", "b"])``, ``clf("text", top_k=2)``) or use :meth:`predict`.
+    ``forward`` maps a padded :data:`Batch` to float32 logits ``(B, num_labels)``. ``normalize``
+    (default on, as in the CLI and in training): NFKC and look-alike letters before tokenizing.
     """
 
     def __init__(
@@ -283,7 +302,8 @@ class Classifier:
         max_length: int = 128,
         backend: str = "torch",
         precision: str = "fp32",
-        normalize: bool = False,
+        normalize: bool = True,
+        export_dir: Path | None = None,
     ) -> None:
         if config.num_labels < 1:
             raise ValueError("this model has no classification head (num_labels=0); fine-tune or load one with labels")
@@ -304,6 +324,7 @@ class Classifier:
         self.precision = precision
         self.normalize = normalize
         self.labels = config.labels
+        self.export_dir = export_dir  # the export this classifier runs (for save_pretrained)
         self._tmpdir: tempfile.TemporaryDirectory[str] | None = None  # an on-the-fly export lives here
 
     # ------------------------------------------------------------------ loading
@@ -419,7 +440,7 @@ class Classifier:
             forward = OpenVinoForward(path / OPENVINO_MODEL_FILE, options.num_threads, inference, busy_wait, dynamic)
         recorded = section.get("max_length") or recorded_max_length(path)
         max_length = options.max_length or recorded or DEFAULT_MAX_LENGTH
-        return cls(forward, tokenizer, config, max_length, backend, exported, options.normalize)
+        return cls(forward, tokenizer, config, max_length, backend, exported, options.normalize, path)
 
     @classmethod
     def _export_and_load(cls, src: str | os.PathLike[str], options: RuntimeOptions) -> Classifier:
@@ -455,9 +476,7 @@ class Classifier:
     # ------------------------------------------------------------------ the three stages
     def encode(self, inputs: Sequence[TextInput]) -> list[tuple[list[int], list[int]]]:
         """Unpadded ``(input_ids, token_type_ids)`` per input, truncated to ``max_length``."""
-        if isinstance(inputs, (str, tuple)):
-            raise TypeError("predict takes a list of texts or of (text, text) pairs, not a single one")
-        inputs = list(inputs)
+        inputs = [inputs] if _is_single(inputs) else list(inputs)
         if not inputs:
             return []
         if all(isinstance(x, str) for x in inputs):
@@ -508,13 +527,77 @@ class Classifier:
             for k, row in zip(best, probs)
         ]
 
-    def predict(self, inputs: Sequence[TextInput], batch_size: int = 32) -> list[Prediction]:
-        """Classify texts or (text, text) pairs; results come back in input order."""
+    def predict(self, inputs: TextInput | Sequence[TextInput], batch_size: int = 32) -> list[Prediction]:
+        """Classify texts or (text, text) pairs (or a single one); results come back in input order."""
+        if _is_single(inputs):
+            inputs = [inputs]  # type: ignore[list-item]
         results: list[Prediction | None] = [None] * len(inputs)
         for positions, batch in self.preprocess(inputs, batch_size):
             for i, prediction in zip(positions, self.postprocess(self.forward(batch))):
                 results[i] = prediction
         return results  # type: ignore[return-value]  # every slot is filled above
+
+    def __call__(self, inputs: TextInput | Sequence[TextInput], top_k: int | None = None, batch_size: int = 32) -> Any:
+        """Pipeline-style: a text or (text, text) pair gives one result, a list gives a list.
+
+        ``top_k`` None: each result is a :class:`Prediction` (the best label, its score and every
+        label's probability; ``value`` for regression). An int: each result is the ``top_k`` most
+        probable labels as ``{"label", "score"}`` dicts, best first.
+        """
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+            raise ValueError(f"top_k must be None or an integer >= 1, got {top_k!r}")
+        if top_k is not None and self.config.num_labels == 1:
+            raise ValueError("top_k is for classification: a regression model predicts one value")
+        single = _is_single(inputs)
+        predictions = self.predict(inputs, batch_size)
+        results: list[Any] = predictions if top_k is None else [p.top(top_k) for p in predictions]
+        return results[0] if single else results
+
+    # ------------------------------------------------------------------ saving
+    def save_pretrained(self, path: str | os.PathLike[str]) -> Path:
+        """Write what this classifier runs into a new directory ``path``, which
+        :meth:`from_pretrained` loads back as it was.
+
+        An ONNX Runtime or OpenVINO classifier copies its export directory (one exported on the
+        fly included): the optimized model, int8 or bf16, is saved as it runs. A torch fp32
+        classifier writes a checkpoint directory. A torch int8 or bf16 copy is made at load time and
+        has no lossless file form: that raises ValueError pointing to ``squeezebert export``. The
+        directory is written under a temporary name beside ``path`` and renamed at the end.
+        """
+        out = Path(path).expanduser()
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise ValueError(f"{out}: exists and is not empty; save into a new directory")
+        write: Callable[[Path], Any]
+        if self.export_dir is not None:
+            export_dir = self.export_dir
+            write = lambda tmp: shutil.copytree(export_dir, tmp)  # noqa: E731
+        elif self.backend == "torch" and self.precision == "fp32":
+            model = getattr(getattr(self._forward, "model", None), "model", None)  # TorchForward's copy
+            if model is None:
+                raise ValueError("this classifier's forward holds no model to save")
+            from squeezebert.checkpoint import save_checkpoint
+
+            write = lambda tmp: save_checkpoint(model, tmp, self.tokenizer)  # noqa: E731
+        else:
+            raise ValueError(
+                f"a torch {self.precision} model is made from the fp32 weights at load time and cannot be saved "
+                f"losslessly; for a deployable {self.precision} model use `squeezebert export --format openvino "
+                f"--precision {self.precision}` (or --format onnx for int8), or load the checkpoint with "
+                f"backend='openvino' and save that"
+            )
+        from squeezebert.files import temp_prefix
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f"{temp_prefix(out)}{secrets.token_hex(4)}.tmp")
+        try:
+            write(tmp)
+            if out.exists():
+                out.rmdir()  # empty, checked above
+            os.replace(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return out
 
     def __repr__(self) -> str:
         return (
