@@ -123,7 +123,7 @@ def _finetune(model: Path, train: Path, dev: Path, out: Path, epochs: int) -> li
         "-m", "squeezebert", "finetune", "--model", str(model), "--train", str(train), "--dev", str(dev),
         "--out", str(out), "--epochs", str(epochs), "--batch-size", "3", "--grad-accum", "3", "--lr", "3e-3",
         "--max-length", "32", "--seed", "7", "--eval-every", "10", "--save-every", "4", "--log-every", "1",
-        "--num-threads", "1", "--dist-timeout", "20",
+        "--num-threads", "1", "--dist-timeout", "20", "--keep-resume-state",  # last/ is compared
     ]  # fmt: skip
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import random
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -408,6 +409,17 @@ def test_save_pretrained_writes_what_the_classifier_runs(trained, exported, tmp_
     with pytest.raises(ValueError, match="not empty"):
         fp32.save_pretrained(tmp_path / "fp32")
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_max_length_defaults_to_the_length_the_checkpoint_was_trained_at(trained, tmp_path: Path) -> None:
+    _, path = trained
+    clf = Classifier.from_pretrained(path)
+    assert clf.max_length == min(128, clf.config.max_position_embeddings)  # records none: 128, capped
+    run = tmp_path / "run"
+    shutil.copytree(path, run)
+    (run / "train_args.json").write_text(json.dumps({"max_length": 24}), encoding="utf-8")
+    assert Classifier.from_pretrained(run).max_length == 24
+    assert Classifier.from_pretrained(run, max_length=40).max_length == 40
 
 
 def test_headless_checkpoint_is_refused(tokenizer: Tokenizer, tmp_path: Path) -> None:

@@ -208,6 +208,7 @@ def _finetune_cmd(model: Path, train: Path, dev: Path, out: Path) -> list[str]:
         sys.executable, "-m", "squeezebert", "finetune", "--model", str(model), "--train", str(train),
         "--dev", str(dev), "--out", str(out), "--epochs", "3", "--batch-size", "4", "--lr", "1e-3",
         "--max-length", "32", "--seed", "7", "--eval-every", "20", "--save-every", "5", "--num-threads", "1",
+        "--keep-resume-state",  # the final last/ is compared below
     ]  # fmt: skip
 
 
@@ -369,7 +370,7 @@ def test_resume_with_other_data_model_or_settings_is_refused_naming_each(tiny_di
     train = write_csv(tmp_path / "train.csv", sentences(24, seed=31))
     out = tmp_path / "run"
     base = [sys.executable, "-m", "squeezebert", "finetune", "--train", str(train), "--out", str(out), "--epochs", "1",
-            "--batch-size", "8", "--num-threads", "1"]  # fmt: skip
+            "--batch-size", "8", "--num-threads", "1", "--keep-resume-state"]  # fmt: skip
     subprocess.run([*base, "--model", str(tiny_dir), "--lr", "1e-3"], check=True, capture_output=True, timeout=120)
     args_before = (out / "train_args.json").read_text()
     other_model = tmp_path / "other-model"
@@ -416,6 +417,15 @@ def test_finetune_refuses_a_non_empty_out_unless_overwrite(
     assert cli.main(args) == 2
     assert "holds a previous run" in capsys.readouterr().err
     assert cli.main([*args, "--overwrite"]) == 0
+
+
+def test_a_finished_run_drops_its_resume_state_unless_told_to_keep_it(tiny_dir: Path, tmp_path: Path) -> None:
+    train = write_csv(tmp_path / "train.csv", sentences(16, seed=37))
+    args = ["finetune", "--model", str(tiny_dir), "--train", str(train), "--epochs", "1", "--batch-size", "8"]
+    assert cli.main([*args, "--out", str(tmp_path / "dropped")]) == 0
+    assert (tmp_path / "dropped" / "model.safetensors").is_file() and not (tmp_path / "dropped" / LAST_DIR).exists()
+    assert cli.main([*args, "--out", str(tmp_path / "kept"), "--keep-resume-state"]) == 0
+    assert (tmp_path / "kept" / LAST_DIR / "state.json").is_file()
 
 
 def test_evaluate_checks_its_json_path_before_evaluating(
@@ -474,7 +484,8 @@ def test_a_resumed_run_removes_the_temporaries_a_killed_run_left(tiny_dir: Path,
     train = write_csv(tmp_path / "train.csv", sentences(16, seed=36))
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "squeezebert", "finetune", "--model", str(tiny_dir), "--train", str(train),
-           "--out", str(out), "--epochs", "1", "--batch-size", "8", "--num-threads", "1"]  # fmt: skip
+           "--out", str(out), "--epochs", "1", "--batch-size", "8", "--num-threads", "1",
+           "--keep-resume-state"]  # fmt: skip
     subprocess.run(cmd, check=True, capture_output=True, timeout=120)
     killed = subprocess.Popen([sys.executable, "-c", ""])  # stands for a writer killed with -9
     killed.wait()

@@ -50,12 +50,41 @@ def _human_bytes(n: float) -> str:
 
 
 # --------------------------------------------------------------------------- info
+def add_info_parser(sub: Subparsers) -> None:
+    """The ``info`` command's arguments."""
+    p = _command(sub, "info", help="summarize a checkpoint: config, parameters, FLOPs, size")
+    p.add_argument("model", help="checkpoint directory, HF directory, alias (minilm-l6), preset or Hub id")
+    p.add_argument("--json", action="store_true", help="print one JSON object (raw numbers) instead of the table")
+    p.set_defaults(handler=cmd_info)
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from squeezebert.checkpoint import file_size, load
     from squeezebert.config import PROJECTIONS
 
     ckpt = load(args.model)
     cfg = ckpt.model.config
+    if args.json:
+        record = {
+            "source": str(ckpt.path or args.model),
+            "format": ckpt.format,
+            "num_hidden_layers": cfg.num_hidden_layers,
+            "hidden_size": cfg.hidden_size,
+            "intermediate_size": cfg.intermediate_size,
+            "num_attention_heads": cfg.num_attention_heads,
+            "groups": {p: cfg.groups(p) for p in PROJECTIONS},
+            "ranks": cfg.ranks or None,
+            "embedding_size": cfg.embedding_size,
+            "vocab_size": cfg.vocab_size,
+            "num_labels": cfg.num_labels,
+            "labels": list(cfg.labels) if cfg.num_labels else [],
+            "parameters": ckpt.model.num_parameters(),
+            "flops_seq128": ckpt.model.flops(128),
+            "weights_bytes": file_size(ckpt.path),
+            "tokenizer": ckpt.tokenizer is not None,
+        }
+        print(json.dumps(record, indent=2))
+        return 0
     groups = "/".join(str(cfg.groups(p)) for p in PROJECTIONS)
     rows = [
         ("source", f"{ckpt.path or args.model} ({ckpt.format})"),
@@ -77,6 +106,24 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- convert
+def add_convert_parser(sub: Subparsers) -> None:
+    """The ``convert`` command's arguments."""
+    p = _command(sub, "convert", help="convert between our checkpoint format and Hugging Face's")
+    p.add_argument("src", help="source checkpoint (any format load understands)")
+    p.add_argument("out", help="output directory")
+    p.add_argument(
+        "--to",
+        choices=("hf", "squeezebert"),
+        required=True,
+        help="hf: Hugging Face's SqueezeBERT/BERT files (dense); squeezebert: our checkpoint directory",
+    )
+    p.add_argument(
+        "--hf-arch", choices=("auto", "bert", "squeezebert"), default="auto", help="HF architecture to write"
+    )
+    p.add_argument("--allow-mismatch", action="store_true", help="load despite missing/unexpected weights")
+    p.set_defaults(handler=cmd_convert)
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     from squeezebert.checkpoint import load, save_checkpoint, save_hf
     from squeezebert.files import check_writable_dir
@@ -93,6 +140,26 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- demo / squeeze
+def add_demo_parser(sub: Subparsers) -> None:
+    """The ``demo`` command's arguments."""
+    p = _command(sub, "demo", help="fine-tune the embedded model, squeeze it and print the report (offline)")
+    p.add_argument("--model", default="minilm-l6", help="teacher to start from")
+    p.add_argument("--out", default="runs/demo", help="output directory (teacher/ and student/ inside)")
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="GLUE directory: use SST-2 (default: $SQUEEZEBERT_GLUE_DIR, else the shipped sample)",
+    )
+    p.add_argument(
+        "--construction",
+        default="lowrank",
+        choices=("lowrank", "grouped", "grouped-lowrank"),
+        help="student shape (as squeeze --construction)",
+    )
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.set_defaults(handler=cmd_demo)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     import os
 
@@ -135,12 +202,70 @@ _augment_arg = _auto_or(int, "a number of copies")  # --augment
 _weight_arg = _auto_or(float, "a weight")  # --hidden-weight
 
 
+def add_squeeze_parser(sub: Subparsers) -> None:
+    """The ``squeeze`` command's arguments."""
+    p = _command(sub, "squeeze", help="distill a fine-tuned teacher into a smaller, faster student; write a report")
+    p.add_argument("--teacher", required=True, help="fine-tuned teacher checkpoint (any format load understands)")
+    p.add_argument("--task", default=None, help="GLUE task (sst2, mrpc, ...); 'custom' (implied by --train)")
+    p.add_argument("--data-dir", default=None, help="GLUE data directory (default: the Hugging Face Hub)")
+    p.add_argument("--train", default=None, help="custom training file (.csv, .tsv or .jsonl)")
+    p.add_argument("--dev", default=None, help="custom dev file (needed: the report scores the student on it)")
+    _add_column_args(p)
+    p.add_argument("--student", default=None, help="distill into this pretrained checkpoint instead of surgery")
+    p.add_argument(
+        "--construction",
+        default="lowrank",
+        choices=("lowrank", "grouped", "grouped-lowrank"),
+        help="student shape at a quarter of the projections' FLOPs (default lowrank: measured best)",
+    )
+    p.add_argument("--groups", default=None, help="groups q,k,v,post_attention,intermediate,output e.g. 4,4,4,1,4,4")
+    p.add_argument("--layers", default=None, help="teacher layers to keep, e.g. 0,2,4 (default all)")
+    p.add_argument("--rank", type=int, default=None, help="rank per group of every factorized projection")
+    p.add_argument("--rank-energy", type=float, default=None, help="keep this fraction of output energy")
+    p.add_argument("--param-budget", type=int, default=None, help="largest student within this many parameters")
+    p.add_argument("--flops-fraction", type=float, default=None, help="factorized projections at this FLOPs fraction")
+    p.add_argument("--embedding-size", type=int, default=None, help="factorize word embeddings to this width")
+    p.add_argument("--init", default="lsq", choices=("lsq", "block", "random"), help="how the student starts")
+    p.add_argument("--permute", action="store_true", help="permute FFN neurons/heads before grouping")
+    p.add_argument("--alpha", type=float, default=0.7, help="weight of logit distillation vs the task loss")
+    p.add_argument("--temperature", type=float, default=2.0, help="softmax temperature of logit distillation")
+    p.add_argument(
+        "--hidden-weight",
+        type=_weight_arg,
+        default="auto",
+        help="hidden-state MSE weight (runs the teacher every step); 'auto' (default): 1.0 when --augment adds "
+        "copies, else 0",
+    )
+    p.add_argument("--attention-weight", type=float, default=0.0, help="attention KL weight (runs the teacher)")
+    p.add_argument(
+        "--augment",
+        type=_augment_arg,
+        default="auto",
+        help="add this many perturbed copies of each training example, labelled by the teacher; 'auto' (default): "
+        "up to 3, enough to bring a small training set to about 32k examples; 0: the training set alone",
+    )
+    p.add_argument("--calibration-samples", type=int, default=4000, help="training examples for surgery statistics")
+    p.add_argument("--bench-threads", type=int, default=None, help="threads for the latency measurement")
+    p.add_argument("--bench-repeats", type=int, default=20, help="timed rounds of the report's latency measurement")
+    p.add_argument("--no-int8", action="store_true", help="skip the int8 paths in the report")
+    p.add_argument(
+        "--no-bf16", action="store_true", help="skip the bf16 paths in the report (default: on CPUs with native bf16)"
+    )
+    p.add_argument(
+        "--no-openvino",
+        action="store_true",
+        help="skip the OpenVINO int8 exports (default: when installed; the student's is kept in OUT/deploy)",
+    )
+    _add_train_args(p)
+    p.set_defaults(handler=cmd_squeeze, lr=1e-4)
+
+
 def cmd_squeeze(args: argparse.Namespace) -> int:
     from squeezebert.config import PROJECTIONS
     from squeezebert.distill import DistillConfig
     from squeezebert.squeeze import squeeze
     from squeezebert.surgery import StudentSpec
-    from squeezebert.train import CUSTOM
+    from squeezebert.train import CUSTOM, drop_resume_state
 
     task = args.task or (CUSTOM if args.train else None)
     if task is None:
@@ -188,6 +313,8 @@ def cmd_squeeze(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
     )
     if _is_main():
+        if not args.keep_resume_state:  # the student is distilled and reported: nothing to resume
+            drop_resume_state(args.out)
         print((Path(args.out) / "report.md").read_text(encoding="utf-8"), end="")
     return 0 if report else 1
 
@@ -213,6 +340,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         num_threads=args.num_threads,
         eval_batch_size=args.eval_batch_size,
         dist_timeout=args.dist_timeout,
+        keep_resume_state=args.keep_resume_state,
     )
 
 
@@ -239,6 +367,19 @@ def _is_main() -> bool:
 def _print_metrics(metrics: dict[str, float], indent: str = "  ") -> None:
     for name, value in metrics.items():
         print(f"{indent}{name:<22} {value:.4f}")
+
+
+def add_finetune_parser(sub: Subparsers) -> None:
+    """The ``finetune`` command's arguments."""
+    p = _command(sub, "finetune", help="fine-tune a model on a GLUE task or custom CSV/TSV/JSONL data")
+    p.add_argument("--model", required=True, help="checkpoint directory, alias (minilm-l6), preset or Hub id")
+    p.add_argument("--task", default=None, help="GLUE task (sst2, mrpc, ...); 'custom' (implied by --train)")
+    p.add_argument("--data-dir", default=None, help="GLUE data directory (default: the Hugging Face Hub)")
+    p.add_argument("--train", default=None, help="custom training file (.csv, .tsv or .jsonl)")
+    p.add_argument("--dev", default=None, help="custom dev file, scored during training")
+    _add_column_args(p)
+    _add_train_args(p)
+    p.set_defaults(handler=cmd_finetune)
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
@@ -268,6 +409,21 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         print(f"{record['split']} ({record['num_eval_examples']} examples):")
         _print_metrics(record["eval"])
     return 0
+
+
+def add_evaluate_parser(sub: Subparsers) -> None:
+    """The ``evaluate`` command's arguments."""
+    p = _command(sub, "evaluate", help="score a fine-tuned checkpoint on a GLUE split or a custom labelled file")
+    p.add_argument("model", help="fine-tuned checkpoint or export directory (OpenVINO or ONNX)")
+    p.add_argument("--task", default=None, help="GLUE task; 'custom' (implied by --dev)")
+    p.add_argument("--data-dir", default=None, help="GLUE data directory (default: the Hugging Face Hub)")
+    p.add_argument("--split", default="dev", help="GLUE split (dev, dev_mismatched, ...)")
+    p.add_argument("--dev", default=None, help="custom labelled file (.csv, .tsv or .jsonl)")
+    _add_column_args(p)
+    p.add_argument("--batch-size", type=int, default=64, help="examples per forward pass")
+    p.add_argument("--max-length", type=int, default=None, help="default: the checkpoint's training max length")
+    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    p.set_defaults(handler=cmd_evaluate)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -301,6 +457,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_glue_parser(sub: Subparsers) -> None:
+    """The ``glue`` command's arguments."""
+    p = _command(sub, "glue", help="fine-tune and evaluate on every GLUE task present; write glue.md/glue.json")
+    p.add_argument("--model", required=True, help="checkpoint directory, alias (minilm-l6), preset or Hub id")
+    p.add_argument("--data-dir", required=True, help="GLUE data directory (tasks without train.tsv are skipped)")
+    p.add_argument("--tasks", nargs="+", default=None, help="tasks to run (default: all GLUE tasks)")
+    _add_train_args(p)
+    p.set_defaults(handler=cmd_glue)
+
+
 def cmd_glue(args: argparse.Namespace) -> int:
     from squeezebert.train import run_glue
 
@@ -322,20 +488,20 @@ def cmd_glue(args: argparse.Namespace) -> int:
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output run directory (best checkpoint, logs, resume state)")
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=3, help="passes over the training data")
     p.add_argument("--batch-size", type=int, default=32, help="examples per forward pass")
     p.add_argument("--grad-accum", type=int, default=1, help="forward passes per optimizer step")
-    p.add_argument("--lr", type=float, default=5e-5)
-    p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--warmup-ratio", type=float, default=0.1)
+    p.add_argument("--lr", type=float, default=5e-5, help="peak learning rate (AdamW, linear warm-up and decay)")
+    p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (not on biases, norms)")
+    p.add_argument("--warmup-ratio", type=float, default=0.1, help="fraction of the steps the learning rate warms up")
     p.add_argument("--max-grad-norm", type=float, default=1.0, help="0 disables clipping")
     p.add_argument("--max-length", type=int, default=128, help="tokens per example (pair) after truncation")
     p.add_argument("--max-train-samples", type=int, default=None, help="train on a seeded random subset")
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--seed", type=int, default=42, help="seed of the shuffling, dropout and subsets")
     p.add_argument("--eval-every", type=int, default=0, help="steps between evaluations (0: at epoch ends)")
     p.add_argument("--save-every", type=int, default=0, help="steps between resume-state saves (0: at evals)")
     p.add_argument("--log-every", type=int, default=10, help="steps between train_log.jsonl records")
-    p.add_argument("--eval-batch-size", type=int, default=64)
+    p.add_argument("--eval-batch-size", type=int, default=64, help="examples per forward pass when evaluating")
     p.add_argument("--num-threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument(
         "--dist-timeout",
@@ -351,6 +517,12 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="replace what a previous run or checkpoint left in --out (default: refuse a non-empty --out)",
     )
+    p.add_argument(
+        "--keep-resume-state",
+        action="store_true",
+        help="keep --out/last/ (the weights and optimizer state to resume from) once the run has finished; "
+        "by default it is removed then",
+    )
 
 
 def _add_column_args(p: argparse.ArgumentParser) -> None:
@@ -362,397 +534,10 @@ def _add_column_args(p: argparse.ArgumentParser) -> None:
 
 
 # --------------------------------------------------------------------------- export
-def cmd_export(args: argparse.Namespace) -> int:
-    if args.format == "openvino":
-        from squeezebert.export_openvino import export as export_openvino
-
-        if args.int8_activations is not None or args.opset is not None or args.standard_ops:
-            raise ValueError(
-                "--int8-activations, --opset and --standard-ops are ONNX options; OpenVINO's int8 is NNCF's static int8"
-            )
-        report: Any = export_openvino(
-            args.model,
-            args.out,
-            precision=args.precision,
-            calibration=args.calibration,
-            text_column=args.text_column,
-            text_pair_column=args.text_pair_column,
-            max_length=args.max_length,
-            inference_precision=args.inference_precision,
-            min_agreement=args.min_agreement,
-            int8_recipe=args.int8_recipe,
-        )
-    else:
-        from squeezebert.export import DEFAULT_OPSET, export
-
-        if args.precision == "bf16":
-            raise ValueError("the ONNX export is fp32 or int8; bf16 is for --format openvino")
-        if args.calibration is not None or args.inference_precision is not None:
-            raise ValueError("--calibration and --inference-precision are for --format openvino")
-        report = export(
-            args.model,
-            args.out,
-            precision=args.precision,
-            opset=args.opset or DEFAULT_OPSET,
-            int8_activations=args.int8_activations or "per-token",
-            standard_ops=args.standard_ops,
-        )
-    print(report.summary())
-    return 0
-
-
-# --------------------------------------------------------------------------- bench
-def cmd_bench(args: argparse.Namespace) -> int:
-    from squeezebert.bench import run_bench, run_workload
-    from squeezebert.bench_report import format_report
-
-    given = {
-        "threads": args.threads,
-        "batch_sizes": _int_list(args.batch_sizes, "--batch-sizes"),
-        "warmup": args.warmup,
-        "repeats": args.repeats,
-        "max_seconds": args.max_seconds,
-        "json_path": args.json,
-        "markdown_path": args.markdown,
-        "plot_path": args.plot,
-    }
-    if args.workload:
-        if args.model is None:
-            raise ValueError("--workload needs --model (a fine-tuned classifier; a preset gives random weights)")
-        for flag, value in (
-            ("--candidates", args.candidates),
-            ("--seq-lens", args.seq_lens),
-            ("--metrics", args.metrics),
-        ):
-            if value is not None:
-                raise ValueError(f"{flag} is for the grid benchmark, not --workload")
-        from squeezebert.runtime import RuntimeOptions
-
-        # like for like with the pipeline, which does not normalize its text either
-        options = RuntimeOptions(args.backend, args.precision, args.max_length, normalize=False)
-        extra = {"max_texts": args.max_texts, "teacher": args.teacher}
-        kwargs = {k: v for k, v in (given | extra).items() if v is not None}
-        report = run_workload(args.workload, args.model, options, **kwargs)
-    else:
-        if args.backend or args.precision or args.max_texts or args.teacher:
-            raise ValueError(
-                "--backend, --precision, --max-texts and --teacher go with --workload; pick grid candidates with "
-                "--candidates"
-            )
-        report = run_bench(
-            model=args.model,
-            candidates=args.candidates.split(",") if args.candidates else None,
-            seq_lens=_int_list(args.seq_lens, "--seq-lens"),
-            quick=args.quick,
-            matmul_size=args.matmul_size,
-            watts_per_core=args.watts_per_core,
-            metrics=args.metrics,
-            baseline=args.baseline,
-            **given,
-        )
-    print(format_report(report), end="")
-    written = [p for p in (args.json, args.markdown, args.plot) if p]
-    if written:
-        print(f"wrote {', '.join(written)}")
-    return 0
-
-
-# --------------------------------------------------------------------------- batch (Ray)
-def cmd_batch(args: argparse.Namespace) -> int:
-    from squeezebert.batch import classify_file
-
-    report = classify_file(
-        args.model,
-        args.input,
-        args.output,
-        text_column=args.text_column,
-        text_pair_column=args.text_pair_column,
-        id_column=args.id_column,
-        batch_size=args.batch_size,
-        num_workers=args.num_workers,
-        threads_per_worker=args.threads_per_worker,
-        ray_address=args.ray_address,
-        num_cpus=args.num_cpus,
-        options=_runtime_options(args),
-    )
-    print(
-        f"wrote {report.output}: {report.rows} rows in {report.seconds:.1f} s ({report.texts_per_s:.0f} texts/s, "
-        f"{report.workers} workers x {report.threads_per_worker} threads)"
-    )
-    return 0
-
-
-# --------------------------------------------------------------------------- predict / serve / loadtest
-class _Terminated(BaseException):
-    """SIGTERM as an exception in the main thread, so that cleanup runs (a partial output's removal)."""
-
-
-def _raise_terminated(signum: int, frame: Any) -> None:
-    raise _Terminated
-
-
-def cmd_predict(args: argparse.Namespace) -> int:
-    import signal
-    import threading
-
-    from squeezebert.predict import predict_file
-
-    # SIGINT already arrives as KeyboardInterrupt; SIGTERM would end the process on the spot and
-    # leave the partial output's temporary file behind. (Handlers can only be set in the main thread.)
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
-    try:
-        report = predict_file(
-            args.model,
-            args.input,
-            args.output,
-            fmt=args.format,
-            text_column=args.text_column,
-            text_pair_column=args.text_pair_column,
-            id_column=args.id_column,
-            batch_size=args.batch_size,
-            chunk_size=args.chunk_size,
-            options=_runtime_options(args),
-        )
-    finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous)
-    # The predictions may be on stdout: the summary goes to stderr.
-    where = "stdout" if report.output == "-" else report.output
-    print(
-        f"wrote {where}: {report.rows} rows in {report.seconds:.1f} s ({report.texts_per_s:.0f} texts/s)",
-        file=sys.stderr,
-    )
-    return 0
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    from squeezebert.serve import ServeConfig, resolve_api_key, run
-
-    config = ServeConfig(
-        max_batch_size=args.max_batch_size,
-        max_wait_ms=args.max_wait_ms,
-        forward_batch_size=args.forward_batch_size,
-        batching=not args.no_batching,
-        max_texts=args.max_texts,
-        max_chars=args.max_chars,
-        max_body_bytes=args.max_body_bytes,
-        max_queue=args.max_queue,
-        timeout_s=args.timeout_s,
-        max_connections=args.max_connections,
-        keep_alive_s=args.keep_alive_s,
-        api_key=resolve_api_key(args.api_key, args.api_key_file),
-        docs=args.docs,
-    )
-    run(
-        args.model,
-        args.host,
-        args.port,
-        config=config,
-        options=_runtime_options(args),
-        log_level="debug" if args.verbose else "info",
-        access_log=args.access_log,
-    )
-    return 0
-
-
-def cmd_loadtest(args: argparse.Namespace) -> int:
-    from squeezebert.checkpoint import atomic_write_text
-    from squeezebert.files import check_writable_file
-    from squeezebert.loadtest import loadtest, read_texts
-    from squeezebert.serve import resolve_api_key
-
-    if args.json:
-        check_writable_file(args.json, "--json")
-    report = loadtest(
-        args.url,
-        concurrency=args.concurrency,
-        duration_s=args.duration,
-        texts=read_texts(args.texts) if args.texts else None,
-        texts_per_request=args.texts_per_request,
-        rate=args.rate,
-        api_key=resolve_api_key(args.api_key, args.api_key_file),
-    )
-    print(report.summary())
-    if args.json:
-        atomic_write_text(Path(args.json), json.dumps(report.to_dict(), indent=2) + "\n")
-        print(f"wrote {args.json}")
-    return 0
-
-
-# --------------------------------------------------------------------------- parser
-Handler = Callable[[argparse.Namespace], int]
-
-
-def _runtime_options(args: argparse.Namespace) -> RuntimeOptions:
-    """The one :class:`RuntimeOptions` of a batch, predict or serve command line."""
-    from squeezebert.runtime import RuntimeOptions
-
-    return RuntimeOptions(
-        backend=args.backend,
-        precision=args.precision,
-        max_length=args.max_length,
-        num_threads=getattr(args, "num_threads", None),
-        normalize=not args.no_normalize,
-    )
-
-
-def _add_runtime_flags(p: argparse.ArgumentParser, threads: bool = True) -> None:
-    """The inference-runtime flags that batch, predict and serve share."""
-    from squeezebert.runtime import BACKENDS, PRECISIONS  # torch-free, as the commands that use it
-
-    p.add_argument(
-        "--backend",
-        choices=BACKENDS,
-        default=None,
-        help="default: an export directory's own runtime; for a checkpoint torch in fp32, OpenVINO first in int8/bf16",
-    )
-    p.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default=None,
-        help="default: an export's own precision, else fp32",
-    )
-    p.add_argument(
-        "--max-length",
-        type=int,
-        default=None,
-        help="tokens per text after truncation (default: the length the model was trained at, else 128)",
-    )
-    if threads:
-        p.add_argument("--num-threads", type=int, default=None, help="intra-op threads (default: the backend's choice)")
-    p.add_argument("--no-normalize", action="store_true", help="skip NFKC and look-alike letter normalization")
-
-
-def _add_api_key_flags(p: argparse.ArgumentParser, what: str) -> None:
-    """--api-key-file and --api-key; $SQUEEZEBERT_API_KEY when neither is given (an empty one is refused)."""
-    p.add_argument(
-        "--api-key-file",
-        default=None,
-        metavar="FILE",
-        help=f"{what}, KEY being this file's one line (preferred, as is $SQUEEZEBERT_API_KEY, the default)",
-    )
-    p.add_argument(
-        "--api-key", default=None, metavar="KEY", help="the key itself: other users can read it in ps; prefer the above"
-    )
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="squeezebert", description="Fast, small NLP models on CPUs.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("info", help="summarize a checkpoint: config, parameters, FLOPs, size")
-    p.add_argument("model", help="checkpoint directory, HF directory, alias (minilm-l6), preset or Hub id")
-    p.set_defaults(handler=cmd_info)
-
-    p = sub.add_parser("convert", help="convert between our checkpoint format and Hugging Face's")
-    p.add_argument("src", help="source checkpoint (any format load understands)")
-    p.add_argument("out", help="output directory")
-    p.add_argument("--to", choices=("hf", "squeezebert"), required=True)
-    p.add_argument(
-        "--hf-arch", choices=("auto", "bert", "squeezebert"), default="auto", help="HF architecture to write"
-    )
-    p.add_argument("--allow-mismatch", action="store_true", help="load despite missing/unexpected weights")
-    p.set_defaults(handler=cmd_convert)
-
-    p = sub.add_parser("demo", help="fine-tune the embedded model, squeeze it and print the report (offline)")
-    p.add_argument("--model", default="minilm-l6", help="teacher to start from")
-    p.add_argument("--out", default="runs/demo", help="output directory (teacher/ and student/ inside)")
-    p.add_argument(
-        "--data-dir",
-        default=None,
-        help="GLUE directory: use SST-2 (default: $SQUEEZEBERT_GLUE_DIR, else the shipped sample)",
-    )
-    p.add_argument("--construction", default="lowrank", choices=("lowrank", "grouped", "grouped-lowrank"))
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.set_defaults(handler=cmd_demo)
-
-    p = sub.add_parser("squeeze", help="distill a fine-tuned teacher into a smaller, faster student; write a report")
-    p.add_argument("--teacher", required=True, help="fine-tuned teacher checkpoint (any format load understands)")
-    p.add_argument("--task", default=None, help="GLUE task (sst2, mrpc, ...); 'custom' (implied by --train)")
-    p.add_argument("--data-dir", default=None, help="GLUE data directory (default: the Hugging Face Hub)")
-    p.add_argument("--train", default=None, help="custom training file (.csv, .tsv or .jsonl)")
-    p.add_argument("--dev", default=None, help="custom dev file (needed: the report scores the student on it)")
-    _add_column_args(p)
-    p.add_argument("--student", default=None, help="distill into this pretrained checkpoint instead of surgery")
-    p.add_argument(
-        "--construction",
-        default="lowrank",
-        choices=("lowrank", "grouped", "grouped-lowrank"),
-        help="student shape at a quarter of the projections' FLOPs (default lowrank: measured best)",
-    )
-    p.add_argument("--groups", default=None, help="groups q,k,v,post_attention,intermediate,output e.g. 4,4,4,1,4,4")
-    p.add_argument("--layers", default=None, help="teacher layers to keep, e.g. 0,2,4 (default all)")
-    p.add_argument("--rank", type=int, default=None, help="rank per group of every factorized projection")
-    p.add_argument("--rank-energy", type=float, default=None, help="keep this fraction of output energy")
-    p.add_argument("--param-budget", type=int, default=None, help="largest student within this many parameters")
-    p.add_argument("--flops-fraction", type=float, default=None, help="factorized projections at this FLOPs fraction")
-    p.add_argument("--embedding-size", type=int, default=None, help="factorize word embeddings to this width")
-    p.add_argument("--init", default="lsq", choices=("lsq", "block", "random"), help="how the student starts")
-    p.add_argument("--permute", action="store_true", help="permute FFN neurons/heads before grouping")
-    p.add_argument("--alpha", type=float, default=0.7, help="weight of logit distillation vs the task loss")
-    p.add_argument("--temperature", type=float, default=2.0)
-    p.add_argument(
-        "--hidden-weight",
-        type=_weight_arg,
-        default="auto",
-        help="hidden-state MSE weight (runs the teacher every step); 'auto' (default): 1.0 when --augment adds "
-        "copies, else 0",
-    )
-    p.add_argument("--attention-weight", type=float, default=0.0, help="attention KL weight (runs the teacher)")
-    p.add_argument(
-        "--augment",
-        type=_augment_arg,
-        default="auto",
-        help="add this many perturbed copies of each training example, labelled by the teacher; 'auto' (default): "
-        "up to 3, enough to bring a small training set to about 32k examples; 0: the training set alone",
-    )
-    p.add_argument("--calibration-samples", type=int, default=4000, help="training examples for surgery statistics")
-    p.add_argument("--bench-threads", type=int, default=None, help="threads for the latency measurement")
-    p.add_argument("--bench-repeats", type=int, default=20)
-    p.add_argument("--no-int8", action="store_true", help="skip the int8 paths in the report")
-    p.add_argument(
-        "--no-bf16", action="store_true", help="skip the bf16 paths in the report (default: on CPUs with native bf16)"
-    )
-    p.add_argument(
-        "--no-openvino",
-        action="store_true",
-        help="skip the OpenVINO int8 exports (default: when installed; the student's is kept in OUT/deploy)",
-    )
-    _add_train_args(p)
-    p.set_defaults(handler=cmd_squeeze, lr=1e-4)
-    p = sub.add_parser("finetune", help="fine-tune a model on a GLUE task or custom CSV/TSV/JSONL data")
-    p.add_argument("--model", required=True, help="checkpoint directory, alias (minilm-l6), preset or Hub id")
-    p.add_argument("--task", default=None, help="GLUE task (sst2, mrpc, ...); 'custom' (implied by --train)")
-    p.add_argument("--data-dir", default=None, help="GLUE data directory (default: the Hugging Face Hub)")
-    p.add_argument("--train", default=None, help="custom training file (.csv, .tsv or .jsonl)")
-    p.add_argument("--dev", default=None, help="custom dev file, scored during training")
-    _add_column_args(p)
-    _add_train_args(p)
-    p.set_defaults(handler=cmd_finetune)
-
-    p = sub.add_parser("evaluate", help="score a fine-tuned checkpoint on a GLUE split or a custom labelled file")
-    p.add_argument("model", help="fine-tuned checkpoint or export directory (OpenVINO or ONNX)")
-    p.add_argument("--task", default=None, help="GLUE task; 'custom' (implied by --dev)")
-    p.add_argument("--data-dir", default=None, help="GLUE data directory (default: the Hugging Face Hub)")
-    p.add_argument("--split", default="dev", help="GLUE split (dev, dev_mismatched, ...)")
-    p.add_argument("--dev", default=None, help="custom labelled file (.csv, .tsv or .jsonl)")
-    _add_column_args(p)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--max-length", type=int, default=None, help="default: the checkpoint's training max length")
-    p.add_argument("--json", default=None, help="also write the results to this JSON file")
-    p.set_defaults(handler=cmd_evaluate)
-
-    p = sub.add_parser("glue", help="fine-tune and evaluate on every GLUE task present; write glue.md/glue.json")
-    p.add_argument("--model", required=True, help="checkpoint directory, alias (minilm-l6), preset or Hub id")
-    p.add_argument("--data-dir", required=True, help="GLUE data directory (tasks without train.tsv are skipped)")
-    p.add_argument("--tasks", nargs="+", default=None, help="tasks to run (default: all GLUE tasks)")
-    _add_train_args(p)
-    p.set_defaults(handler=cmd_glue)
-
-    p = sub.add_parser(
+def add_export_parser(sub: Subparsers) -> None:
+    """The ``export`` command's arguments."""
+    p = _command(
+        sub,
         "export",
         help="export a checkpoint for a CPU runtime: OpenVINO IR or ONNX, with config.json and the tokenizer files",
         description="Writes a self-contained directory that predict, serve, batch and evaluate load without "
@@ -820,7 +605,51 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(handler=cmd_export)
 
-    p = sub.add_parser(
+
+def cmd_export(args: argparse.Namespace) -> int:
+    if args.format == "openvino":
+        from squeezebert.export_openvino import export as export_openvino
+
+        if args.int8_activations is not None or args.opset is not None or args.standard_ops:
+            raise ValueError(
+                "--int8-activations, --opset and --standard-ops are ONNX options; OpenVINO's int8 is NNCF's static int8"
+            )
+        report: Any = export_openvino(
+            args.model,
+            args.out,
+            precision=args.precision,
+            calibration=args.calibration,
+            text_column=args.text_column,
+            text_pair_column=args.text_pair_column,
+            max_length=args.max_length,
+            inference_precision=args.inference_precision,
+            min_agreement=args.min_agreement,
+            int8_recipe=args.int8_recipe,
+        )
+    else:
+        from squeezebert.export import DEFAULT_OPSET, export
+
+        if args.precision == "bf16":
+            raise ValueError("the ONNX export is fp32 or int8; bf16 is for --format openvino")
+        if args.calibration is not None or args.inference_precision is not None:
+            raise ValueError("--calibration and --inference-precision are for --format openvino")
+        report = export(
+            args.model,
+            args.out,
+            precision=args.precision,
+            opset=args.opset or DEFAULT_OPSET,
+            int8_activations=args.int8_activations or "per-token",
+            standard_ops=args.standard_ops,
+        )
+    print(report.summary())
+    return 0
+
+
+# --------------------------------------------------------------------------- bench
+def add_bench_parser(sub: Subparsers) -> None:
+    """The ``bench`` command's arguments."""
+    p = _command(
+        sub,
         "bench",
         help="side-by-side CPU benchmark against transformers' SqueezeBERT and BERT (or a real text file)",
         description="Grid mode (default): latency, throughput, GOP/s vs the matmul peaks, energy, memory and size "
@@ -848,7 +677,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-seconds", type=float, default=None, help="stop a cell's rounds after this long (default 30)")
     p.add_argument("--matmul-size", type=int, default=None, help="N of the NxNxN matmul peak (default 2048)")
-    p.add_argument("--watts-per-core", type=float, default=10.0, help="energy estimate without RAPL (default 10 W)")
+    p.add_argument("--watts-per-core", type=float, default=10.0, help="watts per busy core (energy without RAPL)")
     p.add_argument("--baseline", default=None, help="candidate speedups are given against (default hf-bert-torch-fp32)")
     p.add_argument("--metrics", default=None, help="JSON {candidate: accuracy} for the accuracy-vs-latency plot")
     p.add_argument("--json", default=None, help="write the report as JSON")
@@ -866,7 +695,67 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-texts", type=int, default=None, help="workload: use the first N texts")
     p.set_defaults(handler=cmd_bench)
 
-    p = sub.add_parser(
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from squeezebert.bench import run_bench, run_workload
+    from squeezebert.bench_report import format_report
+
+    given = {
+        "threads": args.threads,
+        "batch_sizes": _int_list(args.batch_sizes, "--batch-sizes"),
+        "warmup": args.warmup,
+        "repeats": args.repeats,
+        "max_seconds": args.max_seconds,
+        "json_path": args.json,
+        "markdown_path": args.markdown,
+        "plot_path": args.plot,
+    }
+    if args.workload:
+        if args.model is None:
+            raise ValueError("--workload needs --model (a fine-tuned classifier; a preset gives random weights)")
+        for flag, value in (
+            ("--candidates", args.candidates),
+            ("--seq-lens", args.seq_lens),
+            ("--metrics", args.metrics),
+        ):
+            if value is not None:
+                raise ValueError(f"{flag} is for the grid benchmark, not --workload")
+        from squeezebert.runtime import RuntimeOptions
+
+        # like for like with the pipeline, which does not normalize its text either
+        options = RuntimeOptions(args.backend, args.precision, args.max_length, normalize=False)
+        extra = {"max_texts": args.max_texts, "teacher": args.teacher}
+        kwargs = {k: v for k, v in (given | extra).items() if v is not None}
+        report = run_workload(args.workload, args.model, options, **kwargs)
+    else:
+        if args.backend or args.precision or args.max_texts or args.teacher:
+            raise ValueError(
+                "--backend, --precision, --max-texts and --teacher go with --workload; pick grid candidates with "
+                "--candidates"
+            )
+        report = run_bench(
+            model=args.model,
+            candidates=args.candidates.split(",") if args.candidates else None,
+            seq_lens=_int_list(args.seq_lens, "--seq-lens"),
+            quick=args.quick,
+            matmul_size=args.matmul_size,
+            watts_per_core=args.watts_per_core,
+            metrics=args.metrics,
+            baseline=args.baseline,
+            **given,
+        )
+    print(format_report(report), end="")
+    written = [p for p in (args.json, args.markdown, args.plot) if p]
+    if written:
+        print(f"wrote {', '.join(written)}")
+    return 0
+
+
+# --------------------------------------------------------------------------- batch (Ray)
+def add_batch_parser(sub: Subparsers) -> None:
+    """The ``batch`` command's arguments."""
+    p = _command(
+        sub,
         "batch",
         help="classify a CSV/TSV/JSONL/Parquet file on a pool of Ray actors; write JSONL or Parquet",
         description="Batch inference with Ray Data: one model per actor, results in input order with the "
@@ -876,7 +765,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="fine-tuned checkpoint or export directory (on every node of a cluster)")
     p.add_argument("--input", required=True, help="input file: .csv, .tsv, .jsonl or .parquet")
     p.add_argument("--output", required=True, help="output file: .jsonl or .parquet (written atomically)")
-    p.add_argument("--text-column", default="text")
+    p.add_argument("--text-column", default="text", help="column of the (first) text")
     p.add_argument("--text-pair-column", default=None, help="second text of a pair task")
     p.add_argument("--id-column", default=None, help="column copied to the output (default: 'row', the row number)")
     p.add_argument("--ray-address", default=None, help="Ray cluster to join, e.g. auto or ray://head:10001")
@@ -887,7 +776,44 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runtime_flags(p, threads=False)
     p.set_defaults(handler=cmd_batch)
 
-    p = sub.add_parser(
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    from squeezebert.batch import classify_file
+
+    report = classify_file(
+        args.model,
+        args.input,
+        args.output,
+        text_column=args.text_column,
+        text_pair_column=args.text_pair_column,
+        id_column=args.id_column,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        threads_per_worker=args.threads_per_worker,
+        ray_address=args.ray_address,
+        num_cpus=args.num_cpus,
+        options=_runtime_options(args),
+    )
+    print(
+        f"wrote {report.output}: {report.rows} rows in {report.seconds:.1f} s ({report.texts_per_s:.0f} texts/s, "
+        f"{report.workers} workers x {report.threads_per_worker} threads)"
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------- predict / serve / loadtest
+class _Terminated(BaseException):
+    """SIGTERM as an exception in the main thread, so that cleanup runs (a partial output's removal)."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise _Terminated
+
+
+def add_predict_parser(sub: Subparsers) -> None:
+    """The ``predict`` command's arguments."""
+    p = _command(
+        sub,
         "predict",
         help="classify a text/CSV/TSV/JSONL file (or stdin) into JSONL, streamed in chunks",
         description="One JSON object per input row, in order: line (and id when the input has one), label, "
@@ -908,7 +834,51 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runtime_flags(p)
     p.set_defaults(handler=cmd_predict)
 
-    p = sub.add_parser(
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from squeezebert.predict import predict_file
+
+    # SIGINT already arrives as KeyboardInterrupt; SIGTERM would end the process on the spot and
+    # leave the partial output's temporary file behind. (Handlers can only be set in the main thread.)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
+    try:
+        report = predict_file(
+            args.model,
+            args.input,
+            args.output,
+            fmt=args.format,
+            text_column=args.text_column,
+            text_pair_column=args.text_pair_column,
+            id_column=args.id_column,
+            batch_size=args.batch_size,
+            chunk_size=args.chunk_size,
+            options=_runtime_options(args),
+        )
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+    # The predictions may be on stdout: the summary goes to stderr.
+    where = "stdout" if report.output == "-" else report.output
+    print(
+        f"wrote {where}: {report.rows} rows in {report.seconds:.1f} s ({report.texts_per_s:.0f} texts/s)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def add_serve_parser(sub: Subparsers) -> None:
+    """The ``serve`` command's arguments; the server's defaults are :class:`ServeConfig`'s."""
+    from squeezebert.serve import ServeConfig
+
+    def default(name: str) -> Any:
+        return _field_default(ServeConfig, name)
+
+    p = _command(
+        sub,
         "serve",
         help="HTTP classification service (FastAPI + uvicorn) with dynamic micro-batching",
         description='POST /v1/classify {"texts": [...]} or {"pairs": [[a, b], ...]}; GET /healthz, /readyz, '
@@ -916,35 +886,51 @@ def build_parser() -> argparse.ArgumentParser:
         "squeezebert[serve].",
     )
     p.add_argument("model", help="fine-tuned checkpoint, export directory (OpenVINO or ONNX) or alias")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
-    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1: loopback only)")
+    p.add_argument("--port", type=int, default=8080, help="TCP port to listen on (0: any free one)")
     _add_runtime_flags(p)
-    p.add_argument("--max-batch-size", type=int, default=32, help="texts merged into one model call (1: no batching)")
+    p.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=default("max_batch_size"),
+        help="texts merged into one model call (1: no batching)",
+    )
     p.add_argument(
         "--max-wait-ms",
         type=float,
-        default=0.0,
-        help="how long a batch waits to fill (default 0: batches form from what queues while the model runs)",
+        default=default("max_wait_ms"),
+        help="how long a batch waits to fill (0: batches form from what queues while the model runs)",
     )
     p.add_argument(
         "--forward-batch-size",
         type=int,
-        default=16,
-        help="texts per forward pass inside a model call, sorted by length (default 16)",
+        default=default("forward_batch_size"),
+        help="texts per forward pass inside a model call, sorted by length",
     )
     p.add_argument("--no-batching", action="store_true", help="one request per model call")
-    p.add_argument("--max-texts", type=int, default=64, help="texts per request (more: 422)")
-    p.add_argument("--max-chars", type=int, default=2000, help="characters per text (more: 422)")
-    p.add_argument("--max-body-bytes", type=int, default=1_000_000, help="request body size (more: 413)")
-    p.add_argument("--max-queue", type=int, default=256, help="requests waiting for the model (more: 503)")
+    p.add_argument("--max-texts", type=int, default=default("max_texts"), help="texts per request (more: 422)")
+    p.add_argument("--max-chars", type=int, default=default("max_chars"), help="characters per text (more: 422)")
+    p.add_argument(
+        "--max-body-bytes", type=int, default=default("max_body_bytes"), help="request body size (more: 413)"
+    )
+    p.add_argument(
+        "--max-queue", type=int, default=default("max_queue"), help="requests waiting for the model (more: 503)"
+    )
     p.add_argument(
         "--timeout-s",
         type=float,
-        default=10.0,
+        default=default("timeout_s"),
         help="per-request deadline (past it: 504); also bounds receiving a request (body: 408; head: closed)",
     )
-    p.add_argument("--max-connections", type=int, default=512, help="open connections (more: 503)")
-    p.add_argument("--keep-alive-s", type=float, default=5.0, help="idle keep-alive connections close after this")
+    p.add_argument(
+        "--max-connections", type=int, default=default("max_connections"), help="open connections (more: 503)"
+    )
+    p.add_argument(
+        "--keep-alive-s",
+        type=float,
+        default=default("keep_alive_s"),
+        help="idle keep-alive connections close after this",
+    )
     _add_api_key_flags(p, "require Authorization: Bearer KEY on /v1/* and /metrics")
     p.add_argument(
         "--docs", action="store_true", help="serve Swagger UI at /docs (its page loads scripts from a public CDN)"
@@ -952,7 +938,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.set_defaults(handler=cmd_serve)
 
-    p = sub.add_parser(
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from squeezebert.serve import ServeConfig, resolve_api_key, run
+
+    config = ServeConfig(
+        max_batch_size=args.max_batch_size,
+        max_wait_ms=args.max_wait_ms,
+        forward_batch_size=args.forward_batch_size,
+        batching=not args.no_batching,
+        max_texts=args.max_texts,
+        max_chars=args.max_chars,
+        max_body_bytes=args.max_body_bytes,
+        max_queue=args.max_queue,
+        timeout_s=args.timeout_s,
+        max_connections=args.max_connections,
+        keep_alive_s=args.keep_alive_s,
+        api_key=resolve_api_key(args.api_key, args.api_key_file),
+        docs=args.docs,
+    )
+    run(
+        args.model,
+        args.host,
+        args.port,
+        config=config,
+        options=_runtime_options(args),
+        log_level="debug" if args.verbose else "warning" if args.quiet else "info",
+        access_log=args.access_log,
+    )
+    return 0
+
+
+def add_loadtest_parser(sub: Subparsers) -> None:
+    """The ``loadtest`` command's arguments."""
+    p = _command(
+        sub,
         "loadtest",
         help="load-test a local squeezebert serve: requests/s, latency percentiles, errors",
         description="Concurrent clients POST /v1/classify for a bounded time (<= 60 s, <= 256 clients); only "
@@ -962,7 +982,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=8, help="concurrent clients (<= 256)")
     p.add_argument("--duration", type=float, default=10.0, help="seconds (<= 60)")
     p.add_argument("--texts", default=None, help="text file, one request text per line (default: built-in samples)")
-    p.add_argument("--texts-per-request", type=int, default=1)
+    p.add_argument("--texts-per-request", type=int, default=1, help="texts in each request's body")
     p.add_argument(
         "--rate",
         type=float,
@@ -973,15 +993,173 @@ def build_parser() -> argparse.ArgumentParser:
     _add_api_key_flags(p, "send Authorization: Bearer KEY")
     p.add_argument("--json", default=None, help="also write the report as JSON to this file")
     p.set_defaults(handler=cmd_loadtest)
+
+
+def cmd_loadtest(args: argparse.Namespace) -> int:
+    from squeezebert.checkpoint import atomic_write_text
+    from squeezebert.files import check_writable_file
+    from squeezebert.loadtest import loadtest, read_texts
+    from squeezebert.serve import resolve_api_key
+
+    if args.json:
+        check_writable_file(args.json, "--json")
+    report = loadtest(
+        args.url,
+        concurrency=args.concurrency,
+        duration_s=args.duration,
+        texts=read_texts(args.texts) if args.texts else None,
+        texts_per_request=args.texts_per_request,
+        rate=args.rate,
+        api_key=resolve_api_key(args.api_key, args.api_key_file),
+    )
+    print(report.summary())
+    if args.json:
+        atomic_write_text(Path(args.json), json.dumps(report.to_dict(), indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+Handler = Callable[[argparse.Namespace], int]
+Subparsers = Any  # argparse._SubParsersAction, which argparse does not make public
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's help with each option's default appended (``(default: 32)``) where the help
+    does not already name it; None and off switches have none to show (their help says what
+    happens without them)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if default is None or default is False or default is argparse.SUPPRESS or not action.option_strings:
+            return text
+        if "default" in text and str(default) in text:  # in its own words: "(default 2)", "'auto' (default)"
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _add_common_flags(p: argparse.ArgumentParser, default: Any) -> None:
+    """-v/-q/--debug, accepted before the command and after it: in a command's parser their
+    default is SUPPRESS, so that a flag given before the command is not reset by it."""
+    p.add_argument("-v", "--verbose", action="store_true", default=default, help="debug logging")
+    p.add_argument("-q", "--quiet", action="store_true", default=default, help="warnings and errors only")
+    p.add_argument("--debug", action="store_true", default=default, help="show tracebacks instead of one-line errors")
+
+
+def _command(sub: Subparsers, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+    """A command's parser, with the defaults in its ``--help`` and the common flags."""
+    p = sub.add_parser(name, formatter_class=_HelpFormatter, **kwargs)
+    _add_common_flags(p, argparse.SUPPRESS)
+    return p
+
+
+def _field_default(cls: type, name: str) -> Any:
+    """The default of dataclass ``cls``'s field ``name``: the flags take their defaults from it."""
+    return cls.__dataclass_fields__[name].default  # type: ignore[attr-defined]
+
+
+def _runtime_options(args: argparse.Namespace) -> RuntimeOptions:
+    """The one :class:`RuntimeOptions` of a batch, predict or serve command line."""
+    from squeezebert.runtime import RuntimeOptions
+
+    return RuntimeOptions(
+        backend=args.backend,
+        precision=args.precision,
+        max_length=args.max_length,
+        num_threads=getattr(args, "num_threads", None),
+        normalize=not args.no_normalize,
+    )
+
+
+def _add_runtime_flags(p: argparse.ArgumentParser, threads: bool = True) -> None:
+    """The inference-runtime flags that batch, predict and serve share: :class:`RuntimeOptions`'
+    fields, with its names and defaults (``--no-normalize`` turns its ``normalize`` off)."""
+    from squeezebert.runtime import BACKENDS, DEFAULT_MAX_LENGTH, PRECISIONS, RuntimeOptions  # torch-free
+
+    def default(name: str) -> Any:
+        return _field_default(RuntimeOptions, name)
+
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=default("backend"),
+        help="default: an export directory's own runtime; for a checkpoint torch in fp32, OpenVINO first in int8/bf16",
+    )
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=default("precision"),
+        help="default: an export's own precision, else fp32",
+    )
+    p.add_argument(
+        "--max-length",
+        type=int,
+        default=default("max_length"),
+        help=f"tokens per text after truncation (default: the model's trained length, else {DEFAULT_MAX_LENGTH})",
+    )
+    if threads:
+        p.add_argument(
+            "--num-threads",
+            type=int,
+            default=default("num_threads"),
+            help="intra-op threads (default: the backend's choice)",
+        )
+    assert default("normalize") is True  # the flag turns it off
+    p.add_argument("--no-normalize", action="store_true", help="skip NFKC and look-alike letter normalization")
+
+
+def _add_api_key_flags(p: argparse.ArgumentParser, what: str) -> None:
+    """--api-key-file and --api-key; $SQUEEZEBERT_API_KEY when neither is given (an empty one is refused)."""
+    p.add_argument(
+        "--api-key-file",
+        default=None,
+        metavar="FILE",
+        help=f"{what}, KEY being this file's one line (preferred, as is $SQUEEZEBERT_API_KEY, the default)",
+    )
+    p.add_argument(
+        "--api-key", default=None, metavar="KEY", help="the key itself: other users can read it in ps; prefer the above"
+    )
+
+
+#: Every command, in the order ``--help`` lists them.
+COMMANDS: tuple[Callable[[Subparsers], None], ...] = (
+    add_info_parser,
+    add_convert_parser,
+    add_demo_parser,
+    add_squeeze_parser,
+    add_finetune_parser,
+    add_evaluate_parser,
+    add_glue_parser,
+    add_export_parser,
+    add_bench_parser,
+    add_batch_parser,
+    add_predict_parser,
+    add_serve_parser,
+    add_loadtest_parser,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line: the global flags, then one subparser per command, each built by the
+    ``add_X_parser`` function beside its ``cmd_X`` handler."""
+    parser = argparse.ArgumentParser(
+        prog="squeezebert", description="Fast, small NLP models on CPUs.", formatter_class=_HelpFormatter
+    )
+    _add_common_flags(parser, False)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in COMMANDS:
+        add(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-    )
+    if args.verbose and args.quiet:
+        parser.error("-v/--verbose and -q/--quiet do not go together")
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.handler(args)
     except USER_ERRORS as e:

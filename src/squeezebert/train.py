@@ -33,7 +33,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +121,8 @@ class TrainConfig:
     Under ``torchrun`` (``WORLD_SIZE > 1``) the step batch is the *global* one, shared out among
     the processes (:mod:`squeezebert.distributed`), so the same settings give the same run on any
     number of processes. ``dist_timeout`` bounds, in seconds, every wait for another process.
+    ``keep_resume_state``: keep ``last/`` when a :func:`finetune` run finishes (by default it is
+    removed then: a finished run is not resumed, and the state is twice the model's size).
     """
 
     epochs: int = 3
@@ -139,6 +141,7 @@ class TrainConfig:
     num_threads: int | None = None
     eval_batch_size: int = 64
     dist_timeout: float = distributed.DEFAULT_TIMEOUT_S
+    keep_resume_state: bool = False
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "grad_accum_steps", "max_length", "log_every", "eval_batch_size"):
@@ -332,6 +335,13 @@ def write_dir_atomically(target: Path, fill: Callable[[Path], None]) -> None:
     _fsync(target.parent)
     if old.exists():
         shutil.rmtree(old)
+
+
+def drop_resume_state(out_dir: str | os.PathLike[str]) -> None:
+    """Remove a finished run's resume state (``last/``: the weights again plus the optimizer's
+    moments, about twice the model's size); the run is then finished, not resumable."""
+    for name in (LAST_DIR, LAST_DIR + ".old"):
+        shutil.rmtree(Path(out_dir) / name, ignore_errors=True)
 
 
 def resume_dir(out_dir: Path) -> Path | None:
@@ -1115,6 +1125,8 @@ def finetune(
         record["eval"] = summary["best_eval"] or evaluate(model, dev, data.kind, config.eval_batch_size)
     if distributed.world().is_main:  # under torchrun every process returns the record; one writes it
         atomic_write_text(out / METRICS_FILE, json.dumps(record, indent=2, sort_keys=True) + "\n")
+        if not config.keep_resume_state:
+            drop_resume_state(out)
     return record
 
 
@@ -1241,6 +1253,9 @@ def _run_glue(
     results: dict[str, dict[str, float]] = {}
     skipped: list[str] = []
     config = config or TrainConfig()
+    # Each task keeps its resume state until every task is done: a resumed glue run re-enters the
+    # finished ones too (they resume at their last step and return at once).
+    task_config = replace(config, keep_resume_state=True)
     for name in names:
         spec = GLUE_TASKS[name]
         assert spec.dir_name is not None
@@ -1253,7 +1268,7 @@ def _run_glue(
             continue
         log.info("GLUE %s: fine-tuning", spec.dir_name)
         record = finetune(
-            model_src, out / name, task=name, data_dir=data_dir, config=config, resume=resume, overwrite=overwrite
+            model_src, out / name, task=name, data_dir=data_dir, config=task_config, resume=resume, overwrite=overwrite
         )
         if name == "mnli":
             results["mnli-m"] = record["eval"]
@@ -1277,6 +1292,9 @@ def _run_glue(
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "glue.md", markdown)
         atomic_write_text(out / "glue.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        if not config.keep_resume_state:
+            for name in names:
+                drop_resume_state(out / name)
 
     distributed.on_main(write)
     return summary
@@ -1297,6 +1315,7 @@ __all__ = [
     "linear_schedule",
     "load_task_data",
     "predict",
+    "drop_resume_state",
     "resume_dir",
     "resume_fingerprint",
     "run_glue",

@@ -1,0 +1,118 @@
+"""The command line's surface: a help line and the default on every option, the common flags
+before or after the command, defaults taken from (or agreeing with) the library's dataclasses,
+info --json, and the runtime options the inference commands build."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+from typing import Any
+
+import pytest
+
+from squeezebert import cli
+from squeezebert.runtime import BACKENDS, PRECISIONS, RuntimeOptions
+
+
+def _commands() -> dict[str, argparse.ArgumentParser]:
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(sub.choices)
+
+
+def test_every_command_is_listed_and_built_by_its_own_function() -> None:
+    names = set(_commands())
+    assert names == {f.__name__.removeprefix("add_").removesuffix("_parser") for f in cli.COMMANDS}
+    for name in names:
+        assert callable(getattr(cli, f"cmd_{name}"))
+
+
+def test_every_option_of_every_command_has_a_help_line() -> None:
+    missing = [
+        f"{name} {'/'.join(action.option_strings) or action.dest}"
+        for name, p in _commands().items()
+        for action in p._actions
+        if not (action.help or "").strip()
+    ]
+    assert not missing, missing
+
+
+@pytest.mark.parametrize("name", sorted(_commands()))
+def test_help_lists_every_default(name: str, capsys: pytest.CaptureFixture) -> None:
+    p = _commands()[name]
+    formatter = p._get_formatter()
+    for action in p._actions:
+        if not action.option_strings or action.default in (None, False, argparse.SUPPRESS):
+            continue
+        assert str(action.default) in formatter._expand_help(action), (name, action.option_strings)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([name, "--help"])
+    assert exit_.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())  # unwrapped
+    shown = [a for a in p._actions if a.option_strings and a.default not in (None, False, argparse.SUPPRESS)]
+    for action in shown:
+        assert str(action.default) in out, (name, action.option_strings)
+    if name == "serve":
+        assert "(default: 32)" in out  # --max-batch-size, from ServeConfig
+
+
+def test_verbose_and_quiet_work_before_and_after_the_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[bool, bool, bool]] = []
+
+    def handler(args: argparse.Namespace) -> int:
+        seen.append((args.verbose, args.quiet, args.debug))
+        return 0
+
+    monkeypatch.setattr(logging, "basicConfig", lambda **kwargs: None)
+    monkeypatch.setattr(cli, "cmd_info", handler)
+    for argv, want in (
+        (["info", "tiny"], (False, False, False)),
+        (["-v", "info", "tiny"], (True, False, False)),
+        (["info", "tiny", "-v"], (True, False, False)),
+        (["info", "-q", "tiny"], (False, True, False)),
+        (["-q", "info", "tiny", "--debug"], (False, True, True)),
+    ):
+        assert cli.main(argv) == 0
+        assert seen.pop() == want, argv
+    with pytest.raises(SystemExit):
+        cli.main(["info", "tiny", "-v", "-q"])
+
+
+def test_runtime_flags_take_their_names_and_defaults_from_runtime_options() -> None:
+    defaults = RuntimeOptions()
+    for name in ("predict", "serve", "batch"):
+        p = _commands()[name]
+        actions = {a.dest: a for a in p._actions}
+        assert tuple(actions["backend"].choices) == BACKENDS and tuple(actions["precision"].choices) == PRECISIONS
+        args = p.parse_args(["model", *(["--input", "x", "--output", "y.jsonl"] if name == "batch" else [])])
+        assert cli._runtime_options(args) == dataclasses.replace(defaults, num_threads=None)
+    args = _commands()["predict"].parse_args(["m", "--backend", "onnx", "--max-length", "64", "--no-normalize"])
+    assert cli._runtime_options(args) == RuntimeOptions(backend="onnx", max_length=64, normalize=False)
+
+
+def test_serve_flags_default_to_serve_config() -> None:
+    from squeezebert.serve import ServeConfig
+
+    args = _commands()["serve"].parse_args(["model"])
+    for field in dataclasses.fields(ServeConfig):
+        if hasattr(args, field.name):
+            assert getattr(args, field.name) == field.default, field.name
+
+
+def test_training_flags_agree_with_train_config() -> None:
+    # TrainConfig's module imports torch, which the CLI must not import to build its parser
+    # (predict and serve run where torch is not installed): its defaults are restated, checked here.
+    from squeezebert.train import TrainConfig
+
+    config = cli._train_config(_commands()["finetune"].parse_args(["--model", "m", "--out", "o"]))
+    assert config == TrainConfig()
+
+
+def test_info_json_prints_one_object(capsys: pytest.CaptureFixture) -> None:
+    assert cli.main(["info", "tiny", "--json"]) == 0
+    record: dict[str, Any] = json.loads(capsys.readouterr().out)
+    assert record["format"] == "preset" and record["num_hidden_layers"] == 2
+    assert record["parameters"] > 0 and record["flops_seq128"] > 0
+    assert set(record["groups"]) == {"query", "key", "value", "post_attention", "intermediate", "output"}
