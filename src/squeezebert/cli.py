@@ -10,8 +10,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+# torch-free, as the commands that run an export: the names every --backend/--precision offers
+from squeezebert.runtime import BACKENDS, DEFAULT_MAX_LENGTH, PRECISIONS, RuntimeOptions
+
 if TYPE_CHECKING:
-    from squeezebert.runtime import RuntimeOptions
     from squeezebert.train import TrainConfig
 
 log = logging.getLogger("squeezebert")
@@ -555,7 +557,7 @@ def add_export_parser(sub: Subparsers) -> None:
     )
     p.add_argument(
         "--precision",
-        choices=("fp32", "bf16", "int8"),
+        choices=PRECISIONS,
         default="fp32",
         help="int8: ONNX dynamic per-token int8 / OpenVINO NNCF static int8 calibrated on real text; "
         "bf16: OpenVINO only, where the CPU has native bf16",
@@ -684,13 +686,11 @@ def add_bench_parser(sub: Subparsers) -> None:
     p.add_argument("--markdown", default=None, help="write the report as markdown")
     p.add_argument("--plot", default=None, help="write a PNG plot (needs matplotlib: squeezebert[plot])")
     p.add_argument("--workload", default=None, help="text file (one text per line, or a GLUE .tsv with 'sentence')")
-    p.add_argument(
-        "--backend", choices=("torch", "onnx", "openvino"), default=None, help="workload: our backend (default torch)"
-    )
+    p.add_argument("--backend", choices=BACKENDS, default=None, help="workload: our backend (default torch)")
     p.add_argument(
         "--teacher", default=None, help="workload: also time this checkpoint of ours (the student's teacher) alike"
     )
-    p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default=None, help="workload: our precision")
+    p.add_argument("--precision", choices=PRECISIONS, default=None, help="workload: our precision")
     p.add_argument("--max-length", type=int, default=128, help="workload: tokens per text after truncation")
     p.add_argument("--max-texts", type=int, default=None, help="workload: use the first N texts")
     p.set_defaults(handler=cmd_bench)
@@ -720,8 +720,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
         ):
             if value is not None:
                 raise ValueError(f"{flag} is for the grid benchmark, not --workload")
-        from squeezebert.runtime import RuntimeOptions
-
         # like for like with the pipeline, which does not normalize its text either
         options = RuntimeOptions(args.backend, args.precision, args.max_length, normalize=False)
         extra = {"max_texts": args.max_texts, "teacher": args.teacher}
@@ -1061,8 +1059,6 @@ def _field_default(cls: type, name: str) -> Any:
 
 def _runtime_options(args: argparse.Namespace) -> RuntimeOptions:
     """The one :class:`RuntimeOptions` of a batch, predict or serve command line."""
-    from squeezebert.runtime import RuntimeOptions
-
     return RuntimeOptions(
         backend=args.backend,
         precision=args.precision,
@@ -1075,7 +1071,6 @@ def _runtime_options(args: argparse.Namespace) -> RuntimeOptions:
 def _add_runtime_flags(p: argparse.ArgumentParser, threads: bool = True) -> None:
     """The inference-runtime flags that batch, predict and serve share: :class:`RuntimeOptions`'
     fields, with its names and defaults (``--no-normalize`` turns its ``normalize`` off)."""
-    from squeezebert.runtime import BACKENDS, DEFAULT_MAX_LENGTH, PRECISIONS, RuntimeOptions  # torch-free
 
     def default(name: str) -> Any:
         return _field_default(RuntimeOptions, name)
