@@ -419,10 +419,15 @@ def test_finetune_refuses_a_non_empty_out_unless_overwrite(
     assert cli.main([*args, "--overwrite"]) == 0
 
 
-def test_a_finished_run_drops_its_resume_state_unless_told_to_keep_it(tiny_dir: Path, tmp_path: Path) -> None:
+def test_a_finished_run_drops_its_resume_state_unless_kept_and_restores_the_thread_count(
+    tiny_dir: Path, tmp_path: Path
+) -> None:
     train = write_csv(tmp_path / "train.csv", sentences(16, seed=37))
     args = ["finetune", "--model", str(tiny_dir), "--train", str(train), "--epochs", "1", "--batch-size", "8"]
-    assert cli.main([*args, "--out", str(tmp_path / "dropped")]) == 0
+    before = torch.get_num_threads()
+    threads = 2 if before != 2 else 1
+    assert cli.main([*args, "--out", str(tmp_path / "dropped"), "--num-threads", str(threads)]) == 0
+    assert torch.get_num_threads() == before  # the command set its count for the run and restored it
     assert (tmp_path / "dropped" / "model.safetensors").is_file() and not (tmp_path / "dropped" / LAST_DIR).exists()
     assert cli.main([*args, "--out", str(tmp_path / "kept"), "--keep-resume-state"]) == 0
     assert (tmp_path / "kept" / LAST_DIR / "state.json").is_file()

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 # torch-free, as the commands that run an export: the names every --backend/--precision offers
-from squeezebert.runtime import BACKENDS, DEFAULT_MAX_LENGTH, PRECISIONS, RuntimeOptions
+from squeezebert.runtime import BACKENDS, DEFAULT_MAX_LENGTH, PRECISIONS, RuntimeOptions, threads
 
 if TYPE_CHECKING:
     from squeezebert.train import TrainConfig
@@ -168,7 +168,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from squeezebert.squeeze import demo
 
     data_dir = args.data_dir or os.environ.get("SQUEEZEBERT_GLUE_DIR") or None
-    report = demo(args.out, data_dir=data_dir, teacher=args.model, construction=args.construction, threads=args.threads)
+    with threads(args.threads):
+        report = demo(
+            args.out, data_dir=data_dir, teacher=args.model, construction=args.construction, threads=args.threads
+        )
     print((Path(args.out) / "student" / "report.md").read_text(encoding="utf-8"), end="")
     print(f"\nwrote {Path(args.out) / 'student'} (student checkpoint, report.md, report.json)")
     return 0 if report else 1
@@ -297,23 +300,24 @@ def cmd_squeeze(args: argparse.Namespace) -> int:
         attention_weight=args.attention_weight,
         augment=args.augment,
     )
-    report = squeeze(
-        args.teacher,
-        args.out,
-        **_data_kwargs(args, task),
-        student_src=args.student,
-        spec=spec,
-        distill=distill,
-        config=_train_config(args),
-        calibration_samples=args.calibration_samples,
-        bench_threads=args.bench_threads,
-        bench_repeats=args.bench_repeats,
-        int8=not args.no_int8,
-        bf16=False if args.no_bf16 else None,
-        openvino=False if args.no_openvino else None,
-        resume=args.resume,
-        overwrite=args.overwrite,
-    )
+    with threads(args.num_threads):
+        report = squeeze(
+            args.teacher,
+            args.out,
+            **_data_kwargs(args, task),
+            student_src=args.student,
+            spec=spec,
+            distill=distill,
+            config=_train_config(args),
+            calibration_samples=args.calibration_samples,
+            bench_threads=args.bench_threads,
+            bench_repeats=args.bench_repeats,
+            int8=not args.no_int8,
+            bf16=False if args.no_bf16 else None,
+            openvino=False if args.no_openvino else None,
+            resume=args.resume,
+            overwrite=args.overwrite,
+        )
     if _is_main():
         if not args.keep_resume_state:  # the student is distilled and reported: nothing to resume
             drop_resume_state(args.out)
@@ -390,14 +394,15 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     task = args.task or (CUSTOM if args.train else None)
     if task is None:
         raise ValueError("give --task TASK (a GLUE task, with --data-dir) or --train FILE [--dev FILE] for custom data")
-    record = finetune(
-        args.model,
-        args.out,
-        **_data_kwargs(args, task),
-        config=_train_config(args),
-        resume=args.resume,
-        overwrite=args.overwrite,
-    )
+    with threads(args.num_threads):  # torch's count is process-wide: set here, restored after
+        record = finetune(
+            args.model,
+            args.out,
+            **_data_kwargs(args, task),
+            config=_train_config(args),
+            resume=args.resume,
+            overwrite=args.overwrite,
+        )
     if not _is_main():
         return 0
     train = record["train"]
@@ -472,15 +477,16 @@ def add_glue_parser(sub: Subparsers) -> None:
 def cmd_glue(args: argparse.Namespace) -> int:
     from squeezebert.train import run_glue
 
-    run_glue(
-        args.model,
-        args.data_dir,
-        args.out,
-        args.tasks,
-        config=_train_config(args),
-        resume=args.resume,
-        overwrite=args.overwrite,
-    )
+    with threads(args.num_threads):
+        run_glue(
+            args.model,
+            args.data_dir,
+            args.out,
+            args.tasks,
+            config=_train_config(args),
+            resume=args.resume,
+            overwrite=args.overwrite,
+        )
     if not _is_main():
         return 0
     print((Path(args.out) / "glue.md").read_text(encoding="utf-8"), end="")
@@ -771,7 +777,7 @@ def add_batch_parser(sub: Subparsers) -> None:
     p.add_argument("--num-workers", type=int, default=None, help="actors (default: Ray's CPUs / threads per worker)")
     p.add_argument("--threads-per-worker", type=int, default=1, help="torch/ONNX Runtime threads per actor")
     p.add_argument("--batch-size", type=int, default=64, help="texts per forward pass")
-    _add_runtime_flags(p, threads=False)
+    _add_runtime_flags(p, with_threads=False)
     p.set_defaults(handler=cmd_batch)
 
 
@@ -1068,7 +1074,7 @@ def _runtime_options(args: argparse.Namespace) -> RuntimeOptions:
     )
 
 
-def _add_runtime_flags(p: argparse.ArgumentParser, threads: bool = True) -> None:
+def _add_runtime_flags(p: argparse.ArgumentParser, with_threads: bool = True) -> None:
     """The inference-runtime flags that batch, predict and serve share: :class:`RuntimeOptions`'
     fields, with its names and defaults (``--no-normalize`` turns its ``normalize`` off)."""
 
@@ -1093,7 +1099,7 @@ def _add_runtime_flags(p: argparse.ArgumentParser, threads: bool = True) -> None
         default=default("max_length"),
         help=f"tokens per text after truncation (default: the model's trained length, else {DEFAULT_MAX_LENGTH})",
     )
-    if threads:
+    if with_threads:
         p.add_argument(
             "--num-threads",
             type=int,

@@ -121,6 +121,9 @@ class TrainConfig:
     Under ``torchrun`` (``WORLD_SIZE > 1``) the step batch is the *global* one, shared out among
     the processes (:mod:`squeezebert.distributed`), so the same settings give the same run on any
     number of processes. ``dist_timeout`` bounds, in seconds, every wait for another process.
+    ``num_threads``: torch's thread count for the run, which is process-wide: the entry point sets
+    it around the run (``squeezebert finetune``/``glue``/``squeeze`` do, with
+    :func:`squeezebert.runtime.threads`); a library caller does the same.
     ``keep_resume_state``: keep ``last/`` when a :func:`finetune` run finishes (by default it is
     removed then: a finished run is not resumed, and the state is twice the model's size).
     """
@@ -581,8 +584,6 @@ def _fit(
     overwrite: bool = False,
 ) -> dict[str, Any]:
     world = distributed.world()
-    if config.num_threads is not None:
-        torch.set_num_threads(config.num_threads)
     if len(train_data) == 0:
         raise DataError("no training examples")
     if train_data.labels is None and not batch_extras:
@@ -1045,8 +1046,6 @@ def finetune(
     config = config or TrainConfig()
     out = Path(out_dir)
     check_out_dir(out, resume, overwrite)
-    if config.num_threads is not None:
-        torch.set_num_threads(config.num_threads)
     data = load_task_data(task, data_dir, train_file, dev_file, text_column, text_pair_column, label_column)
     train_examples = _subsample(data.train, config.max_train_samples, config.seed)
     run_args = {
