@@ -24,7 +24,7 @@ from pathlib import Path
 BACKENDS = ("torch", "onnx", "openvino")
 #: The precisions a model runs in (not every backend has every one: ONNX has no bf16).
 PRECISIONS = ("fp32", "bf16", "int8")
-#: The run arguments a training run saves beside its checkpoint (= squeezebert.train.ARGS_FILE).
+#: The run arguments a training run saves beside its checkpoint (squeezebert.train.ARGS_FILE is this).
 TRAIN_ARGS_FILE = "train_args.json"
 #: Tokens per text when neither the caller nor the checkpoint (its ``train_args.json``) says.
 DEFAULT_MAX_LENGTH = 128

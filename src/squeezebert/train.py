@@ -61,6 +61,7 @@ from squeezebert.data import (
 )
 from squeezebert.files import check_writable_dir, remove_stale_temps
 from squeezebert.model import SqueezeBert
+from squeezebert.runtime import DEFAULT_MAX_LENGTH, TRAIN_ARGS_FILE, recorded_max_length
 from squeezebert.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ EvaluateFn = Callable[[SqueezeBert], Mapping[str, float]]
 
 LOG_FILE = "train_log.jsonl"
 METRICS_FILE = "metrics.json"
-ARGS_FILE = "train_args.json"
+ARGS_FILE = TRAIN_ARGS_FILE  # runtime.py holds the name: the torch-free Classifier reads the file too
 LAST_DIR = "last"
 # Everything a run (finetune or squeeze) writes at the top of its directory: what --overwrite removes.
 _RUN_FILES = (
@@ -496,9 +497,11 @@ def read_train_args(ckpt_path: Path | None) -> dict[str, Any] | None:
     return args
 
 
-def trained_max_length(ckpt_path: Path | None, default: int = 128) -> int:
-    """The max length a checkpoint was trained at (its ``train_args.json``), else ``default``."""
-    return int((read_train_args(ckpt_path) or {}).get("max_length", default))
+def trained_max_length(ckpt_path: Path | None, default: int = DEFAULT_MAX_LENGTH) -> int:
+    """The max length a checkpoint was trained at (its ``train_args.json``), else ``default``: one
+    reading with the torch-free :class:`~squeezebert.infer.Classifier`'s
+    (:func:`squeezebert.runtime.recorded_max_length`)."""
+    return recorded_max_length(ckpt_path) or default
 
 
 # --------------------------------------------------------------------------- the loop
