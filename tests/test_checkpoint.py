@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import save_file
 from torch.testing import assert_close
 
-from squeezebert.checkpoint import CheckpointError, load, save_checkpoint, save_hf
+from squeezebert.checkpoint import CheckpointError, from_pretrained, load, save_checkpoint, save_hf
 from squeezebert.cli import main as cli_main
 from squeezebert.config import preset
 from squeezebert.model import SqueezeBert
@@ -44,8 +44,8 @@ def outputs(model: torch.nn.Module, b: dict[str, torch.Tensor]) -> torch.Tensor:
 def test_ours_save_load_round_trip_is_exact(tmp_path) -> None:
     cfg = preset("tiny", id2label={0: "neg", 1: "pos"}, embedding_size=16, ranks={"query": 4, "1.output": 8})
     model = SqueezeBert(cfg).eval()
-    model.save_pretrained(tmp_path / "ckpt")
-    again = SqueezeBert.from_pretrained(tmp_path / "ckpt")
+    save_checkpoint(model, tmp_path / "ckpt")
+    again = from_pretrained(tmp_path / "ckpt")
     assert again.config == cfg
     b = batch()
     assert torch.equal(outputs(model, b), outputs(again, b))
@@ -184,7 +184,7 @@ def test_hub_id_without_huggingface_hub_names_the_extra(monkeypatch) -> None:
 @pytest.fixture
 def good_checkpoint(tmp_path):
     path = tmp_path / "good"
-    SqueezeBert(preset("tiny", num_labels=2)).save_pretrained(path)
+    save_checkpoint(SqueezeBert(preset("tiny", num_labels=2)), path)
     return path
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from squeezebert.checkpoint import save_checkpoint
 from squeezebert.cli import main
 from squeezebert.config import preset
 from squeezebert.infer import Classifier, Prediction, TextInput
@@ -31,7 +32,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("predict-model")
     (tmp / "vocab.txt").write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
     config = preset("tiny", vocab_size=len(VOCAB), max_position_embeddings=64, id2label={0: "neg", 1: "pos"})
-    SqueezeBert(config).eval().save_pretrained(tmp / "ckpt", tokenizer=Tokenizer.from_vocab(tmp / "vocab.txt"))
+    save_checkpoint(SqueezeBert(config).eval(), tmp / "ckpt", tokenizer=Tokenizer.from_vocab(tmp / "vocab.txt"))
     return tmp / "ckpt"
 
 

@@ -23,6 +23,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("prometheus_client")
 httpx = pytest.importorskip("httpx")
 
+from squeezebert.checkpoint import save_checkpoint  # noqa: E402
 from squeezebert.config import preset  # noqa: E402
 from squeezebert.infer import Classifier, Prediction, TextInput  # noqa: E402
 from squeezebert.loadtest import loadtest  # noqa: E402
@@ -41,7 +42,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (tmp / "vocab.txt").write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
     config = preset("tiny", vocab_size=len(VOCAB), max_position_embeddings=64, id2label={0: "neg", 1: "pos"})
     model = SqueezeBert(config).eval()
-    model.save_pretrained(tmp / "ckpt", tokenizer=Tokenizer.from_vocab(tmp / "vocab.txt"))
+    save_checkpoint(model, tmp / "ckpt", tokenizer=Tokenizer.from_vocab(tmp / "vocab.txt"))
     return tmp / "ckpt"
 
 

@@ -8,7 +8,7 @@ import random
 import pytest
 import torch
 
-from squeezebert.checkpoint import load, save_hf
+from squeezebert.checkpoint import load, save_checkpoint, save_hf
 from squeezebert.cli import main as cli_main
 from squeezebert.config import preset
 from squeezebert.model import SqueezeBert
@@ -41,7 +41,7 @@ def teacher_dir(tmp_path_factory, minilm_path):
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("teacher")
     model = SqueezeBert(preset("tiny", id2label={0: "neg", 1: "pos"}, **DENSE))
-    model.save_pretrained(path, tokenizer=Tokenizer.from_dir(minilm_path))
+    save_checkpoint(model, path, tokenizer=Tokenizer.from_dir(minilm_path))
     return path
 
 
@@ -176,7 +176,7 @@ def test_cli_squeeze_end_to_end(teacher_dir, task_files, tmp_path, capsys) -> No
 
 
 def test_teacher_without_head_is_refused(task_files, tmp_path, minilm_path) -> None:
-    SqueezeBert(preset("tiny")).save_pretrained(tmp_path / "headless", tokenizer=Tokenizer.from_dir(minilm_path))
+    save_checkpoint(SqueezeBert(preset("tiny")), tmp_path / "headless", tokenizer=Tokenizer.from_dir(minilm_path))
     with pytest.raises(ValueError, match="no classification head"):
         run(tmp_path / "headless", task_files, tmp_path / "out")
 

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from squeezebert.config import PROJECTIONS, ModelConfig
+from squeezebert.model import LowRankLinear
 
 log = logging.getLogger(__name__)
 
@@ -190,8 +191,6 @@ def hf_config_from_ours(config: ModelConfig, kind: str) -> dict[str, Any]:
 def dense_state_dict(model: torch.nn.Module) -> tuple[ModelConfig, dict[str, Tensor]]:
     """Multiply out low-rank projections and factorized embeddings into plain weights (exact up to
     float rounding), for formats that have no such modules. Groups are kept."""
-    from squeezebert.model import LowRankLinear
-
     config: ModelConfig = model.config  # type: ignore[assignment]
     sd = {k: v for k, v in model.state_dict().items()}
     for name, module in model.named_modules():

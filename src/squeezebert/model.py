@@ -21,7 +21,6 @@ The layer is post-LayerNorm, as in BERT:
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 
 import torch
@@ -365,18 +364,6 @@ class SqueezeBert(nn.Module):
     def flops(self, seq_len: int = 128, batch_size: int = 1) -> int:
         """Forward FLOPs (2 per multiply-add) of matmuls and projections; element-wise ops ignored."""
         return batch_size * encoder_flops(self.config, seq_len)
-
-    def save_pretrained(self, path: str | os.PathLike[str], tokenizer: object | None = None) -> None:
-        """Write ``config.json`` and ``model.safetensors`` (and ``tokenizer.json`` if given)."""
-        from squeezebert.checkpoint import save_checkpoint
-
-        save_checkpoint(self, path, tokenizer=tokenizer)
-
-    @classmethod
-    def from_pretrained(cls, path_or_alias: str | os.PathLike[str], **kwargs: object) -> SqueezeBert:
-        from squeezebert.checkpoint import from_pretrained
-
-        return from_pretrained(path_or_alias, **kwargs)
 
 
 def encoder_flops(config: ModelConfig, seq_len: int) -> int:
