@@ -282,13 +282,14 @@ def test_cli_predict_on_an_export_without_a_backend_flag_and_without_torch(
 
 
 def test_cli_evaluate_scores_an_export_through_its_runtime(trained, tmp_path: Path) -> None:
-    from squeezebert.train import evaluate_checkpoint
+    from squeezebert.data import TaskSource
+    from squeezebert.finetune import evaluate_checkpoint
 
     model, path = trained
     export(path, tmp_path / "ov")
     dev = path.parent / "dev.csv"
-    got = evaluate_checkpoint(tmp_path / "ov", "custom", data_file=dev)
-    want = evaluate_checkpoint(path, "custom", data_file=dev)
+    got = evaluate_checkpoint(tmp_path / "ov", TaskSource(dev_file=dev))
+    want = evaluate_checkpoint(path, TaskSource(dev_file=dev))
     assert got["backend"] == "openvino" and want["backend"] == "torch"
     assert got["metrics"] == pytest.approx(want["metrics"], abs=1e-9)  # fp32 export: the same predictions
     assert main(["evaluate", str(tmp_path / "ov"), "--dev", str(dev), "--json", str(tmp_path / "e.json")]) == 0

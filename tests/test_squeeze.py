@@ -11,6 +11,7 @@ import torch
 from squeezebert.checkpoint import load, save_checkpoint, save_hf
 from squeezebert.cli import main as cli_main
 from squeezebert.config import preset
+from squeezebert.data import TaskSource
 from squeezebert.model import SqueezeBert
 from squeezebert.squeeze import squeeze
 from squeezebert.surgery import StudentSpec
@@ -49,8 +50,7 @@ def run(teacher_dir, task_files, out, **kwargs):
     return squeeze(
         teacher_dir,
         out,
-        train_file=task_files / "train.csv",
-        dev_file=task_files / "dev.csv",
+        TaskSource(train_file=task_files / "train.csv", dev_file=task_files / "dev.csv"),
         config=TrainConfig(epochs=1, batch_size=8, lr=1e-3, max_length=32, log_every=2),
         calibration_samples=32,
         bench_repeats=2,
@@ -184,7 +184,11 @@ def test_teacher_without_head_is_refused(task_files, tmp_path, minilm_path) -> N
 def test_labels_the_teacher_never_saw_fail_early(teacher_dir, tmp_path) -> None:
     (tmp_path / "train.csv").write_text("text,label\nsome text,neutral\nmore text,neg\n")
     with pytest.raises(ValueError, match="neutral"):
-        squeeze(teacher_dir, tmp_path / "out", train_file=tmp_path / "train.csv", dev_file=tmp_path / "train.csv")
+        squeeze(
+            teacher_dir,
+            tmp_path / "out",
+            TaskSource(train_file=tmp_path / "train.csv", dev_file=tmp_path / "train.csv"),
+        )
 
 
 def test_bad_cli_flags_are_one_line_errors(teacher_dir, task_files, tmp_path, capsys) -> None:

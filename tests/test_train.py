@@ -26,7 +26,8 @@ from safetensors.torch import load_file
 from squeezebert import cli
 from squeezebert.checkpoint import load, save_checkpoint
 from squeezebert.config import ModelConfig, preset
-from squeezebert.data import EncodedDataset, Example, encode
+from squeezebert.data import EncodedDataset, Example, TaskSource, encode
+from squeezebert.finetune import finetune
 from squeezebert.model import SqueezeBert
 from squeezebert.tokenizer import Tokenizer
 from squeezebert.train import (
@@ -34,7 +35,6 @@ from squeezebert.train import (
     TrainConfig,
     classification_loss,
     evaluate,
-    finetune,
     fit,
     predict,
     resume_dir,
@@ -262,10 +262,8 @@ def test_regression_on_float_labels_trains_and_reports_correlations(tiny_dir: Pa
     train = write_csv(tmp_path / "train.csv", scored(200, 1), ("sentence", "score"))
     dev = write_csv(tmp_path / "dev.csv", scored(40, 2), ("sentence", "score"))
     config = TrainConfig(epochs=10, batch_size=16, lr=1e-2, seed=0)
-    record = finetune(
-        str(tiny_dir), tmp_path / "out", train_file=train, dev_file=dev, text_column="sentence",
-        label_column="score", config=config,
-    )  # fmt: skip
+    source = TaskSource(train_file=train, dev_file=dev, text_column="sentence", label_column="score")
+    record = finetune(str(tiny_dir), tmp_path / "out", source, config=config)
     assert record["kind"] == "regression" and record["main_metric"] == "pearson"
     assert set(record["eval"]) == {"pearson", "spearman", "mse"}
     assert record["eval"]["pearson"] > 0.8, record["eval"]
@@ -436,12 +434,12 @@ def test_a_finished_run_drops_its_resume_state_unless_kept_and_restores_the_thre
 def test_evaluate_checks_its_json_path_before_evaluating(
     tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from squeezebert import train
+    from squeezebert import finetune
 
     def never(*args: object, **kwargs: object) -> None:
         raise AssertionError("evaluated before the output path was checked")
 
-    monkeypatch.setattr(train, "evaluate_checkpoint", never)
+    monkeypatch.setattr(finetune, "evaluate_checkpoint", never)
     dev = write_csv(tmp_path / "dev.csv", sentences(8, seed=34))
     target = tmp_path / "no-such-dir" / "result.json"
     assert cli.main(["evaluate", str(tiny_dir), "--dev", str(dev), "--json", str(target)]) == 2

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from squeezebert.runtime import BACKENDS, DEFAULT_MAX_LENGTH, PRECISIONS, RuntimeOptions, threads
 
 if TYPE_CHECKING:
+    from squeezebert.data import TaskSource
     from squeezebert.train import TrainConfig
 
 log = logging.getLogger("squeezebert")
@@ -270,11 +271,9 @@ def cmd_squeeze(args: argparse.Namespace) -> int:
     from squeezebert.distill import DistillConfig
     from squeezebert.squeeze import squeeze
     from squeezebert.surgery import StudentSpec
-    from squeezebert.train import CUSTOM, drop_resume_state
+    from squeezebert.train import drop_resume_state
 
-    task = args.task or (CUSTOM if args.train else None)
-    if task is None:
-        raise ValueError("give --task TASK (a GLUE task, with --data-dir) or --train FILE --dev FILE for custom data")
+    source = _task_source(args, "--train FILE --dev FILE")
     groups = _int_list(args.groups, "--groups")
     if groups is not None and len(groups) != len(PROJECTIONS):
         raise ValueError(f"--groups takes 6 numbers ({'/'.join(PROJECTIONS)}), got {args.groups!r}")
@@ -304,7 +303,7 @@ def cmd_squeeze(args: argparse.Namespace) -> int:
         report = squeeze(
             args.teacher,
             args.out,
-            **_data_kwargs(args, task),
+            source,
             student_src=args.student,
             spec=spec,
             distill=distill,
@@ -350,17 +349,23 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
     )
 
 
-def _data_kwargs(args: argparse.Namespace, task: str) -> dict[str, Any]:
-    """The task/data arguments that finetune and squeeze share."""
-    return {
-        "task": task,
-        "data_dir": args.data_dir,
-        "train_file": args.train,
-        "dev_file": args.dev,
-        "text_column": args.text_column,
-        "text_pair_column": args.text_pair_column,
-        "label_column": args.label_column,
-    }
+def _task_source(args: argparse.Namespace, custom_files: str, custom_flag: str = "train") -> TaskSource:
+    """The task/data flags that finetune, evaluate and squeeze share, as one value. Without
+    --task, the data is custom when the ``custom_flag`` file is given."""
+    from squeezebert.data import CUSTOM, TaskSource
+
+    task = args.task or (CUSTOM if getattr(args, custom_flag) else None)
+    if task is None:
+        raise ValueError(f"give --task TASK (a GLUE task, with --data-dir) or {custom_files} for custom data")
+    return TaskSource(
+        task,
+        data_dir=args.data_dir,
+        train_file=getattr(args, "train", None),
+        dev_file=args.dev,
+        text_column=args.text_column,
+        text_pair_column=args.text_pair_column,
+        label_column=args.label_column,
+    )
 
 
 def _is_main() -> bool:
@@ -389,16 +394,14 @@ def add_finetune_parser(sub: Subparsers) -> None:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from squeezebert.train import CUSTOM, finetune
+    from squeezebert.finetune import finetune
 
-    task = args.task or (CUSTOM if args.train else None)
-    if task is None:
-        raise ValueError("give --task TASK (a GLUE task, with --data-dir) or --train FILE [--dev FILE] for custom data")
+    source = _task_source(args, "--train FILE [--dev FILE]")
     with threads(args.num_threads):  # torch's count is process-wide: set here, restored after
         record = finetune(
             args.model,
             args.out,
-            **_data_kwargs(args, task),
+            source,
             config=_train_config(args),
             resume=args.resume,
             overwrite=args.overwrite,
@@ -435,25 +438,19 @@ def add_evaluate_parser(sub: Subparsers) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from squeezebert.checkpoint import atomic_write_text
+    from squeezebert.data import CUSTOM
     from squeezebert.files import check_writable_file
-    from squeezebert.train import CUSTOM, evaluate_checkpoint
+    from squeezebert.finetune import evaluate_checkpoint
 
-    task = args.task or (CUSTOM if args.dev else None)
-    if task is None:
-        raise ValueError("give --task TASK (a GLUE task, with --data-dir) or --dev FILE for custom data")
-    if task != CUSTOM and args.dev:
-        raise ValueError(f"--dev is for custom data; task {task!r} reads its split from --data-dir")
+    source = _task_source(args, "--dev FILE", custom_flag="dev")
+    if source.task != CUSTOM and args.dev:
+        raise ValueError(f"--dev is for custom data; task {source.task!r} reads its split from --data-dir")
     if args.json:
         check_writable_file(args.json, "--json")  # before the evaluation, not after it
     result = evaluate_checkpoint(
         args.model,
-        task,
-        data_dir=args.data_dir,
+        source,
         split=args.split,
-        data_file=args.dev,
-        text_column=args.text_column,
-        text_pair_column=args.text_pair_column,
-        label_column=args.label_column,
         batch_size=args.batch_size,
         max_length=args.max_length,
     )
@@ -475,7 +472,7 @@ def add_glue_parser(sub: Subparsers) -> None:
 
 
 def cmd_glue(args: argparse.Namespace) -> int:
-    from squeezebert.train import run_glue
+    from squeezebert.finetune import run_glue
 
     with threads(args.num_threads):
         run_glue(

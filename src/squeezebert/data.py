@@ -68,12 +68,16 @@ from squeezebert.tokenizer import pad_batch
 
 __all__ = [
     "CLASSIFICATION_METRICS",
+    "CUSTOM",
     "DataError",
     "EncodedDataset",
     "Example",
     "GLUE_TASKS",
     "REGRESSION_METRICS",
+    "TaskData",
+    "TaskSource",
     "TaskSpec",
+    "check_learnable",
     "collate",
     "encode",
     "encode_labels",
@@ -82,8 +86,10 @@ __all__ = [
     "label_space",
     "length_grouped_batches",
     "load_glue",
+    "load_task_data",
     "read_glue",
     "read_table",
+    "subsample",
 ]
 
 # Metrics for user data. The mse of a regression task is reported but never averaged into a score.
@@ -477,6 +483,109 @@ def _hub_examples(spec: TaskSpec, dataset: Any, source: str) -> list[Example]:
 
 
 # ------------------------------------------------------------------------------ tokens and batches
+# --------------------------------------------------------------------------- task data
+CUSTOM = "custom"
+
+
+@dataclass(frozen=True)
+class TaskSource:
+    """Where a task's examples come from: a GLUE ``task`` (files under ``data_dir``, else the
+    Hub) or ``task="custom"`` with ``train_file`` / ``dev_file`` (CSV, TSV or JSONL) read through
+    the three column names. The one value squeeze, finetune, evaluate and the CLI pass around."""
+
+    task: str = CUSTOM
+    data_dir: str | os.PathLike[str] | None = None
+    train_file: str | os.PathLike[str] | None = None
+    dev_file: str | os.PathLike[str] | None = None
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    label_column: str = "label"
+
+    @property
+    def columns(self) -> tuple[str, str | None, str]:
+        """``(text, text pair, label)`` column names, as :func:`read_table` takes them."""
+        return self.text_column, self.text_pair_column, self.label_column
+
+
+@dataclass
+class TaskData:
+    """A task's examples and how to score them: ``kind`` is the GLUE task or
+    ``classification``/``regression``; ``labels`` the class order (None: regression)."""
+
+    task: str
+    kind: str
+    labels: tuple[str, ...] | None
+    train: list[Example]
+    dev: list[Example] | None
+    train_source: str
+    dev_source: str
+
+
+def load_task_data(source: TaskSource) -> TaskData:
+    """Train and dev examples of a GLUE task (from ``source.data_dir``, else the Hub) or of custom
+    files (``task="custom"``; the dev file is optional).
+
+    For custom data the label set comes from the training file: regression when its labels are
+    non-integral numbers, else classification over the distinct labels (:func:`label_space`).
+    A training file with a single class (or a single regression value) raises :class:`DataError`.
+    """
+    train_file, dev_file = source.train_file, source.dev_file
+    if source.task == CUSTOM:
+        if train_file is None:
+            raise ValueError("custom data needs --train FILE (and usually --dev FILE)")
+        train = read_table(train_file, *source.columns)
+        dev = read_table(dev_file, *source.columns) if dev_file is not None else None
+        labels = label_space(train, train_file)
+        check_learnable(train, labels, train_file, source.label_column)
+        kind = "classification" if labels is not None else "regression"
+        return TaskData(CUSTOM, kind, labels, train, dev, str(train_file), str(dev_file))
+    if train_file is not None or dev_file is not None:
+        raise ValueError(f"--train/--dev are for custom data; task {source.task!r} reads its files from --data-dir")
+    spec = glue_task(source.task)
+    train = load_glue(spec.name, "train", source.data_dir)
+    dev = load_glue(spec.name, "dev", source.data_dir)
+    return TaskData(
+        spec.name,
+        spec.name,
+        spec.labels,
+        train,
+        dev,
+        glue_source(spec, "train", source.data_dir),
+        glue_source(spec, "dev", source.data_dir),
+    )
+
+
+def glue_source(spec: TaskSpec, split: str, data_dir: str | os.PathLike[str] | None) -> str:
+    """Where a GLUE split is read from, as messages and run arguments name it: the file under
+    ``data_dir``, else ``hf://<task>/<file>`` for the Hub."""
+    where = Path(data_dir) / (spec.dir_name or "") if data_dir is not None else Path(f"hf://{spec.name}")
+    return str(where / spec.split_file(split))
+
+
+def check_learnable(
+    train: Sequence[Example], labels: tuple[str, ...] | None, source: str | os.PathLike[str], label_column: str
+) -> None:
+    """Refuse training labels that leave nothing to learn: one class (a 1-label head would
+    silently become a regression model) or one regression value."""
+    if labels is not None and len(labels) < 2:
+        raise DataError(
+            f"{source}: every label in {label_column!r} is {labels[0]!r}; classification needs at least two classes "
+            "(numbers with decimals are read as regression scores)"
+        )
+    if labels is None:
+        values = {float(ex.label) for ex in train if ex.label is not None}
+        if len(values) == 1:
+            raise DataError(f"{source}: every label in {label_column!r} is {values.pop():g}; nothing to learn")
+
+
+def subsample(examples: list[Example], n: int | None, seed: int) -> list[Example]:
+    """A seeded random subset of ``n`` examples kept in file order (files may be sorted by label)."""
+    if n is None or n >= len(examples):
+        return examples
+    keep = np.sort(np.random.default_rng(seed).choice(len(examples), size=n, replace=False))
+    return [examples[i] for i in keep]
+
+
 @dataclass
 class EncodedDataset:
     """Tokenized examples, unpadded. ``labels`` is None for unlabelled data (e.g. a test split)."""

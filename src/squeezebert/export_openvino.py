@@ -299,7 +299,8 @@ def recorded_data(ckpt_path: Path | None) -> tuple[TextSample | None, TextSample
     """The training texts and the labelled dev set a checkpoint's ``train_args.json`` records
     (fine-tuned or squeezed by this project), or ``(None, None)``. A squeezed student that names
     only its teacher is followed to the teacher's record."""
-    from squeezebert.train import CUSTOM, load_task_data, read_train_args
+    from squeezebert.data import CUSTOM, TaskSource, load_task_data
+    from squeezebert.train import read_train_args
 
     seen = 0
     while ckpt_path is not None and seen < 4:
@@ -309,7 +310,7 @@ def recorded_data(ckpt_path: Path | None) -> tuple[TextSample | None, TextSample
             return None, None
         task = args.get("task")
         if task == CUSTOM and args.get("train_file"):
-            data = load_task_data(
+            source = TaskSource(
                 CUSTOM,
                 train_file=args["train_file"],
                 dev_file=args.get("dev_file"),
@@ -317,8 +318,9 @@ def recorded_data(ckpt_path: Path | None) -> tuple[TextSample | None, TextSample
                 text_pair_column=args.get("text_pair_column"),
                 label_column=args.get("label_column") or "label",
             )
+            data = load_task_data(source)
         elif task and task != CUSTOM and args.get("data_dir"):
-            data = load_task_data(task, args["data_dir"])
+            data = load_task_data(TaskSource(task, args["data_dir"]))
         elif args.get("teacher"):
             teacher = Path(str(args["teacher"]))
             ckpt_path = teacher if teacher.is_dir() else None

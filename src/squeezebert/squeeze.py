@@ -26,7 +26,16 @@ import torch
 from squeezebert import distributed
 from squeezebert.augment import augment_examples, resolve_copies
 from squeezebert.checkpoint import atomic_write_text, file_size, load
-from squeezebert.data import EncodedDataset, collate, encode, examples_digest
+from squeezebert.data import (
+    CUSTOM,
+    EncodedDataset,
+    TaskSource,
+    collate,
+    encode,
+    examples_digest,
+    load_task_data,
+    subsample,
+)
 from squeezebert.distill import DistillationLoss, DistillConfig, check_compatible
 from squeezebert.infer import DEPLOY_DIR
 from squeezebert.metrics import main_metric
@@ -34,14 +43,11 @@ from squeezebert.model import SqueezeBert
 from squeezebert.surgery import StudentSpec, build_student, collect_input_stats
 from squeezebert.timing import model_latency
 from squeezebert.train import (
-    CUSTOM,
     TrainConfig,
-    _subsample,
     check_out_dir,
     check_resume,
     evaluate,
     fit,
-    load_task_data,
     predict,
     resume_fingerprint,
 )
@@ -95,13 +101,7 @@ def _with_teacher_labels(train: EncodedDataset, extra: EncodedDataset, extra_log
 def squeeze(
     teacher_src: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
-    task: str = CUSTOM,
-    data_dir: str | os.PathLike[str] | None = None,
-    train_file: str | os.PathLike[str] | None = None,
-    dev_file: str | os.PathLike[str] | None = None,
-    text_column: str = "text",
-    text_pair_column: str | None = None,
-    label_column: str = "label",
+    source: TaskSource,
     student_src: str | None = None,
     spec: StudentSpec | None = None,
     distill: DistillConfig | None = None,
@@ -116,8 +116,8 @@ def squeeze(
     openvino: bool | None = None,
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Squeeze a fine-tuned ``teacher_src`` on a task; write the student and ``report.md`` /
-    ``report.json`` into ``out_dir``; return the report.
+    """Squeeze a fine-tuned ``teacher_src`` on the task ``source`` names (it needs a dev set);
+    write the student and ``report.md`` / ``report.json`` into ``out_dir``; return the report.
 
     ``student_src``: distill into this pretrained checkpoint instead of carving one out of the
     teacher (the paper's recipe: a pretrained SqueezeBERT, distilled from a task teacher).
@@ -140,8 +140,7 @@ def squeeze(
     # ranks can wait for rank 0's report instead of benchmarking N copies against each other.
     with distributed.process_group(config.dist_timeout):
         return _squeeze(
-            teacher_src, out_dir, task, data_dir, train_file, dev_file, text_column, text_pair_column,
-            label_column, student_src, spec, distill, config, calibration_samples, bench_threads,
+            teacher_src, out_dir, source, student_src, spec, distill, config, calibration_samples, bench_threads,
             bench_repeats, bench_batch_sizes, int8, resume, bf16, openvino, overwrite,
         )  # fmt: skip
 
@@ -149,13 +148,7 @@ def squeeze(
 def _squeeze(
     teacher_src: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
-    task: str,
-    data_dir: str | os.PathLike[str] | None,
-    train_file: str | os.PathLike[str] | None,
-    dev_file: str | os.PathLike[str] | None,
-    text_column: str,
-    text_pair_column: str | None,
-    label_column: str,
+    source: TaskSource,
     student_src: str | None,
     spec: StudentSpec | None,
     distill: DistillConfig | None,
@@ -184,7 +177,7 @@ def _squeeze(
     tokenizer = teacher_ckpt.tokenizer
     if tokenizer is None:
         raise ValueError(f"{teacher_src}: has no tokenizer files")
-    data = load_task_data(task, data_dir, train_file, dev_file, text_column, text_pair_column, label_column)
+    data = load_task_data(source)
     if data.dev is None:
         raise ValueError("squeeze needs a dev set to report the student's metric (--dev FILE)")
     regression = teacher.config.problem_type == "regression"
@@ -194,7 +187,7 @@ def _squeeze(
         )
     label2id = None if regression else teacher.config.label2id
     max_length = min(config.max_length, teacher.config.max_position_embeddings)
-    train_examples = _subsample(data.train, config.max_train_samples, config.seed)
+    train_examples = subsample(data.train, config.max_train_samples, config.seed)
     run_args: dict[str, Any] = {
         "workflow": "squeeze",
         "teacher": str(teacher_src),
@@ -204,10 +197,10 @@ def _squeeze(
         # where the data is, so that an export of the student finds the texts to calibrate on
         "train_file": data.train_source,
         "dev_file": data.dev_source,
-        "data_dir": None if data_dir is None else str(data_dir),
-        "text_column": text_column,
-        "text_pair_column": text_pair_column,
-        "label_column": label_column,
+        "data_dir": None if source.data_dir is None else str(source.data_dir),
+        "text_column": source.text_column,
+        "text_pair_column": source.text_pair_column,
+        "label_column": source.label_column,
     }
     if resume:  # before the teacher's evaluation, statistics and logits: a mismatch is refused at once
         check_resume(out, resume_fingerprint(config, run_args))
@@ -383,8 +376,8 @@ def _openvino_paths(
         return {}
     from squeezebert.export import ExportError
     from squeezebert.export_openvino import examples_sample, export_model
+    from squeezebert.finetune import ExportedModel
     from squeezebert.infer import Classifier
-    from squeezebert.train import ExportedModel
 
     calibration = examples_sample(data.train, data.train_source, labels=False)
     dev = examples_sample(data.dev, data.dev_source, labels=not regression)
@@ -540,7 +533,7 @@ def demo(
     """
     import shutil
 
-    from squeezebert.train import finetune
+    from squeezebert.finetune import finetune
 
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
@@ -551,32 +544,26 @@ def demo(
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / DEMO_MARKER, json.dumps({"teacher": teacher, "data_dir": str(data_dir)}) + "\n")
     if data_dir is not None:
-        task_args: dict[str, Any] = {"task": "sst2", "data_dir": data_dir}
+        source = TaskSource("sst2", data_dir)
         teacher_cfg = TrainConfig(epochs=1, batch_size=32, lr=5e-5, max_length=64, max_train_samples=6000)
         student_cfg = TrainConfig(epochs=2, batch_size=32, lr=1e-4, max_length=64, max_train_samples=6000)
     else:
         d = demo_data_dir()
-        task_args = {
-            "task": CUSTOM,
-            "train_file": d / "train.tsv",
-            "dev_file": d / "dev.tsv",
-            "text_column": "sentence",
-            "label_column": "label",
-        }
+        source = TaskSource(CUSTOM, train_file=d / "train.tsv", dev_file=d / "dev.tsv", text_column="sentence")
         teacher_cfg = TrainConfig(epochs=4, batch_size=16, lr=5e-5, max_length=64)
         student_cfg = TrainConfig(epochs=3, batch_size=16, lr=1e-4, max_length=64)
     if threads is not None:
         teacher_cfg.num_threads = student_cfg.num_threads = threads
-    print(f"[1/2] fine-tuning the teacher {teacher} on {task_args['task']} ...", flush=True)
-    finetune(teacher, out / "teacher", config=teacher_cfg, **task_args)
+    print(f"[1/2] fine-tuning the teacher {teacher} on {source.task} ...", flush=True)
+    finetune(teacher, out / "teacher", source, config=teacher_cfg)
     print(f"[2/2] squeezing it ({construction}) and measuring both ...", flush=True)
     report = squeeze(
         out / "teacher",
         out / "student",
+        source,
         spec=StudentSpec.from_construction(construction),
         config=student_cfg,
         bench_threads=threads,
         bench_repeats=5,  # the demo tells the story; docs/RESULTS.md has the careful measurements
-        **task_args,
     )
     return report

@@ -1,4 +1,4 @@
-"""The one training loop, the fine-tuning loss, prediction, evaluation and the fine-tuning workflows.
+"""The one training loop, its resume state, the fine-tuning loss, prediction and evaluation.
 
 ``fit(model, loss_fn, train_data, config, out_dir, evaluate_fn=...)`` is the only loop: workflows
 differ in ``loss_fn(model, batch) -> {"loss": tensor, **to_log}`` alone (fine-tuning here,
@@ -33,7 +33,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,20 +44,13 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from squeezebert import distributed
-from squeezebert.checkpoint import atomic_write_text, load, save_checkpoint
+from squeezebert.checkpoint import atomic_write_text, save_checkpoint
 from squeezebert.data import (
-    GLUE_TASKS,
     DataError,
     EncodedDataset,
-    Example,
     collate,
-    encode,
-    examples_digest,
     glue_task,
-    label_space,
     length_grouped_batches,
-    load_glue,
-    read_table,
 )
 from squeezebert.files import check_writable_dir, remove_stale_temps
 from squeezebert.model import SqueezeBert
@@ -172,7 +165,7 @@ class TrainConfig:
 
 
 # --------------------------------------------------------------------------- small pieces
-def _train_extra(module: str) -> Any:
+def train_extra(module: str) -> Any:
     """Import a module of the ``train`` extra, or say which extra to install."""
     import importlib
 
@@ -272,7 +265,7 @@ def evaluate(model: SqueezeBert, data: EncodedDataset, kind: str, batch_size: in
     scoring, so metrics with a positive class (MRPC/QQP F1) stay right whatever order the model's
     head uses.
     """
-    compute_metrics = _train_extra("squeezebert.metrics").compute_metrics
+    compute_metrics = train_extra("squeezebert.metrics").compute_metrics
     if data.labels is None:
         raise DataError("the evaluation data has no labels (a test split?); nothing to score")
     logits = predict(model, data, batch_size)
@@ -718,7 +711,7 @@ def _fit(
 
         distributed.on_main(lambda: write_dir_atomically(out / LAST_DIR, fill))
 
-    tqdm = _train_extra("tqdm.auto").tqdm
+    tqdm = train_extra("tqdm.auto").tqdm
     bar = tqdm(
         total=total_steps,
         initial=progress.global_step,
@@ -945,365 +938,7 @@ def _truncate_log(path: Path, step: int) -> None:
     atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
-# --------------------------------------------------------------------------- workflows
-CUSTOM = "custom"
-
-
-@dataclass
-class TaskData:
-    """A task's examples and how to score them: ``kind`` is the GLUE task or
-    ``classification``/``regression``; ``labels`` the class order (None: regression)."""
-
-    task: str
-    kind: str
-    labels: tuple[str, ...] | None
-    train: list[Example]
-    dev: list[Example] | None
-    train_source: str
-    dev_source: str
-
-
-def load_task_data(
-    task: str,
-    data_dir: str | os.PathLike[str] | None = None,
-    train_file: str | os.PathLike[str] | None = None,
-    dev_file: str | os.PathLike[str] | None = None,
-    text_column: str = "text",
-    text_pair_column: str | None = None,
-    label_column: str = "label",
-) -> TaskData:
-    """Train and dev examples of a GLUE task (from ``data_dir``, else the Hub) or of custom files
-    (``task="custom"``; the dev file is optional).
-
-    For custom data the label set comes from the training file: regression when its labels are
-    non-integral numbers, else classification over the distinct labels (:func:`~squeezebert.data.label_space`).
-    A training file with a single class (or a single regression value) raises :class:`DataError`.
-    """
-    if task == CUSTOM:
-        if train_file is None:
-            raise ValueError("custom data needs --train FILE (and usually --dev FILE)")
-        columns = (text_column, text_pair_column, label_column)
-        train = read_table(train_file, *columns)
-        dev = read_table(dev_file, *columns) if dev_file is not None else None
-        labels = label_space(train, train_file)
-        _check_learnable(train, labels, train_file, label_column)
-        kind = "classification" if labels is not None else "regression"
-        return TaskData(CUSTOM, kind, labels, train, dev, str(train_file), str(dev_file))
-    if train_file is not None or dev_file is not None:
-        raise ValueError(f"--train/--dev are for custom data; task {task!r} reads its files from --data-dir")
-    spec = glue_task(task)
-    where = Path(data_dir) / (spec.dir_name or "") if data_dir is not None else Path(f"hf://{spec.name}")
-    train = load_glue(spec.name, "train", data_dir)
-    dev = load_glue(spec.name, "dev", data_dir)
-    return TaskData(
-        spec.name, spec.name, spec.labels, train, dev, str(where / "train.tsv"), str(where / spec.split_file("dev"))
-    )
-
-
-def _check_learnable(
-    train: Sequence[Example], labels: tuple[str, ...] | None, source: str | os.PathLike[str], label_column: str
-) -> None:
-    """Refuse training labels that leave nothing to learn: one class (a 1-label head would
-    silently become a regression model) or one regression value."""
-    if labels is not None and len(labels) < 2:
-        raise DataError(
-            f"{source}: every label in {label_column!r} is {labels[0]!r}; classification needs at least two classes "
-            "(numbers with decimals are read as regression scores)"
-        )
-    if labels is None:
-        values = {float(ex.label) for ex in train if ex.label is not None}
-        if len(values) == 1:
-            raise DataError(f"{source}: every label in {label_column!r} is {values.pop():g}; nothing to learn")
-
-
-def _subsample(examples: list[Example], n: int | None, seed: int) -> list[Example]:
-    """A seeded random subset of ``n`` examples kept in file order (files may be sorted by label)."""
-    if n is None or n >= len(examples):
-        return examples
-    keep = np.sort(np.random.default_rng(seed).choice(len(examples), size=n, replace=False))
-    return [examples[i] for i in keep]
-
-
-def finetune(
-    model_src: str,
-    out_dir: str | os.PathLike[str],
-    task: str = CUSTOM,
-    data_dir: str | os.PathLike[str] | None = None,
-    train_file: str | os.PathLike[str] | None = None,
-    dev_file: str | os.PathLike[str] | None = None,
-    text_column: str = "text",
-    text_pair_column: str | None = None,
-    label_column: str = "label",
-    config: TrainConfig | None = None,
-    resume: bool = False,
-    overwrite: bool = False,
-) -> dict[str, Any]:
-    """Fine-tune ``model_src`` on a GLUE task or custom files and evaluate the best checkpoint.
-
-    The head gets the task's label names (GLUE order from :mod:`squeezebert.data`; custom labels
-    sorted, see :func:`squeezebert.data.label_space`), saved in ``config.json``. Writes the run
-    directory described in the module docstring; ``metrics.json`` ends up holding the final dev
-    metrics of the best checkpoint and the training throughput. Returns that record.
-    ``resume`` and ``overwrite``: see :func:`fit`; ``out_dir`` is checked before anything loads.
-    """
-    config = config or TrainConfig()
-    out = Path(out_dir)
-    check_out_dir(out, resume, overwrite)
-    data = load_task_data(task, data_dir, train_file, dev_file, text_column, text_pair_column, label_column)
-    train_examples = _subsample(data.train, config.max_train_samples, config.seed)
-    run_args = {
-        "model": str(model_src),
-        "task": data.task,
-        "kind": data.kind,
-        "train_file": data.train_source,
-        "dev_file": data.dev_source if data.dev else None,
-        "train_sha256": examples_digest(data.train),
-        "dev_sha256": examples_digest(data.dev) if data.dev else None,
-        "text_column": text_column,
-        "text_pair_column": text_pair_column,
-        "label_column": label_column,
-        "num_train_examples": len(train_examples),
-    }
-    if data.task != CUSTOM:
-        run_args.update(text_column=None, text_pair_column=None, label_column=None, data_dir=str(data_dir))
-    if resume:  # before the model loads: a mismatch is refused at once
-        check_resume(out, resume_fingerprint(config, run_args, len(train_examples)))
-
-    seed_everything(config.seed)  # before loading: a new head's initialization is part of the run
-    if data.labels is None:
-        ckpt = load(model_src, num_labels=1)
-    else:
-        ckpt = load(model_src, id2label=dict(enumerate(data.labels)))
-    if ckpt.tokenizer is None:
-        raise ValueError(f"{model_src}: has no tokenizer (tokenizer.json or vocab.txt) to encode the text with")
-    model = ckpt.model
-    max_length = min(config.max_length, model.config.max_position_embeddings)
-    label2id = None if data.labels is None else model.config.label2id
-    train = encode(ckpt.tokenizer, train_examples, max_length, label2id, data.train_source)
-    dev = encode(ckpt.tokenizer, data.dev, max_length, label2id, data.dev_source) if data.dev else None
-    evaluate_fn = None
-    if dev is not None:
-
-        def evaluate_fn(m: SqueezeBert) -> dict[str, float]:
-            return evaluate(m, dev, data.kind, config.eval_batch_size)
-
-    main_metric = _train_extra("squeezebert.metrics").main_metric
-    summary = fit(
-        model,
-        classification_loss,
-        train,
-        config,
-        out,
-        evaluate_fn=evaluate_fn,
-        main_metric=main_metric(data.kind),
-        resume=resume,
-        tokenizer=ckpt.tokenizer,
-        run_args=run_args,
-        overwrite=overwrite,
-    )
-    record: dict[str, Any] = {
-        "task": data.task,
-        "kind": data.kind,
-        "main_metric": main_metric(data.kind),
-        "best_step": summary["best_step"],
-        "train": {
-            k: summary[k]
-            for k in (
-                "global_step",
-                "train_loss",
-                "train_time_s",
-                "train_tokens",
-                "train_samples",
-                "tokens_per_s",
-                "samples_per_s",
-                "resumed_from_step",
-            )
-        },
-    }
-    if dev is not None:
-        record["split"] = "dev"
-        record["num_eval_examples"] = len(dev)
-        # fit scored exactly these (best) weights already; score again only if that record is gone.
-        record["eval"] = summary["best_eval"] or evaluate(model, dev, data.kind, config.eval_batch_size)
-    if distributed.world().is_main:  # under torchrun every process returns the record; one writes it
-        atomic_write_text(out / METRICS_FILE, json.dumps(record, indent=2, sort_keys=True) + "\n")
-        if not config.keep_resume_state:
-            drop_resume_state(out)
-    return record
-
-
-class ExportedModel(nn.Module):
-    """An export directory's :class:`~squeezebert.infer.Classifier` as the ``(ids, mask, types) ->
-    logits`` module :func:`evaluate` runs, so an export is scored by the same code as a checkpoint."""
-
-    def __init__(self, classifier: Any) -> None:
-        super().__init__()
-        self.classifier = classifier
-        self.config = classifier.config
-
-    def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor) -> Tensor:
-        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
-        return torch.from_numpy(self.classifier.forward({k: v.numpy() for k, v in batch.items()}))
-
-
-def evaluate_checkpoint(
-    src: str | os.PathLike[str],
-    task: str = CUSTOM,
-    data_dir: str | os.PathLike[str] | None = None,
-    split: str = "dev",
-    data_file: str | os.PathLike[str] | None = None,
-    text_column: str = "text",
-    text_pair_column: str | None = None,
-    label_column: str = "label",
-    batch_size: int = 64,
-    max_length: int | None = None,
-) -> dict[str, Any]:
-    """Score a fine-tuned checkpoint, or an export directory through its own runtime (OpenVINO or
-    ONNX Runtime, found by its files), on a GLUE split or a custom labelled file.
-
-    Labels are mapped to class ids by *name* through the checkpoint's ``label2id``; a label it never
-    saw raises :class:`~squeezebert.data.DataError` naming the file and line. ``max_length``
-    defaults to the one the checkpoint was trained with (``train_args.json``; for an export, the
-    one its ``config.json`` records), else 128.
-    """
-    from squeezebert.infer import Classifier, export_backend, export_section
-
-    backend = export_backend(src)
-    if backend is not None:  # an export directory: scored through its own runtime
-        trained_length = export_section(Path(src) / "config.json", backend).get("max_length")
-        classifier = Classifier.from_pretrained(src, max_length=max_length or trained_length or 128)
-        model: Any = ExportedModel(classifier)
-        tokenizer, max_length = classifier.tokenizer, classifier.max_length
-    else:
-        ckpt = load(src)
-        model, tokenizer = ckpt.model, ckpt.tokenizer
-        if ckpt.tokenizer is None:
-            raise ValueError(f"{src}: has no tokenizer (tokenizer.json or vocab.txt)")
-        if max_length is None:
-            max_length = trained_max_length(ckpt.path)
-    if model.config.num_labels == 0:
-        raise ValueError(f"{src}: has no classification head; fine-tune it first")
-    max_length = min(max_length, model.config.max_position_embeddings)
-    regression = model.config.num_labels == 1
-    if task == CUSTOM:
-        if data_file is None:
-            raise ValueError("custom evaluation needs --dev FILE (or pass --task with --data-dir)")
-        examples = read_table(data_file, text_column, text_pair_column, label_column)
-        kind, source = ("regression" if regression else "classification"), str(data_file)
-    else:
-        spec = glue_task(task)
-        if spec.is_regression != regression:
-            raise ValueError(
-                f"{src}: a {'regression' if regression else f'{model.config.num_labels}-label'} model cannot be "
-                f"scored on {spec.name}, a {'regression' if spec.is_regression else 'classification'} task"
-            )
-        examples = load_glue(spec.name, split, data_dir)
-        kind = spec.name
-        where = Path(data_dir) / (spec.dir_name or "") if data_dir is not None else Path(f"hf://{spec.name}")
-        source = str(where / spec.split_file(split))
-    label2id = None if regression else model.config.label2id
-    data = encode(tokenizer, examples, max_length, label2id, source)
-    metrics = evaluate(model, data, kind, batch_size)
-    return {
-        "model": str(src),
-        "backend": backend or "torch",
-        "task": task,
-        "split": split,
-        "source": source,
-        "num_examples": len(data),
-        "metrics": metrics,
-    }
-
-
-def run_glue(
-    model_src: str,
-    data_dir: str | os.PathLike[str],
-    out_dir: str | os.PathLike[str],
-    tasks: Sequence[str] | None = None,
-    config: TrainConfig | None = None,
-    resume: bool = False,
-    overwrite: bool = False,
-) -> dict[str, Any]:
-    """Fine-tune and evaluate ``model_src`` on every GLUE task present in ``data_dir``.
-
-    Each task runs in ``out_dir/<task>``; tasks without ``train.tsv`` or a dev file are skipped
-    with a note. MNLI is scored on matched and mismatched dev. Writes ``glue.md`` and ``glue.json``
-    (:func:`squeezebert.metrics.glue_summary`) to ``out_dir`` and returns the JSON summary.
-    Under ``torchrun`` one process group serves all tasks, and rank 0 alone writes the summary.
-    """
-    with distributed.process_group((config or TrainConfig()).dist_timeout):
-        return _run_glue(model_src, data_dir, out_dir, tasks, config, resume, overwrite)
-
-
-def _run_glue(
-    model_src: str,
-    data_dir: str | os.PathLike[str],
-    out_dir: str | os.PathLike[str],
-    tasks: Sequence[str] | None,
-    config: TrainConfig | None,
-    resume: bool,
-    overwrite: bool = False,
-) -> dict[str, Any]:
-    glue_summary = _train_extra("squeezebert.metrics").glue_summary
-    data_dir, out = Path(data_dir), Path(out_dir)
-    check_writable_dir(out, "--out")
-    if not data_dir.is_dir():
-        if data_dir.exists():
-            raise NotADirectoryError(f"{data_dir}: is a file; --data-dir takes the GLUE data directory")
-        raise FileNotFoundError(f"{data_dir}: no such GLUE data directory")
-    names = [glue_task(t).name for t in (tasks or list(GLUE_TASKS))]
-    results: dict[str, dict[str, float]] = {}
-    skipped: list[str] = []
-    config = config or TrainConfig()
-    # Each task keeps its resume state until every task is done: a resumed glue run re-enters the
-    # finished ones too (they resume at their last step and return at once).
-    task_config = replace(config, keep_resume_state=True)
-    for name in names:
-        spec = GLUE_TASKS[name]
-        assert spec.dir_name is not None
-        needed = ["train", "dev"] + (["dev_mismatched"] if name == "mnli" else [])
-        absent = [spec.split_file(s) for s in needed if not (data_dir / spec.dir_name / spec.split_file(s)).is_file()]
-        if absent:
-            note = f"{spec.dir_name}: skipped, no {' or '.join(absent)} in {data_dir / spec.dir_name}"
-            log.warning(note)
-            skipped.append(note)
-            continue
-        log.info("GLUE %s: fine-tuning", spec.dir_name)
-        record = finetune(
-            model_src, out / name, task=name, data_dir=data_dir, config=task_config, resume=resume, overwrite=overwrite
-        )
-        if name == "mnli":
-            results["mnli-m"] = record["eval"]
-            mm = distributed.on_main(
-                lambda: evaluate_checkpoint(
-                    out / "mnli", "mnli", data_dir, split="dev_mismatched", batch_size=config.eval_batch_size
-                )
-            )
-            results["mnli-mm"] = mm["metrics"]
-        else:
-            results[name] = record["eval"]
-    if not results:
-        raise DataError(f"{data_dir}: none of the tasks {', '.join(names)} has train and dev files")
-    markdown, summary = glue_summary(results)
-    if skipped:
-        markdown += "\n" + "\n".join(f"- {note}" for note in skipped) + "\n"
-    summary["skipped"] = skipped
-    summary["model"] = str(model_src)
-
-    def write() -> None:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "glue.md", markdown)
-        atomic_write_text(out / "glue.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
-        if not config.keep_resume_state:
-            for name in names:
-                drop_resume_state(out / name)
-
-    distributed.on_main(write)
-    return summary
-
-
 __all__ = [
-    "TaskData",
     "TrainConfig",
     "TrainingError",
     "build_optimizer",
@@ -1311,16 +946,13 @@ __all__ = [
     "check_resume",
     "classification_loss",
     "evaluate",
-    "evaluate_checkpoint",
-    "finetune",
     "fit",
     "linear_schedule",
-    "load_task_data",
     "predict",
     "drop_resume_state",
     "resume_dir",
     "resume_fingerprint",
-    "run_glue",
     "seed_everything",
+    "train_extra",
     "write_dir_atomically",
 ]
