@@ -579,32 +579,115 @@ def _fit(
     run_args: Mapping[str, Any] | None,
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    world = distributed.world()
-    if len(train_data) == 0:
-        raise DataError("no training examples")
-    if train_data.labels is None and not batch_extras:
-        raise DataError("the training data has no labels")
-    extras = dict(batch_extras or {})
-    for key, tensor in extras.items():
-        if tensor.shape[0] != len(train_data):
-            raise ValueError(f"batch_extras[{key!r}] has {tensor.shape[0]} rows for {len(train_data)} examples")
+    run = _Run(
+        model, loss_fn, train_data, config, out, evaluate_fn, main_metric, greater_is_better, tokenizer, run_args
+    )
+    run.setup(batch_extras, resume, overwrite)
+    run.train()
+    return run.finish()
 
-    step_size = config.batch_size * config.grad_accum_steps
-    steps_per_epoch = len(length_grouped_batches(train_data.lengths, step_size, config.seed, 0))
-    total_steps = steps_per_epoch * config.epochs
-    warmup_steps = math.ceil(config.warmup_ratio * total_steps)
-    fingerprint = resume_fingerprint(config, run_args, len(train_data))
 
-    named = list(model.named_parameters())
-    if isinstance(loss_fn, nn.Module):
-        named += [(f"loss_fn.{n}", p) for n, p in loss_fn.named_parameters()]
-    params = [p for _, p in named if p.requires_grad]
-    optimizer = build_optimizer(named, config)
-    scheduler = linear_schedule(optimizer, warmup_steps, total_steps)
+class _Run:
+    """One call of :func:`fit`: ``setup`` (check the data, build the optimizer, start or restore the
+    run), ``train`` (the epochs, with logging, evaluation and saves), ``finish`` (the best weights
+    back into the model, the summary). Every process of a torchrun job holds one."""
 
-    def start() -> dict[str, Any] | None:
+    def __init__(
+        self,
+        model: SqueezeBert,
+        loss_fn: LossFn,
+        train_data: EncodedDataset,
+        config: TrainConfig,
+        out: Path,
+        evaluate_fn: EvaluateFn | None,
+        main_metric: str | None,
+        greater_is_better: bool,
+        tokenizer: Tokenizer | None,
+        run_args: Mapping[str, Any] | None,
+    ) -> None:
+        self.model, self.loss_fn, self.data, self.config, self.out = model, loss_fn, train_data, config, out
+        self.evaluate_fn, self.main_metric, self.greater_is_better = evaluate_fn, main_metric, greater_is_better
+        self.tokenizer, self.run_args = tokenizer, run_args
+        self.world = distributed.world()
+        self.progress = _Progress()
+        self.log_file: Any = None
+        # what train() measured in this session (a resumed run counts from where it resumed)
+        self.start_step = 0
+        self.train_time = 0.0
+        self.tokens = self.samples = 0
+        self.session_losses: list[float] = []
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, batch_extras: Mapping[str, Tensor] | None, resume: bool, overwrite: bool) -> None:
+        """Check the data; build optimizer and schedule; start a fresh run or restore ``last/``;
+        write ``train_args.json``."""
+        config, data, model, loss_fn = self.config, self.data, self.model, self.loss_fn
+        if len(data) == 0:
+            raise DataError("no training examples")
+        if data.labels is None and not batch_extras:
+            raise DataError("the training data has no labels")
+        self.extras = dict(batch_extras or {})
+        for key, tensor in self.extras.items():
+            if tensor.shape[0] != len(data):
+                raise ValueError(f"batch_extras[{key!r}] has {tensor.shape[0]} rows for {len(data)} examples")
+
+        self.step_size = config.batch_size * config.grad_accum_steps
+        self.steps_per_epoch = len(length_grouped_batches(data.lengths, self.step_size, config.seed, 0))
+        self.total_steps = self.steps_per_epoch * config.epochs
+        self.warmup_steps = math.ceil(config.warmup_ratio * self.total_steps)
+        self.fingerprint = resume_fingerprint(config, self.run_args, len(data))
+
+        named = list(model.named_parameters())
+        if isinstance(loss_fn, nn.Module):
+            named += [(f"loss_fn.{n}", p) for n, p in loss_fn.named_parameters()]
+        self.params = [p for _, p in named if p.requires_grad]
+        self.optimizer = build_optimizer(named, config)
+        self.scheduler = linear_schedule(self.optimizer, self.warmup_steps, self.total_steps)
+
+        resumed = distributed.on_main(lambda: self._start(resume, overwrite))
+        world = self.world
+        if resumed is None:
+            self.progress = _Progress()
+            seed_everything(config.seed)  # dropout draws depend on the seed alone, not on what ran before
+            if not world.is_main:  # rank 0 keeps the single-process stream; the others get their own
+                torch.manual_seed(distributed.rank_seed(config.seed, world.rank))
+        else:
+            self.progress = resumed["progress"]
+            if not world.is_main:
+                self.optimizer.load_state_dict(resumed["optimizer"])
+                self.scheduler.load_state_dict(resumed["scheduler"])
+                torch_rngs = resumed["torch_rngs"]
+                if torch_rngs is not None and len(torch_rngs) == world.size:
+                    _set_rng_state(resumed["rng"], torch_rngs[world.rank])
+                else:  # saved by a different number of processes: a fresh stream for this rank
+                    _set_rng_state(resumed["rng"], torch.get_rng_state())
+                    torch.manual_seed(distributed.rank_seed(config.seed, world.rank, self.progress.global_step))
+        self.forward: Callable[[dict[str, Tensor]], Mapping[str, Any]]
+        if world.size > 1:
+            self.forward = distributed.DataParallelLoss(model, loss_fn)
+        else:
+
+            def forward(batch: dict[str, Tensor]) -> Mapping[str, Any]:
+                return loss_fn(model, batch)
+
+            self.forward = forward
+
+        self.train_args = {
+            **dataclasses.asdict(config),
+            **(self.run_args or {}),
+            "total_steps": self.total_steps,
+            "warmup_steps": self.warmup_steps,
+            "steps_per_epoch": self.steps_per_epoch,
+            "world_size": world.size,
+        }
+        if world.is_main:
+            text = json.dumps(self.train_args, indent=2, sort_keys=True, default=str) + "\n"
+            atomic_write_text(self.out / ARGS_FILE, text)
+
+    def _start(self, resume: bool, overwrite: bool) -> dict[str, Any] | None:
         """Rank 0: check ``out``, then restore the resume state (returning what the other ranks
         need to continue in step with it) or start a fresh log (returning None)."""
+        out = self.out
         found = resume_dir(out) if resume else None
         if found is None:
             check_out_dir(out, resume, overwrite)
@@ -618,7 +701,9 @@ def _fit(
         if resume and found is None:
             log.warning("%s: no resume state (%s/); starting from scratch", out, LAST_DIR)
         if found is not None:
-            progress, torch_rngs = _restore(found, model, loss_fn, optimizer, scheduler, fingerprint)
+            progress, torch_rngs = _restore(
+                found, self.model, self.loss_fn, self.optimizer, self.scheduler, self.fingerprint
+            )
             _truncate_log(out / LOG_FILE, progress.global_step)
             log.info(
                 "resuming %s at step %d (epoch %d, batch %d)",
@@ -632,8 +717,8 @@ def _fit(
             # The weights reach the other ranks when DDP is built (it broadcasts rank 0's).
             return {
                 "progress": progress,
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
                 "rng": _rng_state(),
                 "torch_rngs": torch_rngs,
             }
@@ -641,65 +726,142 @@ def _fit(
         atomic_write_text(out / LOG_FILE, "")
         return None
 
-    resumed = distributed.on_main(start)
-    if resumed is None:
-        progress = _Progress()
-        seed_everything(config.seed)  # dropout draws depend on the seed alone, not on what ran before
-        if not world.is_main:  # rank 0 keeps the single-process stream; the others get their own
-            torch.manual_seed(distributed.rank_seed(config.seed, world.rank))
-    else:
-        progress = resumed["progress"]
-        if not world.is_main:
-            optimizer.load_state_dict(resumed["optimizer"])
-            scheduler.load_state_dict(resumed["scheduler"])
-            torch_rngs = resumed["torch_rngs"]
-            if torch_rngs is not None and len(torch_rngs) == world.size:
-                _set_rng_state(resumed["rng"], torch_rngs[world.rank])
-            else:  # saved by a different number of processes: a fresh stream for this rank
-                _set_rng_state(resumed["rng"], torch.get_rng_state())
-                torch.manual_seed(distributed.rank_seed(config.seed, world.rank, progress.global_step))
-    forward: Callable[[dict[str, Tensor]], Mapping[str, Any]]
-    if world.size > 1:
-        forward = distributed.DataParallelLoss(model, loss_fn)
-    else:
-
-        def forward(batch: dict[str, Tensor]) -> Mapping[str, Any]:
-            return loss_fn(model, batch)
-
-    train_args = {
-        **dataclasses.asdict(config),
-        **(run_args or {}),
-        "total_steps": total_steps,
-        "warmup_steps": warmup_steps,
-        "steps_per_epoch": steps_per_epoch,
-        "world_size": world.size,
-    }
-    log_file = None
-    if world.is_main:
-        atomic_write_text(out / ARGS_FILE, json.dumps(train_args, indent=2, sort_keys=True, default=str) + "\n")
-        log_file = (out / LOG_FILE).open("a", encoding="utf-8")
-
-    def write_log(record: dict[str, Any]) -> None:
-        if log_file is not None:
-            log_file.write(json.dumps(record, sort_keys=True) + "\n")
-            log_file.flush()
-
-    def save_best(metrics: Mapping[str, float], epoch_float: float) -> None:
-        record = {"main_metric": main_metric, "step": progress.global_step, "epoch": epoch_float, "eval": dict(metrics)}
-        distributed.on_main(
-            lambda: save_checkpoint(model, out, tokenizer, extra_json={METRICS_FILE: record, ARGS_FILE: train_args})
+    # ------------------------------------------------------------------ train
+    def train(self) -> None:
+        """The epochs: steps, log records, evaluations with keep-best saves, resume-state saves."""
+        config, progress, data = self.config, self.progress, self.data
+        if self.world.is_main:
+            self.log_file = (self.out / LOG_FILE).open("a", encoding="utf-8")
+        tqdm = train_extra("tqdm.auto").tqdm
+        bar = tqdm(
+            total=self.total_steps,
+            initial=progress.global_step,
+            disable=not (self.world.is_main and sys.stderr.isatty()),
+            desc="train",
         )
+        pad = self.model.config.pad_token_id
+        window: dict[str, list[float]] = {}
+        window_tokens, window_time = 0, 0.0
+        self.start_step = progress.global_step
+        self.model.train()
+        try:
+            while progress.epoch < config.epochs:
+                epoch = progress.epoch
+                batches = length_grouped_batches(data.lengths, self.step_size, config.seed, epoch)
+                while progress.step_in_epoch < len(batches):
+                    t0 = time.perf_counter()
+                    step_batch = batches[progress.step_in_epoch]
+                    lr = self.scheduler.get_last_lr()[0]
+                    values, n_tokens = _train_step(
+                        self.forward, data, step_batch, config, pad, self.extras, self.optimizer, self.params
+                    )
+                    self.scheduler.step()
+                    self.tokens += n_tokens
+                    window_tokens += n_tokens
+                    for key, value in values.items():
+                        window.setdefault(key, []).append(value)
+                    self.samples += len(step_batch)
+                    progress.global_step += 1
+                    progress.step_in_epoch += 1
+                    elapsed = time.perf_counter() - t0
+                    self.train_time += elapsed
+                    window_time += elapsed
+                    bar.update(1)
+                    epoch_float = round(epoch + progress.step_in_epoch / len(batches), 4)
+                    at_epoch_end = progress.step_in_epoch == len(batches)
+                    at_end = progress.global_step == self.total_steps
 
-    def save_state() -> None:
+                    if progress.global_step % config.log_every == 0 or at_end:
+                        means = {k: float(np.mean(v)) for k, v in window.items()}
+                        self.session_losses.extend(window.get("loss", []))
+                        record = {
+                            "step": progress.global_step,
+                            "epoch": epoch_float,
+                            "lr": lr,
+                            **means,
+                            "tokens_per_s": round(window_tokens / max(window_time, 1e-9), 1),
+                        }
+                        self._write_log(record)
+                        bar.set_postfix(loss=f"{means.get('loss', float('nan')):.4f}")
+                        window, window_tokens, window_time = {}, 0, 0.0
+
+                    if at_epoch_end:
+                        progress.epoch, progress.step_in_epoch = epoch + 1, 0
+                    do_eval = self.evaluate_fn is not None and (
+                        at_end
+                        or (config.eval_every > 0 and progress.global_step % config.eval_every == 0)
+                        or (config.eval_every == 0 and at_epoch_end)
+                    )
+                    if do_eval:
+                        self._evaluate(epoch_float)
+                    if at_end and self.evaluate_fn is None:
+                        self._save_best({}, epoch_float)
+                    if do_eval or at_epoch_end or (config.save_every and progress.global_step % config.save_every == 0):
+                        self._save_state()
+                    if at_epoch_end:
+                        break
+        finally:
+            bar.close()
+            if self.log_file is not None:
+                self.log_file.close()
+                self.log_file = None
+
+    def _evaluate(self, epoch_float: float) -> None:
+        """Score the model (rank 0; every rank gets the metrics and so takes the same decisions),
+        log it, and save it as the checkpoint when the main metric improved."""
+        evaluate_fn, progress, model = self.evaluate_fn, self.progress, self.model
+        assert evaluate_fn is not None
+        metrics = distributed.on_main(lambda: dict(evaluate_fn(model)))
+        if self.main_metric is None:
+            self.main_metric = next(iter(metrics))
+        if self.main_metric not in metrics:
+            raise ValueError(f"main_metric {self.main_metric!r} is not among the eval metrics {list(metrics)}")
+        value = float(metrics[self.main_metric])
+        best = progress.best_metric
+        improved = best is None or (value > best if self.greater_is_better else value < best)
+        self._write_log(
+            {
+                "step": progress.global_step,
+                "epoch": epoch_float,
+                **{f"eval_{k}": v for k, v in metrics.items()},
+                "best": improved,
+            }
+        )
+        if self.world.is_main:
+            log.info("step %d: %s", progress.global_step, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        if improved:
+            progress.best_metric, progress.best_step = value, progress.global_step
+            self._save_best(metrics, epoch_float)
+
+    def _write_log(self, record: dict[str, Any]) -> None:
+        if self.log_file is not None:
+            self.log_file.write(json.dumps(record, sort_keys=True) + "\n")
+            self.log_file.flush()
+
+    # ------------------------------------------------------------------ save
+    def _save_best(self, metrics: Mapping[str, float], epoch_float: float) -> None:
+        """Rank 0: the model as the run's checkpoint, with its eval record and the run's arguments."""
+        record = {
+            "main_metric": self.main_metric,
+            "step": self.progress.global_step,
+            "epoch": epoch_float,
+            "eval": dict(metrics),
+        }
+        extra_json = {METRICS_FILE: record, ARGS_FILE: self.train_args}
+        distributed.on_main(lambda: save_checkpoint(self.model, self.out, self.tokenizer, extra_json=extra_json))
+
+    def _save_state(self) -> None:
+        """Replace ``last/`` with the resume state (every rank takes part: the RNGs are gathered)."""
         torch_rngs = distributed.gather_rng_states()  # a collective: every rank takes part
-        state = {**dataclasses.asdict(progress), "fingerprint": fingerprint, "rng": _rng_state()}
+        state = {**dataclasses.asdict(self.progress), "fingerprint": self.fingerprint, "rng": _rng_state()}
         torch_state = {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
         }
         if torch_rngs is not None:
             torch_state["torch_rngs"] = torch_rngs
+        model, loss_fn = self.model, self.loss_fn
 
         def fill(tmp: Path) -> None:
             save_checkpoint(model, tmp)
@@ -709,132 +871,38 @@ def _fit(
             torch.save(torch_state, tmp / _TORCH_STATE_FILE)
             (tmp / _STATE_FILE).write_text(json.dumps(state) + "\n", encoding="utf-8")
 
-        distributed.on_main(lambda: write_dir_atomically(out / LAST_DIR, fill))
+        distributed.on_main(lambda: write_dir_atomically(self.out / LAST_DIR, fill))
 
-    tqdm = train_extra("tqdm.auto").tqdm
-    bar = tqdm(
-        total=total_steps,
-        initial=progress.global_step,
-        disable=not (world.is_main and sys.stderr.isatty()),
-        desc="train",
-    )
-    pad = model.config.pad_token_id
-    train_time = 0.0
-    tokens = samples = 0
-    window: dict[str, list[float]] = {}
-    window_tokens, window_time = 0, 0.0
-    session_losses: list[float] = []
-    start_step = progress.global_step
-    model.train()
-    try:
-        while progress.epoch < config.epochs:
-            epoch = progress.epoch
-            batches = length_grouped_batches(train_data.lengths, step_size, config.seed, epoch)
-            while progress.step_in_epoch < len(batches):
-                t0 = time.perf_counter()
-                step_batch = batches[progress.step_in_epoch]
-                lr = scheduler.get_last_lr()[0]
-                values, n_tokens = _train_step(forward, train_data, step_batch, config, pad, extras, optimizer, params)
-                scheduler.step()
-                tokens += n_tokens
-                window_tokens += n_tokens
-                for key, value in values.items():
-                    window.setdefault(key, []).append(value)
-                samples += len(step_batch)
-                progress.global_step += 1
-                progress.step_in_epoch += 1
-                elapsed = time.perf_counter() - t0
-                train_time += elapsed
-                window_time += elapsed
-                bar.update(1)
-                epoch_float = round(epoch + progress.step_in_epoch / len(batches), 4)
-                at_epoch_end = progress.step_in_epoch == len(batches)
-                at_end = progress.global_step == total_steps
+    def finish(self) -> dict[str, Any]:
+        """The saved (best) weights back into the model on every rank; the run's summary."""
+        progress = self.progress
 
-                if progress.global_step % config.log_every == 0 or at_end:
-                    means = {k: float(np.mean(v)) for k, v in window.items()}
-                    session_losses.extend(window.get("loss", []))
-                    record = {
-                        "step": progress.global_step,
-                        "epoch": epoch_float,
-                        "lr": lr,
-                        **means,
-                        "tokens_per_s": round(window_tokens / max(window_time, 1e-9), 1),
-                    }
-                    write_log(record)
-                    bar.set_postfix(loss=f"{means.get('loss', float('nan')):.4f}")
-                    window, window_tokens, window_time = {}, 0, 0.0
+        def load_best() -> dict[str, Any]:
+            """Rank 0: load the saved (best) weights back; return the saved eval record."""
+            if progress.best_step is not None or self.evaluate_fn is None:
+                sd = load_file(str(self.out / "model.safetensors"))
+                self.model.load_state_dict(sd)
+            return _read_json(self.out / METRICS_FILE) if (self.out / METRICS_FILE).is_file() else {}
 
-                if at_epoch_end:
-                    progress.epoch, progress.step_in_epoch = epoch + 1, 0
-                do_eval = evaluate_fn is not None and (
-                    at_end
-                    or (config.eval_every > 0 and progress.global_step % config.eval_every == 0)
-                    or (config.eval_every == 0 and at_epoch_end)
-                )
-                if do_eval:
-                    assert evaluate_fn is not None
-                    # Rank 0 evaluates; every rank gets its metrics and so takes the same decisions.
-                    metrics = distributed.on_main(lambda: dict(evaluate_fn(model)))  # noqa: B023
-                    if main_metric is None:
-                        main_metric = next(iter(metrics))
-                    if main_metric not in metrics:
-                        raise ValueError(f"main_metric {main_metric!r} is not among the eval metrics {list(metrics)}")
-                    value = float(metrics[main_metric])
-                    best = progress.best_metric
-                    improved = best is None or (value > best if greater_is_better else value < best)
-                    write_log(
-                        {
-                            "step": progress.global_step,
-                            "epoch": epoch_float,
-                            **{f"eval_{k}": v for k, v in metrics.items()},
-                            "best": improved,
-                        }
-                    )
-                    if world.is_main:
-                        log.info(
-                            "step %d: %s", progress.global_step, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-                        )
-                    if improved:
-                        progress.best_metric, progress.best_step = value, progress.global_step
-                        save_best(metrics, epoch_float)
-                if at_end and evaluate_fn is None:
-                    save_best({}, epoch_float)
-                if do_eval or at_epoch_end or (config.save_every and progress.global_step % config.save_every == 0):
-                    save_state()
-                if at_epoch_end:
-                    break
-    finally:
-        bar.close()
-        if log_file is not None:
-            log_file.close()
-
-    def finish() -> dict[str, Any]:
-        """Rank 0: load the saved (best) weights back; return the saved eval record."""
-        if progress.best_step is not None or evaluate_fn is None:
-            sd = load_file(str(out / "model.safetensors"))
-            model.load_state_dict(sd)
-        return _read_json(out / METRICS_FILE) if (out / METRICS_FILE).is_file() else {}
-
-    best_record = distributed.on_main(finish)
-    distributed.broadcast_module(model)
-    model.eval()
-    summary = {
-        "global_step": progress.global_step,
-        "total_steps": total_steps,
-        "resumed_from_step": start_step,
-        "main_metric": main_metric,
-        "best_metric": progress.best_metric,
-        "best_step": progress.best_step,
-        "best_eval": best_record.get("eval", {}),
-        "train_loss": float(np.mean(session_losses)) if session_losses else None,
-        "train_time_s": round(train_time, 3),
-        "train_tokens": tokens,
-        "train_samples": samples,
-        "tokens_per_s": round(tokens / train_time, 1) if train_time else None,
-        "samples_per_s": round(samples / train_time, 2) if train_time else None,
-    }
-    return summary
+        best_record = distributed.on_main(load_best)
+        distributed.broadcast_module(self.model)
+        self.model.eval()
+        train_time, tokens, samples = self.train_time, self.tokens, self.samples
+        return {
+            "global_step": progress.global_step,
+            "total_steps": self.total_steps,
+            "resumed_from_step": self.start_step,
+            "main_metric": self.main_metric,
+            "best_metric": progress.best_metric,
+            "best_step": progress.best_step,
+            "best_eval": best_record.get("eval", {}),
+            "train_loss": float(np.mean(self.session_losses)) if self.session_losses else None,
+            "train_time_s": round(train_time, 3),
+            "train_tokens": tokens,
+            "train_samples": samples,
+            "tokens_per_s": round(tokens / train_time, 1) if train_time else None,
+            "samples_per_s": round(samples / train_time, 2) if train_time else None,
+        }
 
 
 def _train_step(
