@@ -9,6 +9,7 @@ import torch
 from torch.testing import assert_close
 
 from squeezebert.config import preset
+from squeezebert.data import EncodedDataset
 from squeezebert.distill import (
     AUTO_HIDDEN_WEIGHT,
     DistillationLoss,
@@ -18,9 +19,9 @@ from squeezebert.distill import (
     default_layer_map,
     hidden_mse,
     logit_kd_loss,
-    teacher_logits,
 )
 from squeezebert.model import SqueezeBert
+from squeezebert.train import predict
 
 
 def test_logit_kd_is_zero_when_student_equals_teacher() -> None:
@@ -118,9 +119,11 @@ def test_cached_teacher_logits_give_the_same_loss_as_running_the_teacher() -> No
     b = batch()
     loss_fn = DistillationLoss(teacher, student, DistillConfig(hidden_weight=0.0))
     online = loss_fn(student, b)["loss"]
-    cached = teacher_logits(
-        teacher, [([0, 1], {k: v[:2] for k, v in b.items()}), ([2, 3], {k: v[2:] for k, v in b.items()})]
-    )
+    # the cache as the squeeze workflow makes it: predict() over the unpadded examples
+    lengths = b["attention_mask"].sum(-1).tolist()
+    ids = [row[:n].tolist() for row, n in zip(b["input_ids"], lengths)]
+    data = EncodedDataset(ids, [[0] * n for n in lengths], b["labels"].tolist(), lengths)
+    cached = torch.from_numpy(predict(teacher, data, batch_size=2))
     with_cache = DistillationLoss(None, student, DistillConfig(hidden_weight=0.0))(
         student, {**b, "teacher_logits": cached}
     )["loss"]

@@ -9,10 +9,11 @@ Loss = (1 − α)·task loss + α·logit distillation + β·hidden-state MSE + �
 * Attention (TinyBERT/MiniLM): KL between attention distributions of mapped layers, per real
   query token; heads are averaged first when the head counts differ.
 
-Teacher logits are computed once per training example (:func:`teacher_logits`) and travel with
-the batch as ``teacher_logits``; intermediate targets need the teacher's activations, which are
-too large to cache for real datasets (67k SST-2 sentences × 7 layers × 64 tokens × 384 floats
-≈ 46 GB), so when β or γ is non-zero the teacher runs alongside the student.
+Teacher logits are computed once per training example (the squeeze workflow runs
+:func:`squeezebert.train.predict`) and travel with the batch as ``teacher_logits``; intermediate
+targets need the teacher's activations, which are too large to cache for real datasets (67k SST-2
+sentences × 7 layers × 64 tokens × 384 floats ≈ 46 GB), so when β or γ is non-zero the teacher
+runs alongside the student.
 """
 
 from __future__ import annotations
@@ -215,22 +216,6 @@ def check_compatible(teacher: SqueezeBert, student: SqueezeBert) -> None:
         raise ValueError("teacher and student do not match: " + "; ".join(problems))
 
 
-@torch.no_grad()
-def teacher_logits(teacher: SqueezeBert, batches: Any) -> Tensor:
-    """The teacher's logits for every example, computed once: ``batches`` yields
-    ``(indices, batch)`` pairs; returns (N, num_labels) in example order."""
-    teacher.eval()
-    parts: dict[int, Tensor] = {}
-    for indices, batch in batches:
-        out = teacher(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
-        for i, row in zip(indices, out):
-            parts[int(i)] = row
-    n = len(parts)
-    if sorted(parts) != list(range(n)):
-        raise ValueError("teacher_logits: batches must cover examples 0..N-1 exactly once")
-    return torch.stack([parts[i] for i in range(n)])
-
-
 __all__ = [
     "AUTO_HIDDEN_WEIGHT",
     "DistillConfig",
@@ -240,5 +225,4 @@ __all__ = [
     "default_layer_map",
     "hidden_mse",
     "logit_kd_loss",
-    "teacher_logits",
 ]

@@ -4,7 +4,7 @@ A user hands in a fine-tuned BERT-family model and gets back a smaller, faster s
 report that proves (or disproves) it: teacher vs student metric, parameters, FLOPs, file size and
 CPU latency, always against the teacher's own int8 path, in one interleaved measurement.
 
-The default construction follows the measurements in ../shared/notes/squeeze-findings.md: at
+The default construction follows the measurements in docs/notes/squeeze-findings.md: at
 equal FLOPs, an activation-aware low-rank student (query, key, value and both FFN projections
 at a quarter of their dense FLOPs; the attention output dense) lost 1.0 SST-2 point after one
 epoch of logit distillation, against 5.5 points for the best SqueezeBERT-grouped student. The

@@ -123,7 +123,7 @@ def group_weight(
     inputs: group g sees only its input slice x_g, and the best linear predictor of the dense
     output rows from x_g is ``W[rows_g] Σ[:, cols_g] Σ[cols_g, cols_g]⁻¹`` (Σ the centered input
     covariance); the bias absorbs the mean. This is the measured best initialization in
-    ../shared/notes/squeeze-findings.md (73% vs 52% SST-2 accuracy right after construction).
+    docs/notes/squeeze-findings.md (73% vs 52% SST-2 accuracy right after construction).
     """
     out_f, in_f = weight.shape
     if out_f % groups or in_f % groups:
@@ -159,7 +159,7 @@ def low_rank_factors(
     With ``cov`` (the input covariance) this is activation-aware SVD: it minimizes the *output*
     error E‖(W − up·down) x‖² rather than the weight error, by whitening — with Σ = L Lᵀ,
     ‖(W − W')L‖_F is that output error, so truncate the SVD of W L and un-whiten with L⁻¹.
-    Measured in ../shared/notes/squeeze-findings.md: 82% vs 71% SST-2 accuracy right after
+    Measured in docs/notes/squeeze-findings.md: 82% vs 71% SST-2 accuracy right after
     construction for plain SVD at equal FLOPs.
     """
     w = block.detach().double()
@@ -595,7 +595,7 @@ def permute_for_groups(model: torch.nn.Module, groups: dict[str, int], stats: di
     keep on its diagonal block (FFN neurons by their affinity to input/output channel groups,
     heads likewise for Q/K/V). Statistics of permuted inputs are permuted to match.
 
-    Measured in ../shared/notes/squeeze-findings.md: permuting before cutting changed nothing
+    Measured in docs/notes/squeeze-findings.md: permuting before cutting changed nothing
     beyond noise on MiniLM; kept as an option, off by default.
     """
     cfg: ModelConfig = model.config
