@@ -57,10 +57,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from squeezebert.checkpoint import atomic_write_text, load
+from squeezebert.checkpoint import load
 from squeezebert.config import PROJECTIONS, preset
 from squeezebert.export import ExportError, check_fp32, sample_inputs, torch_outputs
 from squeezebert.export_openvino import _quiet, convert, quantize_int8, runtime_op_types
+from squeezebert.files import atomic_write_text
 from squeezebert.infer import OpenVinoForward, openvino_has_bf16
 from squeezebert.model import GroupedLinear, SqueezeBert
 from squeezebert.timing import environment, time_interleaved

@@ -76,9 +76,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from squeezebert.checkpoint import atomic_write_text, load
+from squeezebert.checkpoint import load
 from squeezebert.config import PRESETS
 from squeezebert.export import sample_inputs
+from squeezebert.files import atomic_write_text
 from squeezebert.model import GroupedLinear, SqueezeBert
 from squeezebert.quantize import optimize
 from squeezebert.timing import environment, random_batch, time_interleaved

@@ -1,4 +1,5 @@
-"""files: early writability checks and the clean-up of temporaries left by killed writers."""
+"""files: early writability checks, atomic writes, JSON reads and the clean-up of temporaries
+left by killed writers."""
 
 from __future__ import annotations
 
@@ -10,7 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from squeezebert.files import check_writable_dir, check_writable_file, remove_stale_temps, require_file, temp_prefix
+from squeezebert.files import (
+    atomic_write,
+    atomic_write_bytes,
+    atomic_write_text,
+    check_writable_dir,
+    check_writable_file,
+    read_json,
+    remove_stale_temps,
+    require_file,
+    temp_prefix,
+)
 
 
 def _dead_pid() -> int:
@@ -50,3 +61,36 @@ def test_only_the_temporaries_of_dead_writers_of_the_same_file_are_removed(tmp_p
             os.utime(path, (old, old))
     assert sorted(remove_stale_temps(target)) == sorted(gone)
     assert all(p.exists() for p in kept)
+
+
+def test_atomic_writes_replace_the_file_whole_with_the_usual_mode(tmp_path: Path) -> None:
+    target = tmp_path / "out.json"
+    atomic_write_text(target, '{"a": 1}\n')
+    atomic_write_bytes(tmp_path / "blob", b"\x00\x01")
+    assert read_json(target) == {"a": 1} and (tmp_path / "blob").read_bytes() == b"\x00\x01"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+
+    # a writer that fails leaves the old file and no temporary behind
+    def fail(tmp: Path) -> None:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(target, fail)
+    assert read_json(target) == {"a": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blob", "out.json"]
+
+
+def test_read_json_errors_are_one_line_naming_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match=r"bad\.json: cannot read \(Expecting"):
+        read_json(bad)
+
+    class RunError(ValueError):
+        pass
+
+    with pytest.raises(RunError, match=r"missing\.json: cannot read"):
+        read_json(tmp_path / "missing.json", RunError)

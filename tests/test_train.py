@@ -27,6 +27,7 @@ from squeezebert import cli
 from squeezebert.checkpoint import load, save_checkpoint
 from squeezebert.config import ModelConfig, preset
 from squeezebert.data import EncodedDataset, Example, TaskSource, encode
+from squeezebert.files import write_dir_atomically
 from squeezebert.finetune import finetune
 from squeezebert.model import SqueezeBert
 from squeezebert.tokenizer import Tokenizer
@@ -38,7 +39,6 @@ from squeezebert.train import (
     fit,
     predict,
     resume_dir,
-    write_dir_atomically,
 )
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]

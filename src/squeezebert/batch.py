@@ -31,14 +31,13 @@ import math
 import os
 import re
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from squeezebert.files import check_writable_file, remove_stale_temps, require_file, temp_prefix
+from squeezebert.files import atomic_write, check_writable_file, require_file
 from squeezebert.runtime import RuntimeOptions
 
 log = logging.getLogger(__name__)
@@ -212,22 +211,6 @@ def predictions_table(ids: Any, id_column: str, predictions: list[Any], labels: 
 
 
 # --------------------------------------------------------------------------- output
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """``write(tmp)`` next to ``path``, then rename: readers see no file or the whole file."""
-    remove_stale_temps(path)
-    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the output the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_output(path: Path, fmt: str, blocks: Iterator[Any]) -> int:
     """Write the result blocks to ``path`` (JSONL or Parquet); return the number of rows."""
     rows = 0
@@ -371,7 +354,7 @@ def classify_file(
                     raise RuntimeError(f"{n} rows in, {written} out: rows lost; nothing written")
 
             try:
-                _atomic_write(output, write)
+                atomic_write(output, write)
             except _ray_errors(ray) as e:
                 raise BatchError(f"the Ray job failed: {_root_cause(e)}") from e
         finally:

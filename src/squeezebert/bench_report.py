@@ -199,7 +199,7 @@ def plot_report(report: Mapping[str, Any], path: str | os.PathLike[str]) -> None
     matplotlib = require_matplotlib()
     from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
 
-    from squeezebert.checkpoint import atomic_write
+    from squeezebert.files import atomic_write
 
     if report["kind"] == "workload":
         fig = Figure(figsize=(6, 4), layout="constrained")
@@ -264,7 +264,7 @@ def write_outputs(
 ) -> None:
     """Write the report as JSON, markdown and a PNG plot (each only where a path is given),
     each to a temporary name first, then renamed."""
-    from squeezebert.checkpoint import atomic_write_text
+    from squeezebert.files import atomic_write_text
 
     for target in (json_path, markdown_path, plot_path):
         if target is not None:

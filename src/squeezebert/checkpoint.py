@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from torch import Tensor
 
 from squeezebert.config import PRESETS, ModelConfig, preset
 from squeezebert.convert import ConversionError, config_from_hf, hf_model_type, state_dict_from_hf
-from squeezebert.files import remove_stale_temps, temp_prefix
+from squeezebert.files import atomic_write, atomic_write_text
 from squeezebert.model import SqueezeBert
 from squeezebert.tokenizer import Tokenizer
 
@@ -283,34 +282,6 @@ def from_pretrained(src: str | os.PathLike[str], **kwargs: Any) -> SqueezeBert:
 
 
 # --------------------------------------------------------------------------- writing
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _current_umask()
-
-
-def atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``: readers see the old or new file only.
-    Temporaries of ``path`` left by a killed writer are removed first."""
-    remove_stale_temps(path)
-    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give them the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
-
-
 def save_checkpoint(
     model: SqueezeBert,
     path: str | os.PathLike[str],

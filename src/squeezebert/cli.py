@@ -437,9 +437,8 @@ def add_evaluate_parser(sub: Subparsers) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from squeezebert.checkpoint import atomic_write_text
     from squeezebert.data import CUSTOM
-    from squeezebert.files import check_writable_file
+    from squeezebert.files import atomic_write_text, check_writable_file
     from squeezebert.finetune import evaluate_checkpoint
 
     source = _task_source(args, "--dev FILE", custom_flag="dev")
@@ -997,8 +996,7 @@ def add_loadtest_parser(sub: Subparsers) -> None:
 
 
 def cmd_loadtest(args: argparse.Namespace) -> int:
-    from squeezebert.checkpoint import atomic_write_text
-    from squeezebert.files import check_writable_file
+    from squeezebert.files import atomic_write_text, check_writable_file
     from squeezebert.loadtest import loadtest, read_texts
     from squeezebert.serve import resolve_api_key
 

@@ -432,7 +432,7 @@ def _drop_unused_domains(model: Any) -> None:
     model.opset_import.extend(keep)
 
 
-WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
+WORD_EMBEDDINGS_WEIGHT = "embeddings.word_embeddings.weight"
 
 
 def _quantize_word_embeddings(model: Any) -> int:
@@ -445,10 +445,10 @@ def _quantize_word_embeddings(model: Any) -> int:
     inits = {init.name: init for init in model.graph.initializer}
     replaced, new_nodes = 0, []
     for node in model.graph.node:
-        if node.op_type != "Gather" or node.input[0] != WORD_EMBEDDINGS or WORD_EMBEDDINGS not in inits:
+        if node.op_type != "Gather" or node.input[0] != WORD_EMBEDDINGS_WEIGHT or WORD_EMBEDDINGS_WEIGHT not in inits:
             new_nodes.append(node)
             continue
-        w = numpy_helper.to_array(inits[WORD_EMBEDDINGS]).astype(np.float32)  # (V, E)
+        w = numpy_helper.to_array(inits[WORD_EMBEDDINGS_WEIGHT]).astype(np.float32)  # (V, E)
         q, scale = _symmetric_int8(w, axis=1)  # one scale per row: (V, 1)
         b = "word_embeddings_int8"
         model.graph.initializer.extend(
@@ -584,7 +584,7 @@ def export_model(
     """
     import copy
 
-    from squeezebert.checkpoint import atomic_write, atomic_write_text
+    from squeezebert.files import atomic_write, atomic_write_text
     from squeezebert.model import SqueezeBert
 
     onnx, _ = _require_onnx()

@@ -1,4 +1,5 @@
-"""Torch-free helpers for the files commands write: early writability checks and temporary names.
+"""Torch-free helpers for the files commands write and read: early writability checks, atomic
+writes of files and directories, temporary names, and JSON reads with a one-line error.
 
 A training run or a full evaluation should not end, minutes later, in a traceback because its
 output directory is read-only or its output path names a directory: :func:`check_writable_dir`
@@ -17,13 +18,28 @@ same file can tell a dead writer's leftover from a live one's and remove it
 from __future__ import annotations
 
 import glob
+import json
 import os
 import re
+import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-__all__ = ["check_writable_dir", "check_writable_file", "remove_stale_temps", "require_file", "temp_prefix"]
+__all__ = [
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "check_writable_dir",
+    "check_writable_file",
+    "read_json",
+    "remove_stale_temps",
+    "require_file",
+    "temp_prefix",
+    "write_dir_atomically",
+]
 
 # A temporary without a pid in its name (written before pids were recorded) counts as stale after this.
 _UNTAGGED_STALE_S = 3600.0
@@ -133,3 +149,81 @@ def remove_stale_temps(path: str | os.PathLike[str]) -> list[Path]:
                 continue
             removed.append(candidate)
     return removed
+
+
+# --------------------------------------------------------------------------- atomic writes
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], Any]) -> None:
+    """Call ``write(tmp_path)`` then rename onto ``path``: readers see the old or the new file
+    only. Temporaries of ``path`` left by a killed writer are removed first; a failed write
+    leaves no temporary behind."""
+    path = Path(path)
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give them the usual mode
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically (:func:`atomic_write`)."""
+    atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (:func:`atomic_write`)."""
+    atomic_write(path, lambda p: p.write_bytes(data))
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_dir_atomically(target: Path, fill: Callable[[Path], None]) -> None:
+    """Replace directory ``target`` as a whole: ``fill(target.tmp)``, fsync, then
+    ``target -> target.old``, ``target.tmp -> target``, remove ``target.old``. A crash at any point
+    leaves a complete ``target`` or a complete ``target.old`` for the reader to fall back on."""
+    tmp = target.with_name(target.name + ".tmp")
+    old = target.with_name(target.name + ".old")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    fill(tmp)
+    for f in tmp.iterdir():
+        _fsync(f)
+    _fsync(tmp)
+    if target.exists():
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(target, old)
+    os.replace(tmp, target)
+    _fsync(target.parent)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+# --------------------------------------------------------------------------- reading
+def read_json(path: str | os.PathLike[str], error: type[Exception] = ValueError) -> Any:
+    """The JSON value in ``path``; a file that cannot be read or parsed raises ``error`` with one
+    line naming the file and the reason."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise error(f"{path}: cannot read ({e})") from None

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from squeezebert import distributed
-from squeezebert.checkpoint import atomic_write_text, load
+from squeezebert.checkpoint import load
 from squeezebert.data import (
     CUSTOM,
     GLUE_TASKS,
@@ -34,7 +34,7 @@ from squeezebert.data import (
     read_table,
     subsample,
 )
-from squeezebert.files import check_writable_dir
+from squeezebert.files import atomic_write_text, check_writable_dir
 from squeezebert.infer import Classifier, export_backend, export_section
 from squeezebert.model import SqueezeBert
 from squeezebert.train import (

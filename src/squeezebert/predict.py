@@ -29,7 +29,6 @@ import contextlib
 import itertools
 import json
 import os
-import secrets
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -38,7 +37,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from squeezebert import tables
-from squeezebert.files import check_writable_file, remove_stale_temps, require_file, temp_prefix
+from squeezebert.files import atomic_write, check_writable_file, require_file
 from squeezebert.infer import Classifier, Prediction, TextInput
 from squeezebert.runtime import RuntimeOptions
 from squeezebert.tables import DataError
@@ -253,15 +252,13 @@ def _open_input(name: str) -> contextlib.AbstractContextManager[IO[bytes]]:
 
 
 def _write_atomic(path: Path, write: Callable[[IO[str]], int]) -> int:
-    """``write(text_file)`` into a new file beside ``path``, renamed onto it only on success."""
-    # open(..., "x") gives the file the umask's mode (mkstemp's would be 0600) and never reuses a name.
-    remove_stale_temps(path)  # a killed earlier run's partial output
-    tmp = path.with_name(f"{temp_prefix(path)}{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "x", encoding="utf-8", newline="\n") as f:
-            count = write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return count
+    """``write(text_file)`` into a new file beside ``path``, renamed onto it only on success;
+    returns what ``write`` returned."""
+    counts: list[int] = []
+
+    def write_file(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+            counts.append(write(f))
+
+    atomic_write(path, write_file)
+    return counts[0]

@@ -451,7 +451,7 @@ def native_bf16() -> bool:
     return bool(torch.backends.mkldnn.is_available() and native())
 
 
-WORD_EMBEDDINGS = "embeddings.word_embeddings"
+WORD_EMBEDDINGS_MODULE = "embeddings.word_embeddings"
 
 
 def int8_targets(model: SqueezeBert) -> list[str]:
@@ -461,7 +461,7 @@ def int8_targets(model: SqueezeBert) -> list[str]:
     targets = [name for name, m in model.named_modules() if isinstance(m, GroupedLinear)]
     if model.embeddings.projection is not None:
         targets.append("embeddings.projection")
-    targets.append(WORD_EMBEDDINGS)
+    targets.append(WORD_EMBEDDINGS_MODULE)
     return targets
 
 

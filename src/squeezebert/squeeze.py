@@ -25,7 +25,7 @@ import torch
 
 from squeezebert import distributed
 from squeezebert.augment import augment_examples, resolve_copies
-from squeezebert.checkpoint import atomic_write_text, file_size, load
+from squeezebert.checkpoint import file_size, load
 from squeezebert.data import (
     CUSTOM,
     EncodedDataset,
@@ -37,6 +37,7 @@ from squeezebert.data import (
     subsample,
 )
 from squeezebert.distill import DistillationLoss, DistillConfig, check_compatible
+from squeezebert.files import atomic_write_text
 from squeezebert.infer import DEPLOY_DIR
 from squeezebert.metrics import main_metric
 from squeezebert.model import SqueezeBert

@@ -20,6 +20,8 @@ import numpy as np
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
+from squeezebert.files import atomic_write
+
 TOKENIZER_FILE = "tokenizer.json"
 
 
@@ -107,9 +109,7 @@ class Tokenizer:
         """Write ``tokenizer.json`` (into a directory, or to the given file path)."""
         path = Path(path)
         target = path / TOKENIZER_FILE if path.is_dir() else path
-        tmp = target.with_name(target.name + ".tmp")
-        self.backend.save(str(tmp))
-        os.replace(tmp, target)
+        atomic_write(target, lambda tmp: self.backend.save(str(tmp)))
 
     def hf_sidecars(self, model_max_length: int) -> dict[str, str]:
         """``tokenizer_config.json`` and ``special_tokens_map.json`` (file name -> text) that make

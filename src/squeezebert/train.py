@@ -44,7 +44,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from squeezebert import distributed
-from squeezebert.checkpoint import atomic_write_text, save_checkpoint
+from squeezebert.checkpoint import save_checkpoint
 from squeezebert.data import (
     DataError,
     EncodedDataset,
@@ -52,7 +52,13 @@ from squeezebert.data import (
     glue_task,
     length_grouped_batches,
 )
-from squeezebert.files import check_writable_dir, remove_stale_temps
+from squeezebert.files import (
+    atomic_write_text,
+    check_writable_dir,
+    read_json,
+    remove_stale_temps,
+    write_dir_atomically,
+)
 from squeezebert.model import SqueezeBert
 from squeezebert.runtime import DEFAULT_MAX_LENGTH, TRAIN_ARGS_FILE, recorded_max_length
 from squeezebert.tokenizer import Tokenizer
@@ -303,37 +309,6 @@ def _label_index_map(model_labels: Sequence[str], task_labels: Sequence[str], ki
 
 
 # --------------------------------------------------------------------------- resume state
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_dir_atomically(target: Path, fill: Callable[[Path], None]) -> None:
-    """Replace directory ``target`` as a whole: ``fill(target.tmp)``, fsync, then
-    ``target -> target.old``, ``target.tmp -> target``, remove ``target.old``. A crash at any point
-    leaves a complete ``target`` or a complete ``target.old`` (see :func:`resume_dir`)."""
-    tmp = target.with_name(target.name + ".tmp")
-    old = target.with_name(target.name + ".old")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    fill(tmp)
-    for f in tmp.iterdir():
-        _fsync(f)
-    _fsync(tmp)
-    if target.exists():
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(target, old)
-    os.replace(tmp, target)
-    _fsync(target.parent)
-    if old.exists():
-        shutil.rmtree(old)
-
-
 def drop_resume_state(out_dir: str | os.PathLike[str]) -> None:
     """Remove a finished run's resume state (``last/``: the weights again plus the optimizer's
     moments, about twice the model's size); the run is then finished, not resumable."""
@@ -473,10 +448,7 @@ def _set_rng_state(state: Mapping[str, Any], torch_rng: Tensor) -> None:
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise TrainingError(f"{path}: cannot read ({e})") from None
+    return read_json(path, TrainingError)
 
 
 def read_train_args(ckpt_path: Path | None) -> dict[str, Any] | None:
@@ -1022,5 +994,4 @@ __all__ = [
     "resume_fingerprint",
     "seed_everything",
     "train_extra",
-    "write_dir_atomically",
 ]
