@@ -519,44 +519,13 @@ def fit(
     processes, i.e. those of the whole step batch.
     """
     with distributed.process_group(config.dist_timeout):
-        return _fit(
-            model,
-            loss_fn,
-            train_data,
-            config,
-            Path(out_dir),
-            evaluate_fn,
-            main_metric,
-            greater_is_better,
-            resume,
-            tokenizer,
-            batch_extras,
+        run = _Run(
+            model, loss_fn, train_data, config, Path(out_dir), evaluate_fn, main_metric, greater_is_better, tokenizer,
             run_args,
-            overwrite,
-        )
-
-
-def _fit(
-    model: SqueezeBert,
-    loss_fn: LossFn,
-    train_data: EncodedDataset,
-    config: TrainConfig,
-    out: Path,
-    evaluate_fn: EvaluateFn | None,
-    main_metric: str | None,
-    greater_is_better: bool,
-    resume: bool,
-    tokenizer: Tokenizer | None,
-    batch_extras: Mapping[str, Tensor] | None,
-    run_args: Mapping[str, Any] | None,
-    overwrite: bool = False,
-) -> dict[str, Any]:
-    run = _Run(
-        model, loss_fn, train_data, config, out, evaluate_fn, main_metric, greater_is_better, tokenizer, run_args
-    )
-    run.setup(batch_extras, resume, overwrite)
-    run.train()
-    return run.finish()
+        )  # fmt: skip
+        run.setup(batch_extras, resume, overwrite)
+        run.train()
+        return run.finish()
 
 
 class _Run:
