@@ -33,7 +33,12 @@ STUDENTS = {
     "grouped": dict(),  # the tiny preset is grouped as SqueezeBERT is: 4/4/4/1/4/4
     "fewer-layers": dict(num_hidden_layers=1, q_groups=1, k_groups=1, v_groups=1, intermediate_groups=2),
     "factorized-embeddings": dict(embedding_size=16, ranks={"value": 8}),
-}
+    # structurally pruned: its own head count and FFN width per layer (no stock HF class holds it)
+    "pruned": dict(
+        q_groups=1, k_groups=1, v_groups=1, intermediate_groups=1, output_groups=1,
+        layer_heads=[1, 3], layer_intermediate_sizes=[40, 96],
+    ),
+}  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -229,6 +229,6 @@ def test_named_constructions_and_their_overrides() -> None:
     with pytest.raises(ValueError, match="at most one of"):
         StudentSpec.from_construction("grouped", rank=2, param_budget=10)
     with pytest.raises(ValueError, match="unknown construction"):
-        StudentSpec.from_construction("pruned")
+        StudentSpec.from_construction("quantized")
     with pytest.raises(ValueError, match="init must be"):
         StudentSpec.from_construction("lowrank", init="zeros")

@@ -34,6 +34,11 @@ class ModelConfig:
     * ``ranks`` maps a projection name (``"query"``: every layer) or ``"<layer>.<name>"``
       (``"3.intermediate"``: one layer) to a rank per group; such a projection becomes two thin
       grouped projections ``in -> groups*rank -> out``.
+    * ``layer_heads`` / ``layer_intermediate_sizes``: per-layer attention heads and FFN widths of
+      a structurally pruned model (empty: every layer has ``num_attention_heads`` heads and
+      ``intermediate_size`` neurons). A head keeps the width ``hidden_size // num_attention_heads``,
+      so a layer with h heads projects ``hidden -> h * head_size`` for Q, K and V and back for
+      the attention output.
     * ``num_labels == 0`` is a headless encoder (returns hidden states); ``1`` is regression.
     """
 
@@ -58,6 +63,8 @@ class ModelConfig:
     intermediate_groups: int = 1
     output_groups: int = 1
     ranks: dict[str, int] = field(default_factory=dict)
+    layer_heads: list[int] = field(default_factory=list)
+    layer_intermediate_sizes: list[int] = field(default_factory=list)
     num_labels: int = 0
     id2label: dict[int, str] = field(default_factory=dict)
     problem_type: str | None = None
@@ -75,6 +82,8 @@ class ModelConfig:
         if self.problem_type is None and self.num_labels > 0:
             self.problem_type = "regression" if self.num_labels == 1 else "single_label_classification"
         self.ranks = {str(k): int(v) for k, v in self.ranks.items()}
+        self.layer_heads = list(self.layer_heads)
+        self.layer_intermediate_sizes = list(self.layer_intermediate_sizes)
         self.validate()
 
     # ------------------------------------------------------------------ validation
@@ -122,26 +131,39 @@ class ModelConfig:
             raise ValueError(f"problem_type={self.problem_type!r} is not one of {PROBLEM_TYPES}")
         if self.problem_type == "regression" and self.num_labels != 1:
             raise ValueError("problem_type='regression' needs num_labels=1")
-        for proj in PROJECTIONS:
-            cin, cout = self.projection_shape(proj)
-            groups = self.groups(proj)
-            if cin % groups or cout % groups:
+        for name in ("layer_heads", "layer_intermediate_sizes"):
+            values = getattr(self, name)
+            if values and len(values) != self.num_hidden_layers:
                 raise ValueError(
-                    f"{self.group_field(proj)}={groups} must divide both the input ({cin}) and "
-                    f"output ({cout}) channels of the {proj} projection"
+                    f"{name} has {len(values)} entries but num_hidden_layers={self.num_hidden_layers}; "
+                    "give one per layer (or none for a uniform model)"
                 )
+            for i, v in enumerate(values):
+                if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                    raise ValueError(f"{name}[{i}] must be a positive integer, got {v!r}")
+        for layer in range(self.num_hidden_layers) if self.is_pruned else (None,):
+            where = "" if layer is None else f" in layer {layer}"
+            for proj in PROJECTIONS:
+                cin, cout = self.projection_shape(proj, layer)
+                groups = self.groups(proj)
+                if cin % groups or cout % groups:
+                    raise ValueError(
+                        f"{self.group_field(proj)}={groups} must divide both the input ({cin}) and "
+                        f"output ({cout}) channels of the {proj} projection{where}"
+                    )
         for key, rank in self.ranks.items():
             layer, proj = self._parse_rank_key(key)
             if rank < 1:
                 raise ValueError(f"ranks[{key!r}]={rank} must be >= 1")
-            cin, cout = self.projection_shape(proj)
-            groups = self.groups(proj)
-            full = min(cin, cout) // groups
-            if rank > full:
-                raise ValueError(
-                    f"ranks[{key!r}]={rank} is larger than the full rank {full} of each of the "
-                    f"{groups} groups of {proj} ({cout}x{cin}); use at most {full}"
-                )
+            for li in [layer] if layer is not None else range(self.num_hidden_layers):
+                cin, cout = self.projection_shape(proj, li)
+                groups = self.groups(proj)
+                full = min(cin, cout) // groups
+                if rank > full:
+                    raise ValueError(
+                        f"ranks[{key!r}]={rank} is larger than the full rank {full} of each of the "
+                        f"{groups} groups of {proj} ({cout}x{cin}) in layer {li}; use at most {full}"
+                    )
 
     def _parse_rank_key(self, key: str) -> tuple[int | None, str]:
         layer_str, _, proj = key.rpartition(".")
@@ -168,13 +190,36 @@ class ModelConfig:
     def groups(self, proj: str) -> int:
         return getattr(self, self.group_field(proj))
 
-    def projection_shape(self, proj: str) -> tuple[int, int]:
-        """(input channels, output channels) of a projection."""
+    @property
+    def head_size(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def is_pruned(self) -> bool:
+        """True when some layer has its own head count or FFN width."""
+        return bool(self.layer_heads or self.layer_intermediate_sizes)
+
+    def heads(self, layer: int | None = None) -> int:
+        """Attention heads of ``layer`` (None: the uniform count)."""
+        return self.layer_heads[layer] if layer is not None and self.layer_heads else self.num_attention_heads
+
+    def ffn_width(self, layer: int | None = None) -> int:
+        """FFN (intermediate) neurons of ``layer`` (None: the uniform width)."""
+        if layer is not None and self.layer_intermediate_sizes:
+            return self.layer_intermediate_sizes[layer]
+        return self.intermediate_size
+
+    def projection_shape(self, proj: str, layer: int | None = None) -> tuple[int, int]:
+        """(input channels, output channels) of a projection in ``layer`` (None: the uniform
+        shape, as in an unpruned model)."""
+        attention = self.heads(layer) * self.head_size
         if proj == "intermediate":
-            return self.hidden_size, self.intermediate_size
+            return self.hidden_size, self.ffn_width(layer)
         if proj == "output":
-            return self.intermediate_size, self.hidden_size
-        return self.hidden_size, self.hidden_size
+            return self.ffn_width(layer), self.hidden_size
+        if proj == "post_attention":
+            return attention, self.hidden_size
+        return self.hidden_size, attention
 
     def rank(self, layer: int, proj: str) -> int | None:
         """Rank per group of ``proj`` in ``layer``, or None for a full-rank projection."""
@@ -187,6 +232,27 @@ class ModelConfig:
     @property
     def label2id(self) -> dict[str, int]:
         return {v: k for k, v in self.id2label.items()}
+
+    def keep_layers(self, layers: list[int]) -> ModelConfig:
+        """This config with only ``layers`` (indices, in the new order): per-layer heads, FFN
+        widths and per-layer ranks follow their layers."""
+        if not layers or any(not 0 <= i < self.num_hidden_layers for i in layers):
+            raise ValueError(f"layers must be indices in 0..{self.num_hidden_layers - 1}, got {layers}")
+        ranks = {}
+        for key, rank in self.ranks.items():
+            layer, proj = self._parse_rank_key(key)
+            if layer is None:
+                ranks[key] = rank
+            elif layer in layers:
+                ranks[f"{layers.index(layer)}.{proj}"] = rank
+        return self.replace(
+            num_hidden_layers=len(layers),
+            layer_heads=[self.layer_heads[i] for i in layers] if self.layer_heads else [],
+            layer_intermediate_sizes=(
+                [self.layer_intermediate_sizes[i] for i in layers] if self.layer_intermediate_sizes else []
+            ),
+            ranks=ranks,
+        )
 
     def replace(self, **changes: Any) -> ModelConfig:
         """A validated copy with some fields changed."""

@@ -142,6 +142,13 @@ def state_dict_from_hf(sd: dict[str, Tensor], kind: str) -> tuple[dict[str, Tens
 def state_dict_to_hf(model_sd: dict[str, Tensor], config: ModelConfig, kind: str) -> dict[str, Tensor]:
     """Our state dict (full rank, unfactorized embeddings) -> HF ``*ForSequenceClassification`` or
     headless ``*Model`` keys, for ``kind`` in {"squeezebert", "bert"}."""
+    if config.is_pruned:
+        raise ConversionError(
+            "a structurally pruned model (its own head count or FFN width per layer) has no stock Hugging Face "
+            "class (transformers no longer supports pruned heads); its squeezebert checkpoint directory loads in "
+            "transformers as it is, with AutoModelForSequenceClassification.from_pretrained(dir, "
+            "trust_remote_code=True)"
+        )
     if config.ranks or config.embedding_size != config.hidden_size:
         raise ConversionError("materialize low-rank projections and factorized embeddings first (dense_config)")
     if kind == "bert" and any(config.groups(p) != 1 for p in PROJECTIONS):

@@ -106,7 +106,7 @@ class LowRankLinear(nn.Module):
 
 def make_projection(config: ModelConfig, layer: int, proj: str) -> GroupedLinear | LowRankLinear:
     """The projection ``proj`` of ``layer`` as the config describes it (grouped, maybe low rank)."""
-    cin, cout = config.projection_shape(proj)
+    cin, cout = config.projection_shape(proj, layer)
     groups, rank = config.groups(proj), config.rank(layer, proj)
     if rank is None:
         return GroupedLinear(cin, cout, groups)
@@ -162,8 +162,8 @@ class SelfAttention(nn.Module):
 
     def __init__(self, config: ModelConfig, layer: int) -> None:
         super().__init__()
-        self.num_heads = config.num_attention_heads
-        self.head_size = config.hidden_size // config.num_attention_heads
+        self.num_heads = config.heads(layer)  # fewer than num_attention_heads in a pruned layer
+        self.head_size = config.head_size
         self.query = make_projection(config, layer, "query")
         self.key = make_projection(config, layer, "key")
         self.value = make_projection(config, layer, "value")
@@ -185,25 +185,25 @@ class SelfAttention(nn.Module):
         if not return_probs:
             return attend(q, k, v, mask, self.num_heads, dropout_p), None
         # explicit path: distillation needs the attention distribution itself
-        b, t, h = x.shape
+        b, t, _ = x.shape
         q, k, v = (split_heads(y, self.num_heads) for y in (q, k, v))  # each (B, nh, T, hd)
         scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_size)  # (B, nh, T, T)
         if mask is not None:
             scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
         probs = scores.softmax(-1)
         ctx = F.dropout(probs, dropout_p, self.training) @ v  # (B, nh, T, hd)
-        return ctx.transpose(1, 2).reshape(b, t, h), probs  # (B, T, H)
+        return ctx.transpose(1, 2).reshape(b, t, -1), probs  # (B, T, nh*hd): H unless pruned
 
 
 def split_heads(y: Tensor, num_heads: int) -> Tensor:
-    """(B, T, H) -> (B, heads, T, H/heads), a view."""
+    """(B, T, A) -> (B, heads, T, A/heads), a view (A = heads * head size: H unless pruned)."""
     b, t, h = y.shape
     return y.view(b, t, num_heads, h // num_heads).transpose(1, 2)
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, num_heads: int, dropout_p: float = 0.0) -> Tensor:
-    """Multi-head scaled dot-product attention on (B, T, H) queries, keys and values; mask
-    (B, 1, 1, T) bool, True = attend. Returns the context (B, T, H)."""
+    """Multi-head scaled dot-product attention on (B, T, A) queries, keys and values; mask
+    (B, 1, 1, T) bool, True = attend. Returns the context (B, T, A)."""
     b, t, h = q.shape
     heads = (split_heads(y, num_heads) for y in (q, k, v))
     ctx = F.scaled_dot_product_attention(*heads, attn_mask=mask, dropout_p=dropout_p)  # (B, nh, T, hd)
@@ -244,9 +244,9 @@ class Layer(nn.Module):
         self.output = ProjectionDropoutLayerNorm(config, layer, "output")
 
     def forward(self, x: Tensor, mask: Tensor | None, return_probs: bool = False) -> tuple[Tensor, Tensor | None]:
-        ctx, probs = self.attention(x, mask, return_probs)  # (B, T, H)
+        ctx, probs = self.attention(x, mask, return_probs)  # (B, T, A), A = heads * head size
         x = self.post_attention(ctx, x)  # (B, T, H)
-        x = self.output(self.intermediate(x), x)  # (B, T, I) -> (B, T, H)
+        x = self.output(self.intermediate(x), x)  # (B, T, I) -> (B, T, H), I = this layer's FFN width
         return x, probs
 
 
@@ -373,11 +373,11 @@ def encoder_flops(config: ModelConfig, seq_len: int) -> int:
     total = 0
     for layer in range(config.num_hidden_layers):
         for proj in PROJECTIONS:
-            cin, cout = config.projection_shape(proj)
+            cin, cout = config.projection_shape(proj, layer)
             g, r = config.groups(proj), config.rank(layer, proj)
             macs = cin * cout // g if r is None else (cin * r + r * cout)  # per token
             total += 2 * t * macs
-        total += 2 * 2 * t * t * h  # scores QKᵀ and probs·V, all heads
+        total += 2 * 2 * t * t * config.heads(layer) * config.head_size  # QKᵀ and probs·V, all heads
     if config.embedding_size != h:
         total += 2 * t * config.embedding_size * h
     total += 2 * h * h + 2 * h * config.num_labels

@@ -193,7 +193,7 @@ SQUEEZEBERT_GROUPS = {"query": 4, "key": 4, "value": 4, "post_attention": 1, "in
 DENSE_GROUPS = {p: 1 for p in SQUEEZEBERT_GROUPS}
 LOW_RANK_PROJECTIONS = ("query", "key", "value", "intermediate", "output")
 #: the named student constructions of :meth:`StudentSpec.from_construction`, default first
-CONSTRUCTIONS = ("lowrank", "grouped", "grouped-lowrank")
+CONSTRUCTIONS = ("lowrank", "grouped", "grouped-lowrank", "pruned")
 
 
 @dataclass
@@ -213,6 +213,10 @@ class StudentSpec:
     control). ``low_rank_projections``: which projections get a rank with ``rank_energy``,
     ``param_budget`` or ``flops_fraction`` (default all six). ``permute``: first reorder FFN neurons and heads of a
     dense teacher (exactly) so each group's diagonal block holds the most weight energy.
+    Structured pruning (:mod:`squeezebert.prune`, applied to the dense teacher before grouping and
+    rank): ``num_layers`` (keep this many layers, chosen by measured output change; not with
+    ``layers``), ``heads`` and ``ffn`` (attention heads and FFN neurons kept per layer, ranked by
+    ``importance``: ``taylor`` or ``magnitude``).
     """
 
     groups: dict[str, int] = field(default_factory=lambda: dict(SQUEEZEBERT_GROUPS))
@@ -225,6 +229,15 @@ class StudentSpec:
     init: str = "lsq"
     low_rank_projections: tuple[str, ...] = PROJECTIONS
     permute: bool = False
+    num_layers: int | None = None
+    heads: int | None = None
+    ffn: int | None = None
+    importance: str = "magnitude"
+
+    @property
+    def prunes(self) -> bool:
+        """Whether this spec removes layers by importance, heads or FFN neurons."""
+        return any(x is not None for x in (self.num_layers, self.heads, self.ffn))
 
     def __post_init__(self) -> None:
         unknown = set(self.groups) - set(PROJECTIONS)
@@ -237,6 +250,16 @@ class StudentSpec:
             raise ValueError(f"flops_fraction must be in (0, 1), got {self.flops_fraction}")
         if self.init not in ("lsq", "block", "random"):
             raise ValueError(f"init must be 'lsq', 'block' or 'random', got {self.init!r}")
+        if self.num_layers is not None and self.layers is not None:
+            raise ValueError("give num_layers (layers chosen by importance) or layers (a fixed list), not both")
+        for name in ("num_layers", "heads", "ffn"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.importance not in ("taylor", "magnitude"):
+            raise ValueError(f"importance must be 'taylor' or 'magnitude', got {self.importance!r}")
+        if self.prunes and self.init == "random":
+            raise ValueError("pruning keeps the teacher's weights; it cannot be combined with init='random'")
 
     @classmethod
     def from_construction(
@@ -252,6 +275,10 @@ class StudentSpec:
         embedding_size: int | None = None,
         init: str | None = None,
         permute: bool | None = None,
+        num_layers: int | None = None,
+        heads: int | None = None,
+        ffn: int | None = None,
+        importance: str | None = None,
     ) -> StudentSpec:
         """A named construction, with any of its choices overridden (None keeps the construction's).
 
@@ -260,6 +287,10 @@ class StudentSpec:
         * ``lowrank`` (default): dense groups, activation-aware SVD of Q, K, V, FFN in and out;
         * ``grouped``: SqueezeBERT's 4/4/4/1/4/4 groups, least-squares refit of each group;
         * ``grouped-lowrank``: the grouped student with each group's FFN blocks at half their FLOPs.
+
+        ``pruned``: a dense student made only by structured pruning (``num_layers``, ``heads``,
+        ``ffn``; every remaining GEMM dense and wide). Pruning choices combine with the others
+        too (pruning first, then grouping and rank).
 
         ``groups`` replaces the construction's groups. An explicit rank choice (``rank``: one
         rank per group for every factorized projection, or ``rank_energy``, ``param_budget``,
@@ -276,6 +307,8 @@ class StudentSpec:
             }
         elif name == "grouped":
             kwargs = {"groups": dict(SQUEEZEBERT_GROUPS)}
+        elif name == "pruned":
+            kwargs = {"groups": dict(DENSE_GROUPS)}
         elif name == "grouped-lowrank":
             kwargs = {
                 "groups": dict(SQUEEZEBERT_GROUPS),
@@ -297,7 +330,15 @@ class StudentSpec:
                 flops_fraction=flops_fraction,
                 low_rank_projections=projections,
             )
-        overrides = {"embedding_size": embedding_size, "init": init, "permute": permute}
+        overrides = {
+            "embedding_size": embedding_size,
+            "init": init,
+            "permute": permute,
+            "num_layers": num_layers,
+            "heads": heads,
+            "ffn": ffn,
+            "importance": importance,
+        }
         kwargs.update({k: v for k, v in overrides.items() if v is not None})
         return cls(layers=layers, **kwargs)
 
@@ -375,14 +416,21 @@ def _student_ranks(
     """Resolve ``rank_energy`` / ``param_budget`` into explicit per-layer ranks."""
     if spec.ranks:
         return dict(spec.ranks)
+    # A pruned model's layers differ in width: its ranks are per layer ("3.query").
+    per_layer = list(range(cfg.num_hidden_layers)) if cfg.is_pruned else [None]
+
+    def key(layer: int | None, proj: str) -> str:
+        return proj if layer is None else f"{layer}.{proj}"
+
     if spec.flops_fraction:
         out = {}
-        for proj in spec.low_rank_projections:
-            cin, cout = cfg.projection_shape(proj)
-            g = cfg.groups(proj)
-            og, ig = cout // g, cin // g
-            # r·(og + ig) multiply-adds per group against og·ig for the dense group
-            out[proj] = max(1, round(spec.flops_fraction * og * ig / (og + ig)))
+        for layer in per_layer:
+            for proj in spec.low_rank_projections:
+                cin, cout = cfg.projection_shape(proj, layer)
+                g = cfg.groups(proj)
+                og, ig = cout // g, cin // g
+                # r·(og + ig) multiply-adds per group against og·ig for the dense group
+                out[key(layer, proj)] = max(1, round(spec.flops_fraction * og * ig / (og + ig)))
         return out
     if not spec.rank_energy and not spec.param_budget:
         return {}
@@ -412,13 +460,14 @@ def _student_ranks(
 
     def params_at(fraction: float) -> tuple[int, dict[str, int]]:
         rk = {}
-        for proj in spec.low_rank_projections:
-            cin, cout = cfg.projection_shape(proj)
-            g = cfg.groups(proj)
-            full = min(cin, cout) // g
-            r = max(1, min(full, round(fraction * full)))
-            if r * (cin + cout) < cin * cout // g:  # factorize only where it saves parameters
-                rk[proj] = r
+        for layer in per_layer:
+            for proj in spec.low_rank_projections:
+                cin, cout = cfg.projection_shape(proj, layer)
+                g = cfg.groups(proj)
+                full = min(cin, cout) // g
+                r = max(1, min(full, round(fraction * full)))
+                if r * (cin + cout) < cin * cout // g:  # factorize only where it saves parameters
+                    rk[key(layer, proj)] = r
         trial = cfg.replace(ranks=rk)
         n = sum(p.numel() for p in SqueezeBert(trial).parameters())
         return n, rk
@@ -463,7 +512,7 @@ def build_student(
     use_stats = stats if spec.init == "lsq" else None
     groups = {ModelConfig.group_field(p): spec.groups.get(p, tcfg.groups(p)) for p in PROJECTIONS}
     emb = spec.embedding_size or tcfg.embedding_size
-    base_cfg = tcfg.replace(num_hidden_layers=len(layers), ranks={}, embedding_size=emb, **groups)
+    base_cfg = tcfg.keep_layers(layers).replace(ranks={}, embedding_size=emb, **groups)
     ranks = _student_ranks(teacher, spec, layers, base_cfg, use_stats)
     scfg = base_cfg.replace(ranks=ranks)
     student = SqueezeBert(scfg)

@@ -1,0 +1,238 @@
+"""Per-layer shapes and structured pruning on tiny random models: shapes stay consistent, outputs
+are exact where nothing is removed, errors are reported, and every format keeps working."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from squeezebert.checkpoint import load, save_checkpoint
+from squeezebert.config import ModelConfig, preset
+from squeezebert.model import SqueezeBert
+from squeezebert.prune import (
+    PruningError,
+    choose_layers,
+    construct_student,
+    magnitude_importance,
+    prune,
+    prune_model,
+)
+from squeezebert.quantize import optimize
+from squeezebert.surgery import StudentSpec, build_student, collect_input_stats
+
+DENSE = dict(q_groups=1, k_groups=1, v_groups=1, post_attention_groups=1, intermediate_groups=1, output_groups=1)
+
+
+def tiny(**overrides) -> SqueezeBert:
+    torch.manual_seed(0)
+    cfg = preset("tiny", num_labels=3, num_hidden_layers=3, **{**DENSE, **overrides})
+    return SqueezeBert(cfg).eval()
+
+
+def batches(n: int = 4, b: int = 8, t: int = 12, labels: int = 3, seed: int = 0) -> list[dict]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        ids = torch.randint(1000, 5000, (b, t), generator=g)
+        mask = torch.ones_like(ids)
+        mask[: b // 2, t // 2 :] = 0  # some padding
+        out.append(
+            {
+                "input_ids": ids,
+                "attention_mask": mask,
+                "token_type_ids": torch.zeros_like(ids),
+                "labels": torch.randint(0, labels, (b,), generator=g),
+            }
+        )
+    return out
+
+
+def logits(model: SqueezeBert, batch: dict) -> torch.Tensor:
+    with torch.no_grad():
+        return model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+
+
+# --------------------------------------------------------------------------- per-layer shapes
+def test_per_layer_shapes_validate_with_messages_that_say_what_to_change() -> None:
+    with pytest.raises(ValueError, match="layer_heads has 1 entries but num_hidden_layers=2"):
+        preset("tiny", layer_heads=[2])
+    with pytest.raises(ValueError, match=r"layer_intermediate_sizes\[1\] must be a positive integer"):
+        preset("tiny", layer_intermediate_sizes=[64, 0])
+    # the tiny preset's 4 FFN groups cannot split a layer of 30 neurons
+    with pytest.raises(ValueError, match="intermediate_groups=4 must divide .* in layer 1"):
+        preset("tiny", layer_intermediate_sizes=[64, 30])
+    cfg = preset("tiny", **DENSE, layer_heads=[1, 3], layer_intermediate_sizes=[40, 64])
+    assert cfg.projection_shape("query", 0) == (64, 16) and cfg.projection_shape("post_attention", 1) == (48, 64)
+    assert cfg.projection_shape("output", 0) == (40, 64) and cfg.projection_shape("intermediate") == (64, 256)
+    # one head (16 channels) in layer 0: a query rank of 20 cannot be
+    with pytest.raises(ValueError, match=r"ranks\['query'\]=20 is larger than the full rank 16 .* in layer 0"):
+        cfg.replace(ranks={"query": 20})
+
+
+def test_keep_layers_carries_per_layer_shapes_and_ranks() -> None:
+    cfg = preset("tiny", **DENSE, num_hidden_layers=3, layer_heads=[1, 2, 4], ranks={"2.output": 8, "query": 4})
+    kept = cfg.keep_layers([2, 0])
+    assert kept.num_hidden_layers == 2 and kept.layer_heads == [4, 1]
+    assert kept.ranks == {"0.output": 8, "query": 4}
+    with pytest.raises(ValueError, match="layers must be indices in 0..2"):
+        cfg.keep_layers([3])
+
+
+def test_a_pruned_model_round_trips_through_save_load_and_the_fast_copies(tmp_path) -> None:
+    model = tiny(layer_heads=[1, 2, 4], layer_intermediate_sizes=[32, 96, 256], ranks={"1.intermediate": 8})
+    batch = batches(1)[0]
+    ref = logits(model, batch)
+    save_checkpoint(model, tmp_path)
+    again = load(tmp_path).model.eval()
+    assert again.config == model.config
+    torch.testing.assert_close(logits(again, batch), ref, rtol=0, atol=0)
+    torch.testing.assert_close(logits(optimize(model, "int8"), batch), ref, rtol=0.05, atol=0.05)
+    torch.testing.assert_close(logits(optimize(model, "bf16"), batch), ref, rtol=0.05, atol=0.05)
+    out = model.encode(batch["input_ids"], batch["attention_mask"], output_attentions=True)
+    assert [a.shape[1] for a in out.attentions] == [1, 2, 4]
+    assert model.flops(16) < tiny().flops(16)
+
+
+def test_a_pruned_model_exports_to_onnx_with_the_same_logits(tmp_path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    from squeezebert.export import export_model
+
+    model = tiny(layer_heads=[1, 2, 3], layer_intermediate_sizes=[32, 96, 64])
+    export_model(model, tmp_path / "onnx")
+    session = ort.InferenceSession(str(tmp_path / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
+    batch = batches(1)[0]
+    got = session.run(None, {k: batch[k].numpy() for k in ("input_ids", "attention_mask", "token_type_ids")})[0]
+    torch.testing.assert_close(torch.from_numpy(got), logits(model, batch), rtol=1e-4, atol=1e-4)
+
+
+# --------------------------------------------------------------------------- pruning
+def test_pruning_nothing_is_exact_and_dropping_layers_keeps_the_rest() -> None:
+    model = tiny()
+    batch = batches(1)[0]
+    same, rows = prune(model)
+    assert rows == []
+    torch.testing.assert_close(logits(same, batch), logits(model, batch), rtol=0, atol=0)
+    two, _ = prune(model, layers=[2, 0])
+    assert two.config.num_hidden_layers == 2
+    assert torch.equal(two.encoder.layers[0].attention.query.weight, model.encoder.layers[2].attention.query.weight)
+
+
+def test_pruned_shapes_are_consistent_and_each_step_reports_its_error() -> None:
+    model = tiny()
+    cal = batches(4)
+    stats = collect_input_stats(model, cal)
+    pruned, rows = prune(model, heads=2, ffn=64, importance="magnitude", stats=stats)
+    cfg = pruned.config
+    assert cfg.layer_heads == [2, 2, 2] and cfg.layer_intermediate_sizes == [64, 64, 64]
+    for layer in pruned.encoder.layers:
+        assert layer.attention.query.weight.shape == (2 * cfg.head_size, cfg.hidden_size)
+        assert layer.post_attention.conv1d.weight.shape == (cfg.hidden_size, 2 * cfg.head_size)
+        assert layer.intermediate.conv1d.weight.shape == (64, cfg.hidden_size)
+        assert layer.output.conv1d.weight.shape == (cfg.hidden_size, 64)
+    assert [(r.block, r.kept, r.total) for r in rows] == [("attention", 2, 4), ("ffn", 64, 256)] * 3
+    for r in rows:  # the least-squares refit never makes the output error worse
+        assert 0 < r.error_after_refit <= r.error_before_refit + 1e-9
+    logits(pruned, cal[0])  # runs
+
+
+def test_magnitude_importance_prunes_a_silent_head_and_neuron_first() -> None:
+    model = tiny()
+    hd = model.config.head_size
+    with torch.no_grad():  # head 1 of layer 0 and neuron 5 of layer 1 are never read
+        model.encoder.layers[0].post_attention.conv1d.weight[:, hd : 2 * hd] = 0
+        model.encoder.layers[1].output.conv1d.weight[:, 5] = 0
+    stats = collect_input_stats(model, batches(2))
+    heads, neurons = magnitude_importance(model, stats)
+    assert heads[0].argmin().item() == 1 and neurons[1].argmin().item() == 5
+    pruned, _ = prune(model, heads=3, ffn=255, importance="magnitude", stats=stats, refit=False)
+    # removing what was never read changes nothing in those layers' outputs: the logits are the
+    # model's own wherever only silent channels went (checked on layer 0's attention block)
+    q_kept = pruned.encoder.layers[0].attention.query.weight
+    q_full = model.encoder.layers[0].attention.query.weight
+    assert torch.equal(q_kept, torch.cat([q_full[:hd], q_full[2 * hd :]]))
+
+
+def test_taylor_importance_needs_labels_and_gives_one_score_per_head_and_neuron() -> None:
+    model = tiny()
+    pruned, rows = prune(model, heads=3, ffn=128, importance="taylor", batches=batches(2))
+    assert pruned.config.layer_heads == [3, 3, 3] and len(rows) == 6
+    unlabeled = [{k: v for k, v in b.items() if k != "labels"} for b in batches(1)]
+    with pytest.raises(PruningError, match="labelled calibration batches"):
+        prune(model, heads=3, importance="taylor", batches=unlabeled)
+
+
+def test_layers_are_dropped_by_measured_output_change() -> None:
+    model = tiny()
+    cal = batches(3)
+    kept, steps = choose_layers(model, 2, cal)
+    ref = torch.cat([logits(model, b) for b in cal])
+
+    def change(layers: list[int]) -> float:
+        trial, _ = prune(model, layers=layers)
+        got = torch.cat([logits(trial, b) for b in cal])
+        return F.kl_div(got.log_softmax(-1), ref.log_softmax(-1), log_target=True, reduction="batchmean").item()
+
+    changes = {drop: change([i for i in range(3) if i != drop]) for drop in range(3)}
+    assert steps[0]["dropped"] == min(changes, key=changes.get)
+    assert steps[0]["divergence"] == pytest.approx(changes[steps[0]["dropped"]], rel=1e-4)
+    assert len(kept) == 2 and kept == sorted(kept)
+
+
+def test_prune_model_reports_teacher_layers_and_refuses_grouped_models() -> None:
+    model = tiny()
+    pruned, report = prune_model(model, batches(3), num_layers=2, heads=2, ffn=64)
+    assert pruned.config.num_hidden_layers == 2 and len(report.layers) == 2
+    assert {r.teacher_layer for r in report.rows} == set(report.layers)
+    assert "error, refit" in report.table() and "layer dropped" in report.table()
+    grouped = SqueezeBert(preset("tiny", num_labels=3))
+    with pytest.raises(PruningError, match="prune first, then group or factorize"):
+        prune_model(grouped, batches(1), heads=2)
+    with pytest.raises(PruningError, match="keep between 1 and 4"):
+        prune(model, heads=5)
+
+
+def test_pruning_combines_with_low_rank_and_grouping() -> None:
+    model = tiny()
+    cal = batches(3)
+    spec = StudentSpec.from_construction("lowrank", num_layers=2, heads=2, ffn=128)
+    student, surgery, pruning = construct_student(model, spec, cal)
+    cfg = student.config
+    assert cfg.num_hidden_layers == 2 and cfg.layer_heads == [2, 2] and cfg.ranks
+    assert all(k.split(".")[0] in ("0", "1") for k in cfg.ranks)  # per layer: the widths differ from uniform
+    assert surgery is not None and pruning is not None
+    spec = StudentSpec.from_construction("grouped", heads=2, ffn=128)
+    student, _, _ = construct_student(model, spec, cal)
+    assert student.config.groups("intermediate") == 4 and student.config.layer_intermediate_sizes == [128] * 3
+    logits(student, cal[0])
+    with pytest.raises(ValueError, match="num_layers .* or layers .* not both"):
+        StudentSpec.from_construction("pruned", layers=[0], num_layers=1)
+
+
+def test_build_student_keeps_a_pruned_teachers_shapes() -> None:
+    model = tiny(layer_heads=[1, 2, 4], layer_intermediate_sizes=[32, 96, 256])
+    student, _ = build_student(model, StudentSpec.from_construction("pruned", layers=[2, 1]))
+    assert student.config.layer_heads == [4, 2] and student.config.layer_intermediate_sizes == [256, 96]
+    assert isinstance(student.config, ModelConfig)
+
+
+def test_a_pruned_model_refuses_the_stock_hf_format_with_a_clear_error(tmp_path) -> None:
+    from squeezebert.checkpoint import CheckpointError, save_hf
+
+    model = tiny(layer_heads=[1, 2, 4])
+    with pytest.raises(CheckpointError, match="structurally pruned model .* no stock Hugging Face class"):
+        save_hf(model, tmp_path / "hf")
+    assert not (tmp_path / "hf" / "model.safetensors").exists()
+
+
+def test_a_pruned_model_exports_to_openvino_with_the_same_logits(tmp_path) -> None:
+    pytest.importorskip("openvino")
+    from squeezebert.export_openvino import export_model
+    from squeezebert.infer import OpenVinoForward
+
+    model = tiny(layer_heads=[1, 2, 3], layer_intermediate_sizes=[32, 96, 64])
+    export_model(model, tmp_path / "ov", precision="fp32")
+    forward = OpenVinoForward(tmp_path / "ov" / "model.xml", num_threads=1)
+    batch = batches(1)[0]
+    got = forward({k: batch[k].numpy() for k in ("input_ids", "attention_mask", "token_type_ids")})
+    torch.testing.assert_close(torch.from_numpy(got), logits(model, batch), rtol=1e-4, atol=1e-4)
