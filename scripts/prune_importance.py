@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 from squeezebert.checkpoint import load
-from squeezebert.data import collate, encode
+from squeezebert.data import TaskSource, collate, encode, load_task_data
 from squeezebert.prune import _divergence, prune_model
-from squeezebert.train import load_task_data, predict
+from squeezebert.train import predict
 
 
 def main() -> None:
@@ -30,7 +30,7 @@ def main() -> None:
     torch.manual_seed(0)
     ckpt = load(args.teacher)
     teacher, tok = ckpt.model.eval(), ckpt.tokenizer
-    data = load_task_data(args.task, args.data_dir)
+    data = load_task_data(TaskSource(args.task, args.data_dir))
     label2id = None if teacher.config.problem_type == "regression" else teacher.config.label2id
     rng = np.random.default_rng(0)
     order = rng.permutation(len(data.train))

@@ -3,7 +3,7 @@
 Serves `create_app` around a classifier that answers instantly (batching off, so every request
 goes through the batcher and the worker thread as in production), in a subprocess per uvicorn
 configuration, and measures the server process's CPU time (`/proc/PID/stat`) per answered
-request under `squeezebert.loadtest.loadtest`, interleaved over --repeats rounds.
+request under `squeezebert.serve.loadtest`, interleaved over --repeats rounds.
 
     python scripts/serve_http_overhead.py --configs asyncio:h11 --concurrency 8 --duration 4 --repeats 3
 

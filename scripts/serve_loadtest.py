@@ -1,7 +1,7 @@
 """Micro-batching on vs off, measured end to end: real `squeezebert serve` processes, real HTTP.
 
 Starts one server per mode (each on its own free loopback port, same model and flags otherwise),
-waits for /readyz, then runs `squeezebert.loadtest.loadtest` against them *interleaved*
+waits for /readyz, then runs `squeezebert.serve.loadtest` against them *interleaved*
 (concurrency 1: mode A, mode B; concurrency 8: A, B; ...), so that a change in the machine's load
 hits both modes alike. Around every run it also records where the CPU went:
 

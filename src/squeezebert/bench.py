@@ -69,8 +69,8 @@ from squeezebert.timing import (
     EnergyMeter,
     Samples,
     Timing,
+    busy_warning,
     environment,
-    finish_environment,
     measure,
     process_peak_rss_bytes,
     random_batch,
@@ -122,7 +122,7 @@ class CandidateSpec:
     defaults to bf16 on CPUs that have it."""
 
     family: str  # ours | squeezebert | bert
-    backend: str  # torch | onnx (ONNX Runtime) | openvino | ctranslate2: the names infer uses
+    backend: str  # torch | onnxruntime | openvino | ctranslate2
     precision: str  # fp32 | bf16 | int8: the weights' precision, and the matmul peak it is compared with
     how: str  # how it is made, for the report
     inference_precision: str | None = None  # openvino: fp32 | bf16
@@ -154,9 +154,9 @@ CANDIDATES: dict[str, CandidateSpec] = {
     "ours-torch-int8": CandidateSpec(
         "ours", "torch", "int8", "squeezebert.optimize(model, 'int8') (oneDNN, per-token activations)"
     ),
-    "ours-onnx-fp32": CandidateSpec("ours", "onnx", "fp32", "squeezebert.export_model(precision='fp32')"),
+    "ours-onnx-fp32": CandidateSpec("ours", "onnxruntime", "fp32", "squeezebert.export_model(precision='fp32')"),
     "ours-onnx-int8": CandidateSpec(
-        "ours", "onnx", "int8", "squeezebert.export_model(precision='int8') (per-token activations)"
+        "ours", "onnxruntime", "int8", "squeezebert.export_model(precision='int8') (per-token activations)"
     ),
     "ours-openvino-fp32": CandidateSpec(
         "ours", "openvino", "fp32", "squeezebert.export_openvino.export_model(precision='fp32'), hint f32", "fp32"
@@ -179,17 +179,19 @@ CANDIDATES: dict[str, CandidateSpec] = {
         "bf16",
     ),
     "hf-squeezebert-torch-fp32": CandidateSpec("squeezebert", "torch", "fp32", "transformers SqueezeBERT"),
-    "hf-squeezebert-onnx-fp32": CandidateSpec("squeezebert", "onnx", "fp32", "torch.onnx.export, opset 17"),
+    "hf-squeezebert-onnx-fp32": CandidateSpec("squeezebert", "onnxruntime", "fp32", "torch.onnx.export, opset 17"),
     "hf-squeezebert-onnx-int8": CandidateSpec(
-        "squeezebert", "onnx", "int8", "onnxruntime.quantization.quantize_dynamic, defaults"
+        "squeezebert", "onnxruntime", "int8", "onnxruntime.quantization.quantize_dynamic, defaults"
     ),
     **_openvino_peers("squeezebert"),
     "hf-bert-torch-fp32": CandidateSpec("bert", "torch", "fp32", "transformers BERT"),
     "hf-bert-torch-int8": CandidateSpec(
         "bert", "torch", "int8", "torch.ao.quantization.quantize_dynamic({nn.Linear}, qint8)"
     ),
-    "hf-bert-onnx-fp32": CandidateSpec("bert", "onnx", "fp32", "torch.onnx.export, opset 17"),
-    "hf-bert-onnx-int8": CandidateSpec("bert", "onnx", "int8", "onnxruntime.quantization.quantize_dynamic, defaults"),
+    "hf-bert-onnx-fp32": CandidateSpec("bert", "onnxruntime", "fp32", "torch.onnx.export, opset 17"),
+    "hf-bert-onnx-int8": CandidateSpec(
+        "bert", "onnxruntime", "int8", "onnxruntime.quantization.quantize_dynamic, defaults"
+    ),
     **_openvino_peers("bert"),
     "hf-bert-ctranslate2-int8": CandidateSpec(
         "bert",
@@ -315,7 +317,7 @@ def _missing(spec: CandidateSpec) -> str | None:
     need = []
     if spec.family != "ours":
         need.append(("transformers", "pip install transformers"))
-    if spec.backend == "onnx":
+    if spec.backend == "onnxruntime":
         need += [("onnxruntime", "pip install 'squeezebert[onnx]'"), ("onnx", "pip install 'squeezebert[onnx]'")]
     if spec.backend == "openvino":
         need.append(("openvino", "pip install 'squeezebert[openvino]'"))
@@ -598,53 +600,6 @@ def _read_metrics(metrics: str | os.PathLike[str] | Mapping[str, Any] | None) ->
     return out
 
 
-@dataclass(frozen=True)
-class _Grid:
-    """The grid's settings, ``quick`` defaults filled in, checked."""
-
-    model: str
-    batch_sizes: list[int]
-    seq_lens: list[int]
-    warmup: int
-    repeats: int
-    max_seconds: float | None
-    matmul_size: int
-
-    @property
-    def cells(self) -> list[tuple[int, int]]:
-        """(batch size, sequence length), largest first: the first cell's warm-up measures memory."""
-        return sorted(((b, s) for b in self.batch_sizes for s in self.seq_lens), key=lambda c: (-c[0] * c[1], c))
-
-
-def _grid(
-    model: str | None,
-    threads: int,
-    batch_sizes: Sequence[int] | None,
-    seq_lens: Sequence[int] | None,
-    warmup: int | None,
-    repeats: int | None,
-    max_seconds: float | None,
-    matmul_size: int | None,
-    quick: bool,
-) -> _Grid:
-    grid = _Grid(
-        model=model or ("tiny" if quick else "squeezebert-uncased"),
-        batch_sizes=list(_quick_or(batch_sizes, (1, 2), (1, 8, 32), quick)),
-        seq_lens=list(_quick_or(seq_lens, (8,), (32, 128), quick)),
-        warmup=int(_quick_or(warmup, 1, 2, quick)),
-        repeats=int(_quick_or(repeats, 2, 20, quick)),
-        max_seconds=_quick_or(max_seconds, None, 30.0, quick),
-        matmul_size=int(_quick_or(matmul_size, 256, 2048, quick)),
-    )
-    if threads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}")
-    if not grid.batch_sizes or not grid.seq_lens or min(grid.batch_sizes) < 1 or min(grid.seq_lens) < 2:
-        raise ValueError("batch sizes must be >= 1 and sequence lengths >= 2")
-    if grid.repeats < 1 or grid.warmup < 0:
-        raise ValueError("repeats must be >= 1 and warmup >= 0")
-    return grid
-
-
 def run_bench(
     model: str | None = None,
     candidates: Sequence[str] | None = None,
@@ -682,18 +637,25 @@ def run_bench(
     ``metrics``: per-candidate accuracy (a JSON file or mapping) for the accuracy-vs-latency plot.
     ``baseline``: the candidate speedups are given against (default hf-bert-torch-fp32 when
     measured, else the first one measured). Writes JSON / markdown / PNG where paths are given
-    and returns the report (see :func:`~squeezebert.bench_report.format_report` for a terminal
-    table).
-
-    The steps: settings checked; candidate rows (skipped where a package is missing); files made
-    (our checkpoint and exports, the peers' transformers directories and their conversions — not
-    timed, not in the memory figures); each candidate loaded, its memory measured; the matmul
-    peaks; the grid timed; the rows filled in and summarized.
+    and returns the report (see :func:`format_report` for a terminal table).
     """
-    from squeezebert.checkpoint import save_checkpoint
+    from squeezebert.checkpoint import save_checkpoint, save_hf
+    from squeezebert.model import SqueezeBert, encoder_flops
 
     names = select_candidates(candidates)
-    grid = _grid(model, threads, batch_sizes, seq_lens, warmup, repeats, max_seconds, matmul_size, quick)
+    batch_sizes = list(_quick_or(batch_sizes, (1, 2), (1, 8, 32), quick))
+    seq_lens = list(_quick_or(seq_lens, (8,), (32, 128), quick))
+    warmup = int(_quick_or(warmup, 1, 2, quick))
+    repeats = int(_quick_or(repeats, 2, 20, quick))
+    max_seconds = _quick_or(max_seconds, None, 30.0, quick)
+    matmul_size = int(_quick_or(matmul_size, 256, 2048, quick))
+    model = model or ("tiny" if quick else "squeezebert-uncased")
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    if not batch_sizes or not seq_lens or min(batch_sizes) < 1 or min(seq_lens) < 2:
+        raise ValueError("batch sizes must be >= 1 and sequence lengths >= 2")
+    if repeats < 1 or warmup < 0:
+        raise ValueError("repeats must be >= 1 and warmup >= 0")
     if baseline is not None and baseline not in names:
         raise ValueError(f"baseline {baseline!r} is not among the candidates: {', '.join(names)}")
     accuracies = _read_metrics(metrics)
@@ -703,69 +665,14 @@ def run_bench(
     torch.set_num_threads(threads)
     env = environment(threads)
 
-    ckpt = _load_ours(grid.model)
-    positions = ckpt.model.config.max_position_embeddings
+    ckpt = _load_ours(model)
+    ours_config = ckpt.model.config
+    positions = ours_config.max_position_embeddings
     if any(CANDIDATES[n].family != "ours" for n in names):
         positions = min(positions, _peer_config("bert", quick).max_position_embeddings)
-    if max(grid.seq_lens) > positions:
-        raise ValueError(
-            f"sequence length {max(grid.seq_lens)} exceeds the {positions} positions of the models compared"
-        )
-    rows = _candidate_rows(names, accuracies)
+    if max(seq_lens) > positions:
+        raise ValueError(f"sequence length {max(seq_lens)} exceeds the {positions} positions of the models compared")
 
-    with tempfile.TemporaryDirectory(prefix="squeezebert-bench-") as tmp:
-        work = Path(tmp)
-        active = [n for n in names if rows[n]["status"] == "ok"]
-        # NNCF calibration inputs at the longest length measured (random ids: timing only)
-        calib_len = max(grid.seq_lens)
-        ours_dir = save_checkpoint(ckpt.model, work / "ours", ckpt.tokenizer)
-        ours_files = _export_ours(active, ckpt.model, work, calib_len, rows)
-        peer_dirs, peer_files = _export_peers(active, work, quick, calib_len, rows)
-        vocab = min([ckpt.model.config.vocab_size] + [cfg.vocab_size for _, cfg in peer_dirs.values()])
-        tiny_batch = random_batch(vocab, 1, min(8, positions))
-        built = _load_candidates(
-            names, rows, tiny_batch, grid.seq_lens, ckpt, ours_dir, ours_files, peer_dirs, peer_files, threads
-        )
-        del ckpt
-        trim()
-        peaks = matmul_peaks(grid.matmul_size)
-        measured = _measure_grid(built, grid, vocab, meter)
-
-    base = _fill_cells(rows, built, measured, grid.cells[0], peaks, meter, baseline)
-    finish_environment(env)
-    report = {
-        "kind": "grid",
-        "environment": env,
-        "settings": {
-            "model": grid.model,
-            "candidates": names,
-            "threads": threads,
-            "batch_sizes": grid.batch_sizes,
-            "seq_lens": grid.seq_lens,
-            "warmup": grid.warmup,
-            "repeats": grid.repeats,
-            "max_seconds_per_cell": grid.max_seconds,
-            "quick": quick,
-            "matmul_size": grid.matmul_size,
-            "watts_per_core": watts_per_core,
-            "inputs": "random token ids, full length (no padding)",
-            "order": f"a fresh (seeded) order each timed round, a {SETTLE_S * 1e3:g} ms pause before each call",
-        },
-        "baseline": base,
-        "matmul_peak_gops": {k: None if v is None else round(v, 1) for k, v in peaks.items()},
-        "energy": {"source": meter.source, "note": meter.note},
-        "memory_method": MEMORY_METHOD,
-        "process_peak_rss_mb": round(process_peak_rss_bytes() / 2**20, 1),
-        "candidates": [rows[n] for n in names],
-        "summary": summarize(rows.values(), peaks.get("int8")),
-    }
-    write_outputs(report, json_path, markdown_path, plot_path)
-    return report
-
-
-def _candidate_rows(names: Sequence[str], accuracies: Mapping[str, float]) -> dict[str, dict[str, Any]]:
-    """One report row per candidate, every field present; ``status`` "skipped" with the reason
-    where a package is missing (or OpenVINO has no native bf16 here)."""
     rows: dict[str, dict[str, Any]] = {}
     for name in names:
         spec = CANDIDATES[name]
@@ -789,215 +696,147 @@ def _candidate_rows(names: Sequence[str], accuracies: Mapping[str, float]) -> di
                 rows[name].update(status="skipped", note="skipped: OpenVINO reports no native bf16 on this CPU")
     for unknown in sorted(set(accuracies) - set(rows)):
         log.warning("metrics: %r is not a candidate of this run; ignored", unknown)
-    return rows
-
-
-def _skip(rows: dict[str, dict[str, Any]], name: str, why: str) -> None:
-    """Mark a candidate skipped (a step failed for it); the rest of the run goes on."""
-    log.warning("%s: %s", name, why)
-    rows[name].update(status="skipped", note=why)
-
-
-def _export_ours(
-    active: Sequence[str], model: Any, work: Path, calib_len: int, rows: dict[str, dict[str, Any]]
-) -> dict[str, tuple[Path, str]]:
-    """Our model's ONNX and OpenVINO exports, for the candidates that need one: name -> (file,
-    note on the export's parity)."""
-    ours_files: dict[str, tuple[Path, str]] = {}
-    for name in [n for n in active if CANDIDATES[n].family == "ours" and CANDIDATES[n].backend != "torch"]:
-        spec = CANDIDATES[name]
-        try:
-            if spec.backend == "openvino":
-                with _quiet():
-                    ours_files[name] = _export_ours_openvino(model, spec, work / name, calib_len)
-                continue
-            from squeezebert.export import export_model
-
-            with _quiet():
-                report = export_model(model, work / name, None, precision=spec.precision)
-            diff = max(report.max_abs_diff.values())
-            note = f"ONNX fp32 vs torch max abs diff {diff:.1e}"
-            if report.int8_agreement is not None:
-                note += f"; int8 agrees with fp32 on {report.int8_agreement:.0%} of {report.sample_size} samples"
-            ours_files[name] = (work / name / "model.onnx", note)
-        except Exception as e:  # a failed export is reported, the rest of the run goes on
-            _skip(rows, name, f"skipped: export failed ({type(e).__name__}: {e})")
-    return ours_files
-
-
-def _export_peers(
-    active: Sequence[str], work: Path, quick: bool, calib_len: int, rows: dict[str, dict[str, Any]]
-) -> tuple[dict[str, tuple[Path, Any]], dict[str, tuple[Path, str]]]:
-    """Per peer family: a transformers directory with random weights (family -> (directory,
-    config)), and the files its ONNX, OpenVINO and CTranslate2 candidates load (name -> (file,
-    note))."""
-    from squeezebert.checkpoint import save_hf
-    from squeezebert.model import SqueezeBert
-
-    peer_dirs: dict[str, tuple[Path, Any]] = {}
-    peer_files: dict[str, tuple[Path, str]] = {}
-    for family in ("squeezebert", "bert"):
-        wanted = [n for n in active if CANDIDATES[n].family == family and rows[n]["status"] == "ok"]
-        if not wanted:
-            continue
-        config = _peer_config(family, quick)
-        torch.manual_seed(0)
-        hf_dir = save_hf(SqueezeBert(config), work / f"hf-{family}", None, arch=family)
-        peer_dirs[family] = (hf_dir, config)
-        peer_files |= _export_peer_onnx(family, hf_dir, wanted, work, rows)
-        peer_files |= _export_peer_openvino(family, hf_dir, config, wanted, work, calib_len, rows)
-        for n in [n for n in wanted if CANDIDATES[n].backend == "ctranslate2"]:
-            try:
-                _convert_ctranslate2(hf_dir, work / n)
-                peer_files[n] = (work / n, "")
-            except Exception as e:
-                _skip(rows, n, f"skipped: CTranslate2's converter failed ({type(e).__name__}: {e})")
-    return peer_dirs, peer_files
-
-
-def _export_peer_onnx(
-    family: str, hf_dir: Path, wanted: Sequence[str], work: Path, rows: dict[str, dict[str, Any]]
-) -> dict[str, tuple[Path, str]]:
-    """One fp32 ONNX graph per family (``torch.onnx.export``) and, for the int8 candidates,
-    ONNX Runtime's ``quantize_dynamic`` of it."""
-    files: dict[str, tuple[Path, str]] = {}
-    onnx_wanted = [n for n in wanted if CANDIDATES[n].backend == "onnx"]
-    if not onnx_wanted:
-        return files
-    fp32_path = work / f"hf-{family}.onnx"
-    try:
-        diff = _export_hf_onnx(hf_dir, fp32_path)
-    except Exception as e:
-        for n in onnx_wanted:
-            _skip(rows, n, f"skipped: ONNX export failed ({type(e).__name__}: {e})")
-        return files
-    for n in onnx_wanted:
-        if CANDIDATES[n].precision == "fp32":
-            files[n] = (fp32_path, f"ONNX fp32 vs torch max abs diff {diff:.1e}")
-            continue
-        path = work / f"{n}.onnx"
-        try:
-            _ort_quantize_default(fp32_path, path)
-            files[n] = (path, "")
-        except Exception as e:
-            _skip(rows, n, f"skipped: quantize_dynamic failed ({type(e).__name__}: {e})")
-    return files
-
-
-def _export_peer_openvino(
-    family: str,
-    hf_dir: Path,
-    config: Any,
-    wanted: Sequence[str],
-    work: Path,
-    calib_len: int,
-    rows: dict[str, dict[str, Any]],
-) -> dict[str, tuple[Path, str]]:
-    """One fp32 IR and (when asked for) one NNCF int8 IR per family; the bf16 candidates load the
-    same files with the bf16 hint."""
-    files: dict[str, tuple[Path, str]] = {}
-    ov_wanted = [n for n in wanted if CANDIDATES[n].backend == "openvino"]
-    if not ov_wanted:
-        return files
-    fp32_ir = work / f"hf-{family}-openvino" / "model.xml"
-    try:
-        diff = _export_hf_openvino(hf_dir, fp32_ir.parent)
-    except Exception as e:
-        for n in ov_wanted:
-            _skip(rows, n, f"skipped: openvino.convert_model failed ({type(e).__name__}: {e})")
-        return files
-    int8_ir = work / f"hf-{family}-openvino-int8" / "model.xml"
-    int8_wanted = [n for n in ov_wanted if CANDIDATES[n].precision == "int8"]
-    if int8_wanted:
-        try:
-            _nncf_int8(fp32_ir, int8_ir.parent, _calibration(config, calib_len))
-        except Exception as e:
-            for n in int8_wanted:
-                _skip(rows, n, f"skipped: nncf.quantize failed ({type(e).__name__}: {e})")
-    for n in ov_wanted:
-        if CANDIDATES[n].precision == "int8":
-            if rows[n]["status"] == "ok":
-                files[n] = (int8_ir, "")
-        else:
-            files[n] = (fp32_ir, f"OpenVINO fp32 vs torch max abs diff {diff:.1e}")
-    return files
-
-
-def _load_candidates(
-    names: Sequence[str],
-    rows: dict[str, dict[str, Any]],
-    tiny_batch: dict[str, torch.Tensor],
-    seq_lens: Sequence[int],
-    ckpt: Any,
-    ours_dir: Path,
-    ours_files: dict[str, tuple[Path, str]],
-    peer_dirs: dict[str, tuple[Path, Any]],
-    peer_files: dict[str, tuple[Path, str]],
-    threads: int,
-) -> dict[str, _Built]:
-    """Load each candidate still in the run, measuring the resident-set growth up to a first tiny
-    call (transformers memory-maps safetensors, so its weights become resident only when used);
-    fill in its row's size, memory and FLOPs."""
-    from squeezebert.model import encoder_flops
 
     built: dict[str, _Built] = {}
-    for name in [n for n in names if rows[n]["status"] == "ok"]:
-        spec = CANDIDATES[name]
+    with tempfile.TemporaryDirectory(prefix="squeezebert-bench-") as tmp:
+        work = Path(tmp)
+
+        def skip(name: str, why: str) -> None:
+            log.warning("%s: %s", name, why)
+            rows[name].update(status="skipped", note=why)
+
+        active = [n for n in names if rows[n]["status"] == "ok"]
+        # ---- 1. files: our checkpoint, exports, the peers' HF directories (not timed, not in RSS)
+        ours_dir = save_checkpoint(ckpt.model, work / "ours", ckpt.tokenizer)
+        # NNCF calibration inputs at the longest length measured (random ids: timing only)
+        calib_len = max(seq_lens)
+        ours_files: dict[str, tuple[Path, str]] = {}
+        for name in [n for n in active if CANDIDATES[n].family == "ours" and CANDIDATES[n].backend != "torch"]:
+            spec = CANDIDATES[name]
+            try:
+                if spec.backend == "openvino":
+                    with _quiet():
+                        ours_files[name] = _export_ours_openvino(ckpt.model, spec, work / name, calib_len)
+                    continue
+                from squeezebert.export import export_model
+
+                with _quiet():
+                    report = export_model(ckpt.model, work / name, None, precision=spec.precision)
+                diff = max(report.max_abs_diff.values())
+                note = f"ONNX fp32 vs torch max abs diff {diff:.1e}"
+                if report.int8_agreement is not None:
+                    note += f"; int8 agrees with fp32 on {report.int8_agreement:.0%} of {report.sample_size} samples"
+                ours_files[name] = (work / name / "model.onnx", note)
+            except Exception as e:  # a failed export is reported, the rest of the run goes on
+                skip(name, f"skipped: export failed ({type(e).__name__}: {e})")
+        peer_dirs: dict[str, tuple[Path, Any]] = {}
+        peer_files: dict[str, tuple[Path, str]] = {}
+        for family in ("squeezebert", "bert"):
+            wanted = [n for n in active if CANDIDATES[n].family == family and rows[n]["status"] == "ok"]
+            if not wanted:
+                continue
+            config = _peer_config(family, quick)
+            torch.manual_seed(0)
+            hf_dir = save_hf(SqueezeBert(config), work / f"hf-{family}", None, arch=family)
+            peer_dirs[family] = (hf_dir, config)
+            onnx_wanted = [n for n in wanted if CANDIDATES[n].backend == "onnxruntime"]
+            if onnx_wanted:
+                fp32_path = work / f"hf-{family}.onnx"
+                try:
+                    diff = _export_hf_onnx(hf_dir, fp32_path)
+                except Exception as e:
+                    for n in onnx_wanted:
+                        skip(n, f"skipped: ONNX export failed ({type(e).__name__}: {e})")
+                    continue
+                for n in onnx_wanted:
+                    if CANDIDATES[n].precision == "fp32":
+                        peer_files[n] = (fp32_path, f"ONNX fp32 vs torch max abs diff {diff:.1e}")
+                        continue
+                    path = work / f"{n}.onnx"
+                    try:
+                        _ort_quantize_default(fp32_path, path)
+                        peer_files[n] = (path, "")
+                    except Exception as e:
+                        skip(n, f"skipped: quantize_dynamic failed ({type(e).__name__}: {e})")
+            ov_wanted = [n for n in wanted if CANDIDATES[n].backend == "openvino"]
+            if ov_wanted:
+                # One fp32 IR and (when asked for) one NNCF int8 IR per family; the bf16 candidates
+                # load the same files with the bf16 hint.
+                fp32_ir = work / f"hf-{family}-openvino" / "model.xml"
+                try:
+                    diff = _export_hf_openvino(hf_dir, fp32_ir.parent)
+                except Exception as e:
+                    for n in ov_wanted:
+                        skip(n, f"skipped: openvino.convert_model failed ({type(e).__name__}: {e})")
+                    continue
+                int8_ir = work / f"hf-{family}-openvino-int8" / "model.xml"
+                int8_wanted = [n for n in ov_wanted if CANDIDATES[n].precision == "int8"]
+                if int8_wanted:
+                    try:
+                        _nncf_int8(fp32_ir, int8_ir.parent, _calibration(config, calib_len))
+                    except Exception as e:
+                        for n in int8_wanted:
+                            skip(n, f"skipped: nncf.quantize failed ({type(e).__name__}: {e})")
+                for n in ov_wanted:
+                    if CANDIDATES[n].precision == "int8":
+                        if rows[n]["status"] == "ok":
+                            peer_files[n] = (int8_ir, "")
+                    else:
+                        peer_files[n] = (fp32_ir, f"OpenVINO fp32 vs torch max abs diff {diff:.1e}")
+            for n in [n for n in wanted if CANDIDATES[n].backend == "ctranslate2"]:
+                try:
+                    _convert_ctranslate2(hf_dir, work / n)
+                    peer_files[n] = (work / n, "")
+                except Exception as e:
+                    skip(n, f"skipped: CTranslate2's converter failed ({type(e).__name__}: {e})")
+
+        # ---- 2. load each candidate, measuring the resident-set growth up to a first tiny call:
+        # transformers memory-maps safetensors, so its weights become resident only when used.
+        vocab = min([ours_config.vocab_size] + [cfg.vocab_size for _, cfg in peer_dirs.values()])
+        tiny_batch = random_batch(vocab, 1, min(8, positions))
+        for name in [n for n in names if rows[n]["status"] == "ok"]:
+            spec = CANDIDATES[name]
+            trim()
+            before = rss_bytes()
+            try:
+                built[name] = _build(spec, name, ckpt, ours_dir, ours_files, peer_dirs, peer_files, threads)
+                built[name].make(tiny_batch)()
+            except Exception as e:
+                skip(name, f"skipped: could not be built ({type(e).__name__}: {e})")
+                continue
+            trim()
+            row, b = rows[name], built[name]
+            row["rss_load_mb"] = round((rss_bytes() - before) / 2**20, 1)
+            row["parameters"] = b.parameters
+            row["model"] = _describe(b.config)
+            row["file"] = b.file.name
+            row["file_bytes"] = _file_bytes(b.file)
+            row["flops_per_text"] = {str(s): encoder_flops(b.config, s) for s in seq_lens}
+            row["note"] = b.note
+        del ckpt
         trim()
-        before = rss_bytes()
-        try:
-            built[name] = _build(spec, name, ckpt, ours_dir, ours_files, peer_dirs, peer_files, threads)
-            built[name].make(tiny_batch)()
-        except Exception as e:
-            _skip(rows, name, f"skipped: could not be built ({type(e).__name__}: {e})")
-            continue
-        trim()
-        row, b = rows[name], built[name]
-        row["rss_load_mb"] = round((rss_bytes() - before) / 2**20, 1)
-        row["parameters"] = b.parameters
-        row["model"] = _describe(b.config)
-        row["file"] = b.file.name
-        row["file_bytes"] = _file_bytes(b.file)
-        row["flops_per_text"] = {str(s): encoder_flops(b.config, s) for s in seq_lens}
-        row["note"] = b.note
-    return built
 
+        # ---- 3. the ceiling, then the grid (largest cell first: its warm-up measures memory)
+        peaks = matmul_peaks(matmul_size)
+        cells = sorted(((b, s) for b in batch_sizes for s in seq_lens), key=lambda c: (-c[0] * c[1], c))
+        measured: dict[tuple[int, int], dict[str, Samples]] = {}
+        for i, (batch_size, seq_len) in enumerate(cells):
+            batch = random_batch(vocab, batch_size, seq_len)
+            calls = {name: b.make(batch) for name, b in built.items()}
+            log.info("bench: batch %d x seq %d, %d candidates", batch_size, seq_len, len(calls))
+            measured[(batch_size, seq_len)] = measure(
+                calls,
+                warmup,
+                repeats,
+                max_seconds,
+                meter,
+                track_memory=(i == 0 and warmup > 0),
+                shuffle=random.Random(i),
+            )
 
-def _measure_grid(
-    built: Mapping[str, _Built], grid: _Grid, vocab: int, meter: EnergyMeter
-) -> dict[tuple[int, int], dict[str, Samples]]:
-    """Time every loaded candidate on every cell, largest cell first (its warm-up measures each
-    candidate's run memory), each round in a fresh seeded order."""
-    measured: dict[tuple[int, int], dict[str, Samples]] = {}
-    for i, (batch_size, seq_len) in enumerate(grid.cells):
-        batch = random_batch(vocab, batch_size, seq_len)
-        calls = {name: b.make(batch) for name, b in built.items()}
-        log.info("bench: batch %d x seq %d, %d candidates", batch_size, seq_len, len(calls))
-        measured[(batch_size, seq_len)] = measure(
-            calls,
-            grid.warmup,
-            grid.repeats,
-            grid.max_seconds,
-            meter,
-            track_memory=(i == 0 and grid.warmup > 0),
-            shuffle=random.Random(i),
-        )
-    return measured
-
-
-def _fill_cells(
-    rows: dict[str, dict[str, Any]],
-    built: Mapping[str, _Built],
-    measured: Mapping[tuple[int, int], Mapping[str, Samples]],
-    first_cell: tuple[int, int],
-    peaks: Mapping[str, float | None],
-    meter: EnergyMeter,
-    baseline: str | None,
-) -> str | None:
-    """Each measured candidate's run memory and per-cell results (latency, throughput, GOP/s and
-    its fractions of the peaks, energy, speedup) into its row; returns the baseline used."""
+    # ---- 4. the report
     for name in built:
-        first = measured[first_cell][name].run_peak_bytes
+        first = measured[cells[0]][name].run_peak_bytes
         rows[name]["rss_run_peak_mb"] = None if first is None else round(first / 2**20, 1)
     if baseline is not None and baseline not in built:
         log.warning("baseline %s was skipped; speedups are given against the default", baseline)
@@ -1029,7 +868,36 @@ def _fill_cells(
                     "speedup_vs_baseline": None if base_p50 is None else round(base_p50 / t.p50, 3),
                 }
             )
-    return base
+    env["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    env["warnings"] = busy_warning(env)
+    report = {
+        "kind": "grid",
+        "environment": env,
+        "settings": {
+            "model": model,
+            "candidates": names,
+            "threads": threads,
+            "batch_sizes": batch_sizes,
+            "seq_lens": seq_lens,
+            "warmup": warmup,
+            "repeats": repeats,
+            "max_seconds_per_cell": max_seconds,
+            "quick": quick,
+            "matmul_size": matmul_size,
+            "watts_per_core": watts_per_core,
+            "inputs": "random token ids, full length (no padding)",
+            "order": f"a fresh (seeded) order each timed round, a {SETTLE_S * 1e3:g} ms pause before each call",
+        },
+        "baseline": base,
+        "matmul_peak_gops": {k: None if v is None else round(v, 1) for k, v in peaks.items()},
+        "energy": {"source": meter.source, "note": meter.note},
+        "memory_method": MEMORY_METHOD,
+        "process_peak_rss_mb": round(process_peak_rss_bytes() / 2**20, 1),
+        "candidates": [rows[n] for n in names],
+        "summary": summarize(rows.values(), peaks.get("int8")),
+    }
+    write_outputs(report, json_path, markdown_path, plot_path)
+    return report
 
 
 def summarize(candidates: Iterable[Mapping[str, Any]], int8_peak: float | None) -> list[dict[str, Any]]:
@@ -1323,7 +1191,8 @@ def run_workload(
                     sum(a == b for a, b in zip(teacher_labels, ours_labels)) / len(texts), 4
                 )
             rows.append(row)
-    finish_environment(env)
+    env["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    env["warnings"] = busy_warning(env)
     report = {
         "kind": "workload",
         "environment": env,

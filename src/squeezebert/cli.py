@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 # torch-free, as the commands that run an export: the names every --backend/--precision offers
+from squeezebert.config import CONSTRUCTIONS
 from squeezebert.runtime import BACKENDS, DEFAULT_MAX_LENGTH, PRECISIONS, RuntimeOptions, threads
 
 if TYPE_CHECKING:
@@ -155,9 +156,15 @@ def add_demo_parser(sub: Subparsers) -> None:
     )
     p.add_argument(
         "--construction",
-        default="lowrank",
-        choices=("lowrank", "grouped", "grouped-lowrank"),
-        help="student shape (as squeeze --construction)",
+        default=None,
+        choices=CONSTRUCTIONS,
+        help="student shape (as squeeze --construction; default: the shape --speedup chooses)",
+    )
+    p.add_argument(
+        "--speedup",
+        type=float,
+        default=3.0,
+        help="the student's shape is chosen by measured latency to run this many times faster than the teacher",
     )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.set_defaults(handler=cmd_demo)
@@ -171,7 +178,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     data_dir = args.data_dir or os.environ.get("SQUEEZEBERT_GLUE_DIR") or None
     with threads(args.threads):
         report = demo(
-            args.out, data_dir=data_dir, teacher=args.model, construction=args.construction, threads=args.threads
+            args.out,
+            data_dir=data_dir,
+            teacher=args.model,
+            construction=args.construction,
+            threads=args.threads,
+            speedup=args.speedup,
         )
     print((Path(args.out) / "student" / "report.md").read_text(encoding="utf-8"), end="")
     print(f"\nwrote {Path(args.out) / 'student'} (student checkpoint, report.md, report.json)")
@@ -220,9 +232,42 @@ def add_squeeze_parser(sub: Subparsers) -> None:
     p.add_argument("--student", default=None, help="distill into this pretrained checkpoint instead of surgery")
     p.add_argument(
         "--construction",
-        default="lowrank",
-        choices=("lowrank", "grouped", "grouped-lowrank"),
-        help="student shape at a quarter of the projections' FLOPs (default lowrank: measured best)",
+        default=None,
+        choices=CONSTRUCTIONS,
+        help="student shape: lowrank (the default without a budget), grouped and grouped-lowrank at a quarter of "
+        "the projections' FLOPs; pruned: structured pruning only (--num-layers/--heads/--ffn)",
+    )
+    p.add_argument(
+        "--latency-budget",
+        type=float,
+        default=None,
+        metavar="MS",
+        help="choose the student's shape by measured latency: the most accurate pruned shape within MS "
+        "milliseconds per call at --budget-batch, on this CPU, through the deployed runtime, at the data's lengths",
+    )
+    p.add_argument(
+        "--speedup",
+        type=float,
+        default=None,
+        metavar="X",
+        help="like --latency-budget, with the budget set to the teacher's latency through the same path / X",
+    )
+    p.add_argument("--budget-batch", type=int, default=1, help="texts per call the budget applies to")
+    p.add_argument(
+        "--unlabeled",
+        default=None,
+        metavar="FILE",
+        help="in-domain texts without labels (text, CSV, TSV or JSONL), labelled by the teacher and added to "
+        "the distillation data",
+    )
+    p.add_argument("--num-layers", type=int, default=None, help="prune to this many layers, chosen by importance")
+    p.add_argument("--heads", type=int, default=None, help="prune to this many attention heads per layer")
+    p.add_argument("--ffn", type=int, default=None, help="prune to this many FFN neurons per layer")
+    p.add_argument(
+        "--importance",
+        default="magnitude",
+        choices=("taylor", "magnitude"),
+        help="how heads and FFN neurons are ranked for pruning",
     )
     p.add_argument("--groups", default=None, help="groups q,k,v,post_attention,intermediate,output e.g. 4,4,4,1,4,4")
     p.add_argument("--layers", default=None, help="teacher layers to keep, e.g. 0,2,4 (default all)")
@@ -280,17 +325,28 @@ def cmd_squeeze(args: argparse.Namespace) -> int:
     rank_flags = [f for f in ("rank", "rank_energy", "param_budget", "flops_fraction") if getattr(args, f) is not None]
     if len(rank_flags) > 1:
         raise ValueError("give at most one of --rank, --rank-energy, --param-budget, --flops-fraction")
-    spec = StudentSpec.from_construction(
-        args.construction,
-        layers=_int_list(args.layers, "--layers"),
-        groups=None if groups is None else dict(zip(PROJECTIONS, groups)),
-        rank=args.rank,
-        rank_energy=args.rank_energy,
-        param_budget=args.param_budget,
-        flops_fraction=args.flops_fraction,
-        embedding_size=args.embedding_size,
-        init=args.init,
-        permute=args.permute,
+    budgeted = args.latency_budget is not None or args.speedup is not None
+    if budgeted and (args.construction is not None or args.student is not None):
+        raise ValueError("--latency-budget/--speedup choose the student's shape: drop --construction/--student")
+    spec = (
+        None
+        if budgeted
+        else StudentSpec.from_construction(
+            args.construction or "lowrank",
+            layers=_int_list(args.layers, "--layers"),
+            groups=None if groups is None else dict(zip(PROJECTIONS, groups)),
+            rank=args.rank,
+            rank_energy=args.rank_energy,
+            param_budget=args.param_budget,
+            flops_fraction=args.flops_fraction,
+            embedding_size=args.embedding_size,
+            init=args.init,
+            permute=args.permute,
+            num_layers=args.num_layers,
+            heads=args.heads,
+            ffn=args.ffn,
+            importance=args.importance,
+        )
     )
     distill = DistillConfig(
         alpha=args.alpha,
@@ -316,6 +372,10 @@ def cmd_squeeze(args: argparse.Namespace) -> int:
             openvino=False if args.no_openvino else None,
             resume=args.resume,
             overwrite=args.overwrite,
+            latency_budget_ms=args.latency_budget,
+            speedup=args.speedup,
+            budget_batch=args.budget_batch,
+            unlabeled=args.unlabeled,
         )
     if _is_main():
         if not args.keep_resume_state:  # the student is distilled and reported: nothing to resume

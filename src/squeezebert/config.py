@@ -20,6 +20,8 @@ PROJECTIONS = ("query", "key", "value", "post_attention", "intermediate", "outpu
 
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
 PROBLEM_TYPES = ("single_label_classification", "regression")
+#: the named student constructions of :meth:`squeezebert.surgery.StudentSpec.from_construction`, default first
+CONSTRUCTIONS = ("lowrank", "grouped", "grouped-lowrank", "pruned")
 
 
 @dataclass

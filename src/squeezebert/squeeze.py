@@ -13,10 +13,13 @@ grouped construction stays one flag away (``construction="grouped"``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-from dataclasses import asdict
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +40,12 @@ from squeezebert.data import (
     subsample,
 )
 from squeezebert.distill import DistillationLoss, DistillConfig, check_compatible
-from squeezebert.files import atomic_write_text
+from squeezebert.files import atomic_write_text, require_file
 from squeezebert.infer import DEPLOY_DIR
 from squeezebert.metrics import main_metric
 from squeezebert.model import SqueezeBert
-from squeezebert.surgery import StudentSpec, build_student, collect_input_stats
-from squeezebert.timing import model_latency
+from squeezebert.prune import construct_student, pruning_batches
+from squeezebert.surgery import StudentSpec
 from squeezebert.train import (
     TrainConfig,
     check_out_dir,
@@ -57,6 +60,12 @@ log = logging.getLogger(__name__)
 
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
+REPORT_PNG = "latency_vs_accuracy.png"
+BUDGET_JSON = "budget.json"
+#: Held-out training examples each candidate shape's agreement with the teacher is measured on.
+CHECK_EXAMPLES = 1000
+#: At most this many shapes (the widest within budget per layer count) are pruned and scored.
+MAX_CANDIDATES = 4
 
 
 def _calibration_batches(data: Any, tokenizer: Any, n: int, seed: int, batch_size: int = 32) -> list[dict]:
@@ -65,7 +74,221 @@ def _calibration_batches(data: Any, tokenizer: Any, n: int, seed: int, batch_siz
     chosen = rng.choice(len(data), size=min(n, len(data)), replace=False).tolist()
     order = sorted(chosen, key=lambda i: data.lengths[i])  # similar lengths: little padding
     pad = tokenizer.pad_token_id if tokenizer is not None else 0
-    return [collate(pad, data, order[i : i + batch_size]) for i in range(0, len(order), batch_size)]
+    batches = []
+    for i in range(0, len(order), batch_size):
+        batch = collate(pad, data, order[i : i + batch_size])
+        batch["index"] = order[i : i + batch_size]  # which training examples (kept out of checks)
+        batches.append(batch)
+    return batches
+
+
+class _Cost:
+    """Wall-clock seconds per phase of a squeeze (where the time goes, for the report)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 2)
+
+
+def _read_unlabeled(path: str | os.PathLike[str], text_column: str, text_pair_column: str | None) -> list[Any]:
+    """Texts (or pairs) from a text (one per line), CSV, TSV or JSONL file; labels, if the file
+    has any, are ignored. The project's errors name the file and line."""
+    from squeezebert import tables
+
+    fmt = tables.detect_format(str(path), None)
+    path = require_file(path, "a text, CSV, TSV or JSONL file of unlabeled texts")
+    with open(path, "rb") as f:
+        lines = tables.Lines(f, str(path))
+        if fmt == "text":
+            if text_pair_column is not None:
+                raise tables.DataError(
+                    f"{path}: a plain text file holds one text per line, not the pairs this task needs"
+                )
+            examples = list(tables.iter_examples(lines, fmt, require_rows=True))
+        else:
+            examples = list(tables.iter_examples(lines, fmt, text_column, text_pair_column, require_rows=True))
+    return [replace(e, label=None) for e in examples]
+
+
+def _check_indices(n_train: int, calibration: set[int], n: int, seed: int) -> list[int]:
+    """Up to ``n`` training indices not among the ``calibration`` ones (held out from pruning)."""
+    rest = [i for i in np.random.default_rng(seed + 1).permutation(n_train).tolist() if i not in calibration]
+    return rest[:n]
+
+
+def _choose_shape(
+    teacher: SqueezeBert,
+    train: EncodedDataset,
+    tokenizer: Any,
+    calibration: list[dict],
+    out: Path,
+    resume: bool,
+    runtime: str,
+    threads: int | None,
+    latency_budget_ms: float | None,
+    speedup: float | None,
+    budget_batch: int,
+    seed: int,
+    measure: Any = None,
+) -> tuple[StudentSpec, dict[str, Any]]:
+    """Time every candidate shape, keep those within the budget, prune the teacher to each
+    layer count's widest such shape, and choose the one that agrees most with the teacher on
+    held-out training examples. ``measure``: the timer (:data:`squeezebert.budget.Measure`;
+    default: :func:`squeezebert.budget.measure_configs` through ``runtime``)."""
+    from squeezebert.budget import (
+        Shape,
+        candidate_shapes,
+        frontier,
+        latency_table,
+        measure_configs,
+        timing_batches,
+    )
+    from squeezebert.prune import choose_layers, prune_model
+    from squeezebert.train import read_train_args
+
+    if resume:
+        previous = (read_train_args(out) or {}).get("budget_choice")
+        if isinstance(previous, dict) and isinstance(previous.get("chosen"), dict):
+            c = previous["chosen"]
+            log.info("resuming with the shape the interrupted run chose: %s", c["shape"])
+            spec = StudentSpec.from_construction(
+                "pruned",
+                layers=c["teacher_layers"],
+                heads=c["heads"] if c["heads"] != teacher.config.num_attention_heads else None,
+                ffn=c["ffn"] if c["ffn"] != teacher.config.intermediate_size else None,
+            )
+            return spec, previous
+    key = f"batch{budget_batch}"
+    if measure is None:
+        batches = timing_batches(train, tokenizer, sorted({1, budget_batch}), seed=seed)
+
+        def measure(configs: dict) -> dict:
+            return measure_configs(configs, batches, runtime, threads)
+
+    shapes = candidate_shapes(teacher.config)
+    log.info("timing the teacher and %d candidate shapes through %s", len(shapes), runtime)
+    teacher_ms, table = latency_table(teacher.config, shapes, measure)
+    budget_ms = latency_budget_ms if latency_budget_ms is not None else teacher_ms[key] / speedup
+    log.info(
+        "teacher %.2f ms, budget %.2f ms at batch %d; candidates: %s",
+        teacher_ms[key], budget_ms, budget_batch,
+        ", ".join(f"{r.shape.name} {r.latency_ms[key]:.2f}" for r in table),
+    )  # fmt: skip
+    front = frontier(table, budget_ms, key)
+    notes = []
+    if not front:
+        fastest = min(table, key=lambda r: r.latency_ms[key])
+        front = [fastest]
+        notes.append(
+            f"NO candidate shape met the budget of {budget_ms:.2f} ms at batch {budget_batch}: the fastest one "
+            f"({fastest.shape.name}, {fastest.latency_ms[key]:.2f} ms) was distilled instead"
+        )
+    front = front[:MAX_CANDIDATES]
+    # The accuracy signal: agreement with the teacher right after pruning, on training examples
+    # the pruning did not see (never the dev set).
+    cal_ids = {int(i) for b in pruning_batches(calibration) for i in b.get("index", [])}
+    check = _check_indices(len(train), cal_ids, CHECK_EXAMPLES, seed)
+    check_set = _subset(train, check)
+    reference = predict(teacher, check_set).argmax(-1) if teacher.config.num_labels > 1 else predict(teacher, check_set)
+    # Greedy layer dropping is deterministic: one pass down to the fewest layers gives the layers
+    # every candidate keeps.
+    fewest = min(c.shape.layers for c in front)
+    kept_by_count = {teacher.config.num_hidden_layers: list(range(teacher.config.num_hidden_layers))}
+    if fewest < teacher.config.num_hidden_layers:
+        _, steps = choose_layers(teacher, fewest, pruning_batches(calibration))
+        kept_by_count.update({len(step["kept"]): step["kept"] for step in steps})
+    for cand in front:
+        s = cand.shape
+        model, _ = prune_model(
+            teacher,
+            pruning_batches(calibration),
+            layers=kept_by_count[s.layers],
+            heads=s.heads if s.heads != teacher.config.num_attention_heads else None,
+            ffn=s.ffn if s.ffn != teacher.config.intermediate_size else None,
+        )
+        got = predict(model, check_set)
+        if teacher.config.num_labels > 1:
+            cand.agreement = float((got.argmax(-1) == reference).mean())
+        else:  # regression: 1 - relative squared error against the teacher's outputs
+            err = float(((got - reference) ** 2).mean() / max(float(reference.var()), 1e-12))
+            cand.agreement = 1.0 - err
+        log.info("candidate %s: %.2f ms, agreement after pruning %.4f", s.name, cand.latency_ms[key], cand.agreement)
+    chosen = max(front, key=lambda r: (r.agreement, -r.latency_ms[key]))
+    chosen.chosen = True
+    shape: Shape = chosen.shape
+    spec = StudentSpec.from_construction(
+        "pruned",
+        layers=kept_by_count[shape.layers],
+        heads=shape.heads if shape.heads != teacher.config.num_attention_heads else None,
+        ffn=shape.ffn if shape.ffn != teacher.config.intermediate_size else None,
+    )
+    report = {
+        "runtime": runtime,
+        "threads": threads or torch.get_num_threads(),
+        "batch": budget_batch,
+        "budget_ms": budget_ms,
+        "speedup": speedup,
+        "teacher_ms": teacher_ms,
+        "candidates": [r.to_dict() for r in table],
+        "chosen": {"shape": shape.name, "layers": shape.layers, "heads": shape.heads, "ffn": shape.ffn,
+                   "teacher_layers": kept_by_count[shape.layers], "latency_ms": chosen.latency_ms,
+                   "agreement": chosen.agreement},
+        "met": chosen.within_budget,
+        "signal": f"agreement with the teacher right after pruning, on {len(check)} held-out training examples",
+        "notes": notes,
+    }  # fmt: skip
+    return spec, report
+
+
+def _subset(data: EncodedDataset, indices: list[int]) -> EncodedDataset:
+    return EncodedDataset(
+        input_ids=[data.input_ids[i] for i in indices],
+        token_type_ids=[data.token_type_ids[i] for i in indices],
+        labels=None if data.labels is None else [data.labels[i] for i in indices],
+        lengths=[data.lengths[i] for i in indices],
+        is_regression=data.is_regression,
+        lines=[data.lines[i] for i in indices] if data.lines else [],
+    )
+
+
+def plot_budget(budget: dict[str, Any], path: Path) -> None:
+    """Latency of every candidate shape against the budget (left) and, for the shapes pruned
+    and scored, latency against agreement with the teacher (right); the chosen one marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    key = f"batch{budget['batch']}"
+    rows = sorted(budget["candidates"], key=lambda r: r["latency_ms"][key])
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    colors = ["tab:green" if r["within_budget"] else "tab:gray" for r in rows]
+    left.barh([r["shape"] for r in rows], [r["latency_ms"][key] for r in rows], color=colors)
+    left.axvline(budget["budget_ms"], color="tab:red", linestyle="--", label=f"budget {budget['budget_ms']:.2f} ms")
+    left.axvline(budget["teacher_ms"][key], color="black", linestyle=":", label="teacher")
+    left.set_xlabel(f"ms per call, batch {budget['batch']}, {budget['runtime']}")
+    left.legend(loc="lower right")
+    left.tick_params(axis="y", labelsize=7)
+    scored = [r for r in rows if r["agreement"] is not None]
+    right.scatter([r["latency_ms"][key] for r in scored], [r["agreement"] for r in scored], color="tab:blue")
+    for r in scored:
+        right.annotate(r["shape"] + (" (chosen)" if r["chosen"] else ""), (r["latency_ms"][key], r["agreement"]))
+    right.axvline(budget["budget_ms"], color="tab:red", linestyle="--")
+    right.set_xlabel("ms per call")
+    right.set_ylabel("agreement with the teacher after pruning")
+    fig.suptitle("student shapes: measured latency and accuracy signal")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
 
 
 def _row(name: str, model: torch.nn.Module, metrics: dict[str, float], size: int, config: Any) -> dict[str, Any]:
@@ -116,6 +339,10 @@ def squeeze(
     bf16: bool | None = None,
     openvino: bool | None = None,
     overwrite: bool = False,
+    latency_budget_ms: float | None = None,
+    speedup: float | None = None,
+    budget_batch: int = 1,
+    unlabeled: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Squeeze a fine-tuned ``teacher_src`` on the task ``source`` names (it needs a dev set);
     write the student and ``report.md`` / ``report.json`` into ``out_dir``; return the report.
@@ -135,6 +362,18 @@ def squeeze(
     None: when openvino and nncf are installed.
 
     ``resume`` / ``overwrite``: see :func:`squeezebert.train.fit`; ``out_dir`` is checked first.
+
+    ``latency_budget_ms`` / ``speedup`` (at most one): choose the student's shape by measured
+    latency instead of ``spec``: every pruned shape (fewer layers, fewer heads and FFN neurons;
+    see :mod:`squeezebert.budget`) is timed on this CPU through the deployed runtime, on the
+    training texts' own lengths, at ``budget_batch`` texts per call, interleaved with the teacher
+    through the same path; of the shapes within the budget (``speedup``: the teacher's latency
+    divided by it) the most accurate right after pruning is distilled. The report says when no
+    shape met the budget.
+
+    ``unlabeled``: a file of in-domain texts without labels (text, CSV, TSV or JSONL; the
+    ``text_column`` / ``text_pair_column`` of the data): the teacher labels them once and they
+    join the distillation data.
     """
     config = config or TrainConfig(epochs=3, lr=1e-4, batch_size=32, max_length=64)
     # One process group for the whole workflow (fit then leaves it alone), so that the other
@@ -142,7 +381,8 @@ def squeeze(
     with distributed.process_group(config.dist_timeout):
         return _squeeze(
             teacher_src, out_dir, source, student_src, spec, distill, config, calibration_samples, bench_threads,
-            bench_repeats, bench_batch_sizes, int8, resume, bf16, openvino, overwrite,
+            bench_repeats, bench_batch_sizes, int8, resume, bf16, openvino, overwrite, latency_budget_ms, speedup,
+            budget_batch, unlabeled,
         )  # fmt: skip
 
 
@@ -163,8 +403,26 @@ def _squeeze(
     bf16: bool | None,
     openvino: bool | None,
     overwrite: bool,
+    latency_budget_ms: float | None,
+    speedup: float | None,
+    budget_batch: int,
+    unlabeled: str | os.PathLike[str] | None,
 ) -> dict[str, Any]:
+    from squeezebert.budget import length_profile, module_forward, runtime_name, time_forwards, timing_batches
+
+    if latency_budget_ms is not None and speedup is not None:
+        raise ValueError("give a latency budget or a speed-up, not both")
+    if latency_budget_ms is not None and not latency_budget_ms > 0:
+        raise ValueError(f"the latency budget must be a positive number of milliseconds, got {latency_budget_ms}")
+    if speedup is not None and not speedup > 1:
+        raise ValueError(f"the speed-up must be above 1 (times faster than the teacher), got {speedup}")
+    if budget_batch < 1:
+        raise ValueError(f"the budget batch size must be >= 1, got {budget_batch}")
+    budgeted = latency_budget_ms is not None or speedup is not None
+    if budgeted and (spec is not None or student_src is not None):
+        raise ValueError("a latency budget chooses the student's shape itself: drop the construction or student")
     spec = spec or StudentSpec.from_construction("lowrank")
+    cost = _Cost()
     distill = distill or DistillConfig()
     out = Path(out_dir)
     check_out_dir(out, resume, overwrite)
@@ -203,43 +461,78 @@ def _squeeze(
         "text_pair_column": source.text_pair_column,
         "label_column": source.label_column,
     }
+    if budgeted:
+        run_args["budget"] = {"latency_ms": latency_budget_ms, "speedup": speedup, "batch": budget_batch}
+    if unlabeled is not None:
+        run_args["unlabeled"] = str(unlabeled)
     if resume:  # before the teacher's evaluation, statistics and logits: a mismatch is refused at once
         check_resume(out, resume_fingerprint(config, run_args))
-    train = encode(tokenizer, train_examples, max_length, label2id, data.train_source)
-    dev = encode(tokenizer, data.dev, max_length, label2id, data.dev_source)
+    unlabeled_examples = []
+    if unlabeled is not None:
+        unlabeled_examples = _read_unlabeled(unlabeled, source.text_column, source.text_pair_column)
+    with cost.phase("tokenize"):
+        train = encode(tokenizer, train_examples, max_length, label2id, data.train_source)
+        dev = encode(tokenizer, data.dev, max_length, label2id, data.dev_source)
     kind = data.kind
+    lengths = length_profile(train)
+    log.info("training texts: p50 %d, p90 %d tokens", lengths["p50"], lengths["p90"])
+    runtime = runtime_name(openvino)
 
     log.info("teacher: evaluating on %d dev examples", len(dev))
-    teacher_metrics = distributed.on_main(lambda: evaluate(teacher, dev, kind))
+    with cost.phase("evaluation"):
+        teacher_metrics = distributed.on_main(lambda: evaluate(teacher, dev, kind))
 
     notes: list[str] = []
     surgery = None
+    pruning = None
+    budget_report = None
+    layer_map = None
     if student_src is not None:
         student = load(student_src, id2label=teacher.config.id2label).model
         check_compatible(teacher, student)
         construction = f"pretrained student {student_src}"
     else:
-        stats = None
-        if spec.init == "lsq":
-            log.info("collecting calibration statistics on %d training examples", min(calibration_samples, len(train)))
-            stats = collect_input_stats(
-                teacher, _calibration_batches(train, tokenizer, calibration_samples, config.seed)
-            )
-        student, surgery = build_student(teacher, spec, stats)
+        calibration = _calibration_batches(train, tokenizer, calibration_samples, config.seed)
+        if budgeted:
+            with cost.phase("latency table and shape choice"):
+                spec, budget_report = distributed.on_main(
+                    lambda: _choose_shape(
+                        teacher, train, tokenizer, calibration, out, resume, runtime, bench_threads,
+                        latency_budget_ms, speedup, budget_batch, config.seed,
+                    )
+                )  # fmt: skip
+            notes.extend(budget_report["notes"])
+        with cost.phase("construction"):
+            student, surgery, pruning = construct_student(teacher, spec, calibration)
+        kept = pruning.layers if pruning is not None else surgery.teacher_layers
+        if kept != list(range(teacher.config.num_hidden_layers)):
+            # hidden states are matched to the teacher layers the student kept
+            layer_map = [(0, 0)] + [(j + 1, i + 1) for j, i in enumerate(kept)]
         construction = json.dumps(
             {k: v for k, v in asdict(spec).items() if v not in (None, {}, [], False)}, sort_keys=True, default=str
         )
-    after_construction = distributed.on_main(lambda: evaluate(student, dev, kind))
+    with cost.phase("evaluation"):
+        after_construction = distributed.on_main(lambda: evaluate(student, dev, kind))
     log.info("student right after construction: %s", after_construction)
 
     log.info("teacher logits on %d training examples (computed once)", len(train))
-    logits = predict(teacher, train, config.eval_batch_size)
+    with cost.phase("teacher outputs"):
+        logits = predict(teacher, train, config.eval_batch_size)
+    if unlabeled_examples:
+        encoded = encode(tokenizer, unlabeled_examples, max_length, None, str(unlabeled))
+        log.info("teacher logits on %d unlabeled texts (computed once)", len(encoded))
+        with cost.phase("teacher outputs"):
+            extra_logits = predict(teacher, encoded, config.eval_batch_size)
+        train = _with_teacher_labels(train, encoded, extra_logits)
+        logits = np.concatenate([logits, extra_logits])
+        notes.append(f"distillation data: + {len(encoded)} unlabeled texts from {unlabeled}, labelled by the teacher")
     copies = resolve_copies(distill.augment, len(train_examples))
     if copies:
         extra = augment_examples(train_examples, copies, config.seed)
         encoded = encode(tokenizer, extra, max_length, None, data.train_source)
         log.info("teacher logits on %d perturbed copies (computed once)", len(encoded))
-        extra_logits = predict(teacher, encoded, config.eval_batch_size)
+        with cost.phase("teacher outputs"):
+            extra_logits = predict(teacher, encoded, config.eval_batch_size)
         train = _with_teacher_labels(train, encoded, extra_logits)
         logits = np.concatenate([logits, extra_logits])
         notes.append(
@@ -254,26 +547,34 @@ def _squeeze(
             "(chosen by hidden_weight=auto because the data was augmented)"
         )
     distill = resolved
+    if layer_map is not None and distill.needs_teacher_activations and distill.layer_map is None:
+        distill = replace(distill, layer_map=layer_map)
     t_logits = torch.from_numpy(logits)
     loss_fn = DistillationLoss(teacher if distill.needs_teacher_activations else None, student, distill)
 
     def evaluate_fn(m: SqueezeBert) -> dict[str, float]:
         return evaluate(m, dev, kind, config.eval_batch_size)
 
-    summary = fit(
-        student,
-        loss_fn,
-        train,
-        config,
-        out,
-        evaluate_fn=evaluate_fn,
-        main_metric=main_metric(kind),
-        resume=resume,
-        overwrite=overwrite,
-        tokenizer=tokenizer,
-        batch_extras={"teacher_logits": t_logits},
-        run_args={**run_args, "construction": construction, "distill": asdict(distill)},
-    )
+    with cost.phase("distillation (with its dev evaluations)"):
+        summary = fit(
+            student,
+            loss_fn,
+            train,
+            config,
+            out,
+            evaluate_fn=evaluate_fn,
+            main_metric=main_metric(kind),
+            resume=resume,
+            overwrite=overwrite,
+            tokenizer=tokenizer,
+            batch_extras={"teacher_logits": t_logits},
+            run_args={
+                **run_args,
+                "construction": construction,
+                "distill": asdict(distill),
+                "budget_choice": budget_report,
+            },
+        )
 
     def report_stage() -> dict[str, Any]:
         """Rank 0: evaluate the student, quantize both models, measure latency, write the report."""
@@ -281,7 +582,9 @@ def _squeeze(
 
         fast = [p for p, on in (("int8", int8), ("bf16", native_bf16() if bf16 is None else bf16)) if on]
         log.info("report: scoring the student and the %s copies, measuring latency", "/".join(fast) or "no fast")
-        student_metrics = evaluate(student, dev, kind)
+        with cost.phase("evaluation"):
+            student_metrics = evaluate(student, dev, kind)
+        batch_sizes = tuple(sorted({*bench_batch_sizes, *((budget_batch,) if budgeted else ())}))
 
         # ---------------------------------------------------------------- size and speed
         metric = main_metric(kind)
@@ -292,17 +595,22 @@ def _squeeze(
                 q = optimize(model, precision).eval()
                 candidates[f"{who} {precision}"] = q
                 metrics_of[f"{who} {precision}"] = evaluate(q, dev, kind)
-        deployed = _openvino_paths(
-            openvino, teacher, student, tokenizer, data, regression, max_length, out, bench_threads, notes
-        )
+        with cost.phase("report: exports"):
+            deployed = _openvino_paths(
+                openvino, teacher, student, tokenizer, data, regression, max_length, out, bench_threads, notes
+            )
         for name, (model, _) in deployed.items():
             candidates[name] = model
-            metrics_of[name] = evaluate(model, dev, kind)
-        latency: dict[str, dict[str, Any]] = {name: {} for name in candidates}
-        for bs in bench_batch_sizes:
-            timings = model_latency(candidates, bs, 128, threads=bench_threads, repeats=bench_repeats)
-            for name, t in timings.items():
-                latency[name][f"batch{bs}_seq128"] = t.to_dict()
+            with cost.phase("evaluation"):
+                metrics_of[name] = evaluate(model, dev, kind)
+        # Timed on the training texts' own lengths: one text per call at batch 1, B random texts
+        # padded to their longest at batch B.
+        with cost.phase("report: latency"):
+            latency = time_forwards(
+                {name: module_forward(m) for name, m in candidates.items()},
+                timing_batches(train, tokenizer, batch_sizes, seed=config.seed),
+                repeats=bench_repeats,
+            )
         sizes = {
             "teacher": file_size(teacher_ckpt.path) if teacher_ckpt.path else 0,
             "student": file_size(out),
@@ -317,15 +625,25 @@ def _squeeze(
             row["latency_ms"] = latency[name]
             rows.append(row)
         for row in rows:
-            p50 = {bs: row["latency_ms"][f"batch{bs}_seq128"]["p50"] for bs in bench_batch_sizes}
+            p50 = {bs: row["latency_ms"][f"batch{bs}"]["p50"] for bs in batch_sizes}
             for precision in ("fp32", *fast, *(name.split(maxsplit=1)[1] for name in deployed if "teacher" in name)):
                 base = latency[f"teacher {precision}"]
                 row[f"speedup_vs_teacher_{precision}"] = {
-                    f"batch{bs}": round(base[f"batch{bs}_seq128"]["p50"] / p50[bs], 2) for bs in bench_batch_sizes
+                    f"batch{bs}": round(base[f"batch{bs}"]["p50"] / p50[bs], 2) for bs in batch_sizes
                 }
-        pareto = _pareto_notes(rows, metric, bench_batch_sizes, greater_is_better=True)
+        pareto = _pareto_notes(rows, metric, batch_sizes, greater_is_better=True)
+        budget_met = None
+        if budget_report is not None:
+            key = f"batch{budget_batch}"
+            deploy_row = min(
+                (r for r in rows if r["model"].startswith("student")), key=lambda r: r["latency_ms"][key]["p50"]
+            )
+            ms = deploy_row["latency_ms"][key]["p50"]
+            budget_met = {"path": deploy_row["model"], "ms": ms, "within": ms <= budget_report["budget_ms"]}
+            plot_budget(budget_report, out / REPORT_PNG)
         report = {
-            "fastest": _fastest_paths(rows, metric, bench_batch_sizes),
+            "fastest": _fastest_paths(rows, metric, batch_sizes),
+            "budget_met": budget_met,
             "teacher": str(teacher_src),
             "task": data.task,
             "kind": kind,
@@ -341,6 +659,10 @@ def _squeeze(
             "rows": rows,
             "pareto": pareto,
             "threads": torch.get_num_threads(),
+            "lengths": lengths,
+            "budget": budget_report,
+            "pruning": pruning.to_dict() if pruning else None,
+            "cost_s": cost.seconds,
             "surgery": [asdict(r) for r in surgery.rows] if surgery else None,
             "notes": notes + (surgery.notes if surgery else []),
         }
@@ -374,6 +696,8 @@ def _openvino_paths(
     if wanted is False or (wanted is None and not all(installed(m) for m in ("openvino", "nncf"))):
         if wanted is None:
             notes.append("OpenVINO paths skipped: pip install 'squeezebert[openvino]' for the compiled int8 path")
+            if installed("onnxruntime"):
+                return _onnx_paths(teacher, student, tokenizer, max_length, out, threads, notes)
         return {}
     from squeezebert.export import ExportError
     from squeezebert.export_openvino import examples_sample, export_model
@@ -402,12 +726,44 @@ def _openvino_paths(
     return paths
 
 
+def _onnx_paths(
+    teacher: SqueezeBert,
+    student: SqueezeBert,
+    tokenizer: Any,
+    max_length: int,
+    out: Path,
+    threads: int | None,
+    notes: list[str],
+) -> dict[str, tuple[torch.nn.Module, int]]:
+    """Where OpenVINO is not installed: both models exported to ONNX int8 (the student into
+    ``out/deploy``), like :func:`_openvino_paths`."""
+    import tempfile
+
+    from squeezebert.export import ExportError, export_model
+    from squeezebert.infer import Classifier
+    from squeezebert.finetune import ExportedModel
+
+    paths: dict[str, tuple[torch.nn.Module, int]] = {}
+    with tempfile.TemporaryDirectory(prefix="squeezebert-squeeze-onnx-") as tmp:
+        for who, model, where in (("teacher", teacher, Path(tmp)), ("student", student, out / DEPLOY_DIR)):
+            try:
+                export_model(model, where, tokenizer, precision="int8")
+            except ExportError as e:
+                notes.append(f"{who} onnx-int8 left out: {e}")
+                continue
+            classifier = Classifier.from_pretrained(where, max_length=max_length, num_threads=threads)
+            size = sum(f.stat().st_size for f in where.iterdir() if f.is_file())
+            paths[f"{who} onnx-int8"] = (ExportedModel(classifier), size)
+    notes.append("deployed through ONNX Runtime int8 (OpenVINO is not installed)")
+    return paths
+
+
 def _pareto_notes(rows: list[dict], metric: str, batch_sizes: tuple[int, ...], greater_is_better: bool) -> list[str]:
     """Say plainly, per batch size, which student paths are dominated by a teacher path (at
     least as accurate and at least as fast)."""
     notes = []
     for bs in batch_sizes:
-        key = f"batch{bs}_seq128"
+        key = f"batch{bs}"
         for s in (r for r in rows if r["model"].startswith("student")):
             s_m, s_t = s["metrics"][metric], s["latency_ms"][key]["p50"]
             for t in (r for r in rows if r["model"].startswith("teacher")):
@@ -429,7 +785,7 @@ def _fastest_paths(rows: list[dict], metric: str, batch_sizes: tuple[int, ...]) 
     the speed ratio between them -- the comparison a user deploying either one would make."""
     out = {}
     for bs in batch_sizes:
-        key = f"batch{bs}_seq128"
+        key = f"batch{bs}"
 
         def fastest(who: str, key: str = key) -> dict:
             return min((r for r in rows if r["model"].startswith(who)), key=lambda r: r["latency_ms"][key]["p50"])
@@ -460,8 +816,9 @@ def render_report(report: dict[str, Any], surgery_table: str | None = None) -> s
         "",
         f"Teacher `{report['teacher']}`; construction {report['construction']}; "
         f"{report['num_train_examples']} training and {report['num_dev_examples']} dev examples; "
-        f"latency at sequence length 128, {report['threads']} threads, median of interleaved runs; "
-        "speedup is against the teacher in fp32.",
+        f"latency on the training texts' own lengths (p50 {report['lengths']['p50']:.0f}, p90 "
+        f"{report['lengths']['p90']:.0f} tokens; batch 1: one text per call, batch B: B texts padded to the "
+        f"longest), {report['threads']} threads, median of interleaved runs; speedup is against the teacher in fp32.",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
@@ -476,7 +833,7 @@ def render_report(report: dict[str, Any], surgery_table: str | None = None) -> s
         ]
         for bs in bss:
             cells += [
-                f"{r['latency_ms'][f'batch{bs}_seq128']['p50']:.2f}",
+                f"{r['latency_ms'][f'batch{bs}']['p50']:.2f}",
                 f"{r['speedup_vs_teacher_fp32'][f'batch{bs}']:.2f}x",
             ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -498,8 +855,48 @@ def render_report(report: dict[str, Any], surgery_table: str | None = None) -> s
         "",
         *[f"- {n}" for n in report["pareto"]],
     ]
+    budget = report.get("budget")
+    if budget:
+        key = f"batch{budget['batch']}"
+        target = f"{budget['speedup']}x the teacher" if budget.get("speedup") else "the given budget"
+        lines += [
+            "",
+            "## Shape chosen by measured latency",
+            "",
+            f"Budget {budget['budget_ms']:.2f} ms per call at batch {budget['batch']} ({target}; teacher "
+            f"{budget['teacher_ms'][key]:.2f} ms), every shape timed through {budget['runtime']} on "
+            f"{budget['threads']} threads on the training texts' own lengths. Accuracy signal: {budget['signal']}. "
+            f"Plot: `{REPORT_PNG}`.",
+            "",
+            "| shape | parameters | " + " | ".join(f"ms {k}" for k in budget["teacher_ms"]) + " | within budget | "
+            "agreement after pruning |",
+            "|---|---|" + "---|" * len(budget["teacher_ms"]) + "---|---|",
+        ]
+        for c in budget["candidates"]:
+            name = f"**{c['shape']}** (chosen)" if c["chosen"] else c["shape"]
+            agreement = "" if c["agreement"] is None else f"{c['agreement']:.4f}"
+            ms = " | ".join(f"{c['latency_ms'][k]:.2f}" for k in budget["teacher_ms"])
+            lines.append(
+                f"| {name} | {c['parameters']:,} | {ms} | {'yes' if c['within_budget'] else 'no'} | {agreement} |"
+            )
+        met = report.get("budget_met")
+        if met is not None:
+            lines += [
+                "",
+                f"The distilled student's deployed path ({met['path']}) runs at {met['ms']:.2f} ms per call at batch "
+                f"{budget['batch']}: {'within' if met['within'] else 'NOT within'} the budget of "
+                f"{budget['budget_ms']:.2f} ms.",
+            ]
+    if report.get("pruning"):
+        lines += ["", "## What pruning lost", "", report["pruning"]["table"]]
     if surgery_table:
         lines += ["", "## What each lossy step lost", "", surgery_table]
+    if report.get("cost_s"):
+        total = sum(report["cost_s"].values())
+        lines += ["", f"## Where the squeeze spent its time ({total / 60:.1f} min)", "", "| phase | seconds | share |",
+                  "|---|---|---|"]  # fmt: skip
+        for phase, secs in sorted(report["cost_s"].items(), key=lambda kv: -kv[1]):
+            lines.append(f"| {phase} | {secs:.1f} | {secs / max(total, 1e-9):.0%} |")
     if report["notes"]:
         lines += ["", "## Notes", "", *[f"- {n}" for n in report["notes"]]]
     return "\n".join(lines) + "\n"
@@ -523,14 +920,17 @@ def demo(
     out_dir: str | os.PathLike[str] = "runs/demo",
     data_dir: str | os.PathLike[str] | None = None,
     teacher: str = "minilm-l6",
-    construction: str = "lowrank",
+    construction: str | None = None,
     threads: int | None = None,
+    speedup: float | None = 3.0,
 ) -> dict[str, Any]:
     """The whole story offline: fine-tune ``teacher`` on a sentiment task, squeeze it, report.
 
-    Without ``data_dir`` the task is the shipped sample (480 training, 160 dev sentences); with
-    it, SST-2 from the GLUE directory (a 6,000-sentence training sample, the full dev set), so the
-    demo stays within minutes on two cores.
+    The student's shape is chosen by measured latency, ``speedup`` times faster than the teacher
+    (see :func:`squeeze`), unless a ``construction`` is named. Without ``data_dir`` the task is
+    the shipped sample (480 training, 160 dev sentences); with it, SST-2 from the GLUE directory
+    (a 6,000-sentence training sample, the full dev set), so the demo stays within minutes on two
+    cores.
     """
     import shutil
 
@@ -557,12 +957,14 @@ def demo(
         teacher_cfg.num_threads = student_cfg.num_threads = threads
     print(f"[1/2] fine-tuning the teacher {teacher} on {source.task} ...", flush=True)
     finetune(teacher, out / "teacher", source, config=teacher_cfg)
-    print(f"[2/2] squeezing it ({construction}) and measuring both ...", flush=True)
+    how = construction or f"the shape that runs {speedup}x faster, chosen by measured latency"
+    print(f"[2/2] squeezing it ({how}) and measuring both ...", flush=True)
     report = squeeze(
         out / "teacher",
         out / "student",
         source,
-        spec=StudentSpec.from_construction(construction),
+        spec=None if construction is None else StudentSpec.from_construction(construction),
+        speedup=None if construction is not None else speedup,
         config=student_cfg,
         bench_threads=threads,
         bench_repeats=5,  # the demo tells the story; docs/RESULTS.md has the careful measurements

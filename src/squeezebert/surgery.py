@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from squeezebert.config import PROJECTIONS, ModelConfig
+from squeezebert.config import CONSTRUCTIONS, PROJECTIONS, ModelConfig
 from squeezebert.convert import ConversionError
 from squeezebert.model import GroupedLinear, LowRankLinear, SqueezeBert
 
@@ -192,8 +192,6 @@ def rank_for_energy(block: Tensor, energy: float, cov: Tensor | None = None, dam
 SQUEEZEBERT_GROUPS = {"query": 4, "key": 4, "value": 4, "post_attention": 1, "intermediate": 4, "output": 4}
 DENSE_GROUPS = {p: 1 for p in SQUEEZEBERT_GROUPS}
 LOW_RANK_PROJECTIONS = ("query", "key", "value", "intermediate", "output")
-#: the named student constructions of :meth:`StudentSpec.from_construction`, default first
-CONSTRUCTIONS = ("lowrank", "grouped", "grouped-lowrank", "pruned")
 
 
 @dataclass

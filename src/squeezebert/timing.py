@@ -349,13 +349,6 @@ def environment(threads: int | None = None) -> dict[str, Any]:
     }
 
 
-def finish_environment(env: dict[str, Any]) -> None:
-    """At the end of a run: add the load average then (``load_average_end``) and the warnings the
-    two load averages call for (:func:`busy_warning`) to ``env``, an :func:`environment`."""
-    env["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
-    env["warnings"] = busy_warning(env)
-
-
 def _torch_threads() -> int | None:
     """torch's intra-op thread count, or None where torch is not installed (the ONNX and
     OpenVINO paths run without it)."""

@@ -1,0 +1,237 @@
+"""Latency where the user's texts are, and student shapes chosen by measured milliseconds.
+
+``squeeze --latency-budget MS`` / ``--speedup X`` need to know, before training anything, how
+fast each candidate student shape runs on *this* CPU, through the runtime it will be deployed
+with, on texts as long as the user's. Latency does not depend on the weights, so each candidate
+is timed as a randomly initialized model of its shape, exported exactly as the deployed student
+will be (OpenVINO int8 where installed, else PyTorch's int8 copy), interleaved with the teacher
+through the same path, on batches drawn from the user's own training texts (batch 1: one text
+per call; batch B: B texts padded to the longest, as a server's batcher would).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from squeezebert.config import ModelConfig
+from squeezebert.data import EncodedDataset, collate
+
+log = logging.getLogger(__name__)
+
+#: Width fractions of the candidate grid (heads and FFN neurons kept per layer, together).
+WIDTHS = (1.0, 0.5, 0.25)
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A pruned student shape: ``layers`` layers, each with ``heads`` heads and ``ffn`` neurons."""
+
+    layers: int
+    heads: int
+    ffn: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.layers}L-{self.heads}h-{self.ffn}f"
+
+    def config(self, teacher: ModelConfig) -> ModelConfig:
+        cfg = teacher.replace(
+            num_hidden_layers=self.layers,
+            layer_heads=[],
+            layer_intermediate_sizes=[],
+            ranks={},
+        )
+        if self.heads != teacher.num_attention_heads or self.ffn != teacher.intermediate_size:
+            cfg = cfg.replace(layer_heads=[self.heads] * self.layers, layer_intermediate_sizes=[self.ffn] * self.layers)
+        return cfg
+
+
+def candidate_shapes(teacher: ModelConfig, widths: Sequence[float] = WIDTHS) -> list[Shape]:
+    """Every layer count below the teacher's, each at every width fraction (heads and FFN kept
+    together, rounded to whole heads and multiples of 32 neurons)."""
+    shapes = []
+    for n in range(teacher.num_hidden_layers - 1, 0, -1):
+        for w in widths:
+            heads = max(1, round(teacher.num_attention_heads * w))
+            ffn = max(32, int(round(teacher.intermediate_size * w / 32)) * 32)
+            shapes.append(Shape(n, heads, min(ffn, teacher.intermediate_size)))
+    return list(dict.fromkeys(shapes))
+
+
+# --------------------------------------------------------------------------- the user's lengths
+def length_profile(data: EncodedDataset) -> dict[str, float]:
+    """Token counts of the user's texts (special tokens included, after truncation)."""
+    lengths = np.asarray(data.lengths)
+    return {
+        "p50": float(np.percentile(lengths, 50)),
+        "p90": float(np.percentile(lengths, 90)),
+        "mean": float(lengths.mean()),
+        "max": int(lengths.max()),
+        "texts": int(len(lengths)),
+    }
+
+
+def timing_batches(
+    data: EncodedDataset, pad: Any, batch_sizes: Sequence[int], texts: int = 64, seed: int = 0
+) -> dict[int, list[dict[str, np.ndarray]]]:
+    """Per batch size, model inputs drawn from the user's texts: batch 1 is ``texts`` single
+    texts; batch B is ``max(2, texts // B)`` batches of B random texts padded to their longest."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for bs in batch_sizes:
+        n_batches = texts if bs == 1 else max(2, texts // bs)
+        batches = []
+        for _ in range(n_batches):
+            idx = rng.choice(len(data), size=min(bs, len(data)), replace=len(data) < bs).tolist()
+            batch = collate(pad, data, idx)
+            batches.append({k: v.numpy() for k, v in batch.items() if k != "labels"})
+        out[bs] = batches
+    return out
+
+
+# --------------------------------------------------------------------------- the fastest path
+def runtime_name(openvino: bool | None = None) -> str:
+    """The runtime candidates are timed through: ``openvino-int8`` where OpenVINO and NNCF are
+    installed (and not refused), else ``torch-int8``."""
+    from squeezebert.infer import installed
+
+    if openvino is not False and installed("openvino") and installed("nncf"):
+        return "openvino-int8"
+    return "torch-int8"
+
+
+def fast_forward(model: torch.nn.Module, runtime: str, threads: int | None) -> Callable[[dict], Any]:
+    """``model`` through ``runtime`` as a callable on numpy model inputs.
+
+    ``openvino-int8`` uses the int8 recipe that needs no calibration (int8 weights, per-token
+    activation scales at run time: the recipe a deployed export falls back to); the static
+    recipe the export tries first is as fast or faster, so a shape timed here within a budget
+    stays within it when deployed.
+    """
+    if runtime == "openvino-int8":
+        import openvino as ov
+
+        from squeezebert.export_openvino import _quiet, convert, quantize_int8
+        from squeezebert.infer import OpenVinoForward
+
+        with _quiet():
+            q = quantize_int8(convert(model), [], "dynamic")
+        with tempfile.TemporaryDirectory(prefix="squeezebert-budget-") as tmp:
+            path = Path(tmp) / "model.xml"
+            ov.save_model(q, str(path), compress_to_fp16=False)
+            return OpenVinoForward(path, threads, "fp32", dynamic_int8=True)
+    if runtime == "torch-int8":
+        from squeezebert.quantize import optimize
+
+        return module_forward(optimize(model, "int8").eval())
+    raise ValueError(f"unknown runtime {runtime!r}; use openvino-int8 or torch-int8")
+
+
+def time_forwards(
+    forwards: dict[str, Callable[[dict], Any]],
+    batches: dict[int, list[dict]],
+    repeats: int = 5,
+    max_seconds: float | None = 60.0,
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Milliseconds per call of each forward at each batch size (``{"batch1": {"p50": ...,
+    "p90": ..., "p99": ..., "mean": ...}}``, percentiles over rounds), interleaved: each round runs
+    every forward over the same sample of the user's batches."""
+    from squeezebert.timing import time_interleaved
+
+    out: dict[str, dict[str, dict[str, float]]] = {name: {} for name in forwards}
+    for bs, sample in batches.items():
+
+        def over_sample(f: Callable[[dict], Any], sample: list[dict] = sample) -> Callable[[], None]:
+            def run() -> None:
+                for b in sample:
+                    f(b)
+
+            return run
+
+        timings = time_interleaved(
+            {name: over_sample(f) for name, f in forwards.items()}, warmup=1, repeats=repeats, max_seconds=max_seconds
+        )
+        for name, t in timings.items():
+            out[name][f"batch{bs}"] = {k: t.to_dict()[k] / len(sample) for k in ("p50", "p90", "p99", "mean")}
+    return out
+
+
+def module_forward(module: torch.nn.Module) -> Callable[[dict], Any]:
+    """A PyTorch-style module (``module(input_ids, attention_mask, token_type_ids)``) as a
+    callable on numpy model inputs, under inference mode."""
+
+    def run(batch: dict) -> Any:
+        with torch.inference_mode():
+            return module(*(torch.from_numpy(batch[k]) for k in ("input_ids", "attention_mask", "token_type_ids")))
+
+    return run
+
+
+#: Times models of the given configs: ``{name: config}`` -> ``{name: {"batch1": ms, ...}}``.
+Measure = Callable[[dict[str, ModelConfig]], dict[str, dict[str, float]]]
+
+
+def measure_configs(
+    configs: dict[str, ModelConfig],
+    batches: dict[int, list[dict]],
+    runtime: str,
+    threads: int | None,
+    repeats: int = 5,
+) -> dict[str, dict[str, float]]:
+    """Milliseconds per call of a randomly initialized model of each config (see :data:`Measure`)."""
+    from squeezebert.model import SqueezeBert
+
+    torch.manual_seed(0)
+    forwards = {name: fast_forward(SqueezeBert(cfg).eval(), runtime, threads) for name, cfg in configs.items()}
+    timings = time_forwards(forwards, batches, repeats)
+    return {name: {key: t["p50"] for key, t in by_batch.items()} for name, by_batch in timings.items()}
+
+
+# --------------------------------------------------------------------------- the table and the choice
+@dataclass
+class Candidate:
+    shape: Shape
+    parameters: int
+    latency_ms: dict[str, float]  # per "batch{B}"
+    within_budget: bool = False
+    agreement: float | None = None  # the accuracy signal, where measured
+    chosen: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "shape": self.shape.name}
+
+
+def latency_table(
+    teacher: ModelConfig,
+    shapes: Sequence[Shape],
+    measure: Measure,
+) -> tuple[dict[str, float], list[Candidate]]:
+    """The teacher's and each candidate's latency, all in one interleaved measurement."""
+    from squeezebert.model import SqueezeBert
+
+    configs = {"teacher": teacher, **{s.name: s.config(teacher) for s in shapes}}
+    ms = measure(configs)
+    rows = []
+    for s in shapes:
+        params = sum(p.numel() for p in SqueezeBert(s.config(teacher)).parameters())
+        rows.append(Candidate(s, params, ms[s.name]))
+    return ms["teacher"], rows
+
+
+def frontier(rows: Sequence[Candidate], budget_ms: float, key: str) -> list[Candidate]:
+    """The candidates worth training for a budget: per layer count, the widest shape whose
+    latency at ``key`` (``batch{B}``) is within ``budget_ms``, slowest (largest) first."""
+    best: dict[int, Candidate] = {}
+    for r in rows:
+        r.within_budget = r.latency_ms[key] <= budget_ms
+        if r.within_budget and (r.shape.layers not in best or r.parameters > best[r.shape.layers].parameters):
+            best[r.shape.layers] = r
+    return sorted(best.values(), key=lambda r: -r.latency_ms[key])
