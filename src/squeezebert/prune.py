@@ -108,6 +108,14 @@ class PruneReport:
 
 
 # --------------------------------------------------------------------------- checks and helpers
+def _is_dense(model: SqueezeBert) -> bool:
+    try:
+        _check_dense(model)
+    except PruningError:
+        return False
+    return True
+
+
 def _check_dense(model: SqueezeBert) -> None:
     for name, module in model.encoder.named_modules():
         if name.endswith(("query", "key", "value", "conv1d")) and not (
@@ -419,8 +427,12 @@ def construct_student(
         spec = dataclasses.replace(spec, layers=None, num_layers=None, heads=None, ffn=None)
     grouped = any(g != 1 for g in spec.groups.values())
     factorized = bool(spec.ranks or spec.rank_energy or spec.param_budget or spec.flops_fraction)
-    if pruning is not None and not grouped and not factorized and spec.embedding_size is None:
-        return teacher, None, pruning  # nothing left to do: the pruned dense model is the student
+    if not grouped and not factorized and spec.embedding_size is None and spec.init != "random":
+        if pruning is not None:
+            return teacher, None, pruning  # nothing left to do: the pruned dense model is the student
+        if spec.layers is not None and _is_dense(teacher):  # a copy of some layers: no statistics needed
+            student, _ = prune(teacher, spec.layers)
+            return student, None, PruneReport(list(spec.layers), [], [], spec.importance)
     stats = None
     if spec.init == "lsq":
         log.info("collecting calibration statistics on %d batches", len(calibration))
