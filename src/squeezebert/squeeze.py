@@ -45,6 +45,7 @@ from squeezebert.infer import DEPLOY_DIR
 from squeezebert.metrics import main_metric
 from squeezebert.model import SqueezeBert
 from squeezebert.prune import construct_student, pruning_batches
+from squeezebert.runtime import threads
 from squeezebert.surgery import StudentSpec
 from squeezebert.train import (
     TrainConfig,
@@ -378,7 +379,8 @@ def squeeze(
     config = config or TrainConfig(epochs=3, lr=1e-4, batch_size=32, max_length=64)
     # One process group for the whole workflow (fit then leaves it alone), so that the other
     # ranks can wait for rank 0's report instead of benchmarking N copies against each other.
-    with distributed.process_group(config.dist_timeout):
+    # torch's thread count for the whole workflow, restored after (a library call leaves the process as it was)
+    with distributed.process_group(config.dist_timeout), threads(config.num_threads):
         return _squeeze(
             teacher_src, out_dir, source, student_src, spec, distill, config, calibration_samples, bench_threads,
             bench_repeats, bench_batch_sizes, int8, resume, bf16, openvino, overwrite, latency_budget_ms, speedup,
@@ -426,8 +428,6 @@ def _squeeze(
     distill = distill or DistillConfig()
     out = Path(out_dir)
     check_out_dir(out, resume, overwrite)
-    if config.num_threads is not None:
-        torch.set_num_threads(config.num_threads)
 
     teacher_ckpt = load(teacher_src)
     teacher = teacher_ckpt.model
