@@ -740,8 +740,8 @@ def _onnx_paths(
     import tempfile
 
     from squeezebert.export import ExportError, export_model
-    from squeezebert.infer import Classifier
     from squeezebert.finetune import ExportedModel
+    from squeezebert.infer import Classifier
 
     paths: dict[str, tuple[torch.nn.Module, int]] = {}
     with tempfile.TemporaryDirectory(prefix="squeezebert-squeeze-onnx-") as tmp:
