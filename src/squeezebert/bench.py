@@ -62,7 +62,7 @@ from typing import Any
 import torch
 
 from squeezebert.bench_report import require_matplotlib, write_outputs
-from squeezebert.runtime import RuntimeOptions
+from squeezebert.runtime import RuntimeOptions, with_threads
 from squeezebert.timing import (
     RAPL_GLOB,
     SETTLE_S,
@@ -600,6 +600,7 @@ def _read_metrics(metrics: str | os.PathLike[str] | Mapping[str, Any] | None) ->
     return out
 
 
+@with_threads()
 def run_bench(
     model: str | None = None,
     candidates: Sequence[str] | None = None,
@@ -662,7 +663,6 @@ def run_bench(
     if plot_path is not None:
         require_matplotlib()  # fail before minutes of measuring, not after
     meter = EnergyMeter(watts_per_core, rapl_glob)
-    torch.set_num_threads(threads)
     env = environment(threads)
 
     ckpt = _load_ours(model)
@@ -1044,6 +1044,7 @@ def read_texts(path: str | os.PathLike[str], max_texts: int | None = None) -> li
     return texts[:max_texts] if max_texts else texts
 
 
+@with_threads()
 def run_workload(
     workload: str | os.PathLike[str],
     model: str,
@@ -1091,7 +1092,6 @@ def run_workload(
         require_matplotlib()
     if not batch_sizes or min(batch_sizes) < 1:
         raise ValueError("batch sizes must be >= 1")
-    torch.set_num_threads(threads)
     env = environment(threads)
     ckpt = _load_ours(model)
     config = ckpt.model.config

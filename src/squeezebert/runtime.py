@@ -13,12 +13,17 @@ torch only when torch is already loaded (no torch, no torch threads to set).
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 #: The inference backends: PyTorch (squeezebert.optimize), ONNX Runtime, OpenVINO.
 BACKENDS = ("torch", "onnx", "openvino")
@@ -122,4 +127,31 @@ def threads(num_threads: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-__all__ = ["BACKENDS", "DEFAULT_MAX_LENGTH", "PRECISIONS", "RuntimeOptions", "recorded_max_length", "threads"]
+def with_threads(param: str = "threads") -> Callable[[F], F]:
+    """Decorate a function whose argument ``param`` is a thread count: the call runs under
+    :func:`threads` with that count, so the caller's setting is back when it returns."""
+
+    def decorate(fn: F) -> F:
+        signature = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            with threads(bound.arguments[param]):
+                return fn(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_MAX_LENGTH",
+    "PRECISIONS",
+    "RuntimeOptions",
+    "recorded_max_length",
+    "threads",
+    "with_threads",
+]

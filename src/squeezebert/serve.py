@@ -55,10 +55,11 @@ from collections.abc import Mapping
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from squeezebert.batcher import MicroBatcher, QueueFull
 from squeezebert.infer import Prediction, TextInput
+from squeezebert.predict import SupportsPredict
 from squeezebert.runtime import RuntimeOptions, threads
 from squeezebert.tables import invalid_text
 
@@ -83,12 +84,6 @@ def _require(what: str) -> None:
             import uvicorn  # noqa: F401
     except ImportError as e:
         raise ImportError(f"{what} needs {e.name}: pip install 'squeezebert[serve]'") from None
-
-
-class SupportsPredict(Protocol):
-    """What the service needs from a classifier: :meth:`squeezebert.infer.Classifier.predict`."""
-
-    def predict(self, inputs: list[TextInput], batch_size: int = 32) -> list[Prediction]: ...
 
 
 @dataclass

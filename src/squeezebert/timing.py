@@ -36,6 +36,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from squeezebert.runtime import with_threads
+
 if TYPE_CHECKING:
     import torch
 
@@ -276,6 +278,7 @@ def random_batch(vocab_size: int, batch_size: int, seq_len: int, seed: int = 0) 
     }
 
 
+@with_threads()
 def model_latency(
     models: dict[str, torch.nn.Module],
     batch_size: int,
@@ -287,8 +290,6 @@ def model_latency(
     """Forward latency of each model on the same random batch, interleaved, under inference mode."""
     import torch
 
-    if threads is not None:
-        torch.set_num_threads(threads)
     vocab = min(getattr(getattr(m, "config", None), "vocab_size", 30000) for m in models.values())
     batch = random_batch(vocab, batch_size, seq_len)
 
