@@ -526,7 +526,10 @@ def _squeeze(
         train = _with_teacher_labels(train, encoded, extra_logits)
         logits = np.concatenate([logits, extra_logits])
         notes.append(f"distillation data: + {len(encoded)} unlabeled texts from {unlabeled}, labelled by the teacher")
-    copies = resolve_copies(distill.augment, len(train_examples))
+    # augment=auto aims at ~32k distillation examples; the user's own unlabeled texts count toward
+    # it (measured on SST-2 with 2,000 labelled texts: 20,000 unlabeled texts alone 87.84, with
+    # three perturbed copies of each labelled text as well 86.81, copies alone 83.94; RESULTS.md)
+    copies = resolve_copies(distill.augment, len(train_examples) + len(unlabeled_examples))
     if copies:
         extra = augment_examples(train_examples, copies, config.seed)
         encoded = encode(tokenizer, extra, max_length, None, data.train_source)
