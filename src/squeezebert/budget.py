@@ -12,10 +12,8 @@ per call; batch B: B texts padded to the longest, as a server's batcher would).
 from __future__ import annotations
 
 import logging
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -112,22 +110,16 @@ def fast_forward(model: torch.nn.Module, runtime: str, threads: int | None) -> C
     """``model`` through ``runtime`` as a callable on numpy model inputs.
 
     ``openvino-int8`` uses the int8 recipe that needs no calibration (int8 weights, per-token
-    activation scales at run time: the recipe a deployed export falls back to); the static
-    recipe the export tries first is as fast or faster, so a shape timed here within a budget
-    stays within it when deployed.
+    activation scales at run time: the recipe a deployed export falls back to). A random-weight
+    model timed here predicts its trained, exported twin only roughly (10-20% either way on SST-2,
+    docs/RESULTS.md), so the report checks the deployed student against the budget again.
     """
     if runtime == "openvino-int8":
-        import openvino as ov
-
-        from squeezebert.export_openvino import _quiet, convert, quantize_int8
-        from squeezebert.infer import OpenVinoForward
+        from squeezebert.export_openvino import _compile, _quiet, convert, quantize_int8
 
         with _quiet():
             q = quantize_int8(convert(model), [], "dynamic")
-        with tempfile.TemporaryDirectory(prefix="squeezebert-budget-") as tmp:
-            path = Path(tmp) / "model.xml"
-            ov.save_model(q, str(path), compress_to_fp16=False)
-            return OpenVinoForward(path, threads, "fp32", dynamic_int8=True)
+        return _compile(q, "fp32", threads, dynamic_int8=True)
     if runtime == "torch-int8":
         from squeezebert.quantize import optimize
 

@@ -210,14 +210,16 @@ def convert(model: Any) -> Any:
     return ov_model
 
 
-def _compile(ov_model: Any, inference_precision: str, num_threads: int | None = None) -> OpenVinoForward:
+def _compile(
+    ov_model: Any, inference_precision: str, num_threads: int | None = None, dynamic_int8: bool = False
+) -> OpenVinoForward:
     """An :class:`OpenVinoForward` over an in-memory model, by way of a temporary IR (the class
     reads files so that the deployed path and the checked path are the same code)."""
     ov = _require_openvino()
     with tempfile.TemporaryDirectory(prefix="squeezebert-ov-check-") as tmp:
         path = Path(tmp) / MODEL_FILE
         ov.save_model(ov_model, str(path), compress_to_fp16=False)
-        return OpenVinoForward(path, num_threads, inference_precision)
+        return OpenVinoForward(path, num_threads, inference_precision, dynamic_int8=dynamic_int8)
 
 
 # --------------------------------------------------------------------------- real text
