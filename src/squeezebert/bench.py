@@ -333,7 +333,7 @@ def _missing(spec: CandidateSpec) -> str | None:
 
 @functools.cache
 def _openvino_bf16() -> bool:
-    from squeezebert.infer import openvino_has_bf16
+    from squeezebert.backends import openvino_has_bf16
 
     return openvino_has_bf16()
 
@@ -411,13 +411,13 @@ def _export_hf_openvino(hf_dir: Path, out: Path) -> float:
     PyTorch on a padded check batch, run through the same :class:`OpenVinoForward` as the bench."""
     import numpy as np
 
-    from squeezebert.infer import import_openvino
+    from squeezebert.backends import import_openvino
 
     ov = import_openvino()  # without its network telemetry
 
+    from squeezebert.backends import OpenVinoForward
     from squeezebert.convert import config_from_hf
     from squeezebert.export import INPUT_NAMES, sample_inputs
-    from squeezebert.infer import OpenVinoForward
 
     model = _HFLogits(_hf_model(hf_dir)).eval()
     config = config_from_hf(json.loads((hf_dir / "config.json").read_text()))
@@ -438,7 +438,7 @@ def _export_hf_openvino(hf_dir: Path, out: Path) -> float:
 def _nncf_int8(src: Path, out: Path, calibration: list[dict[str, Any]]) -> None:
     """``nncf.quantize`` with the transformer preset and its defaults otherwise, on the IR in
     ``src``; the result is saved as ``out/model.xml`` (fp32 weights where not int8)."""
-    from squeezebert.infer import import_openvino
+    from squeezebert.backends import import_openvino
 
     ov = import_openvino()  # without its network telemetry, before nncf imports it
     import nncf
@@ -507,8 +507,8 @@ def _torch_call(model: Any, hf: bool) -> Callable[[dict[str, torch.Tensor]], Cal
 
 
 def _onnx_call(path: Path, threads: int) -> Callable[[dict[str, torch.Tensor]], Callable[[], Any]]:
-    # Same session options for every ONNX candidate, ours and the peers': infer.OnnxForward.
-    from squeezebert.infer import OnnxForward
+    # Same session options for every ONNX candidate, ours and the peers': backends.OnnxForward.
+    from squeezebert.backends import OnnxForward
 
     forward = OnnxForward(path, num_threads=threads)
 
@@ -522,9 +522,9 @@ def _onnx_call(path: Path, threads: int) -> Callable[[dict[str, torch.Tensor]], 
 def _openvino_call(
     path: Path, threads: int, inference_precision: str
 ) -> Callable[[dict[str, torch.Tensor]], Callable[[], Any]]:
-    # Same compile settings for every OpenVINO candidate, ours and the peers': infer.OpenVinoForward
+    # Same compile settings for every OpenVINO candidate, ours and the peers': backends.OpenVinoForward
     # (explicit threads and precision hint, one stream, latency hint).
-    from squeezebert.infer import OpenVinoForward
+    from squeezebert.backends import OpenVinoForward
 
     forward = OpenVinoForward(path, num_threads=threads, inference_precision=inference_precision)
 

@@ -50,9 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from squeezebert.export import FP32_TOLERANCE, INPUT_NAMES, ExportError, check_fp32, sample_inputs, torch_outputs
-from squeezebert.files import require_file
-from squeezebert.infer import (
+from squeezebert.backends import (
     OPENVINO_MODEL_FILE,
     Batch,
     OpenVinoForward,
@@ -60,6 +58,8 @@ from squeezebert.infer import (
     import_openvino,
     openvino_has_bf16,
 )
+from squeezebert.export import FP32_TOLERANCE, INPUT_NAMES, ExportError, check_fp32, sample_inputs, torch_outputs
+from squeezebert.files import require_file
 from squeezebert.runtime import PRECISIONS
 
 log = logging.getLogger(__name__)
@@ -598,3 +598,22 @@ def cleanup_partial(out: str | os.PathLike[str]) -> None:
     """Remove staging directories a killed export left in ``out``."""
     for stale in Path(out).glob(".squeezebert-ov-*"):
         shutil.rmtree(stale, ignore_errors=True)
+
+
+def export_for_runtime(src: str | os.PathLike[str], out: str | os.PathLike[str], backend: str, precision: str) -> None:
+    """Export a checkpoint into ``out`` for ``backend`` (``onnx`` or ``openvino``) with each
+    exporter's defaults: what :meth:`squeezebert.infer.Classifier.from_pretrained` runs to load a
+    checkpoint on a runtime. OpenVINO int8 with no recorded texts to calibrate static int8 on
+    falls back to the dynamic recipe, which needs none."""
+    if backend == "onnx":
+        from squeezebert.export import export as export_onnx
+
+        export_onnx(src, out, precision=precision)
+        return
+    try:
+        export(src, out, precision=precision)
+    except CalibrationError:
+        if precision != "int8":
+            raise
+        log.info("%s: no training texts recorded; OpenVINO int8 with run-time activation scales", src)
+        export(src, out, precision=precision, int8_recipe="dynamic")

@@ -3,7 +3,7 @@
 preprocess tokenizes, sorts the texts by length and cuts them into batches, each padded only to
 its own longest sequence (so short texts never pay for a long neighbour); forward maps a padded
 batch to logits; postprocess turns logits into :class:`Prediction` objects in input order. The
-backends differ only in their forward:
+backends differ only in their forward (one small class each, in :mod:`squeezebert.backends`):
 
 * ``torch``: the model made by :func:`squeezebert.optimize` (fp32, bf16 or int8);
 * ``onnx``: an ONNX Runtime session over an export directory (fp32 or int8, see
@@ -23,9 +23,7 @@ import logging
 import os
 import secrets
 import shutil
-import sys
 import tempfile
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,25 +31,31 @@ from typing import Any
 
 import numpy as np
 
+# The forwards and runtime loaders live in backends (the exporters use them without the
+# classifier); the `X as X` names are re-exported: infer is where callers have always found them.
+from squeezebert.backends import (
+    ONNX_MODEL_FILE,
+    OPENVINO_MODEL_FILE,
+    Batch,
+    OnnxForward,
+    OpenVinoForward,
+    TextInput,
+    TorchForward,
+)
+from squeezebert.backends import OPENVINO_INFERENCE_PRECISIONS as OPENVINO_INFERENCE_PRECISIONS
+from squeezebert.backends import OPENVINO_TELEMETRY_ENV as OPENVINO_TELEMETRY_ENV
+from squeezebert.backends import import_openvino as import_openvino
+from squeezebert.backends import openvino_has_bf16 as openvino_has_bf16
 from squeezebert.config import ModelConfig
 from squeezebert.runtime import BACKENDS as BACKENDS  # re-exported: the names live in runtime
-from squeezebert.runtime import DEFAULT_MAX_LENGTH, RuntimeOptions, recorded_max_length, threads
+from squeezebert.runtime import DEFAULT_MAX_LENGTH, RuntimeOptions, recorded_max_length
 from squeezebert.runtime import PRECISIONS as PRECISIONS
 from squeezebert.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
-ONNX_MODEL_FILE = "model.onnx"  # = squeezebert.export.MODEL_FILE, repeated to keep this module light
-OPENVINO_MODEL_FILE = "model.xml"  # = squeezebert.export_openvino.MODEL_FILE, likewise
 #: Where ``squeezebert squeeze`` keeps the student's export (= squeezebert.squeeze.DEPLOY_DIR).
 DEPLOY_DIR = "deploy"
-#: OpenVINO's names for the precision its CPU plugin computes the non-quantized operations in.
-OPENVINO_INFERENCE_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
-
-#: One input: a text, or a (text, text) pair for pair tasks (NLI, paraphrase).
-TextInput = str | tuple[str, str]
-#: A padded batch: int64 arrays ``(B, T)`` named input_ids, attention_mask, token_type_ids.
-Batch = dict[str, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -75,144 +79,6 @@ class Prediction:
             raise ValueError("top_k is for classification: a regression model predicts one value")
         ranked = sorted(self.probabilities.items(), key=lambda item: item[1], reverse=True)
         return [{"label": label, "score": score} for label, score in ranked[:k]]
-
-
-# --------------------------------------------------------------------------- backends
-class TorchForward:
-    """Forward through :func:`squeezebert.optimize` (``precision`` fp32, bf16 or int8).
-
-    ``num_threads``: torch's thread count is process-wide, so it is set around each call and
-    restored after it (:func:`squeezebert.runtime.threads`), never left changed; an entry point
-    that already runs at that count (``squeezebert serve``) pays nothing for it.
-    """
-
-    def __init__(self, model: Any, precision: str = "fp32", num_threads: int | None = None, **options: Any) -> None:
-        """``options`` go to :func:`squeezebert.optimize` (e.g. ``int8_activations``)."""
-        from squeezebert.quantize import optimize
-
-        self.num_threads = num_threads
-        with threads(num_threads):  # int8's weight packing runs on torch's threads too
-            self.model = optimize(model, precision, **options)
-
-    def __call__(self, batch: Batch) -> np.ndarray:
-        import torch
-
-        inputs = {k: torch.from_numpy(v) for k, v in batch.items()}
-        with threads(self.num_threads):
-            return self.model(**inputs).numpy()
-
-
-class OnnxForward:
-    """Forward through an ONNX Runtime session on ``model.onnx``; imports no torch."""
-
-    def __init__(
-        self, model_path: str | os.PathLike[str], num_threads: int | None = None, busy_wait: bool = True
-    ) -> None:
-        """``busy_wait``: let ONNX Runtime's worker threads spin between operators (its own default).
-        Between a graph's many small operators a sleeping worker takes long to wake: turning it off
-        made the int8 minilm-l6 teacher 1.09-1.36x slower on 2 threads (docs/RESULTS.md), but a
-        spinning worker also holds its core between calls, which a server with its own request
-        threads (``squeezebert serve``) needs back."""
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise ImportError("the onnx backend needs onnxruntime: pip install 'squeezebert[onnx]'") from None
-        options = ort.SessionOptions()
-        if num_threads:
-            options.intra_op_num_threads = num_threads
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if busy_wait else "0")
-        self.session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-        self.input_names = [i.name for i in self.session.get_inputs()]
-
-    def __call__(self, batch: Batch) -> np.ndarray:
-        return self.session.run(None, {name: batch[name] for name in self.input_names})[0]
-
-
-#: Set to 1 to let openvino and nncf load their usage telemetry (see :func:`import_openvino`).
-OPENVINO_TELEMETRY_ENV = "SQUEEZEBERT_OPENVINO_TELEMETRY"
-
-
-def import_openvino() -> Any:
-    """``import openvino``, without its usage telemetry unless ``$SQUEEZEBERT_OPENVINO_TELEMETRY=1``.
-
-    The ``openvino_telemetry`` package (an openvino dependency, used by its model converter and by
-    nncf) forks a process that posts usage events over the network. On a machine with no network
-    that process blocks in DNS and the interpreter waits for it at exit: a test run here hung after
-    its last test. squeezebert works offline, so openvino and nncf are made to see no telemetry
-    package, and they fall back to the no-op stubs they ship for that case.
-    """
-    if os.environ.get(OPENVINO_TELEMETRY_ENV) != "1" and "openvino_telemetry" not in sys.modules:
-        sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]  # import -> ImportError
-    try:
-        import openvino as ov
-    except ImportError:
-        raise ImportError("the openvino backend needs openvino: pip install 'squeezebert[openvino]'") from None
-    return ov
-
-
-def openvino_has_bf16(core: Any | None = None) -> bool:
-    """Whether OpenVINO's CPU plugin runs bf16 natively on this machine (AVX512-BF16 or AMX)."""
-    if core is None:
-        core = import_openvino().Core()
-    return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-
-
-class OpenVinoForward:
-    """Forward through an OpenVINO compiled model on ``model.xml``; imports no torch.
-
-    Every CPU-plugin setting that changes speed is set explicitly rather than left to the
-    plugin's defaults, which differ by machine (on this EPYC, ``INFERENCE_PRECISION_HINT``
-    defaults to bf16): ``inference_precision`` (``fp32`` or ``bf16``: the precision of the
-    operations that are not int8), one stream with the latency hint (one request at a time,
-    all threads on it), ``num_threads`` threads (None: the plugin's choice, all cores).
-    ``busy_wait`` pins the plugin's threads to cores (its default); a server passes False so that
-    its request threads are not locked out of a core between calls. ``dynamic_int8``: quantize
-    activations at run time (per token, in groups of 32 channels) for a model whose weights are
-    int8-compressed (the ``dynamic`` int8 recipe of :mod:`squeezebert.export_openvino`); off, such
-    weights are decompressed and multiplied in float.
-    """
-
-    def __init__(
-        self,
-        model_path: str | os.PathLike[str],
-        num_threads: int | None = None,
-        inference_precision: str = "fp32",
-        busy_wait: bool = True,
-        dynamic_int8: bool = False,
-    ) -> None:
-        ov = import_openvino()
-        if inference_precision not in OPENVINO_INFERENCE_PRECISIONS:
-            raise ValueError(
-                f"inference_precision must be one of {tuple(OPENVINO_INFERENCE_PRECISIONS)}, "
-                f"got {inference_precision!r}"
-            )
-        core = ov.Core()
-        if inference_precision == "bf16" and not openvino_has_bf16(core):
-            log.warning("this CPU has no native bf16; OpenVINO runs the model in fp32 instead")
-            inference_precision = "fp32"
-        self.inference_precision = inference_precision
-        properties: dict[str, Any] = {
-            "INFERENCE_PRECISION_HINT": OPENVINO_INFERENCE_PRECISIONS[inference_precision],
-            "PERFORMANCE_HINT": "LATENCY",
-            "NUM_STREAMS": 1,
-            "ENABLE_CPU_PINNING": bool(busy_wait),
-            "DYNAMIC_QUANTIZATION_GROUP_SIZE": 32 if dynamic_int8 else 0,
-        }
-        if num_threads:
-            properties["INFERENCE_NUM_THREADS"] = int(num_threads)
-        self.compiled = core.compile_model(core.read_model(str(model_path)), "CPU", properties)
-        self.input_names = [i.get_any_name() for i in self.compiled.inputs]
-        # One infer request per calling thread: a request is not safe to share between threads.
-        self._local = threading.local()
-
-    def __call__(self, batch: Batch) -> np.ndarray:
-        request = getattr(self._local, "request", None)
-        if request is None:
-            request = self._local.request = self.compiled.create_infer_request()
-        # share_inputs: the int64 arrays are read in place, not copied into the request.
-        result = request.infer({name: batch[name] for name in self.input_names}, share_inputs=True)
-        return np.array(result[0])  # a copy: the request reuses its output buffer on the next call
 
 
 # --------------------------------------------------------------------------- the default backend
@@ -444,25 +310,14 @@ class Classifier:
 
     @classmethod
     def _export_and_load(cls, src: str | os.PathLike[str], options: RuntimeOptions) -> Classifier:
-        backend, precision = options.backend, options.precision or "fp32"
-        if backend == "onnx":
-            from squeezebert.export import export
-        else:
-            from squeezebert.export_openvino import export  # type: ignore[assignment]
+        # The exporters sit above this module (they check what they write through backends'
+        # forwards and never import infer), so this one lazy import makes no cycle.
+        from squeezebert.export_openvino import export_for_runtime
 
+        backend, precision = options.backend, options.precision or "fp32"
         tmpdir = tempfile.TemporaryDirectory(prefix=f"squeezebert-{backend}-")
         try:
-            if backend == "openvino" and precision == "int8":
-                from squeezebert.export_openvino import CalibrationError
-
-                try:
-                    export(src, tmpdir.name, precision=precision)
-                except CalibrationError:
-                    # No recorded texts to calibrate static int8 on: the dynamic recipe needs none.
-                    log.info("%s: no training texts recorded; OpenVINO int8 with run-time activation scales", src)
-                    export(src, tmpdir.name, precision=precision, int8_recipe="dynamic")
-            else:
-                export(src, tmpdir.name, precision=precision)
+            export_for_runtime(src, tmpdir.name, backend, precision)  # type: ignore[arg-type]
             if options.max_length is None and Path(src).expanduser().is_dir():
                 # The export may not record the trained length (ONNX's does not): the source does.
                 options = replace(options, max_length=recorded_max_length(Path(src).expanduser()))

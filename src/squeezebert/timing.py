@@ -190,7 +190,7 @@ class Samples:
 
 
 # Pause before each timed call. ONNX Runtime's worker threads busy-wait for a few ms after a call
-# (its default, which infer.OnnxForward keeps for batch work), and so do torch's OpenMP threads:
+# (its default, which backends.OnnxForward keeps for batch work), and so do torch's OpenMP threads:
 # without a pause they steal the cores from the next candidate. Measured here: a small torch
 # matmul right after an ONNX Runtime call took 5.4x its time, 1.2x after 5 ms.
 SETTLE_S = 0.02
