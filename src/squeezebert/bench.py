@@ -1017,30 +1017,19 @@ def _count_parameters(weights: Path) -> int:
 # --------------------------------------------------------------------------- real workload
 def read_texts(path: str | os.PathLike[str], max_texts: int | None = None) -> list[str]:
     """Texts of a workload file: one per line, or the ``sentence`` column of a GLUE ``.tsv``
-    (a file whose first line is tab-separated and names a ``sentence`` column)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: workload file not found")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not UTF-8 text ({e})") from None
-    header = lines[0].split("\t") if lines else []
-    if path.suffix.lower() == ".tsv" or (len(header) > 1 and "sentence" in header):
-        if "sentence" not in header:
-            raise ValueError(f"{path}: line 1: a .tsv workload needs a 'sentence' column, found {header}")
-        col, texts = header.index("sentence"), []
-        for number, line in enumerate(lines[1:], start=2):
-            if not line.strip():
-                continue
-            fields = line.split("\t")
-            if len(fields) <= col:
-                raise ValueError(f"{path}: line {number}: {len(fields)} fields, expected 'sentence' in field {col + 1}")
-            texts.append(fields[col])
-    else:
-        texts = [line for line in lines if line.strip()]
-    if not texts:
-        raise ValueError(f"{path}: no texts (expected one text per line, or a .tsv with a 'sentence' column)")
+    (a file whose first line is tab-separated and names a ``sentence`` column). Read by
+    :func:`squeezebert.tables.read_texts`, with its errors."""
+    from squeezebert import tables
+    from squeezebert.files import require_file
+
+    path = require_file(path, "a workload file (one text per line, or a GLUE .tsv)")
+    with open(path, "rb") as f:
+        first = next(iter(tables.Lines(f, str(path))), "")
+    header = [column.strip() for column in first.rstrip("\r\n").split("\t")]
+    glue = path.suffix.lower() == ".tsv" or (len(header) > 1 and "sentence" in header)
+    if glue and "sentence" not in header:
+        raise ValueError(f"{path}: line 1: a .tsv workload needs a 'sentence' column, found {header}")
+    texts = [e.text for e in tables.read_texts(path, "sentence", fmt="tsv" if glue else "text")]
     return texts[:max_texts] if max_texts else texts
 
 

@@ -1041,7 +1041,11 @@ def add_loadtest_parser(sub: Subparsers) -> None:
     p.add_argument("url", help="server URL, e.g. http://127.0.0.1:8080")
     p.add_argument("--concurrency", type=int, default=8, help="concurrent clients (<= 256)")
     p.add_argument("--duration", type=float, default=10.0, help="seconds (<= 60)")
-    p.add_argument("--texts", default=None, help="text file, one request text per line (default: built-in samples)")
+    p.add_argument(
+        "--texts",
+        default=None,
+        help="text file, one request text per line, or a .csv/.tsv/.jsonl text column (default: built-in samples)",
+    )
     p.add_argument("--texts-per-request", type=int, default=1, help="texts in each request's body")
     p.add_argument(
         "--rate",

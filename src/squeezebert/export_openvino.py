@@ -59,7 +59,6 @@ from squeezebert.backends import (
     openvino_has_bf16,
 )
 from squeezebert.export import FP32_TOLERANCE, INPUT_NAMES, ExportError, check_fp32, sample_inputs, torch_outputs
-from squeezebert.files import require_file
 from squeezebert.runtime import PRECISIONS
 
 log = logging.getLogger(__name__)
@@ -283,15 +282,12 @@ def examples_sample(examples: Sequence[Any], source: str, labels: bool) -> TextS
 def read_calibration_file(
     path: str | os.PathLike[str], text_column: str = "text", text_pair_column: str | None = None
 ) -> TextSample:
-    """Texts from a text (one per line), CSV, TSV or JSONL file, with the project's errors."""
+    """Texts from a text (one per line), CSV, TSV or JSONL file (:func:`squeezebert.tables.read_texts`,
+    with the project's errors); one with no texts is a :class:`CalibrationError`."""
     from squeezebert import tables
 
-    fmt = tables.detect_format(str(path), None)
-    path = require_file(path, "a text, CSV, TSV or JSONL file of texts to calibrate on")
-    with open(path, "rb") as f:
-        lines = tables.Lines(f, str(path))
-        column = None if fmt == "text" else text_column
-        examples = list(tables.iter_examples(lines, fmt, column or "text", text_pair_column if fmt != "text" else None))
+    what = "a text, CSV, TSV or JSONL file of texts to calibrate on"
+    examples = tables.read_texts(path, text_column, text_pair_column, what=what, require_rows=False)
     if not examples:
         raise CalibrationError(f"{path}: holds no texts to calibrate on")
     return examples_sample(examples, str(path), labels=False)

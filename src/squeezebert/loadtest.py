@@ -21,7 +21,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from squeezebert.files import require_file
 from squeezebert.serve import CLASSIFY_PATH, is_loopback
 from squeezebert.timing import percentile
 
@@ -86,15 +85,13 @@ def _classify_url(url: str) -> str:
 
 
 def read_texts(path: str | os.PathLike[str]) -> list[str]:
-    """Non-blank lines of a utf-8 text file (the load test's request texts)."""
-    path = require_file(path, "a text file (one request text per line)")
-    try:
-        texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not utf-8 text ({e.reason})") from None
-    if not texts:
-        raise ValueError(f"{path}: no texts (one per line)")
-    return texts
+    """The load test's request texts: the non-blank lines of a text file, stripped, or the
+    ``text`` column of a ``.csv``, ``.tsv`` or ``.jsonl`` file (any other extension: plain text),
+    read by :func:`squeezebert.tables.read_texts` with its errors (an empty file is one)."""
+    from squeezebert import tables
+
+    examples = tables.read_texts(path, what="a text file (one request text per line)", plain_if_unknown=True)
+    return [e.text.strip() for e in examples]
 
 
 def loadtest(

@@ -40,7 +40,7 @@ from squeezebert.data import (
     subsample,
 )
 from squeezebert.distill import DistillationLoss, DistillConfig, check_compatible
-from squeezebert.files import atomic_write_text, require_file
+from squeezebert.files import atomic_write_text
 from squeezebert.infer import DEPLOY_DIR
 from squeezebert.metrics import main_metric
 from squeezebert.model import SqueezeBert
@@ -100,22 +100,12 @@ class _Cost:
 
 def _read_unlabeled(path: str | os.PathLike[str], text_column: str, text_pair_column: str | None) -> list[Any]:
     """Texts (or pairs) from a text (one per line), CSV, TSV or JSONL file; labels, if the file
-    has any, are ignored. The project's errors name the file and line."""
+    has any, are not read. The project's errors name the file and line."""
     from squeezebert import tables
 
-    fmt = tables.detect_format(str(path), None)
-    path = require_file(path, "a text, CSV, TSV or JSONL file of unlabeled texts")
-    with open(path, "rb") as f:
-        lines = tables.Lines(f, str(path))
-        if fmt == "text":
-            if text_pair_column is not None:
-                raise tables.DataError(
-                    f"{path}: a plain text file holds one text per line, not the pairs this task needs"
-                )
-            examples = list(tables.iter_examples(lines, fmt, require_rows=True))
-        else:
-            examples = list(tables.iter_examples(lines, fmt, text_column, text_pair_column, require_rows=True))
-    return [replace(e, label=None) for e in examples]
+    return tables.read_texts(
+        path, text_column, text_pair_column, what="a text, CSV, TSV or JSONL file of unlabeled texts"
+    )
 
 
 def _check_indices(n_train: int, calibration: set[int], n: int, seed: int) -> list[int]:

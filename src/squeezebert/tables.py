@@ -43,6 +43,7 @@ __all__ = [
     "iter_examples",
     "label_space",
     "read_table",
+    "read_texts",
 ]
 
 FORMATS: tuple[str, ...] = ("text", "csv", "tsv", "jsonl")
@@ -194,6 +195,41 @@ def read_table(
     with open(path, "rb") as f:
         lines = Lines(f, str(path))
         return list(iter_examples(lines, kind, text_column, text_pair_column, label_column, require_rows=True))
+
+
+def read_texts(
+    path: str | os.PathLike[str],
+    text_column: str = "text",
+    text_pair_column: str | None = None,
+    fmt: str | None = None,
+    what: str = "a text, CSV, TSV or JSONL file of texts",
+    plain_if_unknown: bool = False,
+    require_rows: bool = True,
+) -> list[Example]:
+    """Texts, or (text, pair) examples, from a user file: plain text (one per line; blank lines
+    skipped, the rest kept as written), or the ``text_column`` (and ``text_pair_column``) of a
+    CSV, TSV or JSONL file. Labels and other columns are not read (``label`` is None).
+
+    ``fmt`` overrides the extension; ``plain_if_unknown``: a file whose extension names no format
+    is plain text rather than an error. ``what`` says what the file should be, for a path that
+    is missing or a directory. Every problem is a :class:`DataError` naming the file and line: a
+    pair column on plain text, a missing column, a bad row, bytes that are not UTF-8, and (with
+    ``require_rows``) a file with no texts.
+    """
+    path = require_file(path, what)
+    if fmt is None and plain_if_unknown and Path(path).suffix.lower() not in _BY_EXTENSION:
+        fmt = "text"
+    kind = detect_format(str(path), fmt)
+    if kind == "text" and text_pair_column is not None:
+        raise DataError(
+            f"{path}: a plain text file holds one text per line, not the text pairs asked for "
+            f"(column {text_pair_column!r}); pairs need a CSV, TSV or JSONL file"
+        )
+    with open(path, "rb") as f:
+        lines = Lines(f, str(path))
+        if kind == "text":
+            return list(iter_examples(lines, kind, require_rows=require_rows))
+        return list(iter_examples(lines, kind, text_column, text_pair_column, require_rows=require_rows))
 
 
 def _text_examples(lines: Lines, require_rows: bool) -> Iterator[Example]:
