@@ -176,7 +176,7 @@ def measure_configs(
     batches: dict[int, list[dict]],
     runtime: str,
     threads: int | None,
-    repeats: int = 5,
+    repeats: int = 9,
 ) -> dict[str, dict[str, float]]:
     """Milliseconds per call of a randomly initialized model of each config (see :data:`Measure`)."""
     from squeezebert.model import SqueezeBert
@@ -188,11 +188,52 @@ def measure_configs(
 
 
 # --------------------------------------------------------------------------- the table and the choice
+def fit_latency(
+    measured: dict[str, dict[str, float]], shapes: dict[str, Shape]
+) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """Smooth a noisy latency table with what a layered model's cost is made of: a per-call cost
+    (embeddings, pooler, classifier, the runtime's own dispatch) plus, per layer, a cost that
+    depends only on the layer's width (heads, FFN neurons). Fitted per batch key by least
+    squares on *relative* error (each point weighs by 1/its own ms), so the slow shapes do not
+    drown the fast ones.
+
+    On two shared cores single medians of 16 shapes moved by up to 30% between neighbours that
+    must be ordered (5L-3h timed slower than 5L-6h in one SST-2 run); every shape shares the
+    per-call cost and each width's per-layer cost with four others, so the fit averages that
+    noise away. Returns ``(fitted, residuals)``: per name ``{"batch1": ms, ...}``, and per batch
+    key the largest relative residual. Falls back to the measurements where the table cannot
+    determine the fit (fewer shapes than unknowns) or where it would give a cost below zero.
+    """
+    widths = sorted({(s.heads, s.ffn) for s in shapes.values()})
+    names = list(shapes)
+    keys = sorted({k for m in measured.values() for k in m})
+    fitted: dict[str, dict[str, float]] = {n: dict(measured[n]) for n in names}
+    residuals: dict[str, float] = {}
+    design = np.zeros((len(names), 1 + len(widths)))
+    design[:, 0] = 1.0
+    for i, n in enumerate(names):
+        design[i, 1 + widths.index((shapes[n].heads, shapes[n].ffn))] = shapes[n].layers
+    if len(names) <= design.shape[1] or np.linalg.matrix_rank(design) < design.shape[1]:
+        return fitted, residuals
+    for key in keys:
+        y = np.array([measured[n][key] for n in names], dtype=float)
+        w = 1.0 / np.maximum(y, 1e-9)
+        coef, *_ = np.linalg.lstsq(design * w[:, None], y * w, rcond=None)
+        if (coef < 0).any():
+            continue
+        pred = design @ coef
+        residuals[key] = float(np.max(np.abs(pred - y) / y))
+        for n, v in zip(names, pred):
+            fitted[n][key] = float(v)
+    return fitted, residuals
+
+
 @dataclass
 class Candidate:
     shape: Shape
     parameters: int
-    latency_ms: dict[str, float]  # per "batch{B}"
+    latency_ms: dict[str, float]  # per "batch{B}": the fitted value the choice uses
+    measured_ms: dict[str, float] | None = None  # per "batch{B}": the raw median
     within_budget: bool = False
     agreement: float | None = None  # the accuracy signal, where measured
     chosen: bool = False
@@ -201,21 +242,28 @@ class Candidate:
         return {**asdict(self), "shape": self.shape.name}
 
 
+def teacher_shape(teacher: ModelConfig) -> Shape:
+    return Shape(teacher.num_hidden_layers, teacher.num_attention_heads, teacher.intermediate_size)
+
+
 def latency_table(
     teacher: ModelConfig,
     shapes: Sequence[Shape],
     measure: Measure,
-) -> tuple[dict[str, float], list[Candidate]]:
-    """The teacher's and each candidate's latency, all in one interleaved measurement."""
+) -> tuple[dict[str, float], list[Candidate], dict[str, float]]:
+    """The teacher's and each candidate's latency, all in one interleaved measurement, smoothed
+    by :func:`fit_latency`. Returns the teacher's fitted ms, the candidates, and the fit's largest
+    relative residual per batch key."""
     from squeezebert.model import SqueezeBert
 
     configs = {"teacher": teacher, **{s.name: s.config(teacher) for s in shapes}}
     ms = measure(configs)
+    fitted, residuals = fit_latency(ms, {"teacher": teacher_shape(teacher), **{s.name: s for s in shapes}})
     rows = []
     for s in shapes:
         params = sum(p.numel() for p in SqueezeBert(s.config(teacher)).parameters())
-        rows.append(Candidate(s, params, ms[s.name]))
-    return ms["teacher"], rows
+        rows.append(Candidate(s, params, fitted[s.name], ms[s.name]))
+    return fitted["teacher"], rows, residuals
 
 
 def frontier(rows: Sequence[Candidate], budget_ms: float, key: str) -> list[Candidate]:
