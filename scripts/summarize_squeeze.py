@@ -1,6 +1,7 @@
 """Tabulate squeeze reports (report.json files) as the markdown tables of docs/RESULTS.md.
 
 python scripts/summarize_squeeze.py runs/student-*/report.json
+python scripts/summarize_squeeze.py --latency runs/latency-*   (issue 15's table, run directories)
 
 The first table has one row per report; the second averages, per student variant (the report
 directory's name without the task and seed: ``student-cola-grouped-s43`` -> ``grouped``), the change
@@ -100,5 +101,34 @@ def main(paths: list[str]) -> None:
         print(f"| {variant} | {tasks} | {mean:+.2f} | {sp:.2f}x | {q:.2f}x |")
 
 
+def latency(paths: list[str]) -> None:
+    """Issue 15's table: one row per ``squeeze --speedup`` run directory (its name is the task)."""
+    print(
+        "| task | tokens p50 / p90 | chosen shape | teacher | student (deployed) | Δ (points) | "
+        "fastest vs fastest b1 / b32 | speed-up asked, met? | squeeze wall (min) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    deltas = []
+    for d in sorted(paths):
+        r = json.loads((Path(d) / "report.json").read_text())
+        m, f, b = r["main_metric"], r["fastest"], r["budget"]
+        deployed = next((row for row in r["rows"] if row["model"].startswith("student openvino")), None)
+        student = (deployed or {}).get("metrics", r["student_metrics"])[m]
+        teacher = r["teacher_metrics"][m]
+        deltas.append(100 * (student - teacher))
+        met = r.get("budget_met") or {}
+        print(
+            f"| {Path(d).name.removeprefix('latency-')} | {r['lengths']['p50']:.0f} / {r['lengths']['p90']:.0f} | "
+            f"{b['chosen']['shape']} | {100 * teacher:.2f} | {100 * student:.2f} | {100 * (student - teacher):+.2f} | "
+            f"{f['batch1']['speedup']:.2f}x / {f['batch32']['speedup']:.2f}x | "
+            f"{b['speedup']}x: {'yes' if met.get('within') else 'NO'} ({met.get('speedup', float('nan')):.2f}x) | "
+            f"{sum(r['cost_s'].values()) / 60:.1f} |"
+        )
+    print(f"\nmean Δ over {len(deltas)} tasks: {statistics.fmean(deltas):+.2f} points")
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    if sys.argv[1:2] == ["--latency"]:
+        latency(sys.argv[2:])
+    else:
+        main(sys.argv[1:])
