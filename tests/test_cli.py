@@ -110,6 +110,18 @@ def test_training_flags_agree_with_train_config() -> None:
     assert config == TrainConfig()
 
 
+def test_squeeze_flags_agree_with_the_squeeze_api_defaults() -> None:
+    # restated in the parser for the same reason as TrainConfig's (torch-free CLI), checked here
+    from squeezebert.distill import DistillConfig
+    from squeezebert.squeeze import default_train_config
+
+    args = _commands()["squeeze"].parse_args(["--teacher", "t", "--train", "x.csv", "--out", "o"])
+    assert cli._train_config(args) == default_train_config()
+    defaults = DistillConfig()
+    for field in ("alpha", "temperature", "hidden_weight", "attention_weight", "augment"):
+        assert getattr(args, field) == getattr(defaults, field), field
+
+
 def test_info_json_prints_one_object(capsys: pytest.CaptureFixture) -> None:
     assert cli.main(["info", "tiny", "--json"]) == 0
     record: dict[str, Any] = json.loads(capsys.readouterr().out)
