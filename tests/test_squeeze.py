@@ -301,6 +301,21 @@ def test_the_latency_fit_smooths_noise_into_a_per_call_plus_per_layer_cost() -> 
     assert kept == {k: noisy[k] for k in few} and none == {}
 
 
+def test_closeness_ranks_collapsed_candidates_by_kl_not_by_tied_agreement() -> None:
+    from squeezebert.squeeze import _closeness
+
+    teacher = np.array([[2.0, 0.0], [1.5, 0.0], [0.0, 1.0], [3.0, 0.0]])
+    # both candidates always answer label 0 (agree on 3 of 4), one is much closer in distribution
+    near = np.array([[1.8, 0.0], [1.2, 0.0], [0.2, 0.0], [2.5, 0.0]])
+    far = np.array([[9.0, 0.0], [9.0, 0.0], [9.0, 0.0], [9.0, 0.0]])
+    (a_near, s_near), (a_far, s_far) = _closeness(near, teacher), _closeness(far, teacher)
+    assert a_near == a_far == 0.75 and s_near > s_far and s_near < 0
+    assert _closeness(teacher, teacher) == (1.0, pytest.approx(0.0, abs=1e-12))
+    # regression: 1 - relative squared error, the same number for both
+    y = np.array([[1.0], [2.0], [3.0]])
+    assert _closeness(y, y) == (1.0, 1.0) and _closeness(np.full((3, 1), 2.0), y)[1] == pytest.approx(0.0)
+
+
 def test_a_smaller_budget_picks_a_smaller_student(teacher_dir, task_files, tmp_path, fake_timer) -> None:
     from squeezebert.data import encode
     from squeezebert.prune import construct_student

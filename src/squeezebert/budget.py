@@ -235,7 +235,8 @@ class Candidate:
     latency_ms: dict[str, float]  # per "batch{B}": the fitted value the choice uses
     measured_ms: dict[str, float] | None = None  # per "batch{B}": the raw median
     within_budget: bool = False
-    agreement: float | None = None  # the accuracy signal, where measured
+    agreement: float | None = None  # same labels as the teacher's right after pruning, where measured
+    score: float | None = None  # the accuracy signal the choice ranks by (squeeze._closeness)
     chosen: bool = False
 
     def to_dict(self) -> dict[str, Any]:
