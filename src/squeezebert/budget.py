@@ -251,10 +251,11 @@ def latency_table(
     teacher: ModelConfig,
     shapes: Sequence[Shape],
     measure: Measure,
-) -> tuple[dict[str, float], list[Candidate], dict[str, float]]:
+) -> tuple[dict[str, float], list[Candidate], dict[str, dict[str, float]]]:
     """The teacher's and each candidate's latency, all in one interleaved measurement, smoothed
     by :func:`fit_latency`. Returns the teacher's fitted ms, the candidates, and the fit's largest
-    relative residual per batch key."""
+    relative residual per batch key (under ``"residual"``) with the teacher's raw medians (under
+    ``"teacher_measured_ms"``)."""
     from squeezebert.model import SqueezeBert
 
     configs = {"teacher": teacher, **{s.name: s.config(teacher) for s in shapes}}
@@ -264,7 +265,7 @@ def latency_table(
     for s in shapes:
         params = sum(p.numel() for p in SqueezeBert(s.config(teacher)).parameters())
         rows.append(Candidate(s, params, fitted[s.name], ms[s.name]))
-    return fitted["teacher"], rows, residuals
+    return fitted["teacher"], rows, {"residual": residuals, "teacher_measured_ms": ms["teacher"]}
 
 
 def frontier(rows: Sequence[Candidate], budget_ms: float, key: str) -> list[Candidate]:

@@ -174,7 +174,7 @@ def _choose_shape(
     seconds: dict[str, float] = {}
     shapes = candidate_shapes(teacher.config)
     log.info("timing the teacher and %d candidate shapes through %s", len(shapes), runtime)
-    teacher_ms, table, fit_residual = latency_table(teacher.config, shapes, measure)
+    teacher_ms, table, fit = latency_table(teacher.config, shapes, measure)
     budget_ms = latency_budget_ms if latency_budget_ms is not None else teacher_ms[key] / speedup
     log.info(
         "teacher %.2f ms, budget %.2f ms at batch %d; candidates: %s",
@@ -239,7 +239,8 @@ def _choose_shape(
         "budget_ms": budget_ms,
         "speedup": speedup,
         "teacher_ms": teacher_ms,
-        "fit_residual": fit_residual,
+        "teacher_measured_ms": fit["teacher_measured_ms"],
+        "fit_residual": fit["residual"],
         "candidates": [r.to_dict() for r in table],
         "chosen": {"shape": shape.name, "layers": shape.layers, "heads": shape.heads, "ffn": shape.ffn,
                    "teacher_layers": kept_by_count[shape.layers], "latency_ms": chosen.latency_ms,
