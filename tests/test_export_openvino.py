@@ -158,6 +158,32 @@ def test_int8_calibrates_on_the_recorded_training_texts_and_agrees_with_fp32(tra
     assert section["dev"]["agreement"] == report.dev["agreement"] and section["max_length"] == 32
 
 
+def test_a_regression_export_is_held_to_the_correlation_of_its_scores(
+    trained, tmp_path: Path, tokenizer: Tokenizer
+) -> None:
+    # STS-B-like: one output; the bar is the correlation with PyTorch fp32's scores (a squeeze of
+    # STS-B crashed in this summary once, when regression exports carried no agreement at all).
+    # The score: the trained classifier's logit margin, so that the outputs have a real spread.
+    classifier, _ = trained
+    model = tiny_model(num_labels=1, id2label={0: "score"}, **DENSE)
+    state = {k: v for k, v in classifier.state_dict().items() if not k.startswith("classifier.")}
+    w, b = classifier.classifier.weight.detach(), classifier.classifier.bias.detach()
+    state.update({"classifier.weight": (w[1] - w[0])[None], "classifier.bias": (b[1] - b[0])[None]})
+    model.load_state_dict(state)
+    for name, n, seed in (("train.csv", 600, 1), ("dev.csv", 120, 2)):
+        rows = "".join(f'"{t}",{2.5 + (1 if y == "pos" else -1) * 1.25:.2f}\n' for t, y in sentences(n, seed))
+        (tmp_path / name).write_text("text,label\n" + rows, encoding="utf-8")
+    path = save_checkpoint(model, tmp_path / "ckpt", tokenizer)
+    args = {"task": "custom", "train_file": str(tmp_path / "train.csv"), "dev_file": str(tmp_path / "dev.csv")}
+    args.update(text_column="text", text_pair_column=None, label_column="label", max_length=32)
+    (path / "train_args.json").write_text(json.dumps(args), encoding="utf-8")
+    report = export(path, tmp_path / "int8", precision="int8")
+    assert 0.99 <= report.agreement <= 1.0 and 0.99 <= report.dev["agreement"] <= 1.0
+    assert "dev set" in report.summary() and "agreement" in report.summary()
+    with pytest.raises(ExportError, match="below the 101% required"):
+        export(path, tmp_path / "refused", precision="int8", min_agreement=1.01)
+
+
 def test_int8_without_real_text_is_refused_and_writes_nothing(tmp_path: Path, tokenizer: Tokenizer) -> None:
     bare = save_checkpoint(tiny_model(), tmp_path / "bare", tokenizer)  # no train_args.json
     with pytest.raises(CalibrationError, match="--calibration FILE"):

@@ -145,7 +145,9 @@ class OpenVinoExportReport:
             )
         if self.dev:
             d = self.dev
-            line = f"dev set ({d['source']}, {d['examples']} examples): agreement {d['agreement']:.2%}"
+            line = (
+                f"dev set ({d['source']}, {d['examples']} examples): agreement {d.get('agreement', float('nan')):.2%}"
+            )
             if d.get("accuracy_fp32") is not None:
                 line += f", accuracy {d['accuracy_export']:.2%} vs PyTorch fp32 {d['accuracy_fp32']:.2%}"
             lines.append(line)
@@ -252,7 +254,11 @@ def _batches(tokenizer: Any, inputs: Sequence[TextInput], max_length: int, size:
 
 
 def _compare(model: Any, forward: OpenVinoForward, tokenizer: Any, sample: TextSample, max_length: int) -> dict:
-    """Argmax agreement (and accuracy where labels are known) of ``forward`` vs PyTorch fp32."""
+    """Agreement of ``forward`` with PyTorch fp32 (and accuracy where labels are known).
+
+    Classification: argmax agreement. Regression (one output): the Pearson correlation of the
+    two sets of outputs, held to the same bar (a score that moved enough to drop it below 0.99
+    has changed the ranking of pairs the task is judged on)."""
     ref, got = [], []
     for batch in _batches(tokenizer, sample.inputs, max_length):
         ref.append(torch_outputs(model, batch))
@@ -263,6 +269,11 @@ def _compare(model: Any, forward: OpenVinoForward, tokenizer: Any, sample: TextS
         "examples": len(expected),
         "max_logit_diff": float(np.abs(actual - expected).max()),
     }
+    if model.config.num_labels == 1:
+        a, e = actual.reshape(-1), expected.reshape(-1)
+        # Identical outputs (a constant model included) agree perfectly; otherwise correlation.
+        same = bool(np.allclose(a, e, rtol=0.0, atol=1e-6))
+        result["agreement"] = 1.0 if same or len(a) < 2 else float(np.nan_to_num(np.corrcoef(a, e)[0, 1]))
     if model.config.num_labels > 1:
         result["agreement"] = float((actual.argmax(-1) == expected.argmax(-1)).mean())
         if sample.labels is not None:
