@@ -346,7 +346,15 @@ def test_predict_stopped_by_a_signal_leaves_no_partial_output(checkpoint: Path, 
     out = tmp_path / "out" / "preds.jsonl"
     out.parent.mkdir()
     cmd = [sys.executable, "-m", "squeezebert", "predict", str(checkpoint), "--output", str(out), "--chunk-size", "1"]
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    # The child gets the default SIGINT disposition even when this test runs in the background of a
+    # non-interactive shell (`cmd &`), which starts it with SIGINT ignored: predict then rightly
+    # ignores it too, and finishes (seen once, from a CI run started with nohup ... &).
+    proc = subprocess.Popen(
+        cmd,
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         assert proc.stdin is not None
         proc.stdin.write(b"good movie\nbad plot\n")  # more rows may come: the output stays open
