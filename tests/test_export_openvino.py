@@ -11,6 +11,7 @@ import random
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -88,15 +89,21 @@ def trained(tokenizer: Tokenizer, tmp_path_factory: pytest.TempPathFactory) -> t
         loss.backward()
         opt.step()
     model.eval()
-    root = tmp_path_factory.mktemp("trained")
+    return model, save_with_task_files(model, tokenizer, tmp_path_factory.mktemp("trained"), lambda y: y)
+
+
+def save_with_task_files(model: SqueezeBert, tokenizer: Tokenizer, root: Path, label: Callable[[str], str]) -> Path:
+    """``model`` saved under ``root/ckpt`` beside custom train.csv / dev.csv files of good/bad
+    sentences (``label`` maps "neg"/"pos" to what the file holds), with the train_args.json that
+    ``squeezebert finetune`` would write for them."""
     for name, n, seed in (("train.csv", 600, 1), ("dev.csv", 120, 2)):
-        rows = "".join(f'"{t}",{y}\n' for t, y in sentences(n, seed))
+        rows = "".join(f'"{t}",{label(y)}\n' for t, y in sentences(n, seed))
         (root / name).write_text("text,label\n" + rows, encoding="utf-8")
     path = save_checkpoint(model, root / "ckpt", tokenizer)
     args = {"task": "custom", "train_file": str(root / "train.csv"), "dev_file": str(root / "dev.csv")}
     args.update(text_column="text", text_pair_column=None, label_column="label", max_length=32)
     (path / "train_args.json").write_text(json.dumps(args), encoding="utf-8")
-    return model, path
+    return path
 
 
 def run_torch(model: SqueezeBert, inputs: dict[str, np.ndarray]) -> np.ndarray:
@@ -170,13 +177,7 @@ def test_a_regression_export_is_held_to_the_correlation_of_its_scores(
     w, b = classifier.classifier.weight.detach(), classifier.classifier.bias.detach()
     state.update({"classifier.weight": (w[1] - w[0])[None], "classifier.bias": (b[1] - b[0])[None]})
     model.load_state_dict(state)
-    for name, n, seed in (("train.csv", 600, 1), ("dev.csv", 120, 2)):
-        rows = "".join(f'"{t}",{2.5 + (1 if y == "pos" else -1) * 1.25:.2f}\n' for t, y in sentences(n, seed))
-        (tmp_path / name).write_text("text,label\n" + rows, encoding="utf-8")
-    path = save_checkpoint(model, tmp_path / "ckpt", tokenizer)
-    args = {"task": "custom", "train_file": str(tmp_path / "train.csv"), "dev_file": str(tmp_path / "dev.csv")}
-    args.update(text_column="text", text_pair_column=None, label_column="label", max_length=32)
-    (path / "train_args.json").write_text(json.dumps(args), encoding="utf-8")
+    path = save_with_task_files(model, tokenizer, tmp_path, lambda y: "3.75" if y == "pos" else "1.25")
     report = export(path, tmp_path / "int8", precision="int8")
     assert 0.99 <= report.agreement <= 1.0 and 0.99 <= report.dev["agreement"] <= 1.0
     assert "dev set" in report.summary() and "agreement" in report.summary()
