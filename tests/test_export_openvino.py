@@ -21,6 +21,7 @@ import torch
 ov = pytest.importorskip("openvino")
 pytest.importorskip("nncf")
 
+from squeezebert import backends  # noqa: E402
 from squeezebert.checkpoint import save_checkpoint  # noqa: E402
 from squeezebert.cli import main  # noqa: E402
 from squeezebert.config import preset  # noqa: E402
@@ -121,6 +122,37 @@ def test_fp32_export_of_every_model_shape_matches_pytorch(shape: str, tmp_path: 
     forward = OpenVinoForward(tmp_path / "model.xml", num_threads=1)
     inputs = sample_inputs(model.config, batch=5, seq=23, seed=9)
     np.testing.assert_allclose(forward(inputs), run_torch(model, inputs), rtol=0, atol=1e-4)
+
+
+def test_single_texts_get_static_models_for_frequent_lengths_and_the_same_logits(tmp_path: Path) -> None:
+    model = tiny_model(**DENSE)
+    export_model(model, tmp_path, precision="fp32")
+    dynamic = OpenVinoForward(tmp_path / "model.xml", num_threads=1, static_shapes=0)
+    static = OpenVinoForward(tmp_path / "model.xml", num_threads=1, static_shapes=2)
+    step, after = backends.STATIC_LENGTH_STEP, backends.STATIC_PROMOTE_AFTER
+
+    def single(length: int, seed: int) -> dict[str, np.ndarray]:
+        inputs = sample_inputs(model.config, batch=1, seq=length, seed=seed)
+        inputs["attention_mask"][:] = 1  # one unpadded text, as the classifier passes it
+        return inputs
+
+    # Lengths in three buckets (two in the first), each asked for often enough; only the first two
+    # buckets to reach the count get a static model.
+    lengths = [step + 1, step + 3, 2 * step + 1, 3 * step + 2] * after
+    for i, length in enumerate(lengths):
+        inputs = single(length, seed=i)
+        got = static(inputs)
+        assert got.shape == (1, 2)
+        np.testing.assert_allclose(got, dynamic(inputs), rtol=0, atol=1e-5)
+        np.testing.assert_allclose(got, run_torch(model, inputs), rtol=0, atol=1e-4)
+    assert sorted(static.static) == [2 * step, 3 * step]
+    # Batches of several texts always run on the dynamic model.
+    for _ in range(after + 1):
+        static(sample_inputs(model.config, batch=2, seq=step + 2, seed=0))
+    assert sorted(static.static) == [2 * step, 3 * step]
+    assert dynamic.static == {}
+    with pytest.raises(ValueError, match="static_shapes"):
+        OpenVinoForward(tmp_path / "model.xml", static_shapes=-1)
 
 
 def test_inputs_are_named_int64_with_dynamic_batch_and_sequence(tmp_path: Path) -> None:
