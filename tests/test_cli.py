@@ -88,8 +88,9 @@ def test_runtime_flags_take_their_names_and_defaults_from_runtime_options() -> N
         assert tuple(actions["backend"].choices) == BACKENDS and tuple(actions["precision"].choices) == PRECISIONS
         args = p.parse_args(["model", *(["--input", "x", "--output", "y.jsonl"] if name == "batch" else [])])
         assert cli._runtime_options(args) == dataclasses.replace(defaults, num_threads=None)
-    args = _commands()["predict"].parse_args(["m", "--backend", "onnx", "--max-length", "64", "--no-normalize"])
-    assert cli._runtime_options(args) == RuntimeOptions(backend="onnx", max_length=64, normalize=False)
+    argv = ["m", "--backend", "onnx", "--max-length", "64", "--no-normalize", "--static-shapes", "0"]
+    args = _commands()["predict"].parse_args(argv)
+    assert cli._runtime_options(args) == RuntimeOptions(backend="onnx", max_length=64, normalize=False, static_shapes=0)
 
 
 def test_serve_flags_default_to_serve_config() -> None:

@@ -35,6 +35,8 @@ def test_runtime_options_defaults_normalize_and_leave_the_rest_to_the_model() ->
         ({"num_threads": True}, "num_threads must be an integer"),
         ({"normalize": "yes"}, "normalize must be True or False"),
         ({"busy_wait": 1}, "busy_wait must be True, False or None"),
+        ({"static_shapes": -1}, "static_shapes must be a whole number"),
+        ({"static_shapes": True}, "static_shapes must be a whole number"),
     ],
 )
 def test_runtime_options_refuse_bad_values_when_made(kwargs: dict, message: str) -> None:

@@ -1130,6 +1130,7 @@ def _runtime_options(args: argparse.Namespace) -> RuntimeOptions:
         max_length=args.max_length,
         num_threads=getattr(args, "num_threads", None),
         normalize=not args.no_normalize,
+        static_shapes=args.static_shapes,
     )
 
 
@@ -1165,6 +1166,15 @@ def _add_runtime_flags(p: argparse.ArgumentParser, with_threads: bool = True) ->
             default=default("num_threads"),
             help="intra-op threads (default: the backend's choice)",
         )
+    p.add_argument(
+        "--static-shapes",
+        type=int,
+        default=default("static_shapes"),
+        metavar="N",
+        help="openvino: single texts of the N most asked-for lengths (rounded up to a multiple of 8) run on "
+        "static compiled models, which skip the re-planning a new input shape costs; each holds a copy of the "
+        "weights (default: 4; 0: none)",
+    )
     assert default("normalize") is True  # the flag turns it off
     p.add_argument("--no-normalize", action="store_true", help="skip NFKC and look-alike letter normalization")
 

@@ -206,6 +206,7 @@ class Classifier:
         num_threads: int | None = None,
         normalize: bool | None = None,
         busy_wait: bool | None = None,
+        static_shapes: int | None = None,
     ) -> Classifier:
         """Load a classifier.
 
@@ -237,6 +238,9 @@ class Classifier:
         :func:`squeezebert.normalize.normalize_text` (NFKC and look-alike letters) before tokenizing.
         ``busy_wait``: onnx and openvino, see :class:`OnnxForward` and :class:`OpenVinoForward`
         (None: on; ``squeezebert serve`` turns it off).
+        ``static_shapes``: openvino, how many single-text lengths get a static compiled model
+        (None: :data:`squeezebert.backends.OPENVINO_STATIC_SHAPES`; 0: none), see
+        :class:`OpenVinoForward`.
         """
         given = {
             "precision": precision,
@@ -245,6 +249,7 @@ class Classifier:
             "num_threads": num_threads,
             "normalize": normalize,
             "busy_wait": busy_wait,
+            "static_shapes": static_shapes,
         }
         options = replace(options or RuntimeOptions(), **{k: v for k, v in given.items() if v is not None})
         options = replace(options, busy_wait=options.spins(True))  # a library call's policy: spin
@@ -303,7 +308,9 @@ class Classifier:
         else:
             inference = section.get("inference_precision", "fp32")
             dynamic = section.get("int8_recipe") == "dynamic"
-            forward = OpenVinoForward(path / OPENVINO_MODEL_FILE, options.num_threads, inference, busy_wait, dynamic)
+            forward = OpenVinoForward(
+                path / OPENVINO_MODEL_FILE, options.num_threads, inference, busy_wait, dynamic, options.static_shapes
+            )
         recorded = section.get("max_length") or recorded_max_length(path)
         max_length = options.max_length or recorded or DEFAULT_MAX_LENGTH
         return cls(forward, tokenizer, config, max_length, backend, exported, options.normalize, path)

@@ -50,6 +50,8 @@ class RuntimeOptions:
     ``busy_wait``: let ONNX Runtime's / OpenVINO's worker threads spin and pin to cores between
     operators (faster for a batch job); None: the caller's policy (on for predict, batch and bench,
     off for ``serve``, whose request threads need the cores between calls).
+    ``static_shapes``: openvino, how many single-text lengths get their own static compiled model
+    (see :class:`squeezebert.backends.OpenVinoForward`); None: its default; 0: none.
     """
 
     backend: str | None = None
@@ -58,6 +60,7 @@ class RuntimeOptions:
     num_threads: int | None = None
     normalize: bool = True
     busy_wait: bool | None = None
+    static_shapes: int | None = None
 
     def __post_init__(self) -> None:
         if self.backend is not None and self.backend not in BACKENDS:
@@ -74,6 +77,10 @@ class RuntimeOptions:
             raise ValueError(f"num_threads must be >= 1, got {self.num_threads}")
         if not isinstance(self.normalize, bool):
             raise ValueError(f"normalize must be True or False, got {self.normalize!r}")
+        if self.static_shapes is not None and (
+            isinstance(self.static_shapes, bool) or not isinstance(self.static_shapes, int) or self.static_shapes < 0
+        ):
+            raise ValueError(f"static_shapes must be a whole number >= 0, got {self.static_shapes!r}")
         if self.busy_wait is not None and not isinstance(self.busy_wait, bool):
             raise ValueError(f"busy_wait must be True, False or None, got {self.busy_wait!r}")
 
