@@ -300,6 +300,15 @@ def test_classifier_finds_the_backend_by_the_files_and_refuses_a_mismatch(traine
     on_the_fly = Classifier.from_pretrained(path, backend="openvino")
     texts = [t for t, _ in sentences(10, seed=4)]
     assert [p.label for p in on_the_fly.predict(texts)] == [p.label for p in clf.predict(texts)]
+    # one text per call, static models for the frequent lengths (the default) or none: same answers
+    assert clf._forward.static_shapes == backends.OPENVINO_STATIC_SHAPES
+    dynamic = Classifier.from_pretrained(tmp_path / "out", static_shapes=0)
+    assert dynamic._forward.static_shapes == 0
+    one_by_one = [clf.predict([t])[0] for t in texts * backends.STATIC_PROMOTE_AFTER]
+    assert clf._forward.static  # the frequent lengths got their static models
+    for got, want in zip(one_by_one, [dynamic.predict([t])[0] for t in texts * backends.STATIC_PROMOTE_AFTER]):
+        assert got.label == want.label and got.score == pytest.approx(want.score, abs=1e-5)
+    assert dynamic._forward.static == {}
 
 
 def test_openvino_classifier_runs_where_torch_cannot_be_imported(trained, tmp_path: Path, block_torch: str) -> None:
