@@ -201,7 +201,7 @@ def test_missing_weights_file(good_checkpoint) -> None:
 
 def test_invalid_config_json(good_checkpoint) -> None:
     (good_checkpoint / "config.json").write_text("{not json")
-    with pytest.raises(CheckpointError, match="config.json: not valid JSON"):
+    with pytest.raises(CheckpointError, match="config.json: cannot read"):
         load(good_checkpoint)
 
 

@@ -18,6 +18,7 @@ from squeezebert.files import (
     check_writable_dir,
     check_writable_file,
     read_json,
+    read_json_object,
     remove_stale_temps,
     require_file,
     temp_prefix,
@@ -94,3 +95,17 @@ def test_read_json_errors_are_one_line_naming_the_file(tmp_path: Path) -> None:
 
     with pytest.raises(RunError, match=r"missing\.json: cannot read"):
         read_json(tmp_path / "missing.json", RunError)
+
+
+def test_read_json_object_names_the_file_and_tells_missing_from_broken(tmp_path: Path) -> None:
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match=r"list\.json: expected a JSON object$"):
+        read_json_object(tmp_path / "list.json")
+    with pytest.raises(KeyError, match=r"list\.json: expected names to numbers"):
+        read_json_object(tmp_path / "list.json", KeyError, expected="names to numbers")
+    with pytest.raises(FileNotFoundError, match=r"gone\.json: no such config"):
+        read_json_object(tmp_path / "gone.json", missing="no such config")
+    with pytest.raises(ValueError, match=r"gone\.json: cannot read"):
+        read_json_object(tmp_path / "gone.json")
+    (tmp_path / "ok.json").write_text('{"a": 1}')
+    assert read_json_object(tmp_path / "ok.json") == {"a": 1}

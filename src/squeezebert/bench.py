@@ -62,6 +62,7 @@ from typing import Any
 import torch
 
 from squeezebert.bench_report import require_matplotlib, write_outputs
+from squeezebert.files import read_json_object
 from squeezebert.runtime import RuntimeOptions, with_threads
 from squeezebert.timing import (
     RAPL_GLOB,
@@ -582,14 +583,9 @@ def _read_metrics(metrics: str | os.PathLike[str] | Mapping[str, Any] | None) ->
     source = "metrics"
     if not isinstance(metrics, Mapping):
         source = str(metrics)
-        try:
-            metrics = json.loads(Path(metrics).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{source}: metrics file not found") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{source}: not valid JSON ({e})") from None
-        if not isinstance(metrics, Mapping):
-            raise ValueError(f"{source}: expected a JSON object mapping candidate names to accuracies")
+        metrics = read_json_object(
+            metrics, missing="metrics file not found", expected="a JSON object mapping candidate names to accuracies"
+        )
     out = {}
     for name, value in metrics.items():
         if isinstance(value, Mapping):

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from squeezebert.config import PRESETS, ModelConfig, preset
 from squeezebert.convert import ConversionError, config_from_hf, hf_model_type, state_dict_from_hf
-from squeezebert.files import atomic_write, atomic_write_text
+from squeezebert.files import atomic_write, atomic_write_text, read_json_object
 from squeezebert.model import SqueezeBert
 from squeezebert.tokenizer import Tokenizer
 
@@ -150,13 +150,7 @@ def _read_config_json(path: Path) -> dict[str, Any]:
     file = path / CONFIG_FILE
     if not file.is_file():
         raise CheckpointError(f"{path}: no {CONFIG_FILE}; not a checkpoint directory")
-    try:
-        d = json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{file}: not valid JSON ({e})") from None
-    if not isinstance(d, dict):
-        raise CheckpointError(f"{file}: expected a JSON object")
-    return d
+    return read_json_object(file, CheckpointError)
 
 
 def load_weights(

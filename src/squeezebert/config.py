@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from squeezebert.files import read_json_object
+
 #: The six position-wise projections of a layer, in forward order, with their input and output
 #: widths expressed through the config (see :meth:`ModelConfig.projection_shape`).
 PROJECTIONS = ("query", "key", "value", "post_attention", "intermediate", "output")
@@ -283,15 +285,7 @@ class ModelConfig:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ModelConfig:
-        try:
-            d = json.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: no config.json found") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from None
-        if not isinstance(d, dict):
-            raise ValueError(f"{path}: expected a JSON object")
-        return cls.from_dict(d, source=str(path))
+        return cls.from_dict(read_json_object(path, missing="no config.json found"), source=str(path))
 
 
 def preset(name: str, **overrides: Any) -> ModelConfig:

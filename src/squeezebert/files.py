@@ -220,10 +220,29 @@ def write_dir_atomically(target: Path, fill: Callable[[Path], None]) -> None:
 
 
 # --------------------------------------------------------------------------- reading
-def read_json(path: str | os.PathLike[str], error: type[Exception] = ValueError) -> Any:
+def read_json(path: str | os.PathLike[str], error: type[Exception] = ValueError, missing: str | None = None) -> Any:
     """The JSON value in ``path``; a file that cannot be read or parsed raises ``error`` with one
-    line naming the file and the reason."""
+    line naming the file and the reason. ``missing``: a file that is not there raises
+    FileNotFoundError ``"{path}: {missing}"`` instead (for callers that tell the two apart)."""
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        if missing is not None:
+            raise FileNotFoundError(f"{path}: {missing}") from None
+        raise error(f"{path}: cannot read ({e})") from None
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise error(f"{path}: cannot read ({e})") from None
+
+
+def read_json_object(
+    path: str | os.PathLike[str],
+    error: type[Exception] = ValueError,
+    missing: str | None = None,
+    expected: str = "a JSON object",
+) -> dict[str, Any]:
+    """:func:`read_json` of a file that must hold an object; anything else raises ``error``
+    ``"{path}: expected {expected}"``."""
+    value = read_json(path, error, missing)
+    if not isinstance(value, dict):
+        raise error(f"{path}: expected {expected}")
+    return value

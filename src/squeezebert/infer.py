@@ -18,7 +18,6 @@ time them apart.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import secrets
@@ -31,8 +30,6 @@ from typing import Any
 
 import numpy as np
 
-# The forwards and runtime loaders live in backends (the exporters use them without the
-# classifier); the `X as X` names are re-exported: infer is where callers have always found them.
 from squeezebert.backends import (
     ONNX_MODEL_FILE,
     OPENVINO_MODEL_FILE,
@@ -47,6 +44,10 @@ from squeezebert.backends import OPENVINO_TELEMETRY_ENV as OPENVINO_TELEMETRY_EN
 from squeezebert.backends import import_openvino as import_openvino
 from squeezebert.backends import openvino_has_bf16 as openvino_has_bf16
 from squeezebert.config import ModelConfig
+
+# The forwards and runtime loaders live in backends (the exporters use them without the
+# classifier); the `X as X` names are re-exported: infer is where callers have always found them.
+from squeezebert.files import read_json_object
 from squeezebert.runtime import BACKENDS as BACKENDS  # re-exported: the names live in runtime
 from squeezebert.runtime import DEFAULT_MAX_LENGTH, RuntimeOptions, recorded_max_length
 from squeezebert.runtime import PRECISIONS as PRECISIONS
@@ -128,10 +129,7 @@ def export_backend(path: str | os.PathLike[str]) -> str | None:
 
 def export_section(config_file: Path, backend: str) -> dict[str, Any]:
     """The ``config.json`` section an export of ``backend`` wrote about itself (precision, checks)."""
-    try:
-        section = json.loads(config_file.read_text(encoding="utf-8")).get(backend, {})
-    except AttributeError:
-        raise ValueError(f"{config_file}: expected a JSON object") from None
+    section = read_json_object(config_file).get(backend, {})
     if not isinstance(section, dict):
         raise ValueError(f"{config_file}: {backend!r} must be an object")
     return section

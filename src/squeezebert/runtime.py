@@ -15,13 +15,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-import json
 import os
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+
+from squeezebert.files import read_json_object
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -97,13 +98,7 @@ def recorded_max_length(directory: str | os.PathLike[str] | None) -> int | None:
     args_file = Path(directory) / TRAIN_ARGS_FILE
     if not args_file.is_file():
         return None
-    try:
-        args = json.loads(args_file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{args_file}: cannot read ({e})") from None
-    if not isinstance(args, dict):
-        raise ValueError(f"{args_file}: expected a JSON object")
-    value = args.get("max_length")
+    value = read_json_object(args_file).get("max_length")
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 2:

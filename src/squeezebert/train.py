@@ -56,6 +56,7 @@ from squeezebert.files import (
     atomic_write_text,
     check_writable_dir,
     read_json,
+    read_json_object,
     remove_stale_temps,
     write_dir_atomically,
 )
@@ -456,10 +457,7 @@ def read_train_args(ckpt_path: Path | None) -> dict[str, Any] | None:
     args_file = ckpt_path / ARGS_FILE if ckpt_path is not None else None
     if args_file is None or not args_file.is_file():
         return None
-    args = _read_json(args_file)
-    if not isinstance(args, dict):
-        raise TrainingError(f"{args_file}: expected a JSON object")
-    return args
+    return read_json_object(args_file, TrainingError)
 
 
 def trained_max_length(ckpt_path: Path | None, default: int = DEFAULT_MAX_LENGTH) -> int:
