@@ -236,3 +236,28 @@ def test_a_pruned_model_exports_to_openvino_with_the_same_logits(tmp_path) -> No
     batch = batches(1)[0]
     got = forward({k: batch[k].numpy() for k in ("input_ids", "attention_mask", "token_type_ids")})
     torch.testing.assert_close(torch.from_numpy(got), logits(model, batch), rtol=1e-4, atol=1e-4)
+
+
+def test_the_latency_table_times_static_int8_calibrated_on_the_texts_else_run_time_scales() -> None:
+    pytest.importorskip("nncf")
+    from squeezebert.backends import OpenVinoForward
+    from squeezebert.budget import fast_forward
+
+    model = tiny(layer_heads=[1, 2, 3], layer_intermediate_sizes=[32, 96, 64])
+    inputs = [{k: v[i : i + 1].numpy() for k, v in b.items() if k != "labels"} for b in batches(2) for i in range(8)]
+    static = fast_forward(model, "openvino-int8", 1, calibration=inputs)
+    dynamic = fast_forward(model, "openvino-int8", 1)
+    assert isinstance(static, OpenVinoForward) and isinstance(dynamic, OpenVinoForward)
+
+    # static int8 quantizes activations with calibrated FakeQuantize nodes; the run-time recipe
+    # has none (int8 weights only, activations quantized per token by the plugin)
+    def fake_quantize(f: OpenVinoForward) -> int:
+        return sum(op.get_type_name() == "FakeQuantize" for op in f._model.get_ordered_ops())
+
+    assert fake_quantize(static) > 0 and fake_quantize(dynamic) == 0
+    for f in (static, dynamic):
+        got = f(inputs[0])
+        assert got.shape == (1, 3)
+        torch.testing.assert_close(torch.from_numpy(got), logits(model, batches(1)[0])[:1], rtol=0, atol=0.2)
+    with pytest.raises(ValueError, match="unknown runtime"):
+        fast_forward(model, "tensorrt", 1)
