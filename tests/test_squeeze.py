@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -130,6 +131,33 @@ def test_openvino_int8_paths_are_scored_timed_and_the_student_deployed(
     # predict / serve on the squeeze output use the deployable export
     assert Classifier.from_pretrained(tmp_path / "out").backend == "openvino"
     assert Classifier.from_pretrained(tmp_path / "out", backend="torch").backend == "torch"
+
+
+def test_a_student_int8_refuses_is_deployed_at_the_next_precision_that_passes(
+    teacher_dir, task_files, tmp_path, monkeypatch
+) -> None:
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    from squeezebert import export_openvino
+    from squeezebert.export import ExportError
+    from squeezebert.infer import Classifier, openvino_has_bf16
+
+    export_model = export_openvino.export_model
+
+    def refuse_student_int8(model, out, *a, **k):
+        if k.get("precision") == "int8" and Path(out).name == "deploy":
+            raise ExportError("agrees on 98.44% of 256 texts, below the 99% required")
+        return export_model(model, out, *a, **k, min_agreement=0.0)
+
+    monkeypatch.setattr(export_openvino, "export_model", refuse_student_int8)
+    report = run(teacher_dir, task_files, tmp_path / "out", int8=False, bf16=False, openvino=True)
+    fallback = "bf16" if openvino_has_bf16() else "fp32"
+    names = [r["model"] for r in report["rows"]]
+    assert names == ["teacher fp32", "student fp32", "teacher openvino-int8", f"student openvino-{fallback}"]
+    missed = f"student openvino-{fallback}: the faster exports missed"
+    assert any(missed in n and "98.44%" in n for n in report["notes"])
+    deployed = Classifier.from_pretrained(tmp_path / "out")
+    assert (deployed.backend, deployed.precision) == ("openvino", fallback)
 
 
 def test_grouped_construction_and_layer_drop(teacher_dir, task_files, tmp_path) -> None:
