@@ -117,9 +117,20 @@ def test_openvino_int8_paths_are_scored_timed_and_the_student_deployed(
     # The tiny random teacher's logits nearly tie, so int8 may flip some of 16 dev labels: the
     # agreement bar is the export's own business (tests/test_export_openvino.py), not this test's.
     monkeypatch.setattr(export_openvino, "export_model", lambda *a, **k: export_model(*a, **k, min_agreement=0.0))
+    from squeezebert import budget
+
+    timed_together, time_forwards = [], budget.time_forwards
+
+    def record(forwards, *a, **k):
+        timed_together.append(sorted(forwards))
+        return time_forwards(forwards, *a, **k)
+
+    monkeypatch.setattr(budget, "time_forwards", record)
     report = run(teacher_dir, task_files, tmp_path / "out", int8=False, bf16=False, openvino=True)
     names = [r["model"] for r in report["rows"]]
     assert names == ["teacher fp32", "student fp32", "teacher openvino-int8", "student openvino-int8"]
+    # the exports are timed apart from the torch paths (whose threads spin after each call)
+    assert timed_together[-2:] == [["student fp32", "teacher fp32"], ["student openvino-int8", "teacher openvino-int8"]]
     rows = {r["model"]: r for r in report["rows"]}
     deploy = tmp_path / "out" / "deploy"
     assert {"model.xml", "model.bin", "config.json", "tokenizer.json"} <= {p.name for p in deploy.iterdir()}
