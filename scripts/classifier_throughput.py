@@ -4,13 +4,16 @@ Run it from two trees alternately (PYTHONPATH=TREE/src) to compare them on the s
 (docs/RESULTS.md, issue 18's before/after).
 
 Usage: python scripts/classifier_throughput.py MODEL_OR_EXPORT_DIR WORKLOAD.tsv [LABEL] [THREADS]
-Prints one JSON line: {"label", "package", "b1", "b32"} (texts/s, median of 5 passes).
+Environment: STATIC_SHAPES (OpenVINO's static single-text models, see backends.OpenVinoForward;
+unset: the default). Prints one JSON line: {"label", "package", "b1", "b32"} (texts/s, median of
+5 passes).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import statistics
 import sys
 import time
@@ -22,7 +25,8 @@ from squeezebert.infer import Classifier
 def main(model: str, workload: str, label: str = "", threads: int = 2) -> None:
     with open(workload, encoding="utf-8", newline="") as f:
         texts = [r["sentence"] for r in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)]
-    clf = Classifier.from_pretrained(model, num_threads=threads)
+    static = os.environ.get("STATIC_SHAPES")
+    clf = Classifier.from_pretrained(model, num_threads=threads, static_shapes=None if static is None else int(static))
     out = {"label": label, "package": squeezebert.__file__}
     for bs in (1, 32):
         chunks = [texts[i : i + bs] for i in range(0, len(texts), bs)]
