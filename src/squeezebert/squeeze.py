@@ -644,8 +644,9 @@ def _squeeze(
         # padded to their longest at batch B. The exports are timed as a deployment runs them
         # (their forward on numpy inputs, not through the torch wrapper evaluate needs) and apart
         # from the torch paths, whose OpenMP workers spin on the cores after each call. Measured
-        # on STS-B (docs/RESULTS.md): the wrapper added 0.05 ms to a 0.66 ms student and nothing
-        # to the teacher, the interleaved torch paths another 0.07 ms, together 11% off the speed-up.
+        # on STS-B (docs/RESULTS.md, scripts/report_timing_check.py): the wrapper added 0.04-0.07 ms
+        # to a 0.7-0.9 ms student and about nothing to the teacher (2-8% of the speed-up); the torch
+        # paths slowed the OpenVINO calls beside them in one run of two, so they are kept apart.
         with cost.phase("report: latency"):
             timing = timing_batches(train, tokenizer, batch_sizes, seed=config.seed)
             latency = time_forwards(
