@@ -144,8 +144,8 @@ class OpenVinoForward:
     own static compiled model, until ``static_shapes`` of them exist; other lengths, and batches
     of more than one text, run on the dynamic model unpadded. Padded positions are masked, so the
     logits are those of the unpadded text to float rounding. Each static model holds its own copy
-    of the weights as the plugin lays them out (measured 23 MB each for the int8 MiniLM teacher,
-    60 MB for a 3-layer student whose embeddings the plugin keeps in float): ``static_shapes``
+    of the weights as the plugin lays them out (measured 23-27 MB each for the int8 MiniLM teacher,
+    57-60 MB for a 3-layer student whose embeddings the plugin keeps in float): ``static_shapes``
     bounds that. Compiling one takes 0.3-0.6 s, paid once by the call that promotes it.
     """
 
