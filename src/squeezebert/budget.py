@@ -112,8 +112,9 @@ def fast_forward(
     """``model`` through ``runtime`` as a callable on numpy model inputs.
 
     ``openvino-int8`` with ``calibration`` (model inputs from the user's texts) is NNCF's static
-    int8 calibrated on them: the recipe ``export`` tries first, and the one a squeeze's teacher
-    and student were deployed with on every task measured (docs/RESULTS.md). Without it, the
+    int8 calibrated on them: the recipe ``export`` tries first, which most deployed students pass
+    with (a teacher that falls back to run-time scales runs slower, which only helps the deployed
+    ratio; docs/RESULTS.md). Without it, the
     recipe that needs no calibration (int8 weights, per-token activation scales at run time: the
     one an export falls back to). The two run at different speeds, and not by the same factor for
     a teacher and a small student (STS-B: the table timed both dynamic and predicted 3.14x; the
