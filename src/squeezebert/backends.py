@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from squeezebert.runtime import threads
+from squeezebert.runtime import check_static_shapes, threads
 
 log = logging.getLogger(__name__)
 
@@ -178,11 +178,7 @@ class OpenVinoForward:
         }
         if num_threads:
             properties["INFERENCE_NUM_THREADS"] = int(num_threads)
-        if static_shapes is None:
-            static_shapes = OPENVINO_STATIC_SHAPES
-        if isinstance(static_shapes, bool) or not isinstance(static_shapes, int) or static_shapes < 0:
-            raise ValueError(f"static_shapes must be a whole number >= 0, got {static_shapes!r}")
-        self.static_shapes = static_shapes
+        self.static_shapes = check_static_shapes(OPENVINO_STATIC_SHAPES if static_shapes is None else static_shapes)
         self._core, self._properties = core, properties
         # Kept (the weights stay memory-mapped) so static copies can be compiled after the file
         # is gone: the exporters check through a temporary IR.
@@ -206,6 +202,8 @@ class OpenVinoForward:
         compiled = self.static.get(bucket)
         if compiled is not None:
             return bucket, compiled
+        if len(self.static) >= self.static_shapes:  # all compiled: nothing left to count or promote
+            return None
         with self._lock:
             if bucket in self.static:
                 return bucket, self.static[bucket]

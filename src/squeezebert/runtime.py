@@ -78,16 +78,21 @@ class RuntimeOptions:
             raise ValueError(f"num_threads must be >= 1, got {self.num_threads}")
         if not isinstance(self.normalize, bool):
             raise ValueError(f"normalize must be True or False, got {self.normalize!r}")
-        if self.static_shapes is not None and (
-            isinstance(self.static_shapes, bool) or not isinstance(self.static_shapes, int) or self.static_shapes < 0
-        ):
-            raise ValueError(f"static_shapes must be a whole number >= 0, got {self.static_shapes!r}")
+        if self.static_shapes is not None:
+            check_static_shapes(self.static_shapes)
         if self.busy_wait is not None and not isinstance(self.busy_wait, bool):
             raise ValueError(f"busy_wait must be True, False or None, got {self.busy_wait!r}")
 
     def spins(self, default: bool) -> bool:
         """``busy_wait``, or the caller's ``default`` policy where it is None."""
         return default if self.busy_wait is None else self.busy_wait
+
+
+def check_static_shapes(value: Any) -> int:
+    """``value`` if it is a whole number >= 0 (a count of static OpenVINO shapes), else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"static_shapes must be a whole number >= 0, got {value!r}")
+    return value
 
 
 def recorded_max_length(directory: str | os.PathLike[str] | None) -> int | None:
