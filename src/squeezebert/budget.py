@@ -114,13 +114,12 @@ def fast_forward(
     ``openvino-int8`` with ``calibration`` (model inputs from the user's texts) is NNCF's static
     int8 calibrated on them: the recipe ``export`` tries first, which most deployed students pass
     with (a teacher that falls back to run-time scales runs slower, which only helps the deployed
-    ratio; docs/RESULTS.md). Without it, the
-    recipe that needs no calibration (int8 weights, per-token activation scales at run time: the
-    one an export falls back to). The two run at different speeds, and not by the same factor for
-    a teacher and a small student (STS-B: the table timed both dynamic and predicted 3.14x; the
-    deployed static pair ran 2.73x), so the table times what is deployed. A random-weight model
-    times like its trained twin (docs/RESULTS.md); the report checks the deployed student
-    against the budget again.
+    ratio; docs/RESULTS.md). Without it, the recipe that needs no calibration (int8 weights,
+    per-token activation scales at run time: the one an export falls back to). The two run at
+    different speeds, and not by the same factor for a teacher and a small student (STS-B: the
+    table timed both dynamic and predicted 3.14x; the deployed static pair ran 2.73x), so the
+    table times what is deployed. A random-weight model times like its trained twin
+    (docs/RESULTS.md); the report checks the deployed student against the budget again.
     """
     if runtime == "openvino-int8":
         from squeezebert.export_openvino import _compile, _quiet, convert, quantize_int8

@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+# The forwards and runtime loaders live in backends (the exporters use them without the
+# classifier); the `X as X` names are re-exported: infer is where callers have always found them.
 from squeezebert.backends import (
     ONNX_MODEL_FILE,
     OPENVINO_MODEL_FILE,
@@ -44,9 +46,6 @@ from squeezebert.backends import OPENVINO_TELEMETRY_ENV as OPENVINO_TELEMETRY_EN
 from squeezebert.backends import import_openvino as import_openvino
 from squeezebert.backends import openvino_has_bf16 as openvino_has_bf16
 from squeezebert.config import ModelConfig
-
-# The forwards and runtime loaders live in backends (the exporters use them without the
-# classifier); the `X as X` names are re-exported: infer is where callers have always found them.
 from squeezebert.files import read_json_object
 from squeezebert.runtime import BACKENDS as BACKENDS  # re-exported: the names live in runtime
 from squeezebert.runtime import DEFAULT_MAX_LENGTH, RuntimeOptions, recorded_max_length
