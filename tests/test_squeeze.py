@@ -295,9 +295,12 @@ def fake_timer(monkeypatch):
 
     calls = []
 
-    def measure(configs, batches, runtime, threads, repeats=5):
+    def measure(configs, batches, runtime, threads, repeats=5, extra=None):
         calls.append((sorted(batches), runtime))
-        return fake_measure(configs)
+        out = fake_measure(configs)
+        for name in extra or {}:  # a real model as deployed: here, twice its random-weight twin
+            out[name] = {k: 2 * v for k, v in out["teacher"].items()}
+        return out
 
     monkeypatch.setattr(budget, "measure_configs", measure)
     return calls
@@ -378,6 +381,42 @@ def test_a_smaller_budget_picks_a_smaller_student(teacher_dir, task_files, tmp_p
     # no shape fits an impossible budget: said plainly, and the fastest shape is used
     _, report = _choose_shape(teacher, train, tok, cal, tmp_path, False, "torch-int8", 2, 1e-6, None, 1, 0)
     assert not report["met"] and "NO candidate shape met the budget" in report["notes"][0]
+
+
+def test_a_speedup_is_taken_against_the_teacher_as_deployed(teacher_dir, task_files, tmp_path, fake_timer) -> None:
+    from types import SimpleNamespace
+
+    from squeezebert.data import encode
+    from squeezebert.squeeze import _calibration_batches, _choose_shape
+    from squeezebert.tables import read_table
+
+    ckpt = load(teacher_dir)
+    teacher, tok = ckpt.model, ckpt.tokenizer
+    train = encode(tok, read_table(task_files / "train.csv", "text", None, "label"), 32, teacher.config.label2id)
+    cal = _calibration_batches(train, tok, 32, 0, batch_size=8)
+    exported = []
+
+    def deploy():
+        exported.append(1)
+        return "teacher openvino-int8", SimpleNamespace(classifier=SimpleNamespace(forward=None)), 1
+
+    args = (teacher, train, tok, cal, tmp_path, False, "openvino-int8", 2, None, 3.0, 1, 0)
+    _, twin = _choose_shape(*args)
+    _, real = _choose_shape(*args, deploy_teacher=deploy)
+    assert exported == [1] and twin["teacher_path"] == "random-weight twin through openvino-int8"
+    assert real["teacher_path"] == "teacher openvino-int8"
+    # the deployed teacher ran twice as slow as its twin (the fake timer): the budget doubles
+    assert real["teacher_ms"]["batch1"] == pytest.approx(2 * real["teacher_twin_ms"]["batch1"])
+    assert real["teacher_twin_ms"] == pytest.approx(twin["teacher_ms"])
+    assert real["budget_ms"] == pytest.approx(2 * twin["budget_ms"])
+    params = {c["shape"]: c["parameters"] for c in real["candidates"]}
+    assert params[real["chosen"]["shape"]] > params[twin["chosen"]["shape"]]
+    assert "the teacher's export" in real["seconds"] and "the teacher's export" not in twin["seconds"]
+    # an export that every precision refused: the twin stands in
+    _, none = _choose_shape(*args, deploy_teacher=lambda: None)
+    assert none["teacher_ms"] == pytest.approx(twin["teacher_ms"]) and none["budget_ms"] == pytest.approx(
+        twin["budget_ms"]
+    )
 
 
 def test_squeeze_with_a_speedup_reports_the_budget_table_plot_and_cost(

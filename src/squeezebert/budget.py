@@ -113,8 +113,8 @@ def fast_forward(
 
     ``openvino-int8`` with ``calibration`` (model inputs from the user's texts) is NNCF's static
     int8 calibrated on them: the recipe ``export`` tries first, which most deployed students pass
-    with (a teacher that falls back to run-time scales runs slower, which only helps the deployed
-    ratio; docs/RESULTS.md). Without it, the recipe that needs no calibration (int8 weights,
+    with (the teacher a speed-up is taken against is timed as deployed, whichever recipe passed:
+    :func:`squeezebert.squeeze._choose_shape`). Without it, the recipe that needs no calibration (int8 weights,
     per-token activation scales at run time: the one an export falls back to). The two run at
     different speeds, and not by the same factor for a teacher and a small student (STS-B: the
     table timed both dynamic and predicted 3.14x; the deployed static pair ran 2.73x), so the
@@ -190,10 +190,12 @@ def measure_configs(
     threads: int | None,
     repeats: int = 9,
     calibration_texts: int = CALIBRATION_TEXTS,
+    extra: dict[str, Callable[[dict], Any]] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Milliseconds per call of a randomly initialized model of each config (see :data:`Measure`),
     int8 calibrated on the first ``calibration_texts`` single texts of ``batches`` (0: the
-    run-time-scales recipe; see :func:`fast_forward`)."""
+    run-time-scales recipe; see :func:`fast_forward`), and of each ``extra`` forward (a real
+    model as deployed), all interleaved in the same rounds."""
     from squeezebert.model import SqueezeBert
 
     torch.manual_seed(0)
@@ -201,6 +203,7 @@ def measure_configs(
     forwards = {
         name: fast_forward(SqueezeBert(cfg).eval(), runtime, threads, calibration) for name, cfg in configs.items()
     }
+    forwards.update(extra or {})
     timings = time_forwards(forwards, batches, repeats)
     return {name: {key: t["p50"] for key, t in by_batch.items()} for name, by_batch in timings.items()}
 
@@ -273,7 +276,8 @@ def latency_table(
     """The teacher's and each candidate's latency, all in one interleaved measurement, smoothed
     by :func:`fit_latency`. Returns the teacher's fitted ms, the candidates, and the fit's largest
     relative residual per batch key (under ``"residual"``) with the teacher's raw medians (under
-    ``"teacher_measured_ms"``)."""
+    ``"teacher_measured_ms"``) and whatever else ``measure`` timed beside the configs, such as
+    the real teacher as deployed (under ``"extra_ms"``)."""
     from squeezebert.model import SqueezeBert
 
     configs = {"teacher": teacher, **{s.name: s.config(teacher) for s in shapes}}
@@ -283,7 +287,8 @@ def latency_table(
     for s in shapes:
         params = sum(p.numel() for p in SqueezeBert(s.config(teacher)).parameters())
         rows.append(Candidate(s, params, fitted[s.name], ms[s.name]))
-    return fitted["teacher"], rows, {"residual": residuals, "teacher_measured_ms": ms["teacher"]}
+    extra = {name: v for name, v in ms.items() if name not in configs}
+    return fitted["teacher"], rows, {"residual": residuals, "teacher_measured_ms": ms["teacher"], "extra_ms": extra}
 
 
 def frontier(rows: Sequence[Candidate], budget_ms: float, key: str) -> list[Candidate]:
