@@ -67,8 +67,14 @@ MODEL_FILE = OPENVINO_MODEL_FILE
 WEIGHTS_FILE = "model.bin"
 #: Texts NNCF collects activation statistics on. 300 is NNCF's default subset size.
 CALIBRATION_SIZE = 300
-#: Held-out texts the int8/bf16 export is compared with PyTorch fp32 on.
-CHECK_SIZE = 256
+#: Held-out texts the int8/bf16 export is compared with PyTorch fp32 on. 1,000 rather than 256:
+#: the 99% bar on 256 texts allows two changed labels, and a binomial count that small refused
+#: good exports by chance. Measured (scripts/openvino_check_size.py, CoLA): a 3-layer student's
+#: static int8 changed 3 of the first 256 held-out labels (98.83%: refused, so it deployed on
+#: run-time scales at 1.9x the latency) but 8 of the first 1,000 (99.2%) and 17 of 2,000 other
+#: training texts (99.15%); the teacher (4 of 256, 12 of 1,000, 33 of 2,000) is refused either
+#: way. Comparing 1,000 texts one at a time costs a 6-layer teacher about 10 s per recipe.
+CHECK_SIZE = 1000
 MIN_AGREEMENT = 0.99
 #: How an int8 model is made (see :func:`quantize_int8`).
 INT8_RECIPES = ("static", "dynamic")
