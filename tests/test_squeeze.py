@@ -383,6 +383,15 @@ def test_a_smaller_budget_picks_a_smaller_student(teacher_dir, task_files, tmp_p
     assert not report["met"] and "NO candidate shape met the budget" in report["notes"][0]
 
 
+def test_the_closeness_check_never_scores_on_nothing() -> None:
+    from squeezebert.squeeze import _check_indices
+
+    held_out = _check_indices(10, {0, 1, 2}, 5, 0)
+    assert len(held_out) == 5 and not {0, 1, 2} & set(held_out)
+    # the calibration took every example: score on them rather than on an empty set (nan)
+    assert sorted(_check_indices(4, {0, 1, 2, 3}, 10, 0)) == [0, 1, 2, 3]
+
+
 def test_a_speedup_is_taken_against_the_teacher_as_deployed(teacher_dir, task_files, tmp_path, fake_timer) -> None:
     from types import SimpleNamespace
 
