@@ -1,7 +1,8 @@
 """How many held-out texts the int8 agreement check needs: a model's static int8 export (the
 recipe ``export`` tries first) compared with PyTorch fp32 on the export's own held-out sample
 (first ``CHECK`` texts after the calibration texts, as ``export_model`` draws them) and on
-``OTHERS`` further training texts, with the number of changed labels on each.
+``OTHERS`` further training texts, with the number of changed labels on each, compared the way
+the export compares (``export_openvino._compare``).
 
 Usage: python scripts/openvino_check_size.py CHECKPOINT GLUE_TASK GLUE_DIR [--check 256,1000] [--others 2000]
 Prints one JSON line per sample (regression models: the correlation of the scores instead).
@@ -13,12 +14,13 @@ import argparse
 import json
 
 import numpy as np
-import torch
 
 from squeezebert.checkpoint import load
 from squeezebert.data import TaskSource, load_task_data
 from squeezebert.export_openvino import (
     CALIBRATION_SIZE,
+    TextSample,
+    _compare,
     _compile,
     _encode_each,
     _quiet,
@@ -27,14 +29,6 @@ from squeezebert.export_openvino import (
     examples_sample,
     quantize_int8,
 )
-
-
-def logits(model: torch.nn.Module, batches: list[dict]) -> np.ndarray:
-    with torch.inference_mode():
-        return np.concatenate(
-            [model(*(torch.from_numpy(b[k]) for k in ("input_ids", "attention_mask", "token_type_ids"))).numpy()
-             for b in batches]
-        )  # fmt: skip
 
 
 def main() -> None:
@@ -62,13 +56,11 @@ def main() -> None:
         q = quantize_int8(convert(model), _encode_each(tok, calib.inputs, args.max_length), "static")
     forward = _compile(q, "fp32", 2)
     for name, texts in samples.items():
-        batches = _encode_each(tok, texts, args.max_length)
-        ref, got = logits(model, batches), np.concatenate([forward(b) for b in batches])
-        if ref.shape[-1] == 1:
-            result = {"correlation": round(float(np.corrcoef(ref.ravel(), got.ravel())[0, 1]), 5)}
+        agreement = _compare(model, forward, tok, TextSample(texts, name), args.max_length)["agreement"]
+        if model.config.num_labels == 1:
+            result = {"correlation": round(agreement, 5)}
         else:
-            changed = int((ref.argmax(-1) != got.argmax(-1)).sum())
-            result = {"changed": changed, "agreement": round(1 - changed / len(texts), 4)}
+            result = {"changed": round((1 - agreement) * len(texts)), "agreement": round(agreement, 4)}
         print(json.dumps({"checkpoint": args.checkpoint, "sample": name, "texts": len(texts), **result}), flush=True)
 
 
