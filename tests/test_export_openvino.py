@@ -388,7 +388,7 @@ def test_auto_int8_falls_back_to_the_dynamic_recipe_when_static_misses_the_bar(
     section = json.loads((tmp_path / "out" / "config.json").read_text())["openvino"]
     assert section["int8_recipe"] == "dynamic"
     clf = Classifier.from_pretrained(tmp_path / "out")
-    assert clf._forward.compiled.get_property("DYNAMIC_QUANTIZATION_GROUP_SIZE") == 32
+    assert clf._forward.compiled.get_property("DYNAMIC_QUANTIZATION_GROUP_SIZE") == backends.DYNAMIC_INT8_GROUP
     ir = ov.Core().read_model(str(tmp_path / "out" / "model.xml"))
     assert not any(op.get_type_name() == "FakeQuantize" for op in ir.get_ordered_ops())  # weights-only int8
 
