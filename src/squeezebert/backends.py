@@ -84,15 +84,16 @@ class OnnxForward:
         return self.session.run(None, {name: batch[name] for name in self.input_names})[0]
 
 
-#: Static single-text shapes an :class:`OpenVinoForward` compiles at most, by default.
 #: Channels that share one run-time activation scale in the dynamic int8 recipe (per token). Larger
-#: groups are fewer scales to compute and apply: on this EPYC, 128 ran 9-19% faster than 32 at batch
-#: 1 and 18% at batch 32 (MRPC's minilm-l6 teacher and 5-layer student, a random 384-hidden/416-FFN
-#: model, a random BERT-base-size model) and kept agreement with fp32 on MRPC's 1,000 held-out
-#: texts (teacher 99.5% vs 99.3%, student 99.7% vs 99.6%). One group per token (the whole row)
-#: was 2x slower: the plugin has no fast kernel for it (docs/RESULTS.md, "Session 11").
+#: groups are fewer scales to compute and apply: on this EPYC, 128 instead of 32 took 2-6% off a
+#: call at batch 1 and 10-11% at batch 32 for MRPC's 5-layer student, 12% and 16-18% for its
+#: minilm-l6 teacher, 20% at batch 1 for a random BERT-base-size model, with the same agreement with
+#: fp32 (MRPC's 1,000 held-out texts: student 99.7% vs 99.6%, teacher 99.5% vs 99.3%). One group per
+#: token (the whole row) ran 1.5-2.4x slower. ``scripts/openvino_dynamic_groups.py``; docs/RESULTS.md,
+#: "Session 11".
 DYNAMIC_INT8_GROUP = 128
 
+#: Static single-text shapes an :class:`OpenVinoForward` compiles at most, by default.
 OPENVINO_STATIC_SHAPES = 4
 #: Single texts are padded to a multiple of this many tokens to share a static shape.
 STATIC_LENGTH_STEP = 8
