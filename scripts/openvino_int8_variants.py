@@ -10,8 +10,13 @@ Variants (names on the command line with --variants):
   static-1000   static on 1,000 calibration texts instead of 300
   static-nosq   static without SmoothQuant
   static-keep-ffnout  static, with each layer's FFN output projection (after GELU) left in float
+  static-keep-ffnin, static-keep-attnout, static-keep-head, static-keep-first, static-keep-last
+                static with the FFN input projections, the attention output projections, the
+                pooler and classifier, the first layer, or the last layer (and the head) left in float
   weights-dyn   int8 weights only (nncf.compress_weights INT8_ASYM), activations quantized at run time by
                 the CPU plugin in groups of 32 channels (DYNAMIC_QUANTIZATION_GROUP_SIZE)
+  weights-dyn-N the same in groups of N channels (weights-dyn-128: what the export ships); N of
+                4294967295: one group per token
   weights-only  int8 weights only, computed in fp32 (dynamic quantization off)
   fp32, bf16    the float model with that inference-precision hint (for reference)
 """
@@ -89,15 +94,26 @@ def main() -> None:
 
             adv = AdvancedQuantizationParameters(smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=-1))
             m = nncf.quantize(fp32, nncf.Dataset(calib300), model_type=tt, subset_size=300, advanced_parameters=adv)
-        elif name == "static-keep-ffnout":
-            keep = nncf.IgnoredScope(patterns=[r".*output\.conv1d.*"], validate=False)
+        elif name.startswith("static-keep-"):
+            last = model.config.num_hidden_layers - 1
+            head = r".*(classifier|pooler).*"
+            patterns = {
+                "ffnout": [r".*output\.conv1d.*"],
+                "ffnin": [r".*intermediate\.conv1d.*"],
+                "attnout": [r".*post_attention\.conv1d.*"],
+                "head": [head],
+                "first": [r".*layers\.0\..*"],
+                "last": [rf".*layers\.{last}\..*", head],
+            }[name.removeprefix("static-keep-")]
+            keep = nncf.IgnoredScope(patterns=patterns, validate=False)
             m = nncf.quantize(fp32, nncf.Dataset(calib300), model_type=tt, subset_size=300, ignored_scope=keep)
         elif name in ("fp32", "bf16"):
             m = fp32
             props["INFERENCE_PRECISION_HINT"] = "f32" if name == "fp32" else "bf16"
-        elif name in ("weights-dyn", "weights-only"):
-            m = nncf.compress_weights(fp32, mode=nncf.CompressWeightsMode.INT8_ASYM)
-            props["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = 32 if name == "weights-dyn" else 0
+        elif name.startswith("weights-dyn") or name == "weights-only":
+            m = nncf.compress_weights(fp32.clone(), mode=nncf.CompressWeightsMode.INT8_ASYM)  # clone: in place
+            group = 0 if name == "weights-only" else int(name.removeprefix("weights-dyn").removeprefix("-") or 32)
+            props["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = group
         else:
             raise SystemExit(f"unknown variant {name}")
         return m, props
