@@ -261,3 +261,29 @@ def test_the_latency_table_times_static_int8_calibrated_on_the_texts_else_run_ti
         torch.testing.assert_close(torch.from_numpy(got), logits(model, batches(1)[0])[:1], rtol=0, atol=0.2)
     with pytest.raises(ValueError, match="unknown runtime"):
         fast_forward(model, "tensorrt", 1)
+
+
+def test_the_latency_table_times_candidates_through_the_recipe_every_export_can_fall_back_to(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from squeezebert import budget
+
+    seen: list[tuple[str, object]] = []
+
+    def fake_forward(model, runtime, threads, calibration=None):
+        seen.append((runtime, calibration))
+        return lambda batch: None
+
+    monkeypatch.setattr(budget, "fast_forward", fake_forward)
+    monkeypatch.setattr(budget, "time_forwards", lambda forwards, batches, repeats: {
+        name: {"batch1": {"p50": 1.0}} for name in forwards
+    })  # fmt: skip
+    cfg = tiny().config
+    single = [{k: v[i : i + 1].numpy() for k, v in batches(1)[0].items() if k != "labels"} for i in range(4)]
+    assert budget.TABLE_RECIPE == "dynamic"
+    budget.measure_configs({"a": cfg}, {1: single}, "openvino-int8", 1)
+    assert seen == [("openvino-int8", None)]  # no calibration: run-time activation scales
+    budget.measure_configs({"a": cfg}, {1: single}, "openvino-int8", 1, recipe="static", calibration_texts=2)
+    assert seen[1][1] == single[:2]
+    with pytest.raises(ValueError, match="recipe must be"):
+        budget.measure_configs({"a": cfg}, {1: single}, "openvino-int8", 1, recipe="auto")

@@ -455,6 +455,9 @@ def test_squeeze_with_a_speedup_reports_the_budget_table_plot_and_cost(
     )
     md = (out / "report.md").read_text()
     assert "## Shape chosen by measured latency" in md and "(chosen)" in md and "Where the squeeze spent" in md
+    # candidates are timed through the recipe every int8 export can fall back to, and the report says so
+    assert budget["recipe"] == ("dynamic" if budget["runtime"] == "openvino-int8" else None)
+    assert ("run-time activation scales" in md) == (budget["runtime"] == "openvino-int8")
     with pytest.raises(ValueError, match="not both"):
         run(teacher_dir, task_files, tmp_path / "x", speedup=2.0, latency_budget_ms=3.0)
     with pytest.raises(ValueError, match="chooses the student's shape itself"):

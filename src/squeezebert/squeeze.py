@@ -154,6 +154,7 @@ def _choose_shape(
     agreement bar, so the teacher ran on run-time scales); timed as a twin, the budget came out
     smaller than asked and the students ran 3.5-4.7x where 3x was asked (docs/RESULTS.md)."""
     from squeezebert.budget import (
+        TABLE_RECIPE,
         Shape,
         candidate_shapes,
         frontier,
@@ -254,6 +255,7 @@ def _choose_shape(
     )
     report = {
         "runtime": runtime,
+        "recipe": TABLE_RECIPE if runtime == "openvino-int8" else None,
         "threads": threads or torch.get_num_threads(),
         "batch": budget_batch,
         "budget_ms": budget_ms,
@@ -1015,7 +1017,14 @@ def render_report(report: dict[str, Any], surgery_table: str | None = None) -> s
                 if budget.get("teacher_path", "").startswith("teacher ")
                 else ""
             )
-            + f"), every shape timed through {budget['runtime']} on "
+            + f"), every shape timed through {budget['runtime']}"
+            + (
+                " (int8 weights with run-time activation scales: the recipe every int8 export can fall back to, so "
+                "the budget holds whichever recipe the student deploys with)"
+                if budget.get("recipe") == "dynamic"
+                else ""
+            )
+            + " on "
             f"{budget['threads']} threads on the training texts' own lengths. Milliseconds are fitted (a per-call "
             "cost plus a per-layer cost for each width, least squares on relative error; largest residual "
             + (", ".join(f"{k} {v:.0%}" for k, v in budget.get("fit_residual", {}).items()) or "n/a: not fitted")
