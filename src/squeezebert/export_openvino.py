@@ -143,7 +143,7 @@ class OpenVinoExportReport:
             c = self.calibration
             lines.append(f"int8 (static) calibrated on {c['texts']} texts from {c['source']}")
         elif self.int8_recipe == "dynamic":
-            lines.append("int8 (dynamic): int8 weights, activations quantized at run time per token and 128 channels")
+            lines.append("int8 (dynamic): int8 weights, activations quantized at run time per token and 32 channels")
         if self.agreement is not None:
             lines.append(
                 f"{self.precision} vs PyTorch fp32 on {self.sample_size} held-out texts ({self.sample_source}): "
@@ -369,7 +369,7 @@ def quantize_int8(ov_model: Any, calibration: Sequence[Batch], recipe: str = "st
     and LayerNorm kept in float) calibrated on ``calibration`` (model inputs from real text), then
     int8 per-row storage of the remaining float weights (the word embeddings).
     ``dynamic``: int8 weights only (asymmetric, per output channel); the CPU plugin quantizes each
-    activation at run time in groups of 128 channels (``backends.DYNAMIC_INT8_GROUP``), so every
+    activation at run time in groups of 32 channels (``backends.DYNAMIC_INT8_GROUP``), so every
     token gets its own scales: no calibration, the error of per-token int8.
     """
     nncf = _require_nncf()
