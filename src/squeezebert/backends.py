@@ -141,9 +141,9 @@ class OpenVinoForward:
     all threads on it), ``num_threads`` threads (None: the plugin's choice, all cores).
     ``busy_wait`` pins the plugin's threads to cores (its default); a server passes False so that
     its request threads are not locked out of a core between calls. ``dynamic_int8``: quantize
-    activations at run time (per token, in groups of :data:`DYNAMIC_INT8_GROUP` channels) for a model whose weights are
-    int8-compressed (the ``dynamic`` int8 recipe of :mod:`squeezebert.export_openvino`); off, such
-    weights are decompressed and multiplied in float.
+    activations at run time (per token, in groups of :data:`DYNAMIC_INT8_GROUP` channels) for a
+    model whose weights are int8-compressed (the ``dynamic`` int8 recipe of
+    :mod:`squeezebert.export_openvino`); off, such weights are decompressed and multiplied in float.
 
     ``static_shapes``: how many single-text lengths get a model compiled for that one shape (None:
     :data:`OPENVINO_STATIC_SHAPES`; 0: off). The CPU plugin re-plans every operator when the input

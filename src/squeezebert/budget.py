@@ -173,7 +173,7 @@ def module_forward(module: torch.nn.Module) -> Callable[[dict], Any]:
 
 
 #: The int8 recipe candidate shapes are timed through for the latency table: ``dynamic``, the one
-#: every int8 export can fall back to, so that a student meets its budget whichever recipe it
+#: every int8 export can fall back to, so that a student meets its budget whichever int8 recipe it
 #: deploys with (static int8, when it passes, only makes it faster). Timed through static int8 (as
 #: sessions 9-10 did), the budget assumed a recipe that 3 of 6 distilled students then missed
 #: (98.4-98.9% agreement, 99% needed): they deployed on run-time scales and landed at 2.61-2.99x

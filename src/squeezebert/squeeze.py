@@ -1020,7 +1020,7 @@ def render_report(report: dict[str, Any], surgery_table: str | None = None) -> s
             + f"), every shape timed through {budget['runtime']}"
             + (
                 " (int8 weights with run-time activation scales: the recipe every int8 export can fall back to, so "
-                "the budget holds whichever recipe the student deploys with)"
+                "the budget holds whichever int8 recipe the student deploys with)"
                 if budget.get("recipe") == "dynamic"
                 else ""
             )
