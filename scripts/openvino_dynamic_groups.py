@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from squeezebert import backends
 from squeezebert.budget import time_forwards, timing_batches
 from squeezebert.checkpoint import load
 from squeezebert.data import encode
@@ -54,11 +55,13 @@ def variants(ov_model, calibration, groups: list[int]) -> dict:
         if calibration is not None:
             forwards["static"] = _compile(quantize_int8(ov_model.clone(), calibration, "static"), "fp32", 2)
         dynamic = quantize_int8(ov_model.clone(), [], "dynamic")  # clone: NNCF compresses in place
-    for g in groups:
-        f = _compile(dynamic, "fp32", 2, dynamic_int8=True)
-        f._properties["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = g  # recompiled at this group size
-        f.compiled = f._core.compile_model(f._model, "CPU", f._properties)
-        forwards[f"dynamic {g}"] = f
+    shipped = backends.DYNAMIC_INT8_GROUP
+    try:
+        for g in groups:  # OpenVinoForward reads the group size when it compiles (static shapes too)
+            backends.DYNAMIC_INT8_GROUP = g
+            forwards[f"dynamic {g}"] = _compile(dynamic, "fp32", 2, dynamic_int8=True)
+    finally:
+        backends.DYNAMIC_INT8_GROUP = shipped
     return forwards
 
 

@@ -15,8 +15,8 @@ Variants (names on the command line with --variants):
                 pooler and classifier, the first layer, or the last layer (and the head) left in float
   weights-dyn   int8 weights only (nncf.compress_weights INT8_ASYM), activations quantized at run time by
                 the CPU plugin in groups of 32 channels (DYNAMIC_QUANTIZATION_GROUP_SIZE)
-  weights-dyn-N the same in groups of N channels (weights-dyn-128: what the export ships); N of
-                4294967295: one group per token
+  weights-dyn-N the same in groups of N channels (weights-dyn-32, like weights-dyn, is what the
+                export ships); N of 4294967295: one group per token
   weights-only  int8 weights only, computed in fp32 (dynamic quantization off)
   fp32, bf16    the float model with that inference-precision hint (for reference)
 """

@@ -203,10 +203,11 @@ def measure_configs(
     through ``runtime`` (``openvino-int8``: by ``recipe``, ``static`` calibrated on the first
     ``calibration_texts`` single texts of ``batches``; see :func:`fast_forward`), and of each
     ``extra`` forward (a real model as deployed), all interleaved in the same rounds."""
+    from squeezebert.export_openvino import INT8_RECIPES
     from squeezebert.model import SqueezeBert
 
-    if recipe not in ("static", "dynamic"):
-        raise ValueError(f"recipe must be 'static' or 'dynamic', got {recipe!r}")
+    if recipe not in INT8_RECIPES:
+        raise ValueError(f"recipe must be one of {INT8_RECIPES}, got {recipe!r}")
     torch.manual_seed(0)
     calibration = batches[min(batches)][:calibration_texts] if recipe == "static" else None
     forwards = {
