@@ -19,8 +19,10 @@ import random
 import statistics
 import sys
 import time
+from pathlib import Path
 
 from squeezebert.backends import OpenVinoForward
+from squeezebert.infer import export_section
 from squeezebert.tables import read_texts
 from squeezebert.tokenizer import Tokenizer
 
@@ -33,24 +35,40 @@ def rss_mb() -> float:
 def columns(path: str) -> tuple[str, str | None]:
     with open(path, encoding="utf-8") as f:
         head = f.readline().strip().replace(",", "\t").split("\t")
-    for text, pair in (("sentence1", "sentence2"), ("question", "sentence"), ("a", "b")):
+    for text, pair in (("sentence1", "sentence2"), ("question", "sentence"), ("#1 String", "#2 String"), ("a", "b")):
         if text in head and pair in head:
             return text, pair
     return ("sentence" if "sentence" in head else "text"), None
 
 
+def deployed(export: str, threads: int, variant: str) -> OpenVinoForward:
+    """The export's forward as ``Classifier.from_pretrained`` builds it, with the variant's
+    ``static_shapes`` (and ``/step``)."""
+    section = export_section(Path(export) / "config.json", "openvino")
+    count, _, step = variant.partition("/")
+    return OpenVinoForward(
+        f"{export}/model.xml",
+        threads,
+        section.get("inference_precision", "fp32"),
+        dynamic_int8=section.get("int8_recipe") == "dynamic",
+        static_shapes=int(count),
+        static_step=int(step) if step else None,
+    )
+
+
 def main(texts_file: str, *exports: str) -> None:
     n, rounds = int(os.environ.get("TEXTS", 128)), int(os.environ.get("ROUNDS", 10))
     threads = int(os.environ.get("THREADS", 2))
-    variants = [int(v) for v in os.environ.get("VARIANTS", "0,4,8").split(",")]
+    variants = [v.strip() for v in os.environ.get("VARIANTS", "0,4/8,8/16").split(",")]
     text, pair = columns(texts_file)
-    examples = read_texts(texts_file, text, pair, plain_if_unknown=True)[:n]
+    examples = read_texts(texts_file, text, pair, plain_if_unknown=True)
+    examples = random.Random(int(os.environ.get("SEED", 0))).sample(examples, min(n, len(examples)))
     forwards, inputs = {}, {}
     for export in exports:
         tok = Tokenizer.from_dir(export)
         inputs[export] = [tok([e.text], [e.text_pair] if pair else None, 128) for e in examples]
         for v in variants:
-            forwards[(export, v)] = OpenVinoForward(f"{export}/model.xml", threads, static_shapes=v)
+            forwards[(export, v)] = deployed(export, threads, v)
     # Warm-up pass: promotes the frequent lengths.
     for key, forward in forwards.items():
         for batch in inputs[key[0]]:
@@ -67,12 +85,13 @@ def main(texts_file: str, *exports: str) -> None:
             samples[key].append((time.perf_counter() - start) / len(inputs[key[0]]) * 1e3)
     lengths = sorted(b["input_ids"].shape[1] for b in next(iter(inputs.values())))
     for (export, v), forward in forwards.items():
-        row = {"export": export, "static_shapes": v, "ms_p50": round(statistics.median(samples[(export, v)]), 3)}
+        ms = round(statistics.median(samples[(export, v)]), 3)
+        row = {"export": export, "variant": v, "static_step": forward.static_step, "ms_p50": ms}
         row.update(static_lengths=sorted(forward.static), texts=len(lengths), tokens_p50=lengths[len(lengths) // 2])
         print(json.dumps(row), flush=True)
-    # Memory of the static models: one fresh forward, RSS before and after promoting four lengths.
+    # Memory of the static models: one fresh forward, RSS before and after promoting the lengths.
     for export in exports:
-        forward = OpenVinoForward(f"{export}/model.xml", threads, static_shapes=4)
+        forward = deployed(export, threads, variants[-1])
         forward(inputs[export][0])
         before = rss_mb()
         for batch in inputs[export]:

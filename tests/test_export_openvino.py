@@ -153,6 +153,13 @@ def test_single_texts_get_static_models_for_frequent_lengths_and_the_same_logits
     assert dynamic.static == {}
     with pytest.raises(ValueError, match="static_shapes"):
         OpenVinoForward(tmp_path / "model.xml", static_shapes=-1)
+    # The padding step is the forward's own: 5 tokens here, whatever the module's default.
+    five = OpenVinoForward(tmp_path / "model.xml", num_threads=1, static_shapes=1, static_step=5)
+    for i in range(after):
+        np.testing.assert_allclose(five(single(7, seed=i)), dynamic(single(7, seed=i)), rtol=0, atol=1e-5)
+    assert sorted(five.static) == [10]
+    with pytest.raises(ValueError, match="static_step"):
+        OpenVinoForward(tmp_path / "model.xml", static_step=0)
 
 
 def test_inputs_are_named_int64_with_dynamic_batch_and_sequence(tmp_path: Path) -> None:

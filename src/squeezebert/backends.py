@@ -93,10 +93,17 @@ class OnnxForward:
 #: fall back to 32.
 DYNAMIC_INT8_GROUP = 32
 
-#: Static single-text shapes an :class:`OpenVinoForward` compiles at most, by default.
-OPENVINO_STATIC_SHAPES = 4
-#: Single texts are padded to a multiple of this many tokens to share a static shape.
-STATIC_LENGTH_STEP = 8
+#: Static single-text shapes an :class:`OpenVinoForward` compiles at most, by default; with
+#: :data:`STATIC_LENGTH_STEP` 16 that covers every length up to 128 tokens.
+OPENVINO_STATIC_SHAPES = 8
+#: Single texts are padded to a multiple of this many tokens to share a static shape. Measured
+#: (``scripts/openvino_static_shapes.py``, 64 dev texts each of MRPC, SST-2 and RTE, one per call,
+#: 2 threads, interleaved; docs/RESULTS.md, "Session 12"): 8 models at steps of 16 against the
+#: earlier 4 at steps of 8 made a 3-layer student 1.13-1.41x faster (texts of 25-55 tokens fell
+#: outside the four buckets and ran on the dynamic model, re-planned per call) and the minilm-l6
+#: teacher 1.00-1.09x; 16 models at steps of 8 (every length static, less padding) were slower for
+#: the students and 3-7% faster for the teacher.
+STATIC_LENGTH_STEP = 16
 #: Calls at one padded length before it gets its own static model: the second, so that the compile
 #: lands in a benchmark's two warm-up rounds (at 3 it landed in the first timed round and every
 #: OpenVINO candidate's p90 read 0.8-1.4 s).
@@ -146,12 +153,13 @@ class OpenVinoForward:
     :mod:`squeezebert.export_openvino`); off, such weights are decompressed and multiplied in float.
 
     ``static_shapes``: how many single-text lengths get a model compiled for that one shape (None:
-    :data:`OPENVINO_STATIC_SHAPES`; 0: off). The CPU plugin re-plans every operator when the input
-    shape changes, and at batch 1 texts change length on nearly every call: on 64 texts of 16-32
-    tokens that cost 0.27 ms a call for a 3-layer student (0.39 ms at one fixed length, 0.66 ms
+    :data:`OPENVINO_STATIC_SHAPES`; 0: off); ``static_step``: the padding step (None:
+    :data:`STATIC_LENGTH_STEP`). The CPU plugin re-plans every operator when the input shape
+    changes, and at batch 1 texts change length on nearly every call: on 64 texts of 16-32 tokens
+    that cost 0.27 ms a call for a 3-layer student (0.39 ms at one fixed length, 0.66 ms
     varying) and 0.36 ms for the 6-layer MiniLM teacher (1.93 vs 2.29 ms; docs/RESULTS.md,
     "Static shapes at batch 1"). So a single text is padded to its length rounded up to
-    :data:`STATIC_LENGTH_STEP`, and a length bucket seen :data:`STATIC_PROMOTE_AFTER` times gets its
+    ``static_step``, and a length bucket seen :data:`STATIC_PROMOTE_AFTER` times gets its
     own static compiled model, until ``static_shapes`` of them exist; other lengths, and batches
     of more than one text, run on the dynamic model unpadded. Padded positions are masked, so the
     logits are those of the unpadded text to float rounding. Each static model holds its own copy
@@ -168,6 +176,7 @@ class OpenVinoForward:
         busy_wait: bool = True,
         dynamic_int8: bool = False,
         static_shapes: int | None = None,
+        static_step: int | None = None,
     ) -> None:
         ov = import_openvino()
         if inference_precision not in OPENVINO_INFERENCE_PRECISIONS:
@@ -190,6 +199,9 @@ class OpenVinoForward:
         if num_threads:
             properties["INFERENCE_NUM_THREADS"] = int(num_threads)
         self.static_shapes = check_static_shapes(OPENVINO_STATIC_SHAPES if static_shapes is None else static_shapes)
+        self.static_step = STATIC_LENGTH_STEP if static_step is None else int(static_step)
+        if self.static_step < 1:
+            raise ValueError(f"static_step must be a whole number >= 1, got {static_step!r}")
         self._core, self._properties = core, properties
         # Kept (the weights stay memory-mapped) so static copies can be compiled after the file
         # is gone: the exporters check through a temporary IR.
@@ -209,7 +221,7 @@ class OpenVinoForward:
         compiling one if this bucket has now been asked for often enough; None: run dynamic."""
         if not self.static_shapes:
             return None
-        bucket = -(-length // STATIC_LENGTH_STEP) * STATIC_LENGTH_STEP
+        bucket = -(-length // self.static_step) * self.static_step
         compiled = self.static.get(bucket)
         if compiled is not None:
             return bucket, compiled

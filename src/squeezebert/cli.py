@@ -1171,9 +1171,9 @@ def _add_runtime_flags(p: argparse.ArgumentParser, with_threads: bool = True) ->
         type=int,
         default=default("static_shapes"),
         metavar="N",
-        help="openvino: single texts of the N most asked-for lengths (rounded up to a multiple of 8) run on "
+        help="openvino: single texts of the N most asked-for lengths (rounded up to a multiple of 16) run on "
         "static compiled models, which skip the re-planning a new input shape costs; each holds a copy of the "
-        "weights (default: 4; 0: none)",
+        "weights (default: 8, every length up to 128 tokens; 0: none)",
     )
     assert default("normalize") is True  # the flag turns it off
     p.add_argument("--no-normalize", action="store_true", help="skip NFKC and look-alike letter normalization")
