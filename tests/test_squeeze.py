@@ -312,6 +312,8 @@ def test_candidate_shapes_and_the_frontier_within_a_budget() -> None:
     cfg = preset("tiny", num_hidden_layers=3, **DENSE)
     shapes = candidate_shapes(cfg)
     assert {s.layers for s in shapes} == {1, 2} and Shape(2, 4, 256) in shapes and Shape(1, 1, 64) in shapes
+    # widths between the halves and below them: 3/8 (2 of 4 heads, 96 of 256 neurons), 1/8 (1 head, 32)
+    assert Shape(2, 2, 96) in shapes and Shape(1, 1, 32) in shapes and len(shapes) == len(set(shapes)) == 10
     rows = [Candidate(s, s.layers * s.ffn, {"batch1": s.layers * s.ffn / 100}) for s in shapes]
     front = frontier(rows, 2.6, "batch1")
     # per layer count the widest shape within 2.6 ms: 2 layers x 128 (2.56), 1 layer x 256 (2.56)
