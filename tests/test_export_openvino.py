@@ -160,6 +160,14 @@ def test_single_texts_get_static_models_for_frequent_lengths_and_the_same_logits
     assert sorted(five.static) == [10]
     with pytest.raises(ValueError, match="static_step"):
         OpenVinoForward(tmp_path / "model.xml", static_step=0)
+    # Compiled ahead (a server's warm-up): the shortest buckets up to the cap, then the first call
+    # at such a length runs static at once, with the same logits.
+    ahead = OpenVinoForward(tmp_path / "model.xml", num_threads=1, static_shapes=2)
+    assert ahead.compile_static(4 * step) == [step, 2 * step] and ahead._seen == {}
+    inputs = single(step - 1, seed=3)
+    np.testing.assert_allclose(ahead(inputs), dynamic(inputs), rtol=0, atol=1e-5)
+    assert sorted(ahead.static) == [step, 2 * step] and ahead._seen == {}
+    assert OpenVinoForward(tmp_path / "model.xml", static_shapes=0).compile_static(64) == []
 
 
 def test_inputs_are_named_int64_with_dynamic_batch_and_sequence(tmp_path: Path) -> None:
@@ -317,6 +325,13 @@ def test_classifier_finds_the_backend_by_the_files_and_refuses_a_mismatch(traine
     for got, want in zip(one_by_one, [dynamic.predict([t])[0] for t in texts * backends.STATIC_PROMOTE_AFTER]):
         assert got.label == want.label and got.score == pytest.approx(want.score, abs=1e-5)
     assert dynamic._forward.static == {}
+    # compiled ahead, up to the classifier's length limit (the buckets that cover it)
+    ahead = Classifier.from_pretrained(tmp_path / "out")
+    step = ahead._forward.static_step
+    buckets = list(range(step, trained_length + step, step))[: backends.OPENVINO_STATIC_SHAPES]
+    assert ahead.compile_static_shapes() == buckets
+    assert [ahead.predict([t])[0].label for t in texts] == [p.label for p in one_by_one[: len(texts)]]
+    assert dynamic.compile_static_shapes() == [] and dynamic._forward.static == {}
 
 
 def test_openvino_classifier_runs_where_torch_cannot_be_imported(trained, tmp_path: Path, block_torch: str) -> None:

@@ -159,6 +159,40 @@ def test_readyz_is_503_until_the_warm_up_has_run() -> None:
     run(main)
 
 
+def test_warm_up_compiles_the_static_models_before_the_first_request() -> None:
+    """A classifier that has static models to compile (OpenVINO) gets them compiled while the
+    server warms up, before the warm-up texts and before /readyz says ready."""
+
+    class WithStatic(Recording):
+        def __init__(self) -> None:
+            super().__init__()
+            self.order: list[str] = []
+
+        def compile_static_shapes(self) -> list[int]:
+            self.order.append("compile")
+            return [16, 32]
+
+        def predict(self, inputs: Sequence[TextInput], batch_size: int = 32) -> list[Prediction]:
+            self.order.append("predict")
+            return super().predict(inputs, batch_size)
+
+    fake = WithStatic()
+
+    async def main() -> None:
+        async with serving(create_app(fake)):
+            assert fake.order[0] == "compile" and fake.order.count("compile") == 1 and "predict" in fake.order
+
+    run(main)
+    unwarmed = WithStatic()
+
+    async def off() -> None:
+        async with serving(create_app(unwarmed, ServeConfig(warmup=False))):
+            pass
+
+    run(off)
+    assert unwarmed.order == []
+
+
 def test_a_failed_warm_up_keeps_readyz_503_with_the_reason() -> None:
     async def main() -> None:
         async with serving(create_app(Recording(fail=True)), ready=False) as client:

@@ -190,6 +190,13 @@ class Classifier:
         self.export_dir = export_dir  # the export this classifier runs (for save_pretrained)
         self._tmpdir: tempfile.TemporaryDirectory[str] | None = None  # an on-the-fly export lives here
 
+    def compile_static_shapes(self) -> list[int]:
+        """OpenVINO: compile now the static models single texts of up to ``max_length`` tokens run
+        on (:meth:`squeezebert.backends.OpenVinoForward.compile_static`), so that no call pays for
+        one later; returns their padded lengths. Other backends have none: ``[]``."""
+        compile_static = getattr(self._forward, "compile_static", None)
+        return compile_static(self.max_length) if compile_static is not None else []
+
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_pretrained(

@@ -442,6 +442,12 @@ def create_app(classifier: SupportsPredict, config: ServeConfig | None = None) -
     async def warm_up() -> None:
         try:
             if config.warmup:
+                # OpenVINO: single texts' static models now, not in the first requests at each length
+                compile_static = getattr(classifier, "compile_static_shapes", None)
+                if compile_static is not None:
+                    lengths = await asyncio.to_thread(compile_static)
+                    if lengths:
+                        log.info("static models for single texts of %s tokens compiled", lengths)
                 for inputs in _warmup_inputs(classifier, config.max_batch_size):
                     await batcher.call(run_model, inputs)
         except Exception as e:  # reported by /readyz; the process stays up for inspection
