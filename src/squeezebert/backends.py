@@ -302,8 +302,9 @@ class OpenVinoForward:
             return np.array(result[0])  # a copy: the request reuses its output buffer on the next call
         # One text on its static model: written into the request's own zero-padded input arrays
         # (padding is id 0 and mask 0, never attended to), so a call allocates nothing but the
-        # logits' copy. Measured against padding with np.pad and passing a dict to infer(): 0.11 ms
-        # less per call (0.25 -> 0.14 ms for a 1-layer model; docs/RESULTS.md, "Session 12").
+        # logits' copy. Measured against padding with np.pad and passing a dict to infer()
+        # (scripts/openvino_call_overhead.py): 0.14-0.19 ms less per call, 0.295 -> 0.158 ms for a
+        # 1-layer student, 2.21 -> 2.02 ms for the minilm-l6 shape (docs/RESULTS.md, "Session 12").
         request, buffers = self._static_request(*static)
         for name, buffer in buffers:
             buffer[0, :length] = batch[name][0]
