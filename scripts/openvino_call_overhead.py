@@ -59,19 +59,18 @@ def main() -> None:
             ov.save_model(quantize_int8(convert(model), [], "dynamic"), str(xml))
         forward = OpenVinoForward(xml, args.threads, dynamic_int8=True)
         forward.compile_static(64)
-        step = forward.static_step
         padded_requests = {b: c.create_infer_request() for b, c in forward.static.items()}
 
-        def padded(batch: dict, requests: dict = padded_requests, step: int = step) -> np.ndarray:
+        def padded(batch: dict, requests: dict = padded_requests, forward: OpenVinoForward = forward) -> np.ndarray:
             length = batch["input_ids"].shape[1]
-            bucket = -(-length // step) * step
+            bucket = forward.padded_length(length)
             inputs = {k: np.pad(v, ((0, 0), (0, bucket - length))) for k, v in batch.items()}
             return np.array(requests[bucket].infer(inputs, share_inputs=True)[0])
 
         bound = []  # the bare request: inputs bound once, as OpenVinoForward now does, without the wrapper
         for batch in texts:
             length = batch["input_ids"].shape[1]
-            bucket = -(-length // step) * step
+            bucket = forward.padded_length(length)
             request = forward.static[bucket].create_infer_request()
             for name, value in batch.items():
                 request.set_tensor(name, ov.Tensor(np.pad(value, ((0, 0), (0, bucket - length))), shared_memory=False))

@@ -19,10 +19,9 @@ import random
 import statistics
 import sys
 import time
-from pathlib import Path
 
 from squeezebert.backends import OpenVinoForward
-from squeezebert.infer import export_section
+from squeezebert.infer import openvino_export_forward
 from squeezebert.tables import read_texts
 from squeezebert.tokenizer import Tokenizer
 
@@ -44,16 +43,8 @@ def columns(path: str) -> tuple[str, str | None]:
 def deployed(export: str, threads: int, variant: str) -> OpenVinoForward:
     """The export's forward as ``Classifier.from_pretrained`` builds it, with the variant's
     ``static_shapes`` (and ``/step``)."""
-    section = export_section(Path(export) / "config.json", "openvino")
     count, _, step = variant.partition("/")
-    return OpenVinoForward(
-        f"{export}/model.xml",
-        threads,
-        section.get("inference_precision", "fp32"),
-        dynamic_int8=section.get("int8_recipe") == "dynamic",
-        static_shapes=int(count),
-        static_step=int(step) if step else None,
-    )
+    return openvino_export_forward(export, threads, static_shapes=int(count), static_step=int(step) if step else None)
 
 
 def main(texts_file: str, *exports: str) -> None:

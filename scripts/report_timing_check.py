@@ -18,13 +18,12 @@ from pathlib import Path
 
 import torch
 
-from squeezebert.backends import OpenVinoForward
 from squeezebert.budget import candidate_shapes, fast_forward, module_forward, time_forwards, timing_batches
 from squeezebert.checkpoint import load
 from squeezebert.data import encode, load_glue
 from squeezebert.export_openvino import examples_sample, export_model
 from squeezebert.finetune import ExportedModel
-from squeezebert.infer import Classifier
+from squeezebert.infer import Classifier, openvino_export_forward
 from squeezebert.model import SqueezeBert
 from squeezebert.quantize import optimize
 from squeezebert.train import read_train_args
@@ -54,8 +53,9 @@ def main(teacher_dir: str, squeeze_out: str, task: str) -> None:
         sample = examples_sample(train_examples, task, labels=False)
         export_model(teacher.model, tmp, teacher.tokenizer, precision="int8", calibration=sample, max_length=128)
         deploy = os.path.join(squeeze_out, "deploy")
-        f["deployed teacher, direct"] = OpenVinoForward(os.path.join(tmp, "model.xml"), THREADS)
-        f["deployed student, direct"] = OpenVinoForward(os.path.join(deploy, "model.xml"), THREADS)
+        # as deployed: a run-time-scales export needs its flag, or its int8 weights run decompressed
+        f["deployed teacher, direct"] = openvino_export_forward(tmp, THREADS)
+        f["deployed student, direct"] = openvino_export_forward(deploy, THREADS)
         for who, where in (("teacher", tmp), ("student", deploy)):
             classifier = Classifier.from_pretrained(where, max_length=128, num_threads=THREADS)
             f[f"deployed {who}, torch wrapper"] = module_forward(ExportedModel(classifier))

@@ -216,12 +216,16 @@ class OpenVinoForward:
         # between threads.
         self._local = threading.local()
 
+    def padded_length(self, length: int) -> int:
+        """The static shape a single text of ``length`` tokens runs at: rounded up to ``static_step``."""
+        return -(-length // self.static_step) * self.static_step
+
     def _static_for(self, length: int) -> tuple[int, Any] | None:
         """The padded length and static compiled model for a single text of ``length`` tokens,
         compiling one if this bucket has now been asked for often enough; None: run dynamic."""
         if not self.static_shapes:
             return None
-        bucket = -(-length // self.static_step) * self.static_step
+        bucket = self.padded_length(length)
         compiled = self.static.get(bucket)
         if compiled is not None:
             return bucket, compiled
@@ -264,13 +268,11 @@ class OpenVinoForward:
                     break
             return sorted(self.static)
 
-    def _request(self, key: int, compiled: Any) -> Any:
-        requests = getattr(self._local, "requests", None)
-        if requests is None:
-            requests = self._local.requests = {}
-        request = requests.get(key)
+    def _dynamic_request(self) -> Any:
+        """This thread's request on the dynamic model."""
+        request = getattr(self._local, "request", None)
         if request is None:
-            request = requests[key] = compiled.create_infer_request()
+            request = self._local.request = self.compiled.create_infer_request()
         return request
 
     def _static_request(self, bucket: int, compiled: Any) -> tuple[Any, list[tuple[str, np.ndarray]]]:
@@ -296,7 +298,7 @@ class OpenVinoForward:
         rows, length = batch[self.input_names[0]].shape
         static = self._static_for(length) if rows == 1 else None
         if static is None:
-            request = self._request(0, self.compiled)
+            request = self._dynamic_request()
             # share_inputs: the int64 arrays are read in place, not copied into the request.
             result = request.infer({name: batch[name] for name in self.input_names}, share_inputs=True)
             return np.array(result[0])  # a copy: the request reuses its output buffer on the next call

@@ -134,6 +134,32 @@ def export_section(config_file: Path, backend: str) -> dict[str, Any]:
     return section
 
 
+def openvino_export_forward(
+    path: str | os.PathLike[str],
+    num_threads: int | None = None,
+    busy_wait: bool = True,
+    static_shapes: int | None = None,
+    static_step: int | None = None,
+    section: dict[str, Any] | None = None,
+) -> OpenVinoForward:
+    """The forward of an OpenVINO export directory as it was exported to run: the inference
+    precision and int8 recipe its ``config.json`` records (``section``: that record, when the
+    caller has read it already). A run-time-scales export run without its flag would decompress
+    its int8 weights and multiply in float."""
+    path = Path(path)
+    if section is None:
+        section = export_section(path / "config.json", "openvino")
+    return OpenVinoForward(
+        path / OPENVINO_MODEL_FILE,
+        num_threads,
+        section.get("inference_precision", "fp32"),
+        busy_wait,
+        section.get("int8_recipe") == "dynamic",
+        static_shapes,
+        static_step,
+    )
+
+
 # --------------------------------------------------------------------------- the classifier
 def _is_single(inputs: Any) -> bool:
     """One input (a text, or a (text, text) pair as a tuple) rather than a sequence of them."""
@@ -310,10 +336,8 @@ class Classifier:
         if backend == "onnx":
             forward = OnnxForward(path / ONNX_MODEL_FILE, options.num_threads, busy_wait)
         else:
-            inference = section.get("inference_precision", "fp32")
-            dynamic = section.get("int8_recipe") == "dynamic"
-            forward = OpenVinoForward(
-                path / OPENVINO_MODEL_FILE, options.num_threads, inference, busy_wait, dynamic, options.static_shapes
+            forward = openvino_export_forward(
+                path, options.num_threads, busy_wait, options.static_shapes, section=section
             )
         recorded = section.get("max_length") or recorded_max_length(path)
         max_length = options.max_length or recorded or DEFAULT_MAX_LENGTH
