@@ -20,7 +20,7 @@ import statistics
 import sys
 import time
 
-from squeezebert.backends import OpenVinoForward
+from squeezebert.backends import STATIC_PROMOTE_AFTER, OpenVinoForward
 from squeezebert.infer import openvino_export_forward
 from squeezebert.tables import read_texts
 from squeezebert.tokenizer import Tokenizer
@@ -60,10 +60,12 @@ def main(texts_file: str, *exports: str) -> None:
         inputs[export] = [tok([e.text], [e.text_pair] if pair else None, 128) for e in examples]
         for v in variants:
             forwards[(export, v)] = deployed(export, threads, v)
-    # Warm-up pass: promotes the frequent lengths.
-    for key, forward in forwards.items():
-        for batch in inputs[key[0]]:
-            forward(batch)
+    # Warm-up passes: a length is promoted on its STATIC_PROMOTE_AFTER-th call, so that many passes
+    # compile every static model before the first timed round (one pass left the compiles in it).
+    for _ in range(STATIC_PROMOTE_AFTER):
+        for key, forward in forwards.items():
+            for batch in inputs[key[0]]:
+                forward(batch)
     samples: dict[tuple[str, int], list[float]] = {key: [] for key in forwards}
     order = list(forwards)
     for _ in range(rounds):
