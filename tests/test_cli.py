@@ -117,6 +117,8 @@ def test_squeeze_flags_agree_with_the_squeeze_api_defaults() -> None:
     from squeezebert.squeeze import default_train_config
 
     args = _commands()["squeeze"].parse_args(["--teacher", "t", "--train", "x.csv", "--out", "o"])
+    assert args.lr is None  # resolved by cmd_squeeze from the student: test_squeeze_learning_rate_follows_the_student
+    args.lr = default_train_config().lr
     assert cli._train_config(args) == default_train_config()
     defaults = DistillConfig()
     for field in ("alpha", "temperature", "hidden_weight", "attention_weight", "augment"):
@@ -129,3 +131,46 @@ def test_info_json_prints_one_object(capsys: pytest.CaptureFixture) -> None:
     assert record["format"] == "preset" and record["num_hidden_layers"] == 2
     assert record["parameters"] > 0 and record["flops_seq128"] > 0
     assert set(record["groups"]) == {"query", "key", "value", "post_attention", "intermediate", "output"}
+
+
+@pytest.mark.parametrize(
+    ("flags", "want"),
+    [
+        ([], 1e-4),  # the low-rank surgery student
+        (["--construction", "grouped"], 1e-4),
+        (["--speedup", "3"], 3e-4),  # a budget always prunes
+        (["--latency-budget", "2.5"], 3e-4),
+        (["--construction", "pruned", "--heads", "2"], 3e-4),
+        (["--speedup", "3", "--lr", "5e-5"], 5e-5),  # the user's own rate wins
+    ],
+)
+def test_squeeze_learning_rate_follows_the_student(
+    flags: list[str], want: float, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    import squeezebert.squeeze as squeeze_module
+
+    seen: dict[str, Any] = {}
+
+    def fake_squeeze(teacher: str, out: str, source: Any, **kwargs: Any) -> dict[str, Any]:
+        seen.update(kwargs)
+        (tmp_path / "report.md").write_text("report\n")
+        return {"ok": True}
+
+    monkeypatch.setattr(squeeze_module, "squeeze", fake_squeeze)
+    argv = ["squeeze", "--teacher", "t", "--train", "x.csv", "--dev", "d.csv", "--out", str(tmp_path), *flags]
+    assert cli.main(argv) == 0
+    assert seen["config"].lr == want
+
+
+def test_squeeze_api_learning_rate_follows_the_student(monkeypatch: pytest.MonkeyPatch) -> None:
+    import squeezebert.squeeze as squeeze_module
+    from squeezebert.data import TaskSource
+    from squeezebert.surgery import StudentSpec
+
+    seen: list[float] = []
+    monkeypatch.setattr(squeeze_module, "_squeeze", lambda *args: seen.append(args[6].lr) or {})
+    source = TaskSource(train_file="x.csv", dev_file="d.csv")
+    squeeze_module.squeeze("t", "o", source)
+    squeeze_module.squeeze("t", "o", source, speedup=3)
+    squeeze_module.squeeze("t", "o", source, spec=StudentSpec.from_construction("pruned", heads=2))
+    assert seen == [squeeze_module.DEFAULT_LR, squeeze_module.PRUNED_LR, squeeze_module.PRUNED_LR]

@@ -307,14 +307,15 @@ def add_squeeze_parser(sub: Subparsers) -> None:
         action="store_true",
         help="skip the OpenVINO int8 exports (default: when installed; the student's is kept in OUT/deploy)",
     )
-    _add_train_args(p)
-    p.set_defaults(handler=cmd_squeeze, lr=1e-4)
+    _add_train_args(p, lr_default="1e-4; 3e-4 for a pruned student, as every --latency-budget/--speedup one is")
+    # --lr: None = squeeze's default, which depends on the student (squeeze.default_train_config)
+    p.set_defaults(handler=cmd_squeeze, lr=None)
 
 
 def cmd_squeeze(args: argparse.Namespace) -> int:
     from squeezebert.config import PROJECTIONS
     from squeezebert.distill import DistillConfig
-    from squeezebert.squeeze import squeeze
+    from squeezebert.squeeze import default_train_config, squeeze
     from squeezebert.surgery import StudentSpec
     from squeezebert.train import drop_resume_state
 
@@ -348,6 +349,8 @@ def cmd_squeeze(args: argparse.Namespace) -> int:
             importance=args.importance,
         )
     )
+    if args.lr is None:
+        args.lr = default_train_config(budgeted or (spec is not None and spec.prunes)).lr
     distill = DistillConfig(
         alpha=args.alpha,
         temperature=args.temperature,
@@ -550,12 +553,15 @@ def cmd_glue(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_train_args(p: argparse.ArgumentParser) -> None:
+def _add_train_args(p: argparse.ArgumentParser, lr_default: str | None = None) -> None:
+    """The training flags; ``lr_default``: the learning rate's default in words, where the
+    command resolves it itself (the parser's default is then None)."""
     p.add_argument("--out", required=True, help="output run directory (best checkpoint, logs, resume state)")
     p.add_argument("--epochs", type=int, default=3, help="passes over the training data")
     p.add_argument("--batch-size", type=int, default=32, help="examples per forward pass")
     p.add_argument("--grad-accum", type=int, default=1, help="forward passes per optimizer step")
-    p.add_argument("--lr", type=float, default=5e-5, help="peak learning rate (AdamW, linear warm-up and decay)")
+    lr_help = "peak learning rate (AdamW, linear warm-up and decay)"
+    p.add_argument("--lr", type=float, default=5e-5, help=lr_help + (f" (default: {lr_default})" if lr_default else ""))
     p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (not on biases, norms)")
     p.add_argument("--warmup-ratio", type=float, default=0.1, help="fraction of the steps the learning rate warms up")
     p.add_argument("--max-grad-norm", type=float, default=1.0, help="0 disables clipping")
