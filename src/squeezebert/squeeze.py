@@ -103,12 +103,13 @@ class _Cost:
 #: fine-tuning rate (a student starts further from its optimum than a pretrained model does).
 DEFAULT_LR = 1e-4
 #: ... and a pruned student (``--construction pruned``, and every ``--latency-budget``/``--speedup``
-#: squeeze) at three times that: it keeps a sixth to a half of each layer's heads and neurons, so
-#: it has more to re-learn. Measured by re-distilling the shapes session 12's ``--speedup 3``
-#: squeezes chose, everything else the default, against the 1e-4 runs (docs/RESULTS.md, "Session
-#: 13"; deployed student, points): MRPC +0.50, STS-B +1.07, RTE +0.72, ``pairs3`` +0.80, CoLA
-#: +4.70 (seed 42, fp32) and -0.60 (seed 43), the 10k-text ``short`` task -1.49: +0.81 on
-#: average (+0.17 without CoLA's seed 42), each within its dev set's noise alone.
+#: squeeze) at three times that: it loses whole layers and, in the shapes budgets chose, 5/8 to
+#: 7/8 of each remaining layer's heads and neurons, so it has more to re-learn. Measured by
+#: re-distilling the shapes session 12's ``--speedup 3`` squeezes chose, everything else the
+#: default, against the 1e-4 runs (docs/RESULTS.md, "Session 13"; deployed student, points):
+#: MRPC +0.50, STS-B +1.07, RTE +0.72, ``pairs3`` +0.80, CoLA +4.70 (seed 42, fp32) and -0.60
+#: (seed 43), the 10k-text ``short`` task -1.49: +0.81 on average (+0.17 without CoLA's seed
+#: 42), each within its dev set's noise alone.
 PRUNED_LR = 3e-4
 
 
