@@ -350,7 +350,7 @@ def cmd_squeeze(args: argparse.Namespace) -> int:
         )
     )
     if args.lr is None:
-        args.lr = default_train_config(budgeted or (spec is not None and spec.prunes)).lr
+        args.lr = default_train_config(spec, budgeted).lr
     distill = DistillConfig(
         alpha=args.alpha,
         temperature=args.temperature,

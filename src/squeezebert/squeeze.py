@@ -113,10 +113,12 @@ DEFAULT_LR = 1e-4
 PRUNED_LR = 3e-4
 
 
-def default_train_config(pruned: bool = False) -> TrainConfig:
+def default_train_config(spec: StudentSpec | None = None, budgeted: bool = False) -> TrainConfig:
     """The training schedule ``squeeze`` uses when given none (the CLI's ``squeeze`` flags default
     to the same, a test checks): :class:`TrainConfig`'s, at :data:`DEFAULT_LR`, or
-    :data:`PRUNED_LR` for a ``pruned`` student."""
+    :data:`PRUNED_LR` for a pruned student: one a latency budget chooses (``budgeted``) or a
+    ``spec`` that prunes."""
+    pruned = budgeted or (spec is not None and spec.prunes)
     return TrainConfig(lr=PRUNED_LR if pruned else DEFAULT_LR)
 
 
@@ -449,8 +451,7 @@ def squeeze(
     ``text_column`` / ``text_pair_column`` of the data): the teacher labels them once and they
     join the distillation data.
     """
-    pruned = latency_budget_ms is not None or speedup is not None or (spec is not None and spec.prunes)
-    config = config or default_train_config(pruned)
+    config = config or default_train_config(spec, budgeted=latency_budget_ms is not None or speedup is not None)
     # One process group for the whole workflow (fit then leaves it alone), so that the other
     # ranks can wait for rank 0's report instead of benchmarking N copies against each other.
     # torch's thread count for the whole workflow, restored after (a library call leaves the process as it was)
@@ -1130,7 +1131,8 @@ def demo(
             shutil.rmtree(out / sub, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / DEMO_MARKER, json.dumps({"teacher": teacher, "data_dir": str(data_dir)}) + "\n")
-    student_lr = default_train_config(pruned=construction is None).lr  # --speedup prunes
+    spec = None if construction is None else StudentSpec.from_construction(construction)
+    student_lr = default_train_config(spec, budgeted=construction is None).lr
     if data_dir is not None:
         source = TaskSource("sst2", data_dir)
         teacher_cfg = TrainConfig(epochs=1, batch_size=32, lr=5e-5, max_length=64, max_train_samples=6000)
@@ -1150,7 +1152,7 @@ def demo(
         out / "teacher",
         out / "student",
         source,
-        spec=None if construction is None else StudentSpec.from_construction(construction),
+        spec=spec,
         speedup=None if construction is not None else speedup,
         config=student_cfg,
         bench_threads=threads,
