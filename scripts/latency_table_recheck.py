@@ -37,22 +37,18 @@ def main(out: str, order: str = "sfs") -> None:
         sys.exit(f"{out}: not a budgeted squeeze run (no budget_choice in train_args.json)")
     ckpt = load(args["teacher"])
     teacher, tokenizer = ckpt.model, ckpt.tokenizer
-    source = TaskSource(
-        task=args["task"] if args.get("data_dir") else "custom",
-        data_dir=args.get("data_dir"),
-        train_file=None if args.get("data_dir") else args["train_file"],
-        dev_file=None if args.get("data_dir") else args["dev_file"],
-        text_column=args.get("text_column") or "text",
-        text_pair_column=args.get("text_pair_column"),
-        label_column=args.get("label_column") or "label",
-    )
+    source = TaskSource.recorded(args)
+    if source is None:
+        sys.exit(f"{out}: train_args.json records no local data (custom files or a GLUE data_dir)")
     data = load_task_data(source)
     regression = teacher.config.problem_type == "regression"
-    train = encode(tokenizer, data.train, 128, None if regression else teacher.config.label2id, "train")
+    max_length = min(args.get("max_length") or 128, teacher.config.max_position_embeddings)  # as squeeze
+    label2id = None if regression else teacher.config.label2id
+    train = encode(tokenizer, data.train, max_length, label2id, data.train_source)
     batches = timing_batches(train, tokenizer, [1], seed=args.get("seed", 42))
     notes: list[str] = []
     name, module, _ = _deploy_teacher_openvino(
-        teacher, tokenizer, _openvino_inputs(data, regression), 128, THREADS, notes
+        teacher, tokenizer, _openvino_inputs(data, regression), max_length, THREADS, notes
     )
     print(f"teacher deployed as {name}; {'; '.join(notes)}", flush=True)
     extra = {

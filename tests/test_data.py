@@ -18,6 +18,7 @@ from squeezebert.data import (
     GLUE_TASKS,
     DataError,
     Example,
+    TaskSource,
     collate,
     encode,
     encode_labels,
@@ -665,3 +666,14 @@ def test_a_directory_given_as_a_data_file_is_called_one(tmp_path: Path) -> None:
         read_table(tmp_path / "train.csv", "text", label_column="label")
     with pytest.raises(FileNotFoundError, match=r"missing.csv: no such file"):
         read_table(tmp_path / "missing.csv", "text", label_column="label")
+
+
+def test_task_source_recorded_reads_what_a_run_wrote() -> None:
+    custom = {"task": "custom", "train_file": "t.csv", "dev_file": "d.csv", "text_column": "a", "text_pair_column": "b"}
+    assert TaskSource.recorded(custom) == TaskSource(
+        "custom", train_file="t.csv", dev_file="d.csv", text_column="a", text_pair_column="b"
+    )
+    assert TaskSource.recorded({"task": "rte", "data_dir": "/glue"}) == TaskSource("rte", "/glue")
+    assert TaskSource.recorded({"task": "rte", "data_dir": None}) is None  # the Hub: nothing local to read
+    assert TaskSource.recorded({"task": "custom"}) is None
+    assert TaskSource.recorded({"teacher": "t"}) is None

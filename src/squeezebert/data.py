@@ -506,6 +506,24 @@ class TaskSource:
         """``(text, text pair, label)`` column names, as :func:`read_table` takes them."""
         return self.text_column, self.text_pair_column, self.label_column
 
+    @classmethod
+    def recorded(cls, args: Mapping[str, Any]) -> TaskSource | None:
+        """The source a run's ``train_args.json`` (``args``) records its data from: custom files,
+        or a GLUE task read from a local ``data_dir``; None where it records neither."""
+        task = args.get("task")
+        if task == CUSTOM and args.get("train_file"):
+            return cls(
+                CUSTOM,
+                train_file=args["train_file"],
+                dev_file=args.get("dev_file"),
+                text_column=args.get("text_column") or "text",
+                text_pair_column=args.get("text_pair_column"),
+                label_column=args.get("label_column") or "label",
+            )
+        if task and task != CUSTOM and args.get("data_dir"):
+            return cls(task, args["data_dir"])
+        return None
+
 
 @dataclass
 class TaskData:

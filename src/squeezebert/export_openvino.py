@@ -314,7 +314,7 @@ def recorded_data(ckpt_path: Path | None) -> tuple[TextSample | None, TextSample
     """The training texts and the labelled dev set a checkpoint's ``train_args.json`` records
     (fine-tuned or squeezed by this project), or ``(None, None)``. A squeezed student that names
     only its teacher is followed to the teacher's record."""
-    from squeezebert.data import CUSTOM, TaskSource, load_task_data
+    from squeezebert.data import TaskSource, load_task_data
     from squeezebert.train import read_train_args
 
     seen = 0
@@ -323,25 +323,14 @@ def recorded_data(ckpt_path: Path | None) -> tuple[TextSample | None, TextSample
         args = read_train_args(ckpt_path)
         if args is None:
             return None, None
-        task = args.get("task")
-        if task == CUSTOM and args.get("train_file"):
-            source = TaskSource(
-                CUSTOM,
-                train_file=args["train_file"],
-                dev_file=args.get("dev_file"),
-                text_column=args.get("text_column") or "text",
-                text_pair_column=args.get("text_pair_column"),
-                label_column=args.get("label_column") or "label",
-            )
-            data = load_task_data(source)
-        elif task and task != CUSTOM and args.get("data_dir"):
-            data = load_task_data(TaskSource(task, args["data_dir"]))
-        elif args.get("teacher"):
+        source = TaskSource.recorded(args)
+        if source is None:
+            if not args.get("teacher"):
+                return None, None
             teacher = Path(str(args["teacher"]))
             ckpt_path = teacher if teacher.is_dir() else None
             continue
-        else:
-            return None, None
+        data = load_task_data(source)
         train = examples_sample(data.train, data.train_source, labels=False)
         dev = examples_sample(data.dev, data.dev_source, labels=data.labels is not None) if data.dev else None
         return train, dev
