@@ -40,6 +40,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds over the dev texts")
     parser.add_argument("--batch-sizes", default="1,32", help="timed batch sizes (dev texts sorted by length)")
+    parser.add_argument("--max-length", type=int, default=64, help="tokens per text (a squeeze exports at 128)")
     parser.add_argument("--variants", default="static,static-mixed,static-1000,static-nosq,weights-dyn,weights-only")
     args = parser.parse_args()
 
@@ -61,7 +62,7 @@ def main() -> None:
     random.Random(0).shuffle(order)
     calib_texts = [train.inputs[i] for i in order[:1000]]
     held = [train.inputs[i] for i in order[1000 : 1000 + args.sample]]
-    max_length = 64
+    max_length = args.max_length
 
     def logits_torch(texts: list) -> np.ndarray:
         out = []

@@ -27,7 +27,12 @@ from squeezebert.cli import main  # noqa: E402
 from squeezebert.config import preset  # noqa: E402
 from squeezebert.export import ExportError, sample_inputs  # noqa: E402
 from squeezebert.export_openvino import (  # noqa: E402
+    CALIBRATION_SIZE,
+    CHECK_SIZE,
+    MIN_CALIBRATION_SIZE,
     CalibrationError,
+    TextSample,
+    _split_calibration,
     export,
     export_model,
     recorded_data,
@@ -189,6 +194,23 @@ def test_headless_model_exports_hidden_states(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- int8 and bf16
+@pytest.mark.parametrize(
+    ("texts", "calibrated", "checked"),
+    [
+        (CALIBRATION_SIZE + CHECK_SIZE + 500, CALIBRATION_SIZE, CHECK_SIZE),  # enough for both
+        (MIN_CALIBRATION_SIZE + CHECK_SIZE + 200, MIN_CALIBRATION_SIZE + 200, CHECK_SIZE),  # the check keeps its size
+        (MIN_CALIBRATION_SIZE + 300, MIN_CALIBRATION_SIZE, 300),  # the check gets what is left
+    ],
+)
+def test_calibration_gives_way_to_the_held_out_check_down_to_its_minimum(texts, calibrated, checked) -> None:
+    sample = TextSample([f"text {i}" for i in range(texts)], "train.tsv")
+    calib, held = _split_calibration(sample, CALIBRATION_SIZE, CHECK_SIZE)
+    assert (len(calib.inputs), len(held.inputs)) == (calibrated, checked)
+    assert not set(calib.inputs) & set(held.inputs) and held.source == "train.tsv (held out)"
+    # bf16 exports check on held-out texts without calibrating
+    assert len(_split_calibration(sample, 0, CHECK_SIZE)[1].inputs) == min(texts, CHECK_SIZE)
+
+
 def test_int8_calibrates_on_the_recorded_training_texts_and_agrees_with_fp32(trained, tmp_path: Path) -> None:
     model, path = trained
     report = export(path, tmp_path / "int8", precision="int8")
