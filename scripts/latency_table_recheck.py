@@ -24,7 +24,7 @@ from squeezebert.checkpoint import load
 from squeezebert.data import TaskSource, encode, load_task_data
 from squeezebert.infer import DEPLOY_DIR, openvino_export_forward
 from squeezebert.squeeze import _deploy_teacher_openvino, _openvino_inputs
-from squeezebert.train import read_train_args
+from squeezebert.train import read_train_args, trained_max_length
 
 THREADS = 2
 
@@ -42,7 +42,7 @@ def main(out: str, order: str = "sfs") -> None:
         sys.exit(f"{out}: train_args.json records no local data (custom files or a GLUE data_dir)")
     data = load_task_data(source)
     regression = teacher.config.problem_type == "regression"
-    max_length = min(args.get("max_length") or 128, teacher.config.max_position_embeddings)  # as squeeze
+    max_length = min(trained_max_length(Path(out)), teacher.config.max_position_embeddings)  # as squeeze
     label2id = None if regression else teacher.config.label2id
     train = encode(tokenizer, data.train, max_length, label2id, data.train_source)
     batches = timing_batches(train, tokenizer, [1], seed=args.get("seed", 42))
