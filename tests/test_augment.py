@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
-from squeezebert.augment import augment_examples, auto_copies, resolve_copies
+from squeezebert.augment import augment_examples, auto_copies, embedding_neighbours, resolve_copies, text_words
 from squeezebert.distill import DistillConfig
 from squeezebert.tables import Example
 
@@ -70,3 +71,47 @@ def test_auto_grows_small_training_sets_only() -> None:
     assert copies == {"rte": 3, "mrpc": 3, "stsb": 3, "cola": 3, "qnli": 0, "sst2": 0}
     assert auto_copies(16_000) == 1 and auto_copies(12_000) == 2 and auto_copies(0) == 0
     assert resolve_copies("auto", 8551) == 3 and resolve_copies(2, 10**6) == 2 and resolve_copies(0, 10) == 0
+
+
+def _toy_embeddings() -> tuple[dict[str, int], torch.Tensor]:
+    """A vocabulary whose embeddings put good/great/fine together and dull/awful/boring together;
+    pieces, specials and one letter in between."""
+    tokens = ["[PAD]", "[UNK]", "##ing", "a", "good", "great", "fine", "dull", "awful", "boring", "film", "movie", "x1"]
+    vectors = {
+        "good": [1.0, 0.1, 0.0], "great": [0.9, 0.2, 0.0], "fine": [0.8, 0.0, 0.1],
+        "dull": [0.0, 1.0, 0.1], "awful": [0.1, 0.9, 0.0], "boring": [0.0, 0.8, 0.2],
+        "film": [0.0, 0.0, 1.0], "movie": [0.1, 0.0, 0.9],
+        "##ing": [1.0, 0.1, 0.01], "a": [1.0, 0.1, 0.02], "[UNK]": [1.0, 0.1, 0.03],
+    }  # fmt: skip
+    table = torch.tensor([vectors.get(t, [0.3, 0.3, 0.3]) for t in tokens])
+    return {t: i for i, t in enumerate(tokens)}, table
+
+
+def test_embedding_neighbours_are_the_nearest_other_whole_words() -> None:
+    vocab, table = _toy_embeddings()
+    nb = embedding_neighbours(["good", "dull", "film", "zebra", "a", "x1"], vocab, table, k=2)
+    assert nb["good"] == ["great", "fine"]  # never itself, never ##ing / a / [UNK] however close
+    assert set(nb["dull"]) == {"awful", "boring"}
+    assert nb["film"][0] == "movie"
+    assert "zebra" not in nb and "a" not in nb and "x1" not in nb  # not a whole word of the vocabulary
+    # chunking gives the same answer
+    assert embedding_neighbours(["good", "dull", "film"], vocab, table, k=2, chunk=1) == {
+        w: nb[w] for w in ("good", "dull", "film")
+    }
+    assert embedding_neighbours(["good"], vocab, table, k=0) == {}
+
+
+def test_neighbour_replacements_keep_case_and_punctuation() -> None:
+    vocab, table = _toy_embeddings()
+    examples = [Example("Good, (dull) film!", None, "pos", 7), Example("GOOD 42 zebra", "good", None, 8)] * 30
+    nb = embedding_neighbours(text_words(examples), vocab, table, k=2)
+    assert text_words(examples) == {"good", "dull", "film", "zebra"}
+    a = augment_examples(examples, 1, seed=0, p_replace=1.0, p_drop=0.0, neighbours=nb)
+    for e in a[0::2]:
+        first, second, third = e.text.split()
+        assert first in ("Great,", "Fine,") and second in ("(awful)", "(boring)") and third in ("movie!", "boring!")
+    for e in a[1::2]:
+        # upper case kept; a number and a word without neighbours stay as they are; pairs too
+        assert e.text.split()[0] in ("GREAT", "FINE") and e.text.split()[1:] == ["42", "zebra"]
+        assert e.text_pair in ("great", "fine")
+    assert a == augment_examples(examples, 1, seed=0, p_replace=1.0, p_drop=0.0, neighbours=nb)

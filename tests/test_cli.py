@@ -121,7 +121,7 @@ def test_squeeze_flags_agree_with_the_squeeze_api_defaults() -> None:
     args.lr = default_train_config().lr
     assert cli._train_config(args) == default_train_config()
     defaults = DistillConfig()
-    for field in ("alpha", "temperature", "hidden_weight", "attention_weight", "augment"):
+    for field in ("alpha", "temperature", "hidden_weight", "attention_weight", "augment", "augment_words"):
         assert getattr(args, field) == getattr(defaults, field), field
 
 

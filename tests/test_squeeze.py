@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -207,7 +208,10 @@ def test_cli_squeeze_end_to_end(teacher_dir, task_files, tmp_path, capsys) -> No
     assert [r["model"] for r in report["rows"]] == ["teacher fp32", "student fp32"]
     # augment defaults to auto: 48 training examples get 3 copies each (the most), and the report says it chose so
     assert report["num_train_examples"] == 48 * 4
-    assert any("144 perturbed copies (3 per example, chosen by augment=auto)" in n for n in report["notes"])
+    assert any("144 perturbed copies (3 per example, chosen by augment=auto;" in n for n in report["notes"])
+    # ... their replacement words drawn from the training words
+    assert report["distill"]["augment_words"] == "random"
+    assert any("replacement words: training words at random" in n for n in report["notes"])
     # ... and hidden_weight defaults to auto: on, because the data was augmented
     assert report["distill"]["hidden_weight"] == 1.0
     assert any("chosen by hidden_weight=auto" in n for n in report["notes"])
@@ -248,10 +252,14 @@ def test_bad_cli_flags_are_one_line_errors(teacher_dir, task_files, tmp_path, ca
 def test_augmented_distillation_data_is_labelled_by_the_teacher(teacher_dir, task_files, tmp_path) -> None:
     from squeezebert.distill import DistillConfig
 
-    report = run(teacher_dir, task_files, tmp_path / "aug", distill=DistillConfig(augment=2), int8=False, bf16=False)
+    distill = DistillConfig(augment=2, augment_words="neighbours")
+    report = run(teacher_dir, task_files, tmp_path / "aug", distill=distill, int8=False, bf16=False)
     assert report["num_train_examples"] == 48 * 3
     assert report["distill"]["augment"] == 2
-    assert any("96 perturbed copies" in n for n in report["notes"])
+    # replacements from the teacher's embeddings, for the words its vocabulary holds whole
+    note = next(n for n in report["notes"] if "96 perturbed copies" in n)
+    covered = re.search(r"embedding neighbours of (\d+) training words", note)
+    assert covered and int(covered.group(1)) > 0
 
 
 def test_hidden_weight_auto_is_off_without_augmentation(teacher_dir, task_files, tmp_path) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 # torch-free, as the commands that run an export: the names every --backend/--precision offers
+from squeezebert.augment import AUGMENT_WORDS
 from squeezebert.config import CONSTRUCTIONS
 from squeezebert.runtime import BACKENDS, DEFAULT_MAX_LENGTH, PRECISIONS, RuntimeOptions, threads
 
@@ -295,6 +296,13 @@ def add_squeeze_parser(sub: Subparsers) -> None:
         help="add this many perturbed copies of each training example, labelled by the teacher; 'auto' (default): "
         "up to 3, enough to bring a small training set to about 32k examples; 0: the training set alone",
     )
+    p.add_argument(
+        "--augment-words",
+        choices=AUGMENT_WORDS,
+        default="random",
+        help="where a perturbed copy's replacement words come from: 'random' (default), any training word drawn "
+        "by frequency; 'neighbours', one of the word's nearest whole words in the teacher's input embeddings",
+    )
     p.add_argument("--calibration-samples", type=int, default=4000, help="training examples for surgery statistics")
     p.add_argument("--bench-threads", type=int, default=None, help="threads for the latency measurement")
     p.add_argument("--bench-repeats", type=int, default=20, help="timed rounds of the report's latency measurement")
@@ -357,6 +365,7 @@ def cmd_squeeze(args: argparse.Namespace) -> int:
         hidden_weight=args.hidden_weight,
         attention_weight=args.attention_weight,
         augment=args.augment,
+        augment_words=args.augment_words,
     )
     with threads(args.num_threads):
         report = squeeze(

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from squeezebert.augment import AUGMENT_WORDS
 from squeezebert.model import SqueezeBert
 
 # ``hidden_weight="auto"``: the hidden-state MSE weight used when augmentation is on.
@@ -43,6 +44,9 @@ class DistillConfig:
     labelled by the teacher (see :mod:`squeezebert.augment`); 0 = the training set alone;
     ``"auto"`` (the default) = enough copies (at most 3) to bring a small training set to about
     32k examples, none for a large one (measured on four small GLUE tasks: docs/RESULTS.md).
+    ``augment_words``: where a copy's replacement words come from (:data:`AUGMENT_WORDS`):
+    ``"random"`` (the default), or ``"neighbours"``, which measured no better (docs/RESULTS.md,
+    session 15: SST-2 with 2,000 labels, 3 seeds/settings, and CoLA).
 
     ``hidden_weight``: a number, or ``"auto"`` (the default) = :data:`AUTO_HIDDEN_WEIGHT` when
     augmentation adds copies and 0 otherwise (:meth:`resolve`): on the augmented small tasks
@@ -57,6 +61,7 @@ class DistillConfig:
     attention_weight: float = 0.0
     layer_map: list[tuple[int, int]] | None = None
     augment: int | str = "auto"
+    augment_words: str = "random"
 
     def __post_init__(self) -> None:
         if not 0 <= self.alpha <= 1:
@@ -70,6 +75,8 @@ class DistillConfig:
             raise ValueError(f"attention_weight must be >= 0, got {self.attention_weight}")
         if self.augment != "auto" and not (isinstance(self.augment, int) and self.augment >= 0):
             raise ValueError(f"augment must be 'auto' or >= 0 copies per example, got {self.augment!r}")
+        if self.augment_words not in AUGMENT_WORDS:
+            raise ValueError(f"augment_words must be one of {AUGMENT_WORDS}, got {self.augment_words!r}")
 
     def resolve(self, copies: int) -> DistillConfig:
         """This config with ``hidden_weight="auto"`` made a number, given the augmentation's copies."""

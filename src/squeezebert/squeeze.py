@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from squeezebert import distributed
-from squeezebert.augment import augment_examples, resolve_copies
+from squeezebert.augment import augment_examples, embedding_neighbours, resolve_copies, text_words
 from squeezebert.checkpoint import file_size, load
 from squeezebert.data import (
     CUSTOM,
@@ -617,7 +617,20 @@ def _squeeze(
     # three perturbed copies of each labelled text as well 86.81, copies alone 83.94; RESULTS.md)
     copies = resolve_copies(distill.augment, len(train_examples) + len(unlabeled_examples))
     if copies:
-        extra = augment_examples(train_examples, copies, config.seed)
+        neighbours = None
+        if distill.augment_words == "neighbours":
+            neighbours = embedding_neighbours(
+                text_words(train_examples),
+                tokenizer.backend.get_vocab(),
+                teacher.embeddings.word_embeddings.weight,
+            )
+            if not neighbours:
+                notes.append(
+                    "augmentation: no training word is a whole word of the teacher's vocabulary, so "
+                    "replacements are drawn from the training words at random instead of embedding neighbours"
+                )
+                neighbours = None
+        extra = augment_examples(train_examples, copies, config.seed, neighbours=neighbours)
         encoded = encode(tokenizer, extra, max_length, None, data.train_source)
         log.info("teacher logits on %d perturbed copies (computed once)", len(encoded))
         with cost.phase("teacher outputs"):
@@ -626,8 +639,13 @@ def _squeeze(
         logits = np.concatenate([logits, extra_logits])
         notes.append(
             f"distillation data: {len(train_examples)} training examples + {len(extra)} perturbed copies "
-            f"({copies} per example{', chosen by augment=auto' if distill.augment == 'auto' else ''}) "
-            "labelled by the teacher"
+            f"({copies} per example{', chosen by augment=auto' if distill.augment == 'auto' else ''}; "
+            + (
+                f"replacement words: embedding neighbours of {len(neighbours)} training words"
+                if neighbours
+                else "replacement words: training words at random"
+            )
+            + ") labelled by the teacher"
         )
     resolved = distill.resolve(copies)
     if distill.hidden_weight == "auto" and resolved.hidden_weight:
