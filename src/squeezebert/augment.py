@@ -105,11 +105,11 @@ def embedding_neighbours(
 
     table = torch.as_tensor(embeddings).detach().float()
     candidates = sorted(w for w in vocab if _WHOLE_WORD.fullmatch(w) and vocab[w] < table.shape[0])
-    asked = sorted(w for w in set(words) if w in vocab and _WHOLE_WORD.fullmatch(w) and vocab[w] < table.shape[0])
-    if not candidates or not asked or k < 1:
+    index = {w: i for i, w in enumerate(candidates)}
+    asked = sorted(set(words) & index.keys())
+    if not asked or k < 1:
         return {}
     cand = torch.nn.functional.normalize(table[[vocab[w] for w in candidates]], dim=-1)
-    index = {w: i for i, w in enumerate(candidates)}
     k = min(k, len(candidates) - 1)
     out: dict[str, list[str]] = {}
     for start in range(0, len(asked), chunk):

@@ -619,17 +619,18 @@ def _squeeze(
     if copies:
         neighbours = None
         if distill.augment_words == "neighbours":
-            neighbours = embedding_neighbours(
-                text_words(train_examples),
-                tokenizer.backend.get_vocab(),
-                teacher.embeddings.word_embeddings.weight,
+            # {} (no training word is a whole word of the vocabulary) would keep every word: random instead
+            neighbours = (
+                embedding_neighbours(
+                    text_words(train_examples), tokenizer.backend.get_vocab(), teacher.embeddings.word_embeddings.weight
+                )
+                or None
             )
-            if not neighbours:
+            if neighbours is None:
                 notes.append(
                     "augmentation: no training word is a whole word of the teacher's vocabulary, so "
                     "replacements are drawn from the training words at random instead of embedding neighbours"
                 )
-                neighbours = None
         extra = augment_examples(train_examples, copies, config.seed, neighbours=neighbours)
         encoded = encode(tokenizer, extra, max_length, None, data.train_source)
         log.info("teacher logits on %d perturbed copies (computed once)", len(encoded))
