@@ -172,6 +172,54 @@ def test_a_student_int8_refuses_is_deployed_at_the_next_precision_that_passes(
     assert (deployed.backend, deployed.precision) == ("openvino", fallback)
 
 
+@pytest.mark.parametrize("faster", ["bf16", "int8"])
+def test_after_static_int8_is_refused_the_faster_of_run_time_int8_and_bf16_is_deployed(
+    teacher_dir, task_files, tmp_path, monkeypatch, faster
+) -> None:
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    from squeezebert import budget, export_openvino
+    from squeezebert.infer import Classifier, openvino_has_bf16
+
+    if not openvino_has_bf16():
+        pytest.skip("this CPU has no native bf16")
+    export_model = export_openvino.export_model
+    timed: list[set] = []
+
+    def refuse_static(model, out, *a, **k):
+        if k.get("int8_recipe", "auto") != "dynamic" and k.get("precision") == "int8":
+            # what the ladder does when static misses the bar: falls back to run-time scales
+            k = {**k, "int8_recipe": "dynamic"}
+            report = export_model(model, out, *a, **k, min_agreement=0.0)
+            report.attempts.append({"recipe": "static", "dev": 0.98})
+            return report
+        return export_model(model, out, *a, **k, min_agreement=0.0)
+
+    def fake_timer(forwards, batches, repeats=5, max_seconds=None):
+        # no timing assertions: each fallback pair reads as the parameter says, the rest 1 ms
+        timed.append(set(forwards))
+        slow = {"int8": 2.0, "bf16": 3.0} if faster == "int8" else {"int8": 3.0, "bf16": 2.0}
+        return {
+            name: {f"batch{bs}": dict.fromkeys(("p50", "p90", "p99", "mean"), slow.get(name, 1.0)) for bs in batches}
+            for name in forwards
+        }
+
+    monkeypatch.setattr(export_openvino, "export_model", refuse_static)
+    monkeypatch.setattr(budget, "time_forwards", fake_timer)
+    report = run(teacher_dir, task_files, tmp_path / "out", int8=False, bf16=False, openvino=True)
+    assert {"int8", "bf16"} in timed  # both fallbacks were timed against each other
+    names = [r["model"] for r in report["rows"]]
+    assert names == ["teacher fp32", "student fp32", f"teacher openvino-{faster}", f"student openvino-{faster}"]
+    chose = [n for n in report["notes"] if "run-time-scale int8 and bf16 were both exported" in n]
+    assert len(chose) == 2 and all(f"deployed {faster}, the faster at batch 1" in n for n in chose)
+    assert all("int8 (dynamic) 3.00 ms" in n or "int8 (dynamic) 2.00 ms" in n for n in chose)
+    deployed = Classifier.from_pretrained(tmp_path / "out")
+    assert (deployed.backend, deployed.precision) == ("openvino", faster)
+    config = json.loads((tmp_path / "out" / "deploy" / "config.json").read_text())
+    assert config["openvino"]["precision"] == faster
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".squeezebert-")]  # nothing staged left
+
+
 def test_grouped_construction_and_layer_drop(teacher_dir, task_files, tmp_path) -> None:
     spec = StudentSpec.from_construction("grouped", layers=[1])
     report = run(teacher_dir, task_files, tmp_path / "out", spec=spec, int8=False, bf16=False)

@@ -253,7 +253,13 @@ def add_squeeze_parser(sub: Subparsers) -> None:
         metavar="X",
         help="like --latency-budget, with the budget set to the teacher's latency through the same path / X",
     )
-    p.add_argument("--budget-batch", type=int, default=1, help="texts per call the budget applies to")
+    p.add_argument(
+        "--budget-batch",
+        type=int,
+        default=1,
+        help="texts per call the budget applies to (and at which run-time-scale int8 and bf16 are compared "
+        "for the deployed export when static int8 is refused)",
+    )
     p.add_argument(
         "--unlabeled",
         default=None,
