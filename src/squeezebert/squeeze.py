@@ -861,8 +861,17 @@ def _deploy_openvino(
     compared = precision == "int8" and report.int8_recipe == "dynamic" and bool(timing) and openvino_has_bf16()
     if compared:
         bf16 = _faster_of_dynamic_and_bf16(
-            who, model, where, tokenizer, inputs, max_length, threads, notes, timing, prefer_batch
-        )
+            who,
+            where,
+            lambda staged: export_model(
+                model, staged, tokenizer, precision="bf16", check=inputs["held_out"], dev=inputs["dev"],
+                max_length=max_length,
+            ),
+            lambda path: Classifier.from_pretrained(path, max_length=max_length, num_threads=threads).forward,
+            notes,
+            timing,
+            prefer_batch,
+        )  # fmt: skip
         if bf16 is not None:
             precision, report = "bf16", bf16
     name = f"{who} openvino-{precision}"
@@ -883,20 +892,18 @@ FALLBACK_TIMING_REPEATS = 5
 
 def _faster_of_dynamic_and_bf16(
     who: str,
-    model: SqueezeBert,
     where: Path,
-    tokenizer: Any,
-    inputs: dict[str, Any],
-    max_length: int,
-    threads: int | None,
+    export_bf16: Callable[[Path], Any],
+    forward_of: Callable[[Path], Callable[[dict], Any]],
     notes: list[str],
     timing: dict[int, list[dict]],
     prefer_batch: int,
 ) -> Any:
     """Static int8 was refused and ``where`` holds the run-time-scale int8 export: export bf16 as
-    well (with its own agreement checks), time both interleaved on ``timing`` (the user's texts),
-    and replace ``where``'s files with bf16's when it is faster at ``prefer_batch``. Returns bf16's
-    export report when it was kept, else None; notes both timings either way.
+    well (``export_bf16(dir)``, with its own agreement checks), time both (``forward_of(dir)``)
+    interleaved on ``timing`` (the user's texts), and replace ``where``'s files with bf16's when
+    it is faster at ``prefer_batch``. Returns bf16's export report when it was kept, else None;
+    notes both timings either way.
 
     Which one is faster depends on the CPU: on the Zen 4 EPYC the SST-2 teacher ran dynamic int8
     at 4.25 / 2.03 ms per text at batch 1 / 32 and bf16 at 4.08 / 3.16 (INT8_LADDER's note in
@@ -907,23 +914,15 @@ def _faster_of_dynamic_and_bf16(
 
     from squeezebert.budget import time_forwards
     from squeezebert.export import ExportError
-    from squeezebert.export_openvino import export_model
-    from squeezebert.infer import Classifier
 
     with tempfile.TemporaryDirectory(prefix=".squeezebert-bf16-", dir=where.parent) as tmp:
         staged = Path(tmp)
         try:
-            report = export_model(
-                model, staged, tokenizer, precision="bf16", check=inputs["held_out"], dev=inputs["dev"],
-                max_length=max_length,
-            )  # fmt: skip
+            report = export_bf16(staged)
         except ExportError as e:
             notes.append(f"{who} openvino-bf16 (tried because static int8 missed the agreement bar) refused: {e}")
             return None
-        forwards = {
-            precision: Classifier.from_pretrained(path, max_length=max_length, num_threads=threads).forward
-            for precision, path in (("int8", where), ("bf16", staged))
-        }
+        forwards = {"int8": forward_of(where), "bf16": forward_of(staged)}
         ms = time_forwards(forwards, timing, repeats=FALLBACK_TIMING_REPEATS)
         key = f"batch{prefer_batch}" if f"batch{prefer_batch}" in ms["int8"] else f"batch{min(timing)}"
         faster = "bf16" if ms["bf16"][key]["p50"] < ms["int8"][key]["p50"] else "int8"
