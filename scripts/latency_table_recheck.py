@@ -47,8 +47,8 @@ def main(out: str, order: str = "sfs") -> None:
     train = encode(tokenizer, data.train, max_length, label2id, data.train_source)
     batches = timing_batches(train, tokenizer, [1], seed=args.get("seed", 42))
     notes: list[str] = []
-    name, module, _ = _deploy_teacher_openvino(
-        teacher, tokenizer, _openvino_inputs(data, regression), max_length, THREADS, notes
+    name, module, _ = _deploy_teacher_openvino(  # as squeeze deploys it: the faster fallback at batch 1
+        teacher, tokenizer, _openvino_inputs(data, regression), max_length, THREADS, notes, batches, 1
     )
     print(f"teacher deployed as {name}; {'; '.join(notes)}", flush=True)
     extra = {

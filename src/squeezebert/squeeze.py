@@ -945,24 +945,13 @@ def _faster_of_dynamic_and_bf16(
         return report
 
 
-def _deploy_teacher_openvino(
-    teacher: SqueezeBert,
-    tokenizer: Any,
-    inputs: dict[str, Any],
-    max_length: int,
-    threads: int | None,
-    notes: list[str],
-    timing: dict[int, list[dict]] | None = None,
-    prefer_batch: int = 1,
-) -> tuple[str, torch.nn.Module, int] | None:
-    """The teacher's OpenVINO export (:func:`_deploy_openvino`) in a temporary directory, removed
-    once OpenVINO has read it."""
+def _deploy_teacher_openvino(teacher: SqueezeBert, *args: Any) -> tuple[str, torch.nn.Module, int] | None:
+    """The teacher's OpenVINO export (:func:`_deploy_openvino`, whose arguments from ``tokenizer``
+    on are ``args``) in a temporary directory, removed once OpenVINO has read it."""
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="squeezebert-squeeze-ov-") as tmp:
-        return _deploy_openvino(
-            "teacher", teacher, Path(tmp), tokenizer, inputs, max_length, threads, notes, timing, prefer_batch
-        )
+        return _deploy_openvino("teacher", teacher, Path(tmp), *args)
 
 
 def _openvino_paths(
