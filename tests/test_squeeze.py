@@ -463,14 +463,14 @@ def test_a_speedup_is_taken_against_the_teacher_as_deployed(teacher_dir, task_fi
     cal = _calibration_batches(train, tok, 32, 0, batch_size=8)
     exported = []
 
-    def deploy():
-        exported.append(1)
+    def deploy(batches):
+        exported.append(sorted(batches))
         return "teacher openvino-int8", SimpleNamespace(classifier=SimpleNamespace(forward=None)), 1
 
     args = (teacher, train, tok, cal, tmp_path, False, "openvino-int8", 2, None, 3.0, 1, 0)
     _, twin = _choose_shape(*args)
     _, real = _choose_shape(*args, deploy_teacher=deploy)
-    assert exported == [1] and twin["teacher_path"] == "random-weight twin through openvino-int8"
+    assert exported == [[1]] and twin["teacher_path"] == "random-weight twin through openvino-int8"
     assert real["teacher_path"] == "teacher openvino-int8"
     # the deployed teacher ran twice as slow as its twin (the fake timer): the budget doubles
     assert real["teacher_ms"]["batch1"] == pytest.approx(2 * real["teacher_twin_ms"]["batch1"])
@@ -480,7 +480,7 @@ def test_a_speedup_is_taken_against_the_teacher_as_deployed(teacher_dir, task_fi
     assert params[real["chosen"]["shape"]] > params[twin["chosen"]["shape"]]
     assert "the teacher's export" in real["seconds"] and "the teacher's export" not in twin["seconds"]
     # an export that every precision refused: the twin stands in
-    _, none = _choose_shape(*args, deploy_teacher=lambda: None)
+    _, none = _choose_shape(*args, deploy_teacher=lambda batches: None)
     assert none["teacher_ms"] == pytest.approx(twin["teacher_ms"]) and none["budget_ms"] == pytest.approx(
         twin["budget_ms"]
     )

@@ -156,15 +156,16 @@ def _choose_shape(
     budget_batch: int,
     seed: int,
     measure: Any = None,
-    deploy_teacher: Callable[[], tuple[str, torch.nn.Module, int] | None] | None = None,
+    deploy_teacher: Callable[[dict[int, list[dict]]], tuple[str, torch.nn.Module, int] | None] | None = None,
 ) -> tuple[StudentSpec, dict[str, Any]]:
     """Time every candidate shape, keep those within the budget, prune the teacher to each
     layer count's widest such shape, and choose the one that agrees most with the teacher on
     held-out training examples. ``measure``: the timer (:data:`squeezebert.budget.Measure`;
     default: :func:`squeezebert.budget.measure_configs` through ``runtime``).
 
-    ``deploy_teacher``: exports the real teacher the way the report will (``(path name, module,
-    bytes)`` or None); it is timed in the same rounds as the candidates and a ``speedup`` is taken
+    ``deploy_teacher(batches)``: exports the real teacher the way the report will, given the
+    table's timing batches for its fallback comparison (``(path name, module, bytes)`` or None);
+    it is timed in the same rounds as the candidates and a ``speedup`` is taken
     against it, not against the teacher's random-weight twin. The speed-up the user asked for is
     against the teacher's fastest *deployable* path, and the real teacher often deploys through a
     slower recipe than its twin (4 of the 5 tasks re-run in session 9: static int8 missed the
@@ -197,12 +198,12 @@ def _choose_shape(
     key = f"batch{budget_batch}"
     started = time.perf_counter()
     seconds: dict[str, float] = {}
-    deployed = deploy_teacher() if deploy_teacher is not None else None
+    batches = timing_batches(train, tokenizer, sorted({1, budget_batch}), seed=seed)
+    deployed = deploy_teacher(batches) if deploy_teacher is not None else None
     if deployed is not None:
         seconds["the teacher's export"] = round(time.perf_counter() - started, 1)
         started = time.perf_counter()
     if measure is None:
-        batches = timing_batches(train, tokenizer, sorted({1, budget_batch}), seed=seed)
         extra = {deployed[0]: deployed[1].classifier.forward} if deployed is not None else None
 
         def measure(configs: dict) -> dict:
@@ -571,10 +572,9 @@ def _squeeze(
         calibration = _calibration_batches(train, tokenizer, calibration_samples, config.seed)
         if budgeted:
 
-            def deploy_teacher() -> tuple[str, torch.nn.Module, int] | None:
+            def deploy_teacher(timing: dict[int, list[dict]]) -> tuple[str, torch.nn.Module, int] | None:
                 """The teacher exported as the report will deploy it (kept for the report)."""
                 inputs = _openvino_inputs(data, regression)
-                timing = timing_batches(train, tokenizer, sorted({1, budget_batch}), seed=config.seed)
                 deployed_teacher["teacher"] = _deploy_teacher_openvino(
                     teacher, tokenizer, inputs, max_length, bench_threads, notes, timing, budget_batch
                 )
