@@ -88,7 +88,8 @@ def mean_outputs(model, batches) -> dict[tuple[int, str], torch.Tensor]:
 @torch.no_grad()
 def drop_blocks(model, batches, keep: int, max_attention_drops: int) -> list[tuple[int, str, float]]:
     """Greedily remove blocks until ``keep`` remain; each step removes the block whose removal
-    (its output replaced by its mean) changes the logits least (KL). Returns (layer, block, KL)."""
+    (its output replaced by its mean) changes the logits least (KL; squared error for a regression
+    head). Returns (layer, block, change)."""
     model.eval()
     layers = model.encoder.layers
 
@@ -114,7 +115,10 @@ def drop_blocks(model, batches, keep: int, max_attention_drops: int) -> list[tup
             remove(i, k, True)
             got = logits()
             remove(i, k, False)
-            kl = F.kl_div(got.log_softmax(-1), reference.log_softmax(-1), log_target=True, reduction="batchmean")
+            if got.shape[-1] == 1:  # regression (STS-B): the squared change of the score
+                kl = F.mse_loss(got, reference)
+            else:
+                kl = F.kl_div(got.log_softmax(-1), reference.log_softmax(-1), log_target=True, reduction="batchmean")
             if best is None or kl.item() < best[2]:
                 best = (i, k, kl.item())
         remove(best[0], best[1], True)

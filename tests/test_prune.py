@@ -57,8 +57,8 @@ def logits(model: SqueezeBert, batch: dict) -> torch.Tensor:
 def test_per_layer_shapes_validate_with_messages_that_say_what_to_change() -> None:
     with pytest.raises(ValueError, match="layer_heads has 1 entries but num_hidden_layers=2"):
         preset("tiny", layer_heads=[2])
-    with pytest.raises(ValueError, match=r"layer_intermediate_sizes\[1\] must be a positive integer"):
-        preset("tiny", layer_intermediate_sizes=[64, 0])
+    with pytest.raises(ValueError, match=r"layer_intermediate_sizes\[1\] must be a non-negative integer"):
+        preset("tiny", layer_intermediate_sizes=[64, -1])
     # the tiny preset's 4 FFN groups cannot split a layer of 30 neurons
     with pytest.raises(ValueError, match="intermediate_groups=4 must divide .* in layer 1"):
         preset("tiny", layer_intermediate_sizes=[64, 30])
@@ -68,6 +68,11 @@ def test_per_layer_shapes_validate_with_messages_that_say_what_to_change() -> No
     # one head (16 channels) in layer 0: a query rank of 20 cannot be
     with pytest.raises(ValueError, match=r"ranks\['query'\]=20 is larger than the full rank 16 .* in layer 0"):
         cfg.replace(ranks={"query": 20})
+    # 0 removes a whole block: no projection there, and a per-layer rank for it is refused
+    cut = preset("tiny", **DENSE, layer_heads=[0, 3], layer_intermediate_sizes=[40, 0], ranks={"query": 4})
+    assert cut.removed_blocks == [(0, "attention"), (1, "ffn")] and cut.projection_shape("query", 0) == (64, 0)
+    with pytest.raises(ValueError, match=r"ranks\['1.output'\]: layer 1 has no output projection"):
+        cut.replace(ranks={"1.output": 4})
 
 
 def test_keep_layers_carries_per_layer_shapes_and_ranks() -> None:
@@ -79,8 +84,27 @@ def test_keep_layers_carries_per_layer_shapes_and_ranks() -> None:
         cfg.keep_layers([3])
 
 
-def test_a_pruned_model_round_trips_through_save_load_and_the_fast_copies(tmp_path) -> None:
-    model = tiny(layer_heads=[1, 2, 4], layer_intermediate_sizes=[32, 96, 256], ranks={"1.intermediate": 8})
+#: per-layer shapes the format tests run on: narrowed layers, and layers with a whole block removed
+SHAPES = {
+    "narrowed": dict(layer_heads=[1, 2, 3], layer_intermediate_sizes=[32, 96, 64]),
+    "blocks removed": dict(layer_heads=[1, 0, 3], layer_intermediate_sizes=[32, 96, 0]),
+}
+
+
+def with_constants(model: SqueezeBert) -> SqueezeBert:
+    """Non-zero constants in the removed blocks, so a test sees whether they are carried."""
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for layer in model.encoder.layers:
+            for block in (layer.post_attention, layer.output):
+                if block.conv1d.in_features == 0:
+                    block.conv1d.bias.normal_()
+    return model
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_a_pruned_model_round_trips_through_save_load_and_the_fast_copies(tmp_path, shape) -> None:
+    model = with_constants(tiny(**SHAPES[shape], ranks={"1.intermediate": 8}))
     batch = batches(1)[0]
     ref = logits(model, batch)
     save_checkpoint(model, tmp_path)
@@ -90,15 +114,16 @@ def test_a_pruned_model_round_trips_through_save_load_and_the_fast_copies(tmp_pa
     torch.testing.assert_close(logits(optimize(model, "int8"), batch), ref, rtol=0.05, atol=0.05)
     torch.testing.assert_close(logits(optimize(model, "bf16"), batch), ref, rtol=0.05, atol=0.05)
     out = model.encode(batch["input_ids"], batch["attention_mask"], output_attentions=True)
-    assert [a.shape[1] for a in out.attentions] == [1, 2, 4]
+    assert [a.shape[1] if a is not None else 0 for a in out.attentions] == SHAPES[shape]["layer_heads"]
     assert model.flops(16) < tiny().flops(16)
 
 
-def test_a_pruned_model_exports_to_onnx_with_the_same_logits(tmp_path) -> None:
+@pytest.mark.parametrize("shape", SHAPES)
+def test_a_pruned_model_exports_to_onnx_with_the_same_logits(tmp_path, shape) -> None:
     ort = pytest.importorskip("onnxruntime")
     from squeezebert.export import export_model
 
-    model = tiny(layer_heads=[1, 2, 3], layer_intermediate_sizes=[32, 96, 64])
+    model = with_constants(tiny(**SHAPES[shape]))
     export_model(model, tmp_path / "onnx")
     session = ort.InferenceSession(str(tmp_path / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
     batch = batches(1)[0]
@@ -192,6 +217,62 @@ def test_prune_model_reports_teacher_layers_and_refuses_grouped_models() -> None
         prune(model, heads=5)
 
 
+def test_blocks_are_removed_by_measured_output_change_with_attention_limited() -> None:
+    model = tiny()
+    cal = batches(4)
+    pruned, report = prune_model(model, cal, heads=2, ffn=128, blocks=2)  # 4 of the 6 blocks go
+    cfg = pruned.config
+    removed = cfg.removed_blocks
+    assert len(removed) == 4 and sum(k == "attention" for _, k in removed) <= 1  # a third of 4, rounded down
+    assert sorted((s["layer"], s["block"]) for s in report.block_steps) == sorted(removed)
+    assert len(report.block_steps) == 4 and "block removed from layer" in report.table()
+    for i, kind in removed:  # only the constant is left, and the rows say what each removal lost
+        layer = pruned.encoder.layers[i]
+        assert (layer.attention if kind == "attention" else layer.intermediate) is None
+        row = next(r for r in report.rows if (r.layer, r.block, r.kept) == (i, kind, 0))
+        assert 0 < row.error_after_refit <= row.error_before_refit + 1e-9
+    # the removed block's constant is its mean output: the model runs as the choice scored it
+    before, _ = prune_model(model, cal, heads=2, ffn=128)
+    stats = collect_input_stats(before, cal)
+    for i, kind in removed:
+        name = f"encoder.layers.{i}.{'post_attention' if kind == 'attention' else 'output'}.conv1d"
+        reader = before.get_submodule(name)
+        mean = reader.weight.double() @ stats[name].mean + reader.bias.double()
+        torch.testing.assert_close(pruned.get_submodule(name).bias.double(), mean, rtol=1e-5, atol=1e-6)
+    free, _ = prune_model(model, cal, blocks=1, heads=2, ffn=128)
+    # 5 removals: all 3 FFN blocks and, beyond the third allowed, as many attention blocks as it takes
+    assert len(free.config.removed_blocks) == 5 and sum(k == "attention" for _, k in free.config.removed_blocks) == 2
+    with pytest.raises(PruningError, match="keep between 1 and 6"):
+        prune_model(model, cal, blocks=7)
+    with pytest.raises(PruningError, match="needs calibration statistics"):
+        prune(model, heads=[0, 4, 4])
+
+
+def test_a_student_without_some_blocks_distils_and_combines_with_low_rank() -> None:
+    from squeezebert.distill import DistillationLoss, DistillConfig
+
+    teacher = tiny()
+    cal = batches(3)
+    stats = collect_input_stats(teacher, cal)
+    student, _ = prune(teacher, heads=[4, 0, 4], ffn=[256, 256, 0], stats=stats)
+    config = DistillConfig(hidden_weight=1.0, attention_weight=1.0)
+    out = DistillationLoss(teacher, student.train(), config)(student, cal[0])
+    out["loss"].backward()  # layers 0 and 2 match the teacher's attention, layer 1 has none
+    assert torch.isfinite(out["loss"]) and out["attention"] > 0
+    headless, _ = prune(teacher, heads=[0, 0, 0], stats=stats)
+    out = DistillationLoss(teacher, headless.train(), config)(headless, cal[0])
+    assert "attention" not in out and torch.isfinite(out["loss"])
+    # blocks are removed before grouping and rank; a removed block gets no rank
+    spec = StudentSpec.from_construction("lowrank", blocks=4)
+    low, surgery, pruning = construct_student(teacher, spec, cal)
+    removed = low.config.removed_blocks
+    assert len(removed) == 2 and len(pruning.block_steps) == 2 and low.config.ranks
+    gone = {(i, p) for i, k in removed for p in (("query", "key", "value") if k == "attention" else ("intermediate",))}
+    assert gone and not gone & {(r.layer, r.projection) for r in surgery.rows}
+    assert all(not gone & {(int(key.split(".")[0]), key.split(".")[1])} for key in low.config.ranks if "." in key)
+    logits(low, cal[0])
+
+
 def test_pruning_combines_with_low_rank_and_grouping() -> None:
     model = tiny()
     cal = batches(3)
@@ -216,21 +297,23 @@ def test_build_student_keeps_a_pruned_teachers_shapes() -> None:
     assert isinstance(student.config, ModelConfig)
 
 
-def test_a_pruned_model_refuses_the_stock_hf_format_with_a_clear_error(tmp_path) -> None:
+@pytest.mark.parametrize("shape", SHAPES)
+def test_a_pruned_model_refuses_the_stock_hf_format_with_a_clear_error(tmp_path, shape) -> None:
     from squeezebert.checkpoint import CheckpointError, save_hf
 
-    model = tiny(layer_heads=[1, 2, 4])
+    model = tiny(**SHAPES[shape])
     with pytest.raises(CheckpointError, match="structurally pruned model .* no stock Hugging Face class"):
         save_hf(model, tmp_path / "hf")
     assert not (tmp_path / "hf" / "model.safetensors").exists()
 
 
-def test_a_pruned_model_exports_to_openvino_with_the_same_logits(tmp_path) -> None:
+@pytest.mark.parametrize("shape", SHAPES)
+def test_a_pruned_model_exports_to_openvino_with_the_same_logits(tmp_path, shape) -> None:
     pytest.importorskip("openvino")
     from squeezebert.export_openvino import export_model
     from squeezebert.infer import OpenVinoForward
 
-    model = tiny(layer_heads=[1, 2, 3], layer_intermediate_sizes=[32, 96, 64])
+    model = with_constants(tiny(**SHAPES[shape]))
     export_model(model, tmp_path / "ov", precision="fp32")
     forward = OpenVinoForward(tmp_path / "ov" / "model.xml", num_threads=1)
     batch = batches(1)[0]

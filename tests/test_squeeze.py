@@ -561,6 +561,14 @@ def test_cli_squeeze_takes_the_budget_flags(teacher_dir, task_files, tmp_path, c
     assert "drop --construction" in capsys.readouterr().err
     assert cli_main([*args, "--out", str(tmp_path / "c"), "--construction", "pruned", "--heads", "2"]) == 0
     assert load(tmp_path / "c").model.config.layer_heads == [2, 2]
+    # whole blocks: 2 of the 4 go, none of them attention (a third of 2, rounded down)
+    assert cli_main([*args, "--out", str(tmp_path / "d"), "--construction", "pruned", "--blocks", "2"]) == 0
+    cfg = load(tmp_path / "d").model.config
+    assert cfg.removed_blocks == [(0, "ffn"), (1, "ffn")]
+    assert "ffn block removed from layer 0" in (tmp_path / "d" / "report.md").read_text()
+    capsys.readouterr()
+    assert cli_main(["info", str(tmp_path / "d")]) == 0
+    assert "(FFN 0/0 per layer)" in capsys.readouterr().out
 
 
 def test_without_openvino_the_student_is_deployed_through_onnx(teacher_dir, task_files, tmp_path, monkeypatch) -> None:

@@ -77,6 +77,8 @@ def cmd_info(args: argparse.Namespace) -> int:
             "hidden_size": cfg.hidden_size,
             "intermediate_size": cfg.intermediate_size,
             "num_attention_heads": cfg.num_attention_heads,
+            "layer_heads": cfg.layer_heads or None,
+            "layer_intermediate_sizes": cfg.layer_intermediate_sizes or None,
             "groups": {p: cfg.groups(p) for p in PROJECTIONS},
             "ranks": cfg.ranks or None,
             "embedding_size": cfg.embedding_size,
@@ -91,10 +93,15 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(json.dumps(record, indent=2))
         return 0
     groups = "/".join(str(cfg.groups(p)) for p in PROJECTIONS)
+    # a pruned model: per layer, 0 where the whole block was removed
+    heads = "/".join(str(cfg.heads(i)) for i in range(cfg.num_hidden_layers)) if cfg.is_pruned else ""
+    ffn = "/".join(str(cfg.ffn_width(i)) for i in range(cfg.num_hidden_layers)) if cfg.is_pruned else ""
+    heads = f"{heads} per layer" if heads else str(cfg.num_attention_heads)
+    ffn = f"{ffn} per layer" if ffn else str(cfg.intermediate_size)
     rows = [
         ("source", f"{ckpt.path or args.model} ({ckpt.format})"),
-        ("layers x hidden", f"{cfg.num_hidden_layers} x {cfg.hidden_size} (FFN {cfg.intermediate_size})"),
-        ("heads", str(cfg.num_attention_heads)),
+        ("layers x hidden", f"{cfg.num_hidden_layers} x {cfg.hidden_size} (FFN {ffn})"),
+        ("heads", heads),
         ("groups q/k/v/post/inter/out", groups),
         ("ranks", json.dumps(cfg.ranks) if cfg.ranks else "full"),
         ("embedding size", f"{cfg.embedding_size} (vocab {cfg.vocab_size})"),
@@ -271,6 +278,13 @@ def add_squeeze_parser(sub: Subparsers) -> None:
     p.add_argument("--heads", type=int, default=None, help="prune to this many attention heads per layer")
     p.add_argument("--ffn", type=int, default=None, help="prune to this many FFN neurons per layer")
     p.add_argument(
+        "--blocks",
+        type=int,
+        default=None,
+        help="then keep only this many of the layers' attention and FFN blocks (2 per layer), the rest removed "
+        "one at a time by least output change, at most a third of them attention",
+    )
+    p.add_argument(
         "--importance",
         default="magnitude",
         choices=("taylor", "magnitude"),
@@ -361,6 +375,7 @@ def cmd_squeeze(args: argparse.Namespace) -> int:
             heads=args.heads,
             ffn=args.ffn,
             importance=args.importance,
+            blocks=args.blocks,
         )
     )
     if args.lr is None:

@@ -42,7 +42,9 @@ class ModelConfig:
       a structurally pruned model (empty: every layer has ``num_attention_heads`` heads and
       ``intermediate_size`` neurons). A head keeps the width ``hidden_size // num_attention_heads``,
       so a layer with h heads projects ``hidden -> h * head_size`` for Q, K and V and back for
-      the attention output.
+      the attention output. A count of 0 removes the layer's whole attention (or FFN) block: what
+      is left of it is a constant added before its LayerNorm (the block's mean output), see
+      :class:`squeezebert.model.RemovedBlock`.
     * ``num_labels == 0`` is a headless encoder (returns hidden states); ``1`` is regression.
     """
 
@@ -143,13 +145,15 @@ class ModelConfig:
                     "give one per layer (or none for a uniform model)"
                 )
             for i, v in enumerate(values):
-                if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                    raise ValueError(f"{name}[{i}] must be a positive integer, got {v!r}")
+                if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                    raise ValueError(f"{name}[{i}] must be a non-negative integer (0: block removed), got {v!r}")
         for layer in range(self.num_hidden_layers) if self.is_pruned else (None,):
             where = "" if layer is None else f" in layer {layer}"
             for proj in PROJECTIONS:
                 cin, cout = self.projection_shape(proj, layer)
                 groups = self.groups(proj)
+                if not cin or not cout:
+                    continue  # a removed block: no projection
                 if cin % groups or cout % groups:
                     raise ValueError(
                         f"{self.group_field(proj)}={groups} must divide both the input ({cin}) and "
@@ -161,6 +165,10 @@ class ModelConfig:
                 raise ValueError(f"ranks[{key!r}]={rank} must be >= 1")
             for li in [layer] if layer is not None else range(self.num_hidden_layers):
                 cin, cout = self.projection_shape(proj, li)
+                if not cin or not cout:
+                    if layer is None:
+                        continue  # a uniform rank does not apply to a removed block
+                    raise ValueError(f"ranks[{key!r}]: layer {li} has no {proj} projection (its block is removed)")
                 groups = self.groups(proj)
                 full = min(cin, cout) // groups
                 if rank > full:
@@ -202,6 +210,15 @@ class ModelConfig:
     def is_pruned(self) -> bool:
         """True when some layer has its own head count or FFN width."""
         return bool(self.layer_heads or self.layer_intermediate_sizes)
+
+    @property
+    def removed_blocks(self) -> list[tuple[int, str]]:
+        """(layer, "attention" or "ffn") of every removed block, in layer order."""
+        out = []
+        for i in range(self.num_hidden_layers) if self.is_pruned else ():
+            out += [(i, "attention")] if self.heads(i) == 0 else []
+            out += [(i, "ffn")] if self.ffn_width(i) == 0 else []
+        return out
 
     def heads(self, layer: int | None = None) -> int:
         """Attention heads of ``layer`` (None: the uniform count)."""

@@ -195,12 +195,13 @@ class DistillationLoss(nn.Module):
                 loss = loss + cfg.hidden_weight * h
                 logs["hidden"] = h.detach()
             if cfg.attention_weight > 0:
-                pairs = [(s, t) for s, t in self.layer_map if s > 0 and t > 0]
-                a = sum(attention_kl(out.attentions[s - 1], t_out.attentions[t - 1], mask) for s, t in pairs) / len(
-                    pairs
-                )
-                loss = loss + cfg.attention_weight * a
-                logs["attention"] = a.detach()
+                # layers whose attention block was pruned away have no distribution to match
+                pairs = [(s, t) for s, t in self.layer_map if s > 0 and t > 0 and out.attentions[s - 1] is not None]
+                if pairs:
+                    kl = (attention_kl(out.attentions[s - 1], t_out.attentions[t - 1], mask) for s, t in pairs)
+                    a = sum(kl) / len(pairs)
+                    loss = loss + cfg.attention_weight * a
+                    logs["attention"] = a.detach()
         return {"loss": loss, **logs}
 
     def _project(self, h: Tensor) -> Tensor:

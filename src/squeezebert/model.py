@@ -210,16 +210,35 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, num_heads: int,
     return ctx.transpose(1, 2).reshape(b, t, h)
 
 
+class RemovedBlock(nn.Module):
+    """What is left of an attention or FFN block that structured pruning removed whole: the
+    constant it added before its LayerNorm (its mean output on calibration tokens), kept under
+    its output projection's name (``post_attention.conv1d.bias``, ``output.conv1d.bias``)."""
+
+    def __init__(self, out_features: int) -> None:
+        super().__init__()
+        self.in_features, self.out_features = 0, out_features
+        self.bias = nn.Parameter(torch.zeros(out_features))
+
+    def extra_repr(self) -> str:
+        return f"removed, adds a constant of width {self.out_features}"
+
+
 class ProjectionDropoutLayerNorm(nn.Module):
-    """projection -> dropout -> + residual -> LayerNorm (HF: ``ConvDropoutLayerNorm``)."""
+    """projection -> dropout -> + residual -> LayerNorm (HF: ``ConvDropoutLayerNorm``); for a
+    removed block (no input channels) only the constant is added: ``LN(residual + c)``."""
 
     def __init__(self, config: ModelConfig, layer: int, proj: str) -> None:
         super().__init__()
-        self.conv1d = make_projection(config, layer, proj)  # HF's key name, kept for checkpoints
+        cin, cout = config.projection_shape(proj, layer)
+        # HF's key name, kept for checkpoints
+        self.conv1d = make_projection(config, layer, proj) if cin else RemovedBlock(cout)
         self.layernorm = nn.LayerNorm(self.conv1d.out_features, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, x: Tensor, residual: Tensor) -> Tensor:
+    def forward(self, x: Tensor | None, residual: Tensor) -> Tensor:
+        if x is None:  # the block feeding this one was removed
+            return self.layernorm(residual + self.conv1d.bias)
         return self.layernorm(self.dropout(self.conv1d(x)) + residual)
 
 
@@ -238,15 +257,20 @@ class ProjectionActivation(nn.Module):
 class Layer(nn.Module):
     def __init__(self, config: ModelConfig, layer: int) -> None:
         super().__init__()
-        self.attention = SelfAttention(config, layer)
+        # None where structured pruning removed the whole block (0 heads / 0 FFN neurons)
+        self.attention = SelfAttention(config, layer) if config.heads(layer) else None
         self.post_attention = ProjectionDropoutLayerNorm(config, layer, "post_attention")
-        self.intermediate = ProjectionActivation(config, layer, "intermediate")
+        self.intermediate = ProjectionActivation(config, layer, "intermediate") if config.ffn_width(layer) else None
         self.output = ProjectionDropoutLayerNorm(config, layer, "output")
 
     def forward(self, x: Tensor, mask: Tensor | None, return_probs: bool = False) -> tuple[Tensor, Tensor | None]:
-        ctx, probs = self.attention(x, mask, return_probs)  # (B, T, A), A = heads * head size
+        """x (B, T, H) -> (B, T, H); probs (B, heads, T, T) when asked (None without attention)."""
+        ctx, probs = None, None
+        if self.attention is not None:
+            ctx, probs = self.attention(x, mask, return_probs)  # (B, T, A), A = heads * head size
         x = self.post_attention(ctx, x)  # (B, T, H)
-        x = self.output(self.intermediate(x), x)  # (B, T, I) -> (B, T, H), I = this layer's FFN width
+        act = self.intermediate(x) if self.intermediate is not None else None  # (B, T, I), I = FFN width
+        x = self.output(act, x)  # (B, T, H)
         return x, probs
 
 
@@ -261,7 +285,8 @@ class EncoderOutput:
     """What :meth:`SqueezeBert.encode` returns.
 
     ``hidden_states`` (when asked): the embedding output, then each layer's output, each (B, T, H).
-    ``attentions`` (when asked): each layer's attention probabilities, (B, heads, T, T).
+    ``attentions`` (when asked): each layer's attention probabilities, (B, heads, T, T), or None
+    for a layer whose attention block was removed.
     """
 
     last_hidden_state: Tensor
@@ -374,6 +399,8 @@ def encoder_flops(config: ModelConfig, seq_len: int) -> int:
     for layer in range(config.num_hidden_layers):
         for proj in PROJECTIONS:
             cin, cout = config.projection_shape(proj, layer)
+            if not cin or not cout:
+                continue  # a removed block
             g, r = config.groups(proj), config.rank(layer, proj)
             macs = cin * cout // g if r is None else (cin * r + r * cout)  # per token
             total += 2 * t * macs

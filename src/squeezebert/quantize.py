@@ -405,6 +405,8 @@ def fuse_attention_projections(
     targets = int8_targets(model)
     for i, layer in enumerate(model.encoder.layers):
         attn = layer.attention
+        if attn is None:  # a removed attention block
+            continue
         prefix = f"encoder.layers.{i}.attention."
         names = [n for n in targets if n.startswith(prefix)]
         modes = {_matches(n, per_token) for n in names}

@@ -214,7 +214,8 @@ class StudentSpec:
     Structured pruning (:mod:`squeezebert.prune`, applied to the dense teacher before grouping and
     rank): ``num_layers`` (keep this many layers, chosen by measured output change; not with
     ``layers``), ``heads`` and ``ffn`` (attention heads and FFN neurons kept per layer, ranked by
-    ``importance``: ``taylor`` or ``magnitude``).
+    ``importance``: ``taylor`` or ``magnitude``), ``blocks`` (then keep only this many of the
+    attention and FFN blocks, chosen by measured output change; a removed block becomes a constant).
     """
 
     groups: dict[str, int] = field(default_factory=lambda: dict(SQUEEZEBERT_GROUPS))
@@ -231,11 +232,12 @@ class StudentSpec:
     heads: int | None = None
     ffn: int | None = None
     importance: str = "magnitude"
+    blocks: int | None = None
 
     @property
     def prunes(self) -> bool:
-        """Whether this spec removes layers by importance, heads or FFN neurons."""
-        return any(x is not None for x in (self.num_layers, self.heads, self.ffn))
+        """Whether this spec removes layers by importance, heads, FFN neurons or whole blocks."""
+        return any(x is not None for x in (self.num_layers, self.heads, self.ffn, self.blocks))
 
     def __post_init__(self) -> None:
         unknown = set(self.groups) - set(PROJECTIONS)
@@ -250,7 +252,7 @@ class StudentSpec:
             raise ValueError(f"init must be 'lsq', 'block' or 'random', got {self.init!r}")
         if self.num_layers is not None and self.layers is not None:
             raise ValueError("give num_layers (layers chosen by importance) or layers (a fixed list), not both")
-        for name in ("num_layers", "heads", "ffn"):
+        for name in ("num_layers", "heads", "ffn", "blocks"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -277,6 +279,7 @@ class StudentSpec:
         heads: int | None = None,
         ffn: int | None = None,
         importance: str | None = None,
+        blocks: int | None = None,
     ) -> StudentSpec:
         """A named construction, with any of its choices overridden (None keeps the construction's).
 
@@ -336,6 +339,7 @@ class StudentSpec:
             "heads": heads,
             "ffn": ffn,
             "importance": importance,
+            "blocks": blocks,
         }
         kwargs.update({k: v for k, v in overrides.items() if v is not None})
         return cls(layers=layers, **kwargs)
@@ -425,6 +429,8 @@ def _student_ranks(
         for layer in per_layer:
             for proj in spec.low_rank_projections:
                 cin, cout = cfg.projection_shape(proj, layer)
+                if not cin or not cout:
+                    continue  # a removed block
                 g = cfg.groups(proj)
                 og, ig = cout // g, cin // g
                 # r·(og + ig) multiply-adds per group against og·ig for the dense group
@@ -436,6 +442,8 @@ def _student_ranks(
     if spec.rank_energy:
         for j, i in enumerate(layers):
             for proj in spec.low_rank_projections:
+                if not all(cfg.projection_shape(proj, j)):
+                    continue  # a removed block
                 g = cfg.groups(proj)
                 w = projection_module(teacher, i, proj).dense_weight()
                 st = stats.get(projection_name(i, proj)) if stats else None
@@ -461,6 +469,8 @@ def _student_ranks(
         for layer in per_layer:
             for proj in spec.low_rank_projections:
                 cin, cout = cfg.projection_shape(proj, layer)
+                if not cin or not cout:
+                    continue  # a removed block
                 g = cfg.groups(proj)
                 full = min(cin, cout) // g
                 r = max(1, min(full, round(fraction * full)))
@@ -544,7 +554,11 @@ def build_student(
         if spec.init == "random":
             continue
         for proj in PROJECTIONS:
-            t_mod = projection_module(teacher, i, proj)
+            t_mod = projection_module(teacher, i, proj) if all(scfg.projection_shape(proj, j)) else None
+            if t_mod is None:  # a removed block: the constant (if this is its output) is all there is
+                if proj in ("post_attention", "output"):
+                    new_sd[f"{projection_name(j, proj)}.bias"] = t_sd[f"{projection_name(i, proj)}.bias"]
+                continue
             w, b = t_mod.dense_weight().detach(), t_mod.bias.detach()
             st = use_stats.get(projection_name(i, proj)) if use_stats else None
             g, r = scfg.groups(proj), scfg.rank(j, proj)
