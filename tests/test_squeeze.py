@@ -441,6 +441,38 @@ def test_a_smaller_budget_picks_a_smaller_student(teacher_dir, task_files, tmp_p
     assert not report["met"] and "NO candidate shape met the budget" in report["notes"][0]
 
 
+def test_with_prune_unit_blocks_the_chosen_depth_is_reached_by_removing_blocks(
+    teacher_dir, task_files, tmp_path, fake_timer
+) -> None:
+    from squeezebert.data import encode
+    from squeezebert.prune import construct_student
+    from squeezebert.squeeze import _calibration_batches, _choose_shape
+    from squeezebert.tables import read_table
+
+    ckpt = load(teacher_dir)
+    teacher, tok = ckpt.model, ckpt.tokenizer
+    train = encode(tok, read_table(task_files / "train.csv", "text", None, "label"), 32, teacher.config.label2id)
+    cal = _calibration_batches(train, tok, 32, 0, batch_size=8)
+    budget = 0.2 * fake_measure({"t": teacher.config})["t"]["batch1"]
+    args = (teacher, train, tok, cal, tmp_path, False, "openvino-int8", 2, budget, None, 1, 0)
+    by_layers, report = _choose_shape(*args)
+    by_blocks, blocks_report = _choose_shape(*args, prune_unit="blocks")
+    layers = report["chosen"]["layers"]
+    assert layers < teacher.config.num_hidden_layers and blocks_report["chosen"]["shape"] == report["chosen"]["shape"]
+    assert by_blocks.blocks == 2 * layers and by_blocks.layers is None and by_layers.blocks is None
+    assert blocks_report["chosen"]["blocks"] == 2 * layers and report["chosen"]["blocks"] is None
+    student, _, pruning = construct_student(teacher, by_blocks, cal)
+    assert student.config.num_hidden_layers == teacher.config.num_hidden_layers
+    assert len(student.config.removed_blocks) == 2 * (teacher.config.num_hidden_layers - layers)
+    assert len(pruning.block_steps) == len(student.config.removed_blocks)
+    # an interrupted run resumes with the blocks it chose
+    (tmp_path / "train_args.json").write_text(json.dumps({"budget_choice": blocks_report}))
+    resumed, _ = _choose_shape(teacher, train, tok, cal, tmp_path, True, "openvino-int8", 2, budget, None, 1, 0)
+    assert resumed == by_blocks
+    with pytest.raises(ValueError, match="prune_unit must be one of"):
+        _choose_shape(*args, prune_unit="heads")
+
+
 def test_the_closeness_check_never_scores_on_nothing() -> None:
     from squeezebert.squeeze import _check_indices
 
@@ -569,6 +601,12 @@ def test_cli_squeeze_takes_the_budget_flags(teacher_dir, task_files, tmp_path, c
     capsys.readouterr()
     assert cli_main(["info", str(tmp_path / "d")]) == 0
     assert "(FFN 0/0 per layer)" in capsys.readouterr().out
+    assert cli_main([*args, "--out", str(tmp_path / "e"), "--speedup", "3", "--prune-unit", "blocks"]) == 0
+    report = json.loads((tmp_path / "e" / "report.json").read_text())
+    blocks = report["budget"]["chosen"]["blocks"]
+    assert blocks == 2 * report["budget"]["chosen"]["layers"] < 4  # the fake timer makes 3x need one layer
+    assert len(load(tmp_path / "e").model.config.removed_blocks) == 4 - blocks
+    assert "removing blocks, not layers" in (tmp_path / "e" / "report.md").read_text()
 
 
 def test_without_openvino_the_student_is_deployed_through_onnx(teacher_dir, task_files, tmp_path, monkeypatch) -> None:

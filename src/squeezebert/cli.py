@@ -268,6 +268,14 @@ def add_squeeze_parser(sub: Subparsers) -> None:
         "for the deployed export when static int8 is refused)",
     )
     p.add_argument(
+        "--prune-unit",
+        default="layers",
+        choices=("layers", "blocks"),
+        help="with --latency-budget/--speedup: reach the chosen depth by removing whole layers, or by keeping "
+        "every layer and removing twice as many attention/FFN blocks (the ones whose removal changes the "
+        "teacher's outputs least)",
+    )
+    p.add_argument(
         "--unlabeled",
         default=None,
         metavar="FILE",
@@ -409,6 +417,7 @@ def cmd_squeeze(args: argparse.Namespace) -> int:
             speedup=args.speedup,
             budget_batch=args.budget_batch,
             unlabeled=args.unlabeled,
+            prune_unit=args.prune_unit,
         )
     if _is_main():
         if not args.keep_resume_state:  # the student is distilled and reported: nothing to resume

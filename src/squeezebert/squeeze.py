@@ -67,6 +67,10 @@ BUDGET_JSON = "budget.json"
 CHECK_EXAMPLES = 1000
 #: At most this many shapes (the widest within budget per layer count) are pruned and scored.
 MAX_CANDIDATES = 4
+#: How a budgeted squeeze removes the depth its chosen shape drops: ``layers`` (whole layers, the
+#: default) or ``blocks`` (every layer kept, the same number of attention/FFN blocks removed, see
+#: :func:`squeezebert.prune.choose_blocks`).
+PRUNE_UNITS = ("layers", "blocks")
 
 
 def _calibration_batches(data: Any, tokenizer: Any, n: int, seed: int, batch_size: int = 32) -> list[dict]:
@@ -157,6 +161,7 @@ def _choose_shape(
     seed: int,
     measure: Any = None,
     deploy_teacher: Callable[[dict[int, list[dict]]], tuple[str, torch.nn.Module, int] | None] | None = None,
+    prune_unit: str = "layers",
 ) -> tuple[StudentSpec, dict[str, Any]]:
     """Time every candidate shape, keep those within the budget, prune the teacher to each
     layer count's widest such shape, and choose the one that agrees most with the teacher on
@@ -170,7 +175,12 @@ def _choose_shape(
     against the teacher's fastest *deployable* path, and the real teacher often deploys through a
     slower recipe than its twin (4 of the 5 tasks re-run in session 9: static int8 missed the
     agreement bar, so the teacher ran on run-time scales); timed as a twin, the budget came out
-    smaller than asked and the students ran 3.5-4.7x where 3x was asked (docs/RESULTS.md)."""
+    smaller than asked and the students ran 3.5-4.7x where 3x was asked (docs/RESULTS.md).
+
+    ``prune_unit="blocks"``: a chosen shape with fewer layers than the teacher keeps all of them
+    and removes as many attention/FFN blocks instead (two per dropped layer); a removed block
+    costs about what half a layer does (scripts/block_pruning_probe.py), and the report times
+    the student as deployed either way."""
     from squeezebert.budget import (
         TABLE_RECIPE,
         Shape,
@@ -190,9 +200,10 @@ def _choose_shape(
             log.info("resuming with the shape the interrupted run chose: %s", c["shape"])
             spec = StudentSpec.from_construction(
                 "pruned",
-                layers=c["teacher_layers"],
+                layers=None if c.get("blocks") else c["teacher_layers"],
                 heads=c["heads"] if c["heads"] != teacher.config.num_attention_heads else None,
                 ffn=c["ffn"] if c["ffn"] != teacher.config.intermediate_size else None,
+                blocks=c.get("blocks"),
             )
             return spec, previous
     key = f"batch{budget_batch}"
@@ -265,11 +276,16 @@ def _choose_shape(
     seconds["pruning and scoring the candidates"] = round(time.perf_counter() - started, 1)
     log.info("shape choice took %s", ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()))
     shape: Shape = chosen.shape
+    if prune_unit not in PRUNE_UNITS:
+        raise ValueError(f"prune_unit must be one of {PRUNE_UNITS}, got {prune_unit!r}")
+    depth = teacher.config.num_hidden_layers
+    blocks = 2 * shape.layers if prune_unit == "blocks" and shape.layers < depth else None
     spec = StudentSpec.from_construction(
         "pruned",
-        layers=kept_by_count[shape.layers],
+        layers=None if blocks else kept_by_count[shape.layers],
         heads=shape.heads if shape.heads != teacher.config.num_attention_heads else None,
         ffn=shape.ffn if shape.ffn != teacher.config.intermediate_size else None,
+        blocks=blocks,
     )
     report = {
         "runtime": runtime,
@@ -285,7 +301,8 @@ def _choose_shape(
         "fit_residual": fit["residual"],
         "candidates": [r.to_dict() for r in table],
         "chosen": {"shape": shape.name, "layers": shape.layers, "heads": shape.heads, "ffn": shape.ffn,
-                   "teacher_layers": kept_by_count[shape.layers], "latency_ms": chosen.latency_ms,
+                   "teacher_layers": kept_by_count[shape.layers], "blocks": blocks, "teacher_blocks": 2 * depth,
+                   "latency_ms": chosen.latency_ms,
                    "agreement": chosen.agreement, "score": chosen.score},
         "met": chosen.within_budget,
         "signal": (
@@ -420,6 +437,7 @@ def squeeze(
     speedup: float | None = None,
     budget_batch: int = 1,
     unlabeled: str | os.PathLike[str] | None = None,
+    prune_unit: str = "layers",
 ) -> dict[str, Any]:
     """Squeeze a fine-tuned ``teacher_src`` on the task ``source`` names (it needs a dev set);
     write the student and ``report.md`` / ``report.json`` into ``out_dir``; return the report.
@@ -446,7 +464,8 @@ def squeeze(
     training texts' own lengths, at ``budget_batch`` texts per call, interleaved with the teacher
     through the same path; of the shapes within the budget (``speedup``: the teacher's latency
     divided by it) the most accurate right after pruning is distilled. The report says when no
-    shape met the budget.
+    shape met the budget. ``prune_unit``: ``layers`` removes whole layers to reach the chosen
+    depth; ``blocks`` keeps every layer and removes twice as many attention/FFN blocks instead.
 
     ``unlabeled``: a file of in-domain texts without labels (text, CSV, TSV or JSONL; the
     ``text_column`` / ``text_pair_column`` of the data): the teacher labels them once and they
@@ -460,7 +479,7 @@ def squeeze(
         return _squeeze(
             teacher_src, out_dir, source, student_src, spec, distill, config, calibration_samples, bench_threads,
             bench_repeats, bench_batch_sizes, int8, resume, bf16, openvino, overwrite, latency_budget_ms, speedup,
-            budget_batch, unlabeled,
+            budget_batch, unlabeled, prune_unit,
         )  # fmt: skip
 
 
@@ -485,6 +504,7 @@ def _squeeze(
     speedup: float | None,
     budget_batch: int,
     unlabeled: str | os.PathLike[str] | None,
+    prune_unit: str,
 ) -> dict[str, Any]:
     from squeezebert.budget import length_profile, module_forward, runtime_name, time_forwards, timing_batches
 
@@ -496,6 +516,8 @@ def _squeeze(
         raise ValueError(f"the speed-up must be above 1 (times faster than the teacher), got {speedup}")
     if budget_batch < 1:
         raise ValueError(f"the budget batch size must be >= 1, got {budget_batch}")
+    if prune_unit not in PRUNE_UNITS:
+        raise ValueError(f"prune_unit must be one of {PRUNE_UNITS}, got {prune_unit!r}")
     budgeted = latency_budget_ms is not None or speedup is not None
     if budgeted and (spec is not None or student_src is not None):
         raise ValueError("a latency budget chooses the student's shape itself: drop the construction or student")
@@ -585,7 +607,7 @@ def _squeeze(
                     lambda: _choose_shape(
                         teacher, train, tokenizer, calibration, out, resume, runtime, bench_threads,
                         latency_budget_ms, speedup, budget_batch, config.seed,
-                        deploy_teacher=deploy_teacher if runtime == "openvino-int8" else None,
+                        deploy_teacher=deploy_teacher if runtime == "openvino-int8" else None, prune_unit=prune_unit,
                     )
                 )  # fmt: skip
             notes.extend(budget_report["notes"])
@@ -1167,6 +1189,14 @@ def render_report(report: dict[str, Any], surgery_table: str | None = None) -> s
                 f"| {name} | {c['parameters']:,} | {ms} | {'yes' if c['within_budget'] else 'no'} | {agreement} | "
                 f"{score} |"
             )
+        chosen = budget.get("chosen", {})
+        if chosen.get("blocks"):
+            lines += [
+                "",
+                f"The chosen depth is reached by removing blocks, not layers: every layer is kept and "
+                f"{chosen['blocks']} of the teacher's {chosen['teacher_blocks']} attention and FFN blocks remain "
+                "(`--prune-unit blocks`; the removed ones are listed under *What pruning lost*).",
+            ]
         met = report.get("budget_met")
         if met is not None:
             lines += [
