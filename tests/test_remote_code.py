@@ -16,7 +16,7 @@ from torch.testing import assert_close
 from squeezebert.checkpoint import load, save_checkpoint, save_hf
 from squeezebert.cli import main as cli_main
 from squeezebert.config import ModelConfig, preset
-from squeezebert.model import SqueezeBert
+from squeezebert.model import RemovedBlock, SqueezeBert
 from squeezebert.remote_code import MODELING_FILE, modeling_source
 from squeezebert.tokenizer import Tokenizer
 
@@ -38,6 +38,11 @@ STUDENTS = {
         q_groups=1, k_groups=1, v_groups=1, intermediate_groups=1, output_groups=1,
         layer_heads=[1, 3], layer_intermediate_sizes=[40, 96],
     ),
+    # whole blocks removed: layer 0 has no attention, layer 1 no FFN (each a constant)
+    "blocks-removed": dict(
+        q_groups=1, k_groups=1, v_groups=1, intermediate_groups=1, output_groups=1,
+        layer_heads=[0, 3], layer_intermediate_sizes=[40, 0],
+    ),
 }  # fmt: skip
 
 
@@ -50,7 +55,12 @@ def tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Tokenizer:
 
 def student(**overrides: object) -> SqueezeBert:
     config = preset("tiny", vocab_size=len(VOCAB), max_position_embeddings=64, id2label=LABELS, **overrides)
-    return SqueezeBert(config).eval()
+    model = SqueezeBert(config).eval()
+    with torch.no_grad():  # a removed block's constant starts at zero: make it one a loader could lose
+        for module in model.modules():
+            if isinstance(module, RemovedBlock):
+                module.bias.normal_()
+    return model
 
 
 def batch() -> dict[str, torch.Tensor]:

@@ -144,7 +144,9 @@ def state_dict_to_hf(model_sd: dict[str, Tensor], config: ModelConfig, kind: str
     headless ``*Model`` keys, for ``kind`` in {"squeezebert", "bert"}."""
     if config.is_pruned:
         raise ConversionError(
-            "a structurally pruned model (its own head count or FFN width per layer) has no stock Hugging Face "
+            "a structurally pruned model (its own head count or FFN width per layer"
+            + (f", {len(config.removed_blocks)} attention/FFN blocks removed" if config.removed_blocks else "")
+            + ") has no stock Hugging Face "
             "class (transformers no longer supports pruned heads); its squeezebert checkpoint directory loads in "
             "transformers as it is, with AutoModelForSequenceClassification.from_pretrained(dir, "
             "trust_remote_code=True)"
