@@ -12,6 +12,7 @@ from squeezebert.config import ModelConfig, preset
 from squeezebert.model import SqueezeBert
 from squeezebert.prune import (
     PruningError,
+    _divergence,
     choose_layers,
     construct_student,
     magnitude_importance,
@@ -218,7 +219,7 @@ def test_prune_model_reports_teacher_layers_and_refuses_grouped_models() -> None
 
 
 def test_blocks_are_removed_by_measured_output_change_with_attention_limited() -> None:
-    model = tiny()
+    model = tiny(initializer_range=0.3)  # outputs that vary: output changes well above rounding
     cal = batches(4)
     pruned, report = prune_model(model, cal, heads=2, ffn=128, blocks=2)  # 4 of the 6 blocks go
     cfg = pruned.config
@@ -239,6 +240,11 @@ def test_blocks_are_removed_by_measured_output_change_with_attention_limited() -
         reader = before.get_submodule(name)
         mean = reader.weight.double() @ stats[name].mean + reader.bias.double()
         torch.testing.assert_close(pruned.get_submodule(name).bias.double(), mean, rtol=1e-5, atol=1e-6)
+    # the output change the last step scored is the one the pruned model shows
+    ref = torch.cat([logits(before, b) for b in cal])
+    change, agreement = _divergence(ref, torch.cat([logits(pruned, b) for b in cal]), regression=False)
+    assert change == pytest.approx(report.block_steps[-1]["divergence"], rel=1e-4)
+    assert agreement == report.block_steps[-1]["agreement"]
     free, _ = prune_model(model, cal, blocks=1, heads=2, ffn=128)
     # 5 removals: all 3 FFN blocks and, beyond the third allowed, as many attention blocks as it takes
     assert len(free.config.removed_blocks) == 5 and sum(k == "attention" for _, k in free.config.removed_blocks) == 2

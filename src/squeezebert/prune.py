@@ -200,21 +200,30 @@ ATTENTION_DROP_FRACTION = 1 / 3
 BLOCKS = ("attention", "ffn")
 
 
-def _forward_blocks(model: SqueezeBert, batch: dict[str, Tensor], removed: dict[tuple[int, str], Tensor]) -> Tensor:
-    """Logits of ``model`` with the blocks in ``removed`` replaced by their constants."""
-    ids, mask = batch["input_ids"], batch.get("attention_mask")
-    types = batch.get("token_type_ids")
-    m = mask.bool()[:, None, None, :] if mask is not None else None
-    x = model.embeddings(ids, types if types is not None else torch.zeros_like(ids))
-    for i, layer in enumerate(model.encoder.layers):
-        if (i, "attention") in removed:
-            x = layer.post_attention.layernorm(x + removed[(i, "attention")])
+def _run_blocks(
+    model: SqueezeBert,
+    x: Tensor,
+    mask: Tensor | None,
+    removed: dict[tuple[int, str], Tensor],
+    start: int = 0,
+    states: list[Tensor] | None = None,
+) -> Tensor:
+    """Logits of ``model`` from block ``start`` on (block ``2i`` is layer i's attention, ``2i+1``
+    its FFN; ``x`` is that block's input), the blocks in ``removed`` replaced by their constants.
+    ``states``, if given, receives every block's input from ``start`` on."""
+    layers = model.encoder.layers
+    for position in range(start, 2 * len(layers)):
+        i, kind = divmod(position, 2)
+        layer, key = layers[i], (i, BLOCKS[kind])
+        if states is not None:
+            states.append(x)
+        reader = layer.output if kind else layer.post_attention
+        if key in removed:
+            x = reader.layernorm(x + removed[key])
+        elif kind:
+            x = reader(layer.intermediate(x) if layer.intermediate is not None else None, x)
         else:
-            x = layer.post_attention(layer.attention(x, m)[0] if layer.attention is not None else None, x)
-        if (i, "ffn") in removed:
-            x = layer.output.layernorm(x + removed[(i, "ffn")])
-        else:
-            x = layer.output(layer.intermediate(x) if layer.intermediate is not None else None, x)
+            x = reader(layer.attention(x, mask)[0] if layer.attention is not None else None, x)
     return model.classify(x)
 
 
@@ -262,18 +271,34 @@ def choose_blocks(
     was_training = model.training
     model.eval()
     try:
-        ref = torch.cat([model(b["input_ids"], b.get("attention_mask"), b.get("token_type_ids")) for b in batches])
+        inputs = []  # (embedding output, attention mask) per batch
+        for b in batches:
+            ids, mask, types = b["input_ids"], b.get("attention_mask"), b.get("token_type_ids")
+            x = model.embeddings(ids, types if types is not None else torch.zeros_like(ids))
+            inputs.append((x, mask.bool()[:, None, None, :] if mask is not None else None))
+        ref = torch.cat([_run_blocks(model, x, m, {}) for x, m in inputs])
         removed: dict[tuple[int, str], Tensor] = {}
         steps = []
         while len(removed) < drops:
             attention_left = max_attention_drops - sum(k == "attention" for _, k in removed)
+            trials = [
+                block
+                for block in present
+                if block not in removed and not (block[1] == "attention" and attention_left <= 0)
+            ]
+            got: dict[tuple[int, str], list[Tensor]] = {block: [] for block in trials}
+            for x, m in inputs:
+                # each trial reruns only the blocks from its own on, from this batch's states
+                states: list[Tensor] = []
+                _run_blocks(model, x, m, removed, states=states)
+                for i, k in trials:
+                    position = 2 * i + BLOCKS.index(k)
+                    got[(i, k)].append(
+                        _run_blocks(model, states[position], m, {**removed, (i, k): constants[(i, k)]}, position)
+                    )
             best = None
-            for block in present:
-                if block in removed or (block[1] == "attention" and attention_left <= 0):
-                    continue
-                trial = {**removed, block: constants[block]}
-                got = torch.cat([_forward_blocks(model, b, trial) for b in batches])
-                div, agree = _divergence(ref, got, regression)
+            for block in trials:
+                div, agree = _divergence(ref, torch.cat(got[block]), regression)
                 if best is None or div < best[1]:
                     best = (block, div, agree)
             removed[best[0]] = constants[best[0]]
