@@ -591,6 +591,10 @@ def test_cli_squeeze_takes_the_budget_flags(teacher_dir, task_files, tmp_path, c
     assert report["budget"]["budget_ms"] == 1e9 and report["budget"]["met"]
     assert cli_main([*args, "--out", str(tmp_path / "b"), "--speedup", "2", "--construction", "grouped"]) == 2
     assert "drop --construction" in capsys.readouterr().err
+    assert cli_main([*args, "--out", str(tmp_path / "b"), "--speedup", "2", "--heads", "2", "--blocks", "2"]) == 2
+    assert "drop --heads, --blocks" in capsys.readouterr().err  # not silently ignored
+    assert cli_main([*args, "--out", str(tmp_path / "b"), "--prune-unit", "blocks"]) == 2
+    assert "give --blocks N" in capsys.readouterr().err
     assert cli_main([*args, "--out", str(tmp_path / "c"), "--construction", "pruned", "--heads", "2"]) == 0
     assert load(tmp_path / "c").model.config.layer_heads == [2, 2]
     # whole blocks: 2 of the 4 go, none of them attention (a third of 2, rounded down)

@@ -365,6 +365,15 @@ def cmd_squeeze(args: argparse.Namespace) -> int:
     budgeted = args.latency_budget is not None or args.speedup is not None
     if budgeted and (args.construction is not None or args.student is not None):
         raise ValueError("--latency-budget/--speedup choose the student's shape: drop --construction/--student")
+    shape_flags = ("num_layers", "heads", "ffn", "blocks", "layers", "groups", "embedding_size", *rank_flags)
+    given = [f"--{f.replace('_', '-')}" for f in shape_flags if getattr(args, f) is not None]
+    if budgeted and given:
+        raise ValueError(
+            f"--latency-budget/--speedup choose the student's shape: drop {', '.join(given)} "
+            "(--prune-unit blocks removes blocks instead of layers)"
+        )
+    if not budgeted and args.prune_unit != "layers":
+        raise ValueError("--prune-unit applies to --latency-budget/--speedup; by hand, give --blocks N")
     spec = (
         None
         if budgeted
