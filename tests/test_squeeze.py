@@ -461,6 +461,18 @@ def test_with_prune_unit_blocks_the_chosen_depth_is_reached_by_removing_blocks(
     assert layers < teacher.config.num_hidden_layers and blocks_report["chosen"]["shape"] == report["chosen"]["shape"]
     assert by_blocks.blocks == 2 * layers and by_blocks.layers is None and by_layers.blocks is None
     assert blocks_report["chosen"]["blocks"] == 2 * layers and report["chosen"]["blocks"] is None
+    check = blocks_report["chosen"]["block_check"]
+    assert check["within_budget"] and len(check["removed"]) == 2 * (teacher.config.num_hidden_layers - layers)
+
+    def slow_blocks(configs):  # the blocks the choice removes cost more than the layers would
+        out = fake_measure(configs)
+        out.update({"blocks": {k: 10 * v for k, v in out["blocks"].items()}} if "blocks" in out else {})
+        return out
+
+    fallback, slow = _choose_shape(*args, measure=slow_blocks, prune_unit="blocks")
+    assert slow["chosen"]["block_check"]["ratio_to_layers"] == pytest.approx(10 * check["ratio_to_layers"])
+    assert fallback == by_layers and slow["chosen"]["blocks"] is None  # whole layers, as without blocks
+    assert "whole layers are removed" in slow["notes"][-1] and "choosing and timing the blocks" in slow["seconds"]
     student, _, pruning = construct_student(teacher, by_blocks, cal)
     assert student.config.num_hidden_layers == teacher.config.num_hidden_layers
     assert len(student.config.removed_blocks) == 2 * (teacher.config.num_hidden_layers - layers)
