@@ -283,11 +283,10 @@ def _choose_shape(
     blocks = 2 * shape.layers if prune_unit == "blocks" and shape.layers < depth else None
     block_check = None
     if blocks is not None:
-        # Which blocks go decides the cost, and a removed block keeps its LayerNorm: 6 of 12
-        # blocks ran as fast as 3 whole layers on CoLA (p50 10 tokens) but 9% slower on MRPC
-        # (53) and 21% on STS-B (docs/RESULTS.md, session 17). So the blocks the construction
-        # will remove are chosen here (the construction repeats the same deterministic choice)
-        # and timed beside the shape.
+        # Which blocks go decides the cost, and a removed block keeps its LayerNorm: the 6 of 12
+        # blocks chosen ran 9%, 21% and 17% slower than 3 whole layers on MRPC, STS-B and CoLA
+        # (docs/RESULTS.md, session 17). So the blocks the construction will remove are chosen
+        # here (the construction repeats the same deterministic choice) and timed beside the shape.
         blocked, _ = prune_model(
             teacher,
             pruning_batches(calibration),
