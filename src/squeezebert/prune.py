@@ -265,8 +265,9 @@ def choose_blocks(
     constants = {}
     for i, k in present:
         name = f"encoder.layers.{i}.{'post_attention' if k == 'attention' else 'output'}.conv1d"
-        reader, st = model.get_submodule(name), stats[name]
-        constants[(i, k)] = (reader.weight.double() @ st.mean + reader.bias.double()).float()
+        reader = model.get_submodule(name)
+        # the refit with no channel kept: the very constant prune() writes for a removed block
+        constants[(i, k)] = _refit_columns(reader.weight, reader.bias, torch.arange(0), stats[name])[1]
     regression = cfg.problem_type == "regression"
     was_training = model.training
     model.eval()
