@@ -481,6 +481,12 @@ def test_with_prune_unit_blocks_the_chosen_depth_is_reached_by_removing_blocks(
     (tmp_path / "train_args.json").write_text(json.dumps({"budget_choice": blocks_report}))
     resumed, _ = _choose_shape(teacher, train, tok, cal, tmp_path, True, "openvino-int8", 2, budget, None, 1, 0)
     assert resumed == by_blocks
+    # ... and, killed while its intermediate student (two-step pruning) was distilled, with that run's record
+    (tmp_path / "train_args.json").unlink()
+    (tmp_path / "intermediate.tmp").mkdir()
+    (tmp_path / "intermediate.tmp" / "train_args.json").write_text(json.dumps({"budget_choice": report}))
+    resumed, _ = _choose_shape(teacher, train, tok, cal, tmp_path, True, "openvino-int8", 2, budget, None, 1, 0)
+    assert resumed == by_layers
     with pytest.raises(ValueError, match="prune_unit must be one of"):
         _choose_shape(*args, prune_unit="heads")
 
@@ -609,6 +615,15 @@ def test_cli_squeeze_takes_the_budget_flags(teacher_dir, task_files, tmp_path, c
     assert "give --blocks N" in capsys.readouterr().err
     assert cli_main([*args, "--out", str(tmp_path / "c"), "--construction", "pruned", "--heads", "2"]) == 0
     assert load(tmp_path / "c").model.config.layer_heads == [2, 2]
+    # fewer and narrower layers: two steps by default, one with --intermediate-epochs 0
+    two = [*args, "--construction", "pruned", "--layers", "1", "--heads", "2"]
+    assert cli_main([*two, "--out", str(tmp_path / "c2")]) == 0
+    assert json.loads((tmp_path / "c2" / "report.json").read_text())["intermediate"]["epochs"] == 1
+    assert "pruned in two steps" in (tmp_path / "c2" / "report.md").read_text()
+    assert cli_main([*two, "--out", str(tmp_path / "c3"), "--intermediate-epochs", "0"]) == 0
+    assert json.loads((tmp_path / "c3" / "report.json").read_text())["intermediate"] is None
+    assert cli_main([*two, "--out", str(tmp_path / "c4"), "--intermediate-epochs", "-1"]) == 2
+    assert "--intermediate-epochs must be 0 (prune in one step) or more, got -1" in capsys.readouterr().err
     # whole blocks: 2 of the 4 go, none of them attention (a third of 2, rounded down)
     assert cli_main([*args, "--out", str(tmp_path / "d"), "--construction", "pruned", "--blocks", "2"]) == 0
     cfg = load(tmp_path / "d").model.config
@@ -637,3 +652,104 @@ def test_without_openvino_the_student_is_deployed_through_onnx(teacher_dir, task
     assert names == ["teacher fp32", "student fp32", "teacher onnx-int8", "student onnx-int8"]
     assert "accuracy" in {r["model"]: r for r in report["rows"]}["student onnx-int8"]["metrics"]
     assert Classifier.from_pretrained(tmp_path / "out").backend == "onnx"
+
+
+def _spy_constructions(monkeypatch) -> list[SqueezeBert]:
+    """The models ``squeeze`` carves students out of, in order."""
+    import squeezebert.squeeze as sq
+
+    seen: list[SqueezeBert] = []
+    original = sq.construct_student
+
+    def spy(model, spec, calibration):
+        seen.append(model)
+        return original(model, spec, calibration)
+
+    monkeypatch.setattr(sq, "construct_student", spy)
+    return seen
+
+
+def test_a_student_losing_layers_and_width_is_carved_out_of_a_distilled_intermediate(
+    teacher_dir, task_files, tmp_path, monkeypatch
+) -> None:
+    import squeezebert.squeeze as sq
+
+    seen = _spy_constructions(monkeypatch)
+    trained: list[SqueezeBert] = []
+    original_fit = sq.fit
+
+    def spy_fit(model, *args, **kwargs):
+        trained.append(model)
+        return original_fit(model, *args, **kwargs)
+
+    monkeypatch.setattr(sq, "fit", spy_fit)
+    spec = StudentSpec.from_construction("pruned", layers=[1], heads=2, ffn=64)
+    report = run(teacher_dir, task_files, tmp_path / "out", spec=spec, int8=False, bf16=False, intermediate_epochs=1)
+    cfg = load(tmp_path / "out").model.config
+    assert (cfg.num_hidden_layers, cfg.heads(0), cfg.ffn_width(0)) == (1, 2, 64)
+    assert not (tmp_path / "out" / "intermediate.tmp").exists()  # scratch, removed at the end
+    inter = report["intermediate"]
+    assert inter["epochs"] == 1 and inter["shape"] == "2L-2h-64f" and "accuracy" in inter["metrics"]
+    assert "accuracy" in inter["student_after_one_step"]
+    assert any(n.startswith("pruned in two steps") and "teacher layers [1]" in n for n in report["notes"])
+    # first the one-step student (its kept layers, its score), then the final one out of the
+    # intermediate: every layer at the final width, the model the first distillation trained
+    assert len(seen) == 2 and seen[0].config == load(teacher_dir).model.config
+    assert seen[1].config.num_hidden_layers == 2 and seen[1].config.layer_heads == [2, 2]
+    assert len(trained) == 2 and trained[0] is seen[1] and trained[1].config.num_hidden_layers == 1
+
+
+def test_students_that_keep_every_layer_or_full_width_are_pruned_in_one_step(
+    teacher_dir, task_files, tmp_path, monkeypatch
+) -> None:
+    seen = _spy_constructions(monkeypatch)
+    for name, spec, epochs in (
+        ("layers", StudentSpec.from_construction("pruned", layers=[1]), 1),
+        ("width", StudentSpec.from_construction("pruned", heads=2, ffn=64), 1),
+        ("off", StudentSpec.from_construction("pruned", layers=[1], heads=2, ffn=64), 0),
+    ):
+        report = run(
+            teacher_dir, task_files, tmp_path / name, spec=spec, int8=False, bf16=False, intermediate_epochs=epochs
+        )
+        assert report["intermediate"] is None and not any("two steps" in n for n in report["notes"]), name
+    assert len(seen) == 3
+    with pytest.raises(ValueError, match="intermediate_epochs must be a whole number"):
+        run(teacher_dir, task_files, tmp_path / "bad", spec=spec, intermediate_epochs=-1)
+
+
+def test_a_two_step_squeeze_interrupted_between_its_steps_resumes_to_the_uninterrupted_student(
+    teacher_dir, task_files, tmp_path, monkeypatch
+) -> None:
+    from safetensors.torch import load_file
+
+    import squeezebert.squeeze as sq
+
+    spec = StudentSpec.from_construction("pruned", layers=[1], heads=2, ffn=64)
+    kw = dict(spec=spec, int8=False, bf16=False, intermediate_epochs=1)
+    straight = run(teacher_dir, task_files, tmp_path / "straight", **kw)
+
+    fits = []
+    original_fit = sq.fit
+
+    def fit_then_die(*args, **kwargs):
+        fits.append(kwargs.get("resume"))
+        if len(fits) == 2:  # the final distillation: the machine goes down before it starts
+            raise KeyboardInterrupt
+        return original_fit(*args, **kwargs)
+
+    monkeypatch.setattr(sq, "fit", fit_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run(teacher_dir, task_files, tmp_path / "killed", **kw)
+    assert (tmp_path / "killed" / "intermediate.tmp" / "last").is_dir()
+    monkeypatch.setattr(sq, "fit", original_fit)
+    resumed = run(teacher_dir, task_files, tmp_path / "killed", resume=True, **kw)
+    a, b = load_file(tmp_path / "straight" / "model.safetensors"), load_file(tmp_path / "killed" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["intermediate"]["metrics"] == straight["intermediate"]["metrics"]
+    steps = straight["intermediate"]["train"]["global_step"]
+    assert steps > 0 and resumed["intermediate"]["train"]["resumed_from_step"] == steps  # restored, not redone
+    assert not (tmp_path / "killed" / "intermediate.tmp").exists()
+    # resumed once more after it finished (the final state kept, the intermediate gone): not redone
+    seen = _spy_constructions(monkeypatch)
+    again = run(teacher_dir, task_files, tmp_path / "killed", resume=True, **kw)
+    assert len(seen) == 1 and again["intermediate"] is None and again["student_metrics"] == straight["student_metrics"]

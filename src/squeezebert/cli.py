@@ -293,6 +293,14 @@ def add_squeeze_parser(sub: Subparsers) -> None:
         "one at a time by least output change, at most a third of them attention",
     )
     p.add_argument(
+        "--intermediate-epochs",
+        type=int,
+        default=None,
+        help="a pruned student with fewer and narrower layers than its teacher is pruned in two steps: every "
+        "layer to the final width first, distilled this many epochs, then the layers removed; 0: in one step "
+        "(default: 1)",
+    )
+    p.add_argument(
         "--importance",
         default="magnitude",
         choices=("taylor", "magnitude"),
@@ -351,7 +359,7 @@ def add_squeeze_parser(sub: Subparsers) -> None:
 def cmd_squeeze(args: argparse.Namespace) -> int:
     from squeezebert.config import PROJECTIONS
     from squeezebert.distill import DistillConfig
-    from squeezebert.squeeze import default_train_config, squeeze
+    from squeezebert.squeeze import INTERMEDIATE_EPOCHS, default_train_config, squeeze
     from squeezebert.surgery import StudentSpec
     from squeezebert.train import drop_resume_state
 
@@ -372,6 +380,8 @@ def cmd_squeeze(args: argparse.Namespace) -> int:
             f"--latency-budget/--speedup choose the student's shape: drop {', '.join(given)} "
             "(--prune-unit blocks removes blocks instead of layers)"
         )
+    if args.intermediate_epochs is not None and args.intermediate_epochs < 0:
+        raise ValueError(f"--intermediate-epochs must be 0 (prune in one step) or more, got {args.intermediate_epochs}")
     if not budgeted and args.prune_unit != "layers":
         raise ValueError("--prune-unit applies to --latency-budget/--speedup; by hand, give --blocks N")
     spec = (
@@ -427,6 +437,7 @@ def cmd_squeeze(args: argparse.Namespace) -> int:
             budget_batch=args.budget_batch,
             unlabeled=args.unlabeled,
             prune_unit=args.prune_unit,
+            intermediate_epochs=INTERMEDIATE_EPOCHS if args.intermediate_epochs is None else args.intermediate_epochs,
         )
     if _is_main():
         if not args.keep_resume_state:  # the student is distilled and reported: nothing to resume

@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, replace
@@ -44,7 +45,7 @@ from squeezebert.files import atomic_write_text
 from squeezebert.infer import DEPLOY_DIR
 from squeezebert.metrics import main_metric
 from squeezebert.model import SqueezeBert
-from squeezebert.prune import construct_student, pruning_batches
+from squeezebert.prune import construct_student, prune_model, pruning_batches
 from squeezebert.runtime import threads
 from squeezebert.surgery import StudentSpec
 from squeezebert.train import (
@@ -54,6 +55,7 @@ from squeezebert.train import (
     evaluate,
     fit,
     predict,
+    resume_dir,
     resume_fingerprint,
 )
 
@@ -71,6 +73,18 @@ MAX_CANDIDATES = 4
 #: default) or ``blocks`` (every layer kept, the same number of attention/FFN blocks removed, see
 #: :func:`squeezebert.prune.choose_blocks`).
 PRUNE_UNITS = ("layers", "blocks")
+#: A pruned student that loses layers *and* width is pruned in two steps: every layer first pruned
+#: to the final width and distilled for this many epochs (the intermediate student, at full
+#: depth), then the chosen layers kept out of it and distilled as before. Pruned in one step, a
+#: 3-layer student of 4 heads / 576 neurons out of the 6-layer minilm-l6 CoLA teacher starts at
+#: MCC 0 (it predicts the majority class); the intermediate keeps 21-22 MCC right after pruning and
+#: its layers carry what distillation put back. Measured against the one-step student (same
+#: shape, seed and distillation; docs/RESULTS.md, "Session 18"). 0 prunes in one step.
+INTERMEDIATE_EPOCHS = 1
+#: Where the intermediate student is distilled, inside the run's directory; removed when the
+#: squeeze finishes (a ``.tmp`` name: not content of the run, so the final distillation writes
+#: beside it).
+INTERMEDIATE_DIR = "intermediate.tmp"
 
 
 def _calibration_batches(data: Any, tokenizer: Any, n: int, seed: int, batch_size: int = 32) -> list[dict]:
@@ -195,7 +209,8 @@ def _choose_shape(
     from squeezebert.train import read_train_args
 
     if resume:
-        previous = (read_train_args(out) or {}).get("budget_choice")
+        # the final distillation's record, or the intermediate student's while that one ran
+        previous = (read_train_args(out) or read_train_args(out / INTERMEDIATE_DIR) or {}).get("budget_choice")
         if isinstance(previous, dict) and isinstance(previous.get("chosen"), dict):
             c = previous["chosen"]
             log.info("resuming with the shape the interrupted run chose: %s", c["shape"])
@@ -351,6 +366,24 @@ def _choose_shape(
     return spec, report
 
 
+def _two_steps(teacher: SqueezeBert, student: SqueezeBert, surgery: Any, pruning: Any) -> bool:
+    """Whether the student is pruned in two steps (:data:`INTERMEDIATE_EPOCHS`): a purely pruned
+    student (no grouping, rank or removed blocks) with fewer layers *and* fewer heads or FFN
+    neurons than its teacher."""
+    if surgery is not None or pruning is None or pruning.block_steps:
+        return False
+    t, s = teacher.config, student.config
+    narrower = any(
+        s.heads(i) < t.num_attention_heads or s.ffn_width(i) < t.intermediate_size for i in range(s.num_hidden_layers)
+    )
+    return s.num_hidden_layers < t.num_hidden_layers and narrower
+
+
+def _shape_name(config: Any) -> str:
+    """``6L-4h-576f`` for a model whose layers share one width."""
+    return f"{config.num_hidden_layers}L-{config.heads(0)}h-{config.ffn_width(0)}f"
+
+
 def _closeness(got: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
     """``(agreement, score)`` of a candidate's outputs against the teacher's on the same texts.
 
@@ -473,6 +506,7 @@ def squeeze(
     budget_batch: int = 1,
     unlabeled: str | os.PathLike[str] | None = None,
     prune_unit: str = "layers",
+    intermediate_epochs: int = INTERMEDIATE_EPOCHS,
 ) -> dict[str, Any]:
     """Squeeze a fine-tuned ``teacher_src`` on the task ``source`` names (it needs a dev set);
     write the student and ``report.md`` / ``report.json`` into ``out_dir``; return the report.
@@ -505,6 +539,10 @@ def squeeze(
     ``unlabeled``: a file of in-domain texts without labels (text, CSV, TSV or JSONL; the
     ``text_column`` / ``text_pair_column`` of the data): the teacher labels them once and they
     join the distillation data.
+
+    ``intermediate_epochs``: a pruned student that loses layers and width (every budgeted one
+    that does) is pruned in two steps: all layers to the final width first, distilled for this
+    many epochs, then its layers removed (:data:`INTERMEDIATE_EPOCHS`); 0: in one step.
     """
     config = config or default_train_config(spec, budgeted=latency_budget_ms is not None or speedup is not None)
     # One process group for the whole workflow (fit then leaves it alone), so that the other
@@ -514,7 +552,7 @@ def squeeze(
         return _squeeze(
             teacher_src, out_dir, source, student_src, spec, distill, config, calibration_samples, bench_threads,
             bench_repeats, bench_batch_sizes, int8, resume, bf16, openvino, overwrite, latency_budget_ms, speedup,
-            budget_batch, unlabeled, prune_unit,
+            budget_batch, unlabeled, prune_unit, intermediate_epochs,
         )  # fmt: skip
 
 
@@ -540,6 +578,7 @@ def _squeeze(
     budget_batch: int,
     unlabeled: str | os.PathLike[str] | None,
     prune_unit: str,
+    intermediate_epochs: int,
 ) -> dict[str, Any]:
     from squeezebert.budget import length_profile, module_forward, runtime_name, time_forwards, timing_batches
 
@@ -553,6 +592,8 @@ def _squeeze(
         raise ValueError(f"the budget batch size must be >= 1, got {budget_batch}")
     if prune_unit not in PRUNE_UNITS:
         raise ValueError(f"prune_unit must be one of {PRUNE_UNITS}, got {prune_unit!r}")
+    if isinstance(intermediate_epochs, bool) or not isinstance(intermediate_epochs, int) or intermediate_epochs < 0:
+        raise ValueError(f"intermediate_epochs must be a whole number >= 0, got {intermediate_epochs!r}")
     budgeted = latency_budget_ms is not None or speedup is not None
     if budgeted and (spec is not None or student_src is not None):
         raise ValueError("a latency budget chooses the student's shape itself: drop the construction or student")
@@ -593,6 +634,7 @@ def _squeeze(
         "text_column": source.text_column,
         "text_pair_column": source.text_pair_column,
         "label_column": source.label_column,
+        "intermediate_epochs": intermediate_epochs,
     }
     if budgeted:
         run_args["budget"] = {"latency_ms": latency_budget_ms, "speedup": speedup, "batch": budget_batch}
@@ -621,6 +663,7 @@ def _squeeze(
     pruning = None
     budget_report = None
     layer_map = None
+    intermediate = None  # the final width at every layer, distilled before the layers go (two-step pruning)
     if student_src is not None:
         student = load(student_src, id2label=teacher.config.id2label).model
         check_compatible(teacher, student)
@@ -648,6 +691,14 @@ def _squeeze(
             notes.extend(budget_report["notes"])
         with cost.phase("construction"):
             student, surgery, pruning = construct_student(teacher, spec, calibration)
+            # Resumed, the intermediate step restores its own state (at its end if it had finished,
+            # which costs no training); gone, the final distillation had finished: its state holds
+            # the student.
+            finished = resume and resume_dir(out) is not None and resume_dir(out / INTERMEDIATE_DIR) is None
+            if intermediate_epochs and _two_steps(teacher, student, surgery, pruning) and not finished:
+                intermediate, _ = prune_model(
+                    teacher, pruning_batches(calibration), heads=spec.heads, ffn=spec.ffn, importance=spec.importance
+                )
         kept = pruning.layers if pruning is not None else surgery.teacher_layers
         if kept != list(range(teacher.config.num_hidden_layers)):
             # hidden states are matched to the teacher layers the student kept
@@ -721,6 +772,61 @@ def _squeeze(
     def evaluate_fn(m: SqueezeBert) -> dict[str, float]:
         return evaluate(m, dev, kind, config.eval_batch_size)
 
+    intermediate_report = None
+    if intermediate is not None:
+        kept = pruning.layers
+        log.info(
+            "pruning in two steps: every layer at the final width first (%d epoch(s)), then layers %s kept",
+            intermediate_epochs, kept,
+        )  # fmt: skip
+        step_distill = replace(distill, layer_map=None)  # the intermediate keeps every teacher layer
+        step_teacher = teacher if step_distill.needs_teacher_activations else None
+        with cost.phase("intermediate student (distillation)"):
+            step = fit(
+                intermediate,
+                DistillationLoss(step_teacher, intermediate, step_distill),
+                train,
+                replace(config, epochs=intermediate_epochs),
+                out / INTERMEDIATE_DIR,
+                evaluate_fn=evaluate_fn,
+                main_metric=main_metric(kind),
+                resume=resume,
+                overwrite=True,  # a previous run's leftover, when not resumed
+                tokenizer=tokenizer,
+                batch_extras={"teacher_logits": t_logits},
+                run_args={
+                    **run_args,
+                    "workflow": "squeeze: intermediate student",
+                    "construction": construction,
+                    "distill": asdict(step_distill),
+                    "budget_choice": budget_report,  # a resumed squeeze reads it before the final run has begun
+                },
+            )
+        one_step = after_construction
+        with cost.phase("construction"):
+            student, _, _ = construct_student(
+                intermediate, replace(spec, layers=kept, num_layers=None, heads=None, ffn=None), calibration
+            )
+        with cost.phase("evaluation"):
+            after_construction = distributed.on_main(lambda: evaluate(student, dev, kind))
+        log.info("student carved out of the intermediate one: %s", after_construction)
+        loss_fn = DistillationLoss(teacher if distill.needs_teacher_activations else None, student, distill)
+        intermediate_report = {
+            "epochs": intermediate_epochs,
+            "shape": _shape_name(intermediate.config),
+            "metrics": step["best_eval"],
+            "train": {k: step[k] for k in ("global_step", "train_time_s", "resumed_from_step")},
+            "student_after_one_step": one_step,
+        }
+        metric_name = main_metric(kind)
+        notes.append(
+            f"pruned in two steps: every layer first pruned to the final width ({_shape_name(intermediate.config)}) "
+            f"and distilled for {intermediate_epochs} epoch(s) (dev {metric_name} "
+            f"{step['best_eval'].get(metric_name, float('nan')):.4f}), then teacher layers {kept} kept out of it: "
+            f"right after, the student scored {after_construction[metric_name]:.4f} "
+            f"(pruned in one step: {one_step[metric_name]:.4f})"
+        )
+
     with cost.phase("distillation (with its dev evaluations)"):
         summary = fit(
             student,
@@ -741,6 +847,8 @@ def _squeeze(
                 "budget_choice": budget_report,
             },
         )
+    if intermediate_report is not None:
+        distributed.on_main(lambda: shutil.rmtree(out / INTERMEDIATE_DIR, ignore_errors=True))
 
     def report_stage() -> dict[str, Any]:
         """Rank 0: evaluate the student, quantize both models, measure latency, write the report."""
@@ -843,6 +951,7 @@ def _squeeze(
             "num_dev_examples": len(dev),
             "teacher_metrics": teacher_metrics,
             "student_after_construction": after_construction,
+            "intermediate": intermediate_report,
             "student_metrics": student_metrics,
             "rows": rows,
             "pareto": pareto,
