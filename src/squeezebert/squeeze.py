@@ -80,8 +80,9 @@ PRUNE_UNITS = ("layers", "blocks")
 #: MCC 0 (it predicts the majority class); the intermediate keeps 21-22 MCC right after pruning and
 #: its layers carry what distillation put back. Measured against the one-step student (same
 #: shape, seed and distillation, deployed; docs/RESULTS.md, "Session 18"): CoLA +1.3 and +4.8 MCC
-#: (two seeds), MRPC +0.85 F1, STS-B +0.25 Pearson, for ~25% more squeeze time. One epoch is the
-#: only value tried. 0 prunes in one step.
+#: (two seeds), MRPC +0.85 F1, STS-B +0.25 Pearson, RTE -1.81 points (one seed each): +0.59 over
+#: the four tasks, for ~20-25% more squeeze time. One epoch is the only value tried. 0 prunes in
+#: one step.
 INTERMEDIATE_EPOCHS = 1
 #: Where the intermediate student is distilled, inside the run's directory; removed when the
 #: squeeze finishes (a ``.tmp`` name: not content of the run, so the final distillation writes
