@@ -382,11 +382,6 @@ def _two_steps(teacher: SqueezeBert, student: SqueezeBert, surgery: Any, pruning
     return s.num_hidden_layers < t.num_hidden_layers and narrower
 
 
-def _shape_name(config: Any) -> str:
-    """``6L-4h-576f`` for a model whose layers share one width."""
-    return f"{config.num_hidden_layers}L-{config.heads(0)}h-{config.ffn_width(0)}f"
-
-
 def _closeness(got: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
     """``(agreement, score)`` of a candidate's outputs against the teacher's on the same texts.
 
@@ -583,7 +578,7 @@ def _squeeze(
     prune_unit: str,
     intermediate_epochs: int,
 ) -> dict[str, Any]:
-    from squeezebert.budget import length_profile, module_forward, runtime_name, time_forwards, timing_batches
+    from squeezebert.budget import Shape, length_profile, module_forward, runtime_name, time_forwards, timing_batches
 
     if latency_budget_ms is not None and speedup is not None:
         raise ValueError("give a latency budget or a speed-up, not both")
@@ -770,7 +765,10 @@ def _squeeze(
     if layer_map is not None and distill.needs_teacher_activations and distill.layer_map is None:
         distill = replace(distill, layer_map=layer_map)
     t_logits = torch.from_numpy(logits)
-    loss_fn = DistillationLoss(teacher if distill.needs_teacher_activations else None, student, distill)
+
+    def loss_for(model: SqueezeBert, settings: DistillConfig) -> DistillationLoss:
+        """The distillation loss of ``model`` (the teacher run alongside only where it must be)."""
+        return DistillationLoss(teacher if settings.needs_teacher_activations else None, model, settings)
 
     def evaluate_fn(m: SqueezeBert) -> dict[str, float]:
         return evaluate(m, dev, kind, config.eval_batch_size)
@@ -783,11 +781,10 @@ def _squeeze(
             intermediate_epochs, kept,
         )  # fmt: skip
         step_distill = replace(distill, layer_map=None)  # the intermediate keeps every teacher layer
-        step_teacher = teacher if step_distill.needs_teacher_activations else None
         with cost.phase("intermediate student (distillation)"):
             step = fit(
                 intermediate,
-                DistillationLoss(step_teacher, intermediate, step_distill),
+                loss_for(intermediate, step_distill),
                 train,
                 replace(config, epochs=intermediate_epochs),
                 out / INTERMEDIATE_DIR,
@@ -813,17 +810,18 @@ def _squeeze(
         with cost.phase("evaluation"):
             after_construction = distributed.on_main(lambda: evaluate(student, dev, kind))
         log.info("student carved out of the intermediate one: %s", after_construction)
-        loss_fn = DistillationLoss(teacher if distill.needs_teacher_activations else None, student, distill)
+        width = intermediate.config
+        shape = Shape(width.num_hidden_layers, width.heads(0), width.ffn_width(0)).name  # one width for every layer
         intermediate_report = {
             "epochs": intermediate_epochs,
-            "shape": _shape_name(intermediate.config),
+            "shape": shape,
             "metrics": step["best_eval"],
             "train": {k: step[k] for k in ("global_step", "train_time_s", "resumed_from_step")},
             "student_after_one_step": one_step,
         }
         metric_name = main_metric(kind)
         notes.append(
-            f"pruned in two steps: every layer first pruned to the final width ({_shape_name(intermediate.config)}) "
+            f"pruned in two steps: every layer first pruned to the final width ({shape}) "
             f"and distilled for {intermediate_epochs} epoch(s) (dev {metric_name} "
             f"{step['best_eval'].get(metric_name, float('nan')):.4f}), then teacher layers {kept} kept out of it: "
             f"right after, the student scored {after_construction[metric_name]:.4f} "
@@ -833,7 +831,7 @@ def _squeeze(
     with cost.phase("distillation (with its dev evaluations)"):
         summary = fit(
             student,
-            loss_fn,
+            loss_for(student, distill),
             train,
             config,
             out,
