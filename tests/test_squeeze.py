@@ -749,7 +749,15 @@ def test_a_two_step_squeeze_interrupted_between_its_steps_resumes_to_the_uninter
     steps = straight["intermediate"]["train"]["global_step"]
     assert steps > 0 and resumed["intermediate"]["train"]["resumed_from_step"] == steps  # restored, not redone
     assert not (tmp_path / "killed" / "intermediate.tmp").exists()
-    # resumed once more after it finished (the final state kept, the intermediate gone): not redone
+    # resumed once more after it finished (the final state kept, the intermediate gone): not redone,
+    # and the report describes the step from the record the finished run left beside the student
     seen = _spy_constructions(monkeypatch)
     again = run(teacher_dir, task_files, tmp_path / "killed", resume=True, **kw)
-    assert len(seen) == 1 and again["intermediate"] is None and again["student_metrics"] == straight["student_metrics"]
+    assert len(seen) == 1 and again["student_metrics"] == straight["student_metrics"]
+    assert again["intermediate"] == resumed["intermediate"]
+    assert again["student_after_construction"] == straight["student_after_construction"]
+    assert [n for n in again["notes"] if "two steps" in n] == [n for n in straight["notes"] if "two steps" in n]
+    # without the record (an older run's directory) the student is the same, the section absent
+    (tmp_path / "killed" / sq.INTERMEDIATE_RECORD).write_text("[]")
+    bare = run(teacher_dir, task_files, tmp_path / "killed", resume=True, **kw)
+    assert bare["intermediate"] is None and bare["student_metrics"] == straight["student_metrics"]

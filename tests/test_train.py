@@ -414,7 +414,11 @@ def test_finetune_refuses_a_non_empty_out_unless_overwrite(
     # A finished run in --out: --overwrite starts it again, without it the refusal says --resume.
     assert cli.main(args) == 2
     assert "holds a previous run" in capsys.readouterr().err
+    # what a previous squeeze left beside its student goes too (a stale plot would describe another run)
+    (out / "latency_vs_accuracy.png").write_bytes(b"old plot")
+    (out / "intermediate.json").write_text("{}")
     assert cli.main([*args, "--overwrite"]) == 0
+    assert not (out / "latency_vs_accuracy.png").exists() and not (out / "intermediate.json").exists()
 
 
 def test_a_finished_run_drops_its_resume_state_unless_kept_and_restores_the_thread_count(

@@ -88,6 +88,10 @@ INTERMEDIATE_EPOCHS = 1
 #: squeeze finishes (a ``.tmp`` name: not content of the run, so the final distillation writes
 #: beside it).
 INTERMEDIATE_DIR = "intermediate.tmp"
+#: The intermediate step's record (the report's section and note), written beside the student
+#: when the final distillation has finished and the scratch directory goes: a resumed squeeze
+#: whose training was done reports the step from it.
+INTERMEDIATE_RECORD = "intermediate.json"
 
 
 def _calibration_batches(data: Any, tokenizer: Any, n: int, seed: int, batch_size: int = 32) -> list[dict]:
@@ -662,6 +666,7 @@ def _squeeze(
     budget_report = None
     layer_map = None
     intermediate = None  # the final width at every layer, distilled before the layers go (two-step pruning)
+    restored_step = None  # that step's record, where a resumed squeeze finds its training done
     if student_src is not None:
         student = load(student_src, id2label=teacher.config.id2label).model
         check_compatible(teacher, student)
@@ -693,10 +698,14 @@ def _squeeze(
             # which costs no training); gone, the final distillation had finished: its state holds
             # the student.
             finished = resume and resume_dir(out) is not None and resume_dir(out / INTERMEDIATE_DIR) is None
-            if intermediate_epochs and _two_steps(teacher, student, surgery, pruning) and not finished:
-                intermediate, _ = prune_model(
-                    teacher, pruning_batches(calibration), heads=spec.heads, ffn=spec.ffn, importance=spec.importance
-                )
+            if intermediate_epochs and _two_steps(teacher, student, surgery, pruning):
+                if finished:
+                    restored_step = _read_intermediate_record(out)
+                else:
+                    batches = pruning_batches(calibration)
+                    intermediate, _ = prune_model(
+                        teacher, batches, heads=spec.heads, ffn=spec.ffn, importance=spec.importance
+                    )
         kept = pruning.layers if pruning is not None else surgery.teacher_layers
         if kept != list(range(teacher.config.num_hidden_layers)):
             # hidden states are matched to the teacher layers the student kept
@@ -820,13 +829,18 @@ def _squeeze(
             "student_after_one_step": one_step,
         }
         metric_name = main_metric(kind)
-        notes.append(
+        step_note = (
             f"pruned in two steps: every layer first pruned to the final width ({shape}) "
             f"and distilled for {intermediate_epochs} epoch(s) (dev {metric_name} "
             f"{step['best_eval'].get(metric_name, float('nan')):.4f}), then teacher layers {kept} kept out of it: "
             f"right after, the student scored {after_construction[metric_name]:.4f} "
             f"(pruned in one step: {one_step[metric_name]:.4f})"
         )
+        notes.append(step_note)
+    elif restored_step is not None:
+        intermediate_report = restored_step["report"]
+        after_construction = restored_step["student_after_carving"]
+        notes.append(restored_step["note"])
 
     with cost.phase("distillation (with its dev evaluations)"):
         summary = fit(
@@ -848,8 +862,15 @@ def _squeeze(
                 "budget_choice": budget_report,
             },
         )
-    if intermediate_report is not None:
-        distributed.on_main(lambda: shutil.rmtree(out / INTERMEDIATE_DIR, ignore_errors=True))
+    if intermediate is not None:
+        record = {"report": intermediate_report, "student_after_carving": after_construction, "note": step_note}
+
+        def keep_record() -> None:
+            """The step's record beside the student, then the scratch directory gone."""
+            atomic_write_text(out / INTERMEDIATE_RECORD, json.dumps(record, indent=2, sort_keys=True) + "\n")
+            shutil.rmtree(out / INTERMEDIATE_DIR, ignore_errors=True)
+
+        distributed.on_main(keep_record)
 
     def report_stage() -> dict[str, Any]:
         """Rank 0: evaluate the student, quantize both models, measure latency, write the report."""
@@ -969,6 +990,24 @@ def _squeeze(
         return report
 
     return distributed.on_main(report_stage)
+
+
+def _read_intermediate_record(out: Path) -> dict[str, Any] | None:
+    """The two-step record a finished squeeze left in ``out`` (:data:`INTERMEDIATE_RECORD`), or None
+    where there is none or it is not one (the report then lacks the step's section; the student is
+    unaffected)."""
+    path = out / INTERMEDIATE_RECORD
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        log.warning("%s: unreadable (%s); the report will not describe the intermediate step", path, e)
+        return None
+    if not (isinstance(record, dict) and {"report", "student_after_carving", "note"} <= record.keys()):
+        log.warning("%s: not a two-step record; the report will not describe the intermediate step", path)
+        return None
+    return record
 
 
 def _openvino_inputs(data: Any, regression: bool) -> dict[str, Any]:

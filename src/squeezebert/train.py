@@ -77,7 +77,7 @@ LAST_DIR = "last"
 _RUN_FILES = (
     LAST_DIR, LAST_DIR + ".old", LAST_DIR + ".tmp", LOG_FILE, METRICS_FILE, ARGS_FILE, "config.json",
     "model.safetensors", "tokenizer.json", "report.md", "report.json", "pytorch_model.bin", "vocab.txt",
-    "tokenizer_config.json", "deploy",
+    "tokenizer_config.json", "deploy", "latency_vs_accuracy.png", "intermediate.json",
 )  # fmt: skip
 _STATE_FILE = "state.json"
 _TORCH_STATE_FILE = "optimizer.pt"
