@@ -41,7 +41,7 @@ from squeezebert.data import (
     subsample,
 )
 from squeezebert.distill import DistillationLoss, DistillConfig, check_compatible
-from squeezebert.files import atomic_write_text
+from squeezebert.files import atomic_write_text, read_json_object
 from squeezebert.infer import DEPLOY_DIR
 from squeezebert.metrics import main_metric
 from squeezebert.model import SqueezeBert
@@ -997,14 +997,14 @@ def _read_intermediate_record(out: Path) -> dict[str, Any] | None:
     where there is none or it is not one (the report then lacks the step's section; the student is
     unaffected)."""
     path = out / INTERMEDIATE_RECORD
+    if not path.is_file():
+        return None
     try:
-        record = json.loads(path.read_text())
-    except FileNotFoundError:
+        record = read_json_object(path, expected="a two-step record")
+    except ValueError as e:
+        log.warning("%s; the report will not describe the intermediate step", e)
         return None
-    except (OSError, ValueError) as e:
-        log.warning("%s: unreadable (%s); the report will not describe the intermediate step", path, e)
-        return None
-    if not (isinstance(record, dict) and {"report", "student_after_carving", "note"} <= record.keys()):
+    if not {"report", "student_after_carving", "note"} <= record.keys():
         log.warning("%s: not a two-step record; the report will not describe the intermediate step", path)
         return None
     return record
