@@ -388,6 +388,18 @@ def test_resume_with_other_data_model_or_settings_is_refused_naming_each(tiny_di
     assert (out / "train_args.json").read_text() == args_before  # the refused run wrote nothing
 
 
+def test_a_setting_added_to_a_group_after_the_state_was_saved_is_not_checked(caplog: pytest.LogCaptureFixture) -> None:
+    from squeezebert.train import TrainingError, _compare_fingerprints
+
+    saved = {"lr": 1e-3, "distill": {"alpha": 0.7, "hidden_weight": 1.0}}
+    newer = {"lr": 1e-3, "distill": {"alpha": 0.7, "hidden_weight": 1.0, "teacher_precision": "fp32"}, "extra": 1}
+    _compare_fingerprints(Path("run/last"), saved, newer)  # resumes
+    assert "does not record extra, distill.teacher_precision; not checked" in caplog.text
+    for changed in ({"alpha": 0.5, "hidden_weight": 1.0}, {"alpha": 0.7}):  # a recorded one changed, or gone
+        with pytest.raises(TrainingError, match=r"distillation settings: \{'alpha': 0.7, 'hidden_weight': 1.0\} then"):
+            _compare_fingerprints(Path("run/last"), saved, {**newer, "distill": changed})
+
+
 def test_finetune_refuses_a_non_empty_out_unless_overwrite(
     tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

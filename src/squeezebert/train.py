@@ -349,7 +349,21 @@ def check_resume(out_dir: str | os.PathLike[str], fingerprint: Mapping[str, Any]
     Workflows call it before their expensive steps; ``fit`` checks again before restoring."""
     where = resume_dir(Path(out_dir))
     if where is not None:
-        _compare_fingerprints(where, _read_json(where / _STATE_FILE).get("fingerprint", {}), fingerprint)
+        _compare_fingerprints(where, saved_fingerprint(out_dir) or {}, fingerprint)
+
+
+def saved_fingerprint(out_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The fingerprint (:func:`resume_fingerprint`) that the resume state in ``out_dir`` was saved
+    with: {} when it records none (an older version), None without a resume state."""
+    where = resume_dir(Path(out_dir))
+    return None if where is None else _read_json(where / _STATE_FILE).get("fingerprint", {})
+
+
+def _differs(saved: Any, now: Any) -> bool:
+    """Whether a setting changed; in a group of settings (a dict), only those the state recorded."""
+    if isinstance(saved, dict) and isinstance(now, dict):
+        return any(k not in now or _differs(v, now[k]) for k, v in saved.items())
+    return saved != now
 
 
 def _compare_fingerprints(where: Path, saved: Mapping[str, Any], now: Mapping[str, Any]) -> None:
@@ -358,13 +372,18 @@ def _compare_fingerprints(where: Path, saved: Mapping[str, Any], now: Mapping[st
             return value[:12]
         return repr(value)
 
+    # A state saved by an older version: check what it recorded, also inside a group of settings
+    # (a distillation setting added later must not refuse the resume of a run begun before it).
     unrecorded = [k for k in now if k not in saved]
-    if unrecorded:  # a state saved by an older version: check what it recorded
+    for k, v in now.items():
+        if isinstance(v, dict) and isinstance(saved.get(k), dict):
+            unrecorded += [f"{k}.{j}" for j in v if j not in saved[k]]
+    if unrecorded:
         log.warning("%s: the resume state does not record %s; not checked", where, ", ".join(unrecorded))
     changed = [
         f"{_SETTING_NAMES.get(k, '--' + k.replace('_', '-'))}: {shown(k, saved[k])} then, {shown(k, v)} now"
         for k, v in now.items()
-        if k in saved and saved[k] != v
+        if k in saved and _differs(saved[k], v)
     ]
     if changed:
         raise TrainingError(
@@ -959,6 +978,7 @@ __all__ = [
     "drop_resume_state",
     "resume_dir",
     "resume_fingerprint",
+    "saved_fingerprint",
     "seed_everything",
     "train_extra",
 ]
