@@ -31,6 +31,10 @@ from squeezebert.config import PROJECTIONS, ModelConfig
 
 
 # --------------------------------------------------------------------------- projections
+def _autocast() -> bool:
+    return torch.is_autocast_enabled("cpu")
+
+
 class GroupedLinear(nn.Module):
     """``y = x Wᵀ + b`` where W is block-diagonal with ``groups`` blocks.
 
@@ -59,7 +63,8 @@ class GroupedLinear(nn.Module):
         if self.bias is None:
             return torch.bmm(xg, wg).transpose(0, 1).reshape(*lead, self.out_features)
         bias = self.bias.view(g, 1, -1)  # (G, 1, out/G)
-        if torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling():
+        # (out= bypasses autocast: a teacher run in bf16 autocast while distilling takes this path)
+        if torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling() or _autocast():
             y = torch.baddbmm(bias, xg, wg)  # (G, N, out/G)
             return y.transpose(0, 1).reshape(*lead, self.out_features)  # (..., out)
         # Inference: write straight into the (N, G, out/G) result through a transposed view,
