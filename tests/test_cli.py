@@ -121,8 +121,13 @@ def test_squeeze_flags_agree_with_the_squeeze_api_defaults() -> None:
     args.lr = default_train_config().lr
     assert cli._train_config(args) == default_train_config()
     defaults = DistillConfig()
-    for field in ("alpha", "temperature", "hidden_weight", "attention_weight", "augment", "augment_words"):
+    fields = ["alpha", "temperature", "hidden_weight", "attention_weight", "augment", "augment_words"]
+    for field in [*fields, "teacher_precision"]:
         assert getattr(args, field) == getattr(defaults, field), field
+    from squeezebert.distill import TEACHER_PRECISIONS
+
+    action = next(a for a in _commands()["squeeze"]._actions if a.dest == "teacher_precision")
+    assert tuple(action.choices) == TEACHER_PRECISIONS
 
 
 def test_info_json_prints_one_object(capsys: pytest.CaptureFixture) -> None:

@@ -12,10 +12,13 @@ from squeezebert.config import preset
 from squeezebert.data import EncodedDataset
 from squeezebert.distill import (
     AUTO_HIDDEN_WEIGHT,
+    BF16_MAX_ERROR,
+    BF16_MIN_SPEEDUP,
     DistillationLoss,
     DistillConfig,
     attention_kl,
     check_compatible,
+    choose_teacher_precision,
     default_layer_map,
     hidden_mse,
     logit_kd_loss,
@@ -145,6 +148,8 @@ def test_invalid_distill_config() -> None:
         DistillConfig(alpha=1.5)
     with pytest.raises(ValueError, match="temperature"):
         DistillConfig(temperature=0)
+    with pytest.raises(ValueError, match="teacher_precision must be one of"):
+        DistillConfig(teacher_precision="fp16")
 
 
 def test_hidden_weight_auto_follows_the_augmentation() -> None:
@@ -159,3 +164,53 @@ def test_hidden_weight_auto_follows_the_augmentation() -> None:
     for bad in (-1.0, "more", True):
         with pytest.raises(ValueError, match="hidden_weight"):
             DistillConfig(hidden_weight=bad)
+
+
+def test_a_bf16_teacher_runs_its_forward_in_bf16_and_gives_nearly_the_fp32_loss() -> None:
+    teacher, student = models(hidden_size=32, num_attention_heads=2, intermediate_size=64)
+    seen: list[torch.dtype] = []
+    teacher.encoder.layers[0].attention.query.register_forward_hook(lambda m, a, out: seen.append(out.dtype))
+    b = batch()
+    losses = {}
+    for precision in ("fp32", "bf16", "auto"):  # auto, unresolved: fp32
+        config = DistillConfig(alpha=0.5, hidden_weight=1.0, attention_weight=1.0, teacher_precision=precision)
+        torch.manual_seed(1)  # the same hidden-state projection (student 32 wide, teacher 64) each time
+        out = DistillationLoss(teacher, student.eval(), config)(student, b)
+        losses[precision] = out["loss"].item()
+    assert seen == [torch.float32, torch.bfloat16, torch.float32]
+    assert losses["auto"] == losses["fp32"]
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.02)
+    # the student's own forward is untouched by the teacher's precision
+    assert student.encoder.layers[0].attention.query.weight.dtype == torch.float32
+
+
+def _fake_timings(monkeypatch: pytest.MonkeyPatch, fp32_ms: float, bf16_ms: float, native: bool = True) -> None:
+    from squeezebert import quantize, timing
+
+    monkeypatch.setattr(quantize, "native_bf16", lambda: native)
+    monkeypatch.setattr(
+        timing,
+        "time_interleaved",
+        lambda candidates, **kw: {
+            name: timing.Timing.of([ms]) for name, ms in (("fp32", fp32_ms), ("bf16", bf16_ms)) if name in candidates
+        },
+    )
+
+
+def test_the_teacher_precision_is_bf16_only_where_it_measures_faster_and_close(monkeypatch) -> None:
+    teacher, _ = models()
+    batches = [batch(), batch()]
+    _fake_timings(monkeypatch, fp32_ms=100.0, bf16_ms=60.0)
+    chosen, measured = choose_teacher_precision(teacher, batches)
+    assert chosen == measured["chosen"] == "bf16"
+    assert measured["speedup"] == pytest.approx(100 / 60, abs=0.01) and measured["batches"] == 2
+    assert 0 < measured["max_relative_error"] < BF16_MAX_ERROR  # bf16 hidden states: close, not equal
+
+    _fake_timings(monkeypatch, fp32_ms=100.0, bf16_ms=100.0 / BF16_MIN_SPEEDUP * 1.01)  # inside the noise
+    assert choose_teacher_precision(teacher, batches)[0] == "fp32"
+    _fake_timings(monkeypatch, fp32_ms=100.0, bf16_ms=60.0)
+    monkeypatch.setattr("squeezebert.distill.BF16_MAX_ERROR", 0.0)  # faster, but its targets too far off
+    assert choose_teacher_precision(teacher, batches)[0] == "fp32"
+    _fake_timings(monkeypatch, fp32_ms=100.0, bf16_ms=10.0, native=False)
+    chosen, measured = choose_teacher_precision(teacher, batches)
+    assert chosen == "fp32" and "no native bf16" in measured["reason"]

@@ -300,9 +300,11 @@ def test_bad_cli_flags_are_one_line_errors(teacher_dir, task_files, tmp_path, ca
 def test_augmented_distillation_data_is_labelled_by_the_teacher(teacher_dir, task_files, tmp_path) -> None:
     from squeezebert.distill import DistillConfig
 
-    distill = DistillConfig(augment=2, augment_words="neighbours")
+    distill = DistillConfig(augment=2, augment_words="neighbours", teacher_precision="fp32")
     report = run(teacher_dir, task_files, tmp_path / "aug", distill=distill, int8=False, bf16=False)
     assert report["num_train_examples"] == 48 * 3
+    assert report["teacher_precision"] == {"chosen": "fp32", "reason": "as given"}
+    assert "teacher forward while distilling (hidden-state targets): fp32 (as given)" in report["notes"]
     assert report["distill"]["augment"] == 2
     # replacements from the teacher's embeddings, for the words its vocabulary holds whole
     note = next(n for n in report["notes"] if "96 perturbed copies" in n)
@@ -317,6 +319,7 @@ def test_hidden_weight_auto_is_off_without_augmentation(teacher_dir, task_files,
     assert report["num_train_examples"] == 48
     assert report["distill"]["hidden_weight"] == 0.0
     assert not any("hidden_weight=auto" in n for n in report["notes"])
+    assert report["teacher_precision"] is None  # the teacher does not run while distilling
 
 
 def test_teacher_labels_of_augmented_examples(teacher_dir) -> None:
@@ -726,7 +729,16 @@ def test_a_two_step_squeeze_interrupted_between_its_steps_resumes_to_the_uninter
 
     spec = StudentSpec.from_construction("pruned", layers=[1], heads=2, ffn=64)
     kw = dict(spec=spec, int8=False, bf16=False, intermediate_epochs=1)
+
+    def measured(chosen):  # the teacher's precision while distilling, as if timed on this machine
+        speedup = 2.0 if chosen == "bf16" else 1.0
+        speed = {"fp32_ms": 10.0, "bf16_ms": 10.0 / speedup, "speedup": speedup, "batches": 3}
+        return lambda teacher, batches: (chosen, {"chosen": chosen, **speed, "max_relative_error": 0.004})
+
+    monkeypatch.setattr(sq, "choose_teacher_precision", measured("bf16"))
     straight = run(teacher_dir, task_files, tmp_path / "straight", **kw)
+    assert straight["distill"]["teacher_precision"] == "bf16" == straight["teacher_precision"]["chosen"]
+    assert any(n.startswith("teacher forward while distilling (hidden-state targets): bf16") for n in straight["notes"])
 
     fits = []
     original_fit = sq.fit
@@ -742,7 +754,10 @@ def test_a_two_step_squeeze_interrupted_between_its_steps_resumes_to_the_uninter
         run(teacher_dir, task_files, tmp_path / "killed", **kw)
     assert (tmp_path / "killed" / "intermediate.tmp" / "last").is_dir()
     monkeypatch.setattr(sq, "fit", original_fit)
+    # measured again now, fp32 would win: the resumed run keeps the bf16 its targets were made with
+    monkeypatch.setattr(sq, "choose_teacher_precision", measured("fp32"))
     resumed = run(teacher_dir, task_files, tmp_path / "killed", resume=True, **kw)
+    assert resumed["distill"]["teacher_precision"] == "bf16" and "kept" in resumed["teacher_precision"]["reason"]
     a, b = load_file(tmp_path / "straight" / "model.safetensors"), load_file(tmp_path / "killed" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert resumed["intermediate"]["metrics"] == straight["intermediate"]["metrics"]
@@ -754,6 +769,7 @@ def test_a_two_step_squeeze_interrupted_between_its_steps_resumes_to_the_uninter
     seen = _spy_constructions(monkeypatch)
     again = run(teacher_dir, task_files, tmp_path / "killed", resume=True, **kw)
     assert len(seen) == 1 and again["student_metrics"] == straight["student_metrics"]
+    assert again["distill"]["teacher_precision"] == "bf16"
     assert again["intermediate"] == resumed["intermediate"]
     assert again["student_after_construction"] == straight["student_after_construction"]
     assert [n for n in again["notes"] if "two steps" in n] == [n for n in straight["notes"] if "two steps" in n]

@@ -326,6 +326,13 @@ def add_squeeze_parser(sub: Subparsers) -> None:
     )
     p.add_argument("--attention-weight", type=float, default=0.0, help="attention KL weight (runs the teacher)")
     p.add_argument(
+        "--teacher-precision",
+        choices=("auto", "fp32", "bf16"),  # distill.TEACHER_PRECISIONS, restated: a torch-free parser
+        default="auto",
+        help="the teacher's forward while distilling, where it runs (hidden-state/attention targets): 'auto' "
+        "(default) = bf16 where this CPU runs it natively and it measures faster on the training batches, else fp32",
+    )
+    p.add_argument(
         "--augment",
         type=_augment_arg,
         default="auto",
@@ -414,6 +421,7 @@ def cmd_squeeze(args: argparse.Namespace) -> int:
         attention_weight=args.attention_weight,
         augment=args.augment,
         augment_words=args.augment_words,
+        teacher_precision=args.teacher_precision,
     )
     with threads(args.num_threads):
         report = squeeze(

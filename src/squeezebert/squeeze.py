@@ -40,7 +40,7 @@ from squeezebert.data import (
     load_task_data,
     subsample,
 )
-from squeezebert.distill import DistillationLoss, DistillConfig, check_compatible
+from squeezebert.distill import DistillationLoss, DistillConfig, check_compatible, choose_teacher_precision
 from squeezebert.files import atomic_write_text, read_json_object
 from squeezebert.infer import DEPLOY_DIR
 from squeezebert.metrics import main_metric
@@ -57,6 +57,7 @@ from squeezebert.train import (
     predict,
     resume_dir,
     resume_fingerprint,
+    saved_fingerprint,
 )
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,8 @@ REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
 REPORT_PNG = "latency_vs_accuracy.png"
 BUDGET_JSON = "budget.json"
+#: Training batches the teacher's forward is timed on in fp32 and bf16 (distill.choose_teacher_precision).
+TEACHER_PRECISION_BATCHES = 3
 #: Held-out training examples each candidate shape's agreement with the teacher is measured on.
 CHECK_EXAMPLES = 1000
 #: At most this many shapes (the widest within budget per layer count) are pruned and scored.
@@ -773,6 +776,17 @@ def _squeeze(
     distill = resolved
     if layer_map is not None and distill.needs_teacher_activations and distill.layer_map is None:
         distill = replace(distill, layer_map=layer_map)
+    teacher_precision = None  # the teacher runs while distilling only for hidden-state/attention targets
+    if distill.needs_teacher_activations:
+        teacher_precision = {"chosen": distill.teacher_precision, "reason": "as given"}
+        if distill.teacher_precision == "auto":
+            with cost.phase("teacher outputs"):
+                teacher_precision = distributed.on_main(
+                    lambda: _teacher_precision(teacher, train, tokenizer.pad_token_id, config, out, resume)
+                )
+            distill = replace(distill, teacher_precision=teacher_precision["chosen"])
+        notes.append(_teacher_precision_note(teacher_precision))
+        log.info("%s", notes[-1])
     t_logits = torch.from_numpy(logits)
 
     def loss_for(model: SqueezeBert, settings: DistillConfig) -> DistillationLoss:
@@ -981,6 +995,7 @@ def _squeeze(
             "lengths": lengths,
             "budget": budget_report,
             "pruning": pruning.to_dict() if pruning else None,
+            "teacher_precision": teacher_precision,
             "cost_s": cost.seconds,
             "surgery": [asdict(r) for r in surgery.rows] if surgery else None,
             "notes": notes + (surgery.notes if surgery else []),
@@ -990,6 +1005,37 @@ def _squeeze(
         return report
 
     return distributed.on_main(report_stage)
+
+
+def _teacher_precision(
+    teacher: SqueezeBert, train: EncodedDataset, pad: int, config: TrainConfig, out: Path, resume: bool
+) -> dict[str, Any]:
+    """fp32 or bf16 for the teacher's forward while distilling (its hidden-state or attention
+    targets), measured on a few training batches; a resumed squeeze keeps its first run's choice
+    (the same targets, so the resumed student is the uninterrupted one)."""
+    if resume:
+        for where in (out, out / INTERMEDIATE_DIR):
+            saved = saved_fingerprint(where)
+            if saved is not None:
+                # a state saved before the setting existed was distilled with an fp32 teacher
+                chosen = (saved.get("distill") or {}).get("teacher_precision", "fp32")
+                return {"chosen": chosen, "reason": f"kept from the run being resumed ({where})"}
+    rng = np.random.default_rng(config.seed)
+    size = min(TEACHER_PRECISION_BATCHES * config.batch_size, len(train))
+    chosen = rng.choice(len(train), size=size, replace=False).tolist()
+    batches = [collate(pad, train, chosen[i : i + config.batch_size]) for i in range(0, size, config.batch_size)]
+    return choose_teacher_precision(teacher, batches)[1]
+
+
+def _teacher_precision_note(measured: dict[str, Any]) -> str:
+    head = f"teacher forward while distilling (hidden-state targets): {measured['chosen']}"
+    if "speedup" not in measured:
+        return f"{head} ({measured['reason']})"
+    return (
+        f"{head} (measured on {measured['batches']} training batches: fp32 {measured['fp32_ms']} ms, "
+        f"bf16 {measured['bf16_ms']} ms, {measured['speedup']}x; bf16 hidden states within "
+        f"{100 * measured['max_relative_error']:.2f}% of fp32)"
+    )
 
 
 def _read_intermediate_record(out: Path) -> dict[str, Any] | None:
