@@ -13,10 +13,11 @@ Teacher logits are computed once per training example (the squeeze workflow runs
 :func:`squeezebert.train.predict`) and travel with the batch as ``teacher_logits``; intermediate
 targets need the teacher's activations, which are too large to cache for real datasets (67k SST-2
 sentences × 7 layers × 64 tokens × 384 floats ≈ 46 GB), so when β or γ is non-zero the teacher
-runs alongside the student. That forward is most of a step's time with a pruned student (on
-short texts with a 4-layer, 3-head student of minilm-l6: 0.30 of 0.40 s per batch of 32), so it
-runs in bf16 where the CPU has native bf16 and bf16 measures faster on the training batches
-(``teacher_precision``, :func:`choose_teacher_precision`); its targets move by under 1% there.
+runs alongside the student. With a pruned student that forward is the largest part of a step (short
+texts, a 4-layer, 3-head student of minilm-l6 on the AMX Xeon: 132 of 305 ms per batch of 32,
+scripts/distill_step_cost.py, docs/RESULTS.md session 20), so it runs in bf16 where the CPU has
+native bf16 and bf16 measures faster on the training batches (``teacher_precision``,
+:func:`choose_teacher_precision`; 54 ms there); its targets move by under 1%.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ TEACHER_PRECISIONS = ("auto", "fp32", "bf16")
 #: timings on two shared cores is ~10%) ...
 BF16_MIN_SPEEDUP = 1.1
 #: ... and its hidden states are this close to fp32's (relative error over the real tokens, worst
-#: layer; measured 0.25-0.5% on minilm-l6).
+#: layer; measured 0.25-0.64% on minilm-l6).
 BF16_MAX_ERROR = 0.02
 
 
