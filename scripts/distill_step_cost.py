@@ -20,7 +20,7 @@ import torch
 
 from squeezebert.checkpoint import load
 from squeezebert.data import TaskSource, collate, encode, load_task_data
-from squeezebert.distill import DistillationLoss, DistillConfig
+from squeezebert.distill import DistillationLoss, DistillConfig, teacher_autocast
 from squeezebert.prune import prune_model
 from squeezebert.train import TrainConfig, build_optimizer
 
@@ -73,7 +73,7 @@ def main() -> None:
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 t3 = time.perf_counter()
-                with torch.no_grad(), loss_fn._teacher_precision():
+                with torch.no_grad(), teacher_autocast(precision):
                     teacher.encode(b["input_ids"], b["attention_mask"], b["token_type_ids"], output_hidden_states=True)
                 t4 = time.perf_counter()
                 for k, v in zip(spent, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):

@@ -230,12 +230,17 @@ class DistillationLoss(nn.Module):
         return h if self.projection is None else self.projection(h)
 
     def _teacher_precision(self) -> Any:
-        """The context the teacher's forward runs in: bf16 autocast, or nothing (fp32)."""
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.config.teacher_precision == "bf16")
+        return teacher_autocast(self.config.teacher_precision)
 
 
-def _teacher_states(teacher: SqueezeBert, batch: dict[str, Tensor], bf16: bool) -> tuple[Tensor, ...]:
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+def teacher_autocast(precision: str) -> Any:
+    """The context the teacher's forward runs in at ``precision``: bf16 autocast for ``"bf16"``,
+    else nothing (fp32)."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def _teacher_states(teacher: SqueezeBert, batch: dict[str, Tensor], precision: str) -> tuple[Tensor, ...]:
+    with torch.no_grad(), teacher_autocast(precision):
         ids, mask, types = batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")
         out = teacher.encode(ids, mask, types, output_hidden_states=True)
     return out.hidden_states
@@ -257,14 +262,14 @@ def choose_teacher_precision(
     error = 0.0
     for batch in batches:  # also the warm-up of both precisions
         real = batch["attention_mask"].bool()
-        for ref, got in zip(_teacher_states(teacher, batch, False), _teacher_states(teacher, batch, True)):
+        for ref, got in zip(_teacher_states(teacher, batch, "fp32"), _teacher_states(teacher, batch, "bf16")):
             ref, got = ref[real].float(), got[real].float()
             error = max(error, float((got - ref).norm() / ref.norm().clamp_min(1e-12)))
 
-    def forward(bf16: bool) -> Any:
-        return lambda: [_teacher_states(teacher, b, bf16) for b in batches]
+    def forward(precision: str) -> Any:
+        return lambda: [_teacher_states(teacher, b, precision) for b in batches]
 
-    timed = time_interleaved({"fp32": forward(False), "bf16": forward(True)}, warmup=0, repeats=repeats, max_seconds=30)
+    timed = time_interleaved({p: forward(p) for p in ("fp32", "bf16")}, warmup=0, repeats=repeats, max_seconds=30)
     speedup = timed["fp32"].p50 / timed["bf16"].p50
     chosen = "bf16" if speedup >= BF16_MIN_SPEEDUP and error <= BF16_MAX_ERROR else "fp32"
     return chosen, {
@@ -306,4 +311,5 @@ __all__ = [
     "default_layer_map",
     "hidden_mse",
     "logit_kd_loss",
+    "teacher_autocast",
 ]

@@ -1020,11 +1020,11 @@ def _teacher_precision(
                 # a state saved before the setting existed was distilled with an fp32 teacher
                 chosen = (saved.get("distill") or {}).get("teacher_precision", "fp32")
                 return {"chosen": chosen, "reason": f"kept from the run being resumed ({where})"}
-    rng = np.random.default_rng(config.seed)
-    size = min(TEACHER_PRECISION_BATCHES * config.batch_size, len(train))
-    chosen = rng.choice(len(train), size=size, replace=False).tolist()
-    batches = [collate(pad, train, chosen[i : i + config.batch_size]) for i in range(0, size, config.batch_size)]
-    return choose_teacher_precision(teacher, batches)[1]
+    from squeezebert.budget import timing_batches
+
+    bs = config.batch_size  # batches of random training texts padded to their longest, as training pads them
+    drawn = timing_batches(train, pad, (bs,), texts=TEACHER_PRECISION_BATCHES * bs, seed=config.seed)[bs]
+    return choose_teacher_precision(teacher, [{k: torch.from_numpy(v) for k, v in b.items()} for b in drawn])[1]
 
 
 def _teacher_precision_note(measured: dict[str, Any]) -> str:

@@ -349,14 +349,18 @@ def check_resume(out_dir: str | os.PathLike[str], fingerprint: Mapping[str, Any]
     Workflows call it before their expensive steps; ``fit`` checks again before restoring."""
     where = resume_dir(Path(out_dir))
     if where is not None:
-        _compare_fingerprints(where, saved_fingerprint(out_dir) or {}, fingerprint)
+        _compare_fingerprints(where, _fingerprint_at(where), fingerprint)
 
 
 def saved_fingerprint(out_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The fingerprint (:func:`resume_fingerprint`) that the resume state in ``out_dir`` was saved
     with: {} when it records none (an older version), None without a resume state."""
     where = resume_dir(Path(out_dir))
-    return None if where is None else _read_json(where / _STATE_FILE).get("fingerprint", {})
+    return None if where is None else _fingerprint_at(where)
+
+
+def _fingerprint_at(where: Path) -> dict[str, Any]:
+    return _read_json(where / _STATE_FILE).get("fingerprint", {})
 
 
 def _differs(saved: Any, now: Any) -> bool:
