@@ -128,6 +128,14 @@ def test_squeeze_flags_agree_with_the_squeeze_api_defaults() -> None:
 
     action = next(a for a in _commands()["squeeze"]._actions if a.dest == "teacher_precision")
     assert tuple(action.choices) == TEACHER_PRECISIONS
+    import inspect
+
+    from squeezebert.budget import BUDGET_RECIPES
+    from squeezebert.squeeze import squeeze
+
+    action = next(a for a in _commands()["squeeze"]._actions if a.dest == "budget_recipe")
+    assert tuple(action.choices) == BUDGET_RECIPES
+    assert args.budget_recipe == inspect.signature(squeeze).parameters["budget_recipe"].default
 
 
 def test_info_json_prints_one_object(capsys: pytest.CaptureFixture) -> None:

@@ -353,7 +353,7 @@ def test_the_latency_table_times_static_int8_calibrated_on_the_texts_else_run_ti
         fast_forward(model, "tensorrt", 1)
 
 
-def test_the_latency_table_times_candidates_through_the_recipe_every_export_can_fall_back_to(
+def test_the_latency_table_times_candidates_through_the_recipe_it_is_given(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from squeezebert import budget
@@ -377,3 +377,15 @@ def test_the_latency_table_times_candidates_through_the_recipe_every_export_can_
     assert seen[1][1] == single[:2]
     with pytest.raises(ValueError, match="recipe must be"):
         budget.measure_configs({"a": cfg}, {1: single}, "openvino-int8", 1, recipe="auto")
+
+
+def test_the_table_recipe_follows_the_teachers_unless_given() -> None:
+    from squeezebert.budget import table_recipe
+
+    assert table_recipe("auto", "static")[0] == "static"  # the teacher passed static: like with like
+    assert table_recipe("auto", "dynamic")[0] == "dynamic"
+    assert table_recipe("auto", None)[0] == "dynamic"  # the teacher deployed bf16/fp32: the fallback
+    assert table_recipe("dynamic", "static") == ("dynamic", "as given")
+    assert table_recipe("static", "dynamic") == ("static", "as given")
+    with pytest.raises(ValueError, match="budget recipe must be one of"):
+        table_recipe("fast", "static")

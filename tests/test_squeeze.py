@@ -354,8 +354,8 @@ def fake_timer(monkeypatch):
 
     calls = []
 
-    def measure(configs, batches, runtime, threads, repeats=5, extra=None):
-        calls.append((sorted(batches), runtime))
+    def measure(configs, batches, runtime, threads, repeats=5, recipe="dynamic", extra=None):
+        calls.append((sorted(batches), runtime, recipe))
         out = fake_measure(configs)
         for name in extra or {}:  # a real model as deployed: here, twice its random-weight twin
             out[name] = {k: 2 * v for k, v in out["teacher"].items()}
@@ -363,6 +363,44 @@ def fake_timer(monkeypatch):
 
     monkeypatch.setattr(budget, "measure_configs", measure)
     return calls
+
+
+@pytest.mark.parametrize("asked", ["auto", "dynamic"])
+def test_the_table_times_shapes_through_the_teachers_int8_recipe_and_says_when_the_student_missed_it(
+    teacher_dir, task_files, tmp_path, monkeypatch, fake_timer, asked
+) -> None:
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    from squeezebert import export_openvino
+
+    export_model = export_openvino.export_model
+
+    def teacher_static_student_not(model, out, *a, **k):
+        if k.get("precision") == "int8":
+            if Path(out).name != "deploy":  # the teacher (a temporary directory): static passes
+                return export_model(model, out, *a, **{**k, "int8_recipe": "static"}, min_agreement=0.0)
+            # the student: static misses the bar, the ladder falls back to run-time scales
+            report = export_model(model, out, *a, **{**k, "int8_recipe": "dynamic"}, min_agreement=0.0)
+            report.attempts.append({"recipe": "static", "dev": 0.98})
+            return report
+        return export_model(model, out, *a, **k, min_agreement=0.0)
+
+    monkeypatch.setattr(export_openvino, "export_model", teacher_static_student_not)
+    report = run(
+        teacher_dir, task_files, tmp_path / "out", speedup=2.0, int8=False, bf16=False, openvino=True,
+        budget_recipe=asked,
+    )  # fmt: skip
+    budget = report["budget"]
+    want = "static" if asked == "auto" else "dynamic"
+    assert budget["teacher_recipe"] == "static" and budget["recipe"] == want
+    assert {call[2] for call in fake_timer} == {want}  # every table measurement used it
+    assert report["budget_met"]["recipe"] != "static"
+    missed = [n for n in report["notes"] if "the student's static int8 missed the agreement bar" in n]
+    assert len(missed) == (1 if want == "static" else 0)
+    assert all("--budget-recipe dynamic" in n for n in missed)
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert ("static int8 calibrated on the training texts" in md) == (want == "static")
+    assert ("run-time activation scales" in md) == (want == "dynamic")
 
 
 def test_candidate_shapes_and_the_frontier_within_a_budget() -> None:
@@ -566,9 +604,14 @@ def test_squeeze_with_a_speedup_reports_the_budget_table_plot_and_cost(
     )
     md = (out / "report.md").read_text()
     assert "## Shape chosen by measured latency" in md and "(chosen)" in md and "Where the squeeze spent" in md
-    # candidates are timed through the recipe every int8 export can fall back to, and the report says so
-    assert budget["recipe"] == ("dynamic" if budget["runtime"] == "openvino-int8" else None)
-    assert ("run-time activation scales" in md) == (budget["runtime"] == "openvino-int8")
+    # candidates are timed through the teacher's own int8 recipe, and the report says which
+    if budget["runtime"] == "openvino-int8":
+        assert budget["teacher_recipe"] in ("static", "dynamic")
+        assert budget["recipe"] == budget["teacher_recipe"] and fake_timer[0][2] == budget["recipe"]
+        words = {"static": "static int8 calibrated", "dynamic": "run-time activation scales"}
+        assert words[budget["recipe"]] in md
+    else:
+        assert budget["recipe"] is None and "run-time activation scales" not in md
     with pytest.raises(ValueError, match="not both"):
         run(teacher_dir, task_files, tmp_path / "x", speedup=2.0, latency_budget_ms=3.0)
     with pytest.raises(ValueError, match="chooses the student's shape itself"):

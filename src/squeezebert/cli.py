@@ -268,6 +268,15 @@ def add_squeeze_parser(sub: Subparsers) -> None:
         "for the deployed export when static int8 is refused)",
     )
     p.add_argument(
+        "--budget-recipe",
+        default="auto",
+        choices=("auto", "static", "dynamic"),
+        help="with --latency-budget/--speedup: the OpenVINO int8 recipe candidate shapes are timed through: "
+        "auto (default) the one the teacher deployed with (static int8 where it passed the agreement checks); "
+        "dynamic: run-time activation scales, which every int8 export can fall back to, so the budget holds "
+        "even if the student's static int8 misses the bar (at the cost of a smaller student when it would not)",
+    )
+    p.add_argument(
         "--prune-unit",
         default="layers",
         choices=("layers", "blocks"),
@@ -391,6 +400,8 @@ def cmd_squeeze(args: argparse.Namespace) -> int:
         raise ValueError(f"--intermediate-epochs must be 0 (prune in one step) or more, got {args.intermediate_epochs}")
     if not budgeted and args.prune_unit != "layers":
         raise ValueError("--prune-unit applies to --latency-budget/--speedup; by hand, give --blocks N")
+    if not budgeted and args.budget_recipe != "auto":
+        raise ValueError("--budget-recipe applies to --latency-budget/--speedup")
     spec = (
         None
         if budgeted
@@ -445,6 +456,7 @@ def cmd_squeeze(args: argparse.Namespace) -> int:
             budget_batch=args.budget_batch,
             unlabeled=args.unlabeled,
             prune_unit=args.prune_unit,
+            budget_recipe=args.budget_recipe,
             intermediate_epochs=INTERMEDIATE_EPOCHS if args.intermediate_epochs is None else args.intermediate_epochs,
         )
     if _is_main():

@@ -160,12 +160,14 @@ def finetune(
 
 class ExportedModel(nn.Module):
     """An export directory's :class:`~squeezebert.infer.Classifier` as the ``(ids, mask, types) ->
-    logits`` module :func:`evaluate` runs, so an export is scored by the same code as a checkpoint."""
+    logits`` module :func:`evaluate` runs, so an export is scored by the same code as a checkpoint.
+    ``int8_recipe``: how an int8 export was made (``static``/``dynamic``), where the caller knows."""
 
-    def __init__(self, classifier: Any) -> None:
+    def __init__(self, classifier: Any, int8_recipe: str | None = None) -> None:
         super().__init__()
         self.classifier = classifier
         self.config = classifier.config
+        self.int8_recipe = int8_recipe
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor) -> Tensor:
         batch = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}

@@ -186,6 +186,7 @@ def _choose_shape(
     measure: Any = None,
     deploy_teacher: Callable[[dict[int, list[dict]]], tuple[str, torch.nn.Module, int] | None] | None = None,
     prune_unit: str = "layers",
+    budget_recipe: str = "auto",
 ) -> tuple[StudentSpec, dict[str, Any]]:
     """Time every candidate shape, keep those within the budget, prune the teacher to each
     layer count's widest such shape, and choose the one that agrees most with the teacher on
@@ -200,6 +201,8 @@ def _choose_shape(
     slower recipe than its twin (4 of the 5 tasks re-run in session 9: static int8 missed the
     agreement bar, so the teacher ran on run-time scales); timed as a twin, the budget came out
     smaller than asked and the students ran 3.5-4.7x where 3x was asked (docs/RESULTS.md).
+    ``budget_recipe``: the int8 recipe the candidates are timed through
+    (:func:`squeezebert.budget.table_recipe`; ``auto``: the deployed teacher's).
 
     ``prune_unit="blocks"``: a chosen shape with fewer layers than the teacher keeps all of them
     and removes as many attention/FFN blocks instead (two per dropped layer). A removed block
@@ -207,12 +210,12 @@ def _choose_shape(
     texts, so the blocks are chosen here and timed beside the whole-layer shape; where they would
     miss the budget, whole layers are removed after all."""
     from squeezebert.budget import (
-        TABLE_RECIPE,
         Shape,
         candidate_shapes,
         frontier,
         latency_table,
         measure_configs,
+        table_recipe,
         timing_batches,
     )
     from squeezebert.prune import choose_layers, prune_model
@@ -240,14 +243,18 @@ def _choose_shape(
     if deployed is not None:
         seconds["the teacher's export"] = round(time.perf_counter() - started, 1)
         started = time.perf_counter()
+    recipe, recipe_why = table_recipe(budget_recipe, getattr(deployed[1], "int8_recipe", None) if deployed else None)
     if measure is None:
         extra = {deployed[0]: deployed[1].classifier.forward} if deployed is not None else None
 
         def measure(configs: dict) -> dict:
-            return measure_configs(configs, batches, runtime, threads, extra=extra)
+            return measure_configs(configs, batches, runtime, threads, recipe=recipe, extra=extra)
 
     shapes = candidate_shapes(teacher.config)
-    log.info("timing the teacher and %d candidate shapes through %s", len(shapes), runtime)
+    log.info(
+        "timing the teacher and %d candidate shapes through %s%s", len(shapes), runtime,
+        f" ({recipe}: {recipe_why})" if runtime == "openvino-int8" else "",
+    )  # fmt: skip
     twin_ms, table, fit = latency_table(teacher.config, shapes, measure)
     teacher_ms = fit["extra_ms"].get(deployed[0], twin_ms) if deployed is not None else twin_ms
     budget_ms = latency_budget_ms if latency_budget_ms is not None else teacher_ms[key] / speedup
@@ -348,7 +355,9 @@ def _choose_shape(
     )
     report = {
         "runtime": runtime,
-        "recipe": TABLE_RECIPE if runtime == "openvino-int8" else None,
+        "recipe": recipe if runtime == "openvino-int8" else None,
+        "recipe_why": recipe_why if runtime == "openvino-int8" else None,
+        "teacher_recipe": getattr(deployed[1], "int8_recipe", None) if deployed is not None else None,
         "threads": threads or torch.get_num_threads(),
         "batch": budget_batch,
         "budget_ms": budget_ms,
@@ -374,6 +383,23 @@ def _choose_shape(
         "seconds": seconds,
     }  # fmt: skip
     return spec, report
+
+
+def _recipe_words(recipe: str | None, why: str | None) -> str:
+    """The report's words for the int8 recipe the latency table timed the shapes through."""
+    if recipe == "dynamic":
+        return (
+            " (int8 weights with run-time activation scales: "
+            + (why if why and why != "as given" else "the recipe every int8 export can fall back to")
+            + ", so the budget holds whichever int8 recipe the student deploys with)"
+        )
+    if recipe == "static":
+        return (
+            " (static int8 calibrated on the training texts: "
+            + (why if why and why != "as given" else "--budget-recipe static")
+            + "; a student whose static int8 misses the agreement bar deploys slower than the table says)"
+        )
+    return ""
 
 
 def _two_steps(teacher: SqueezeBert, student: SqueezeBert, surgery: Any, pruning: Any) -> bool:
@@ -512,6 +538,7 @@ def squeeze(
     unlabeled: str | os.PathLike[str] | None = None,
     prune_unit: str = "layers",
     intermediate_epochs: int = INTERMEDIATE_EPOCHS,
+    budget_recipe: str = "auto",
 ) -> dict[str, Any]:
     """Squeeze a fine-tuned ``teacher_src`` on the task ``source`` names (it needs a dev set);
     write the student and ``report.md`` / ``report.json`` into ``out_dir``; return the report.
@@ -540,6 +567,10 @@ def squeeze(
     divided by it) the most accurate right after pruning is distilled. The report says when no
     shape met the budget. ``prune_unit``: ``layers`` removes whole layers to reach the chosen
     depth; ``blocks`` keeps every layer and removes twice as many attention/FFN blocks instead.
+    ``budget_recipe``: the OpenVINO int8 recipe the candidates are timed through (``auto``: the
+    one the teacher deployed with; ``dynamic``: run-time scales, which every int8 export can fall
+    back to, so the budget holds whatever recipe the student ends up with; see
+    :func:`squeezebert.budget.table_recipe`).
 
     ``unlabeled``: a file of in-domain texts without labels (text, CSV, TSV or JSONL; the
     ``text_column`` / ``text_pair_column`` of the data): the teacher labels them once and they
@@ -557,7 +588,7 @@ def squeeze(
         return _squeeze(
             teacher_src, out_dir, source, student_src, spec, distill, config, calibration_samples, bench_threads,
             bench_repeats, bench_batch_sizes, int8, resume, bf16, openvino, overwrite, latency_budget_ms, speedup,
-            budget_batch, unlabeled, prune_unit, intermediate_epochs,
+            budget_batch, unlabeled, prune_unit, intermediate_epochs, budget_recipe,
         )  # fmt: skip
 
 
@@ -584,8 +615,17 @@ def _squeeze(
     unlabeled: str | os.PathLike[str] | None,
     prune_unit: str,
     intermediate_epochs: int,
+    budget_recipe: str,
 ) -> dict[str, Any]:
-    from squeezebert.budget import Shape, length_profile, module_forward, runtime_name, time_forwards, timing_batches
+    from squeezebert.budget import (
+        BUDGET_RECIPES,
+        Shape,
+        length_profile,
+        module_forward,
+        runtime_name,
+        time_forwards,
+        timing_batches,
+    )
 
     if latency_budget_ms is not None and speedup is not None:
         raise ValueError("give a latency budget or a speed-up, not both")
@@ -597,6 +637,8 @@ def _squeeze(
         raise ValueError(f"the budget batch size must be >= 1, got {budget_batch}")
     if prune_unit not in PRUNE_UNITS:
         raise ValueError(f"prune_unit must be one of {PRUNE_UNITS}, got {prune_unit!r}")
+    if budget_recipe not in BUDGET_RECIPES:
+        raise ValueError(f"budget_recipe must be one of {BUDGET_RECIPES}, got {budget_recipe!r}")
     if isinstance(intermediate_epochs, bool) or not isinstance(intermediate_epochs, int) or intermediate_epochs < 0:
         raise ValueError(f"intermediate_epochs must be a whole number >= 0, got {intermediate_epochs!r}")
     budgeted = latency_budget_ms is not None or speedup is not None
@@ -692,6 +734,7 @@ def _squeeze(
                         teacher, train, tokenizer, calibration, out, resume, runtime, bench_threads,
                         latency_budget_ms, speedup, budget_batch, config.seed,
                         deploy_teacher=deploy_teacher if runtime == "openvino-int8" else None, prune_unit=prune_unit,
+                        budget_recipe=budget_recipe,
                     )
                 )  # fmt: skip
             notes.extend(budget_report["notes"])
@@ -968,10 +1011,22 @@ def _squeeze(
             speedup_now = teacher_now / ms
             wanted = budget_report.get("speedup")
             within = speedup_now >= wanted if wanted else ms <= budget_report["budget_ms"]
+            student_recipe = getattr(deployed.get(deploy_row["model"], (None,))[0], "int8_recipe", None)
             budget_met = {
                 "path": deploy_row["model"], "ms": ms, "teacher_path": teacher_best["model"],
                 "teacher_ms": teacher_now, "speedup": round(speedup_now, 2), "within": within,
+                "recipe": student_recipe,
             }  # fmt: skip
+            if budget_report.get("recipe") == "static" and student_recipe != "static":
+                # the table assumed static int8; the student's export missed its agreement bar
+                notes.append(
+                    f"the latency table timed every shape through static int8 ({budget_report.get('recipe_why')}), "
+                    f"but the student's static int8 missed the agreement bar and it deployed as {deploy_row['model']}"
+                    f"{' (' + student_recipe + ')' if student_recipe else ''}: {speedup_now:.2f}x the teacher"
+                    + ("" if within else ", short of the budget")
+                    + "; --budget-recipe dynamic times the shapes on run-time scales, which every int8 export can "
+                    "fall back to, for a budget that holds either way"
+                )
             plot_budget(budget_report, out / REPORT_PNG)
         report = {
             "fastest": _fastest_paths(rows, metric, batch_sizes),
@@ -1134,7 +1189,7 @@ def _deploy_openvino(
         notes.append(f"{name}: recipe {report.int8_recipe} (static int8 missed the agreement bar)")
     classifier = Classifier.from_pretrained(where, max_length=max_length, num_threads=threads)
     size = sum(f.stat().st_size for f in where.iterdir() if f.is_file())
-    return name, ExportedModel(classifier), size
+    return name, ExportedModel(classifier, report.int8_recipe if precision == "int8" else None), size
 
 
 #: Rounds the two fallback exports are timed in (interleaved, on the user's texts) before the
@@ -1393,12 +1448,7 @@ def render_report(report: dict[str, Any], surgery_table: str | None = None) -> s
                 else ""
             )
             + f"), every shape timed through {budget['runtime']}"
-            + (
-                " (int8 weights with run-time activation scales: the recipe every int8 export can fall back to, so "
-                "the budget holds whichever int8 recipe the student deploys with)"
-                if budget.get("recipe") == "dynamic"
-                else ""
-            )
+            + _recipe_words(budget.get("recipe"), budget.get("recipe_why"))
             + " on "
             f"{budget['threads']} threads on the training texts' own lengths. Milliseconds are fitted (a per-call "
             "cost plus a per-layer cost for each width, least squares on relative error; largest residual "
