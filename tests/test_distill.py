@@ -73,6 +73,19 @@ def test_attention_kl_matches_reference_and_is_zero_for_equal_maps() -> None:
     assert attention_kl(a, b, mask).item() == pytest.approx(float(sum(rows) / len(rows)), rel=1e-4)
 
 
+def test_attention_kl_matches_each_student_head_to_its_own_teacher_head() -> None:
+    teacher = torch.softmax(torch.randn(2, 4, 5, 5), -1)
+    mask = torch.ones(2, 5, dtype=torch.long)
+    student = teacher[:, [3, 1]]  # a pruned student that kept heads 3 and 1
+    assert attention_kl(student, teacher, mask, heads=[3, 1]).item() == pytest.approx(0.0, abs=1e-6)
+    assert attention_kl(student, teacher, mask, heads=[1, 3]).item() > 0.01  # the wrong pairing
+    assert attention_kl(student, teacher, mask).item() > 0  # averaged heads: not the same distributions
+    with pytest.raises(ValueError, match="does not fit"):
+        attention_kl(student, teacher, mask, heads=[1])
+    with pytest.raises(ValueError, match="does not fit"):
+        attention_kl(student, teacher, mask, heads=[1, 4])
+
+
 def test_default_layer_map_spreads_student_layers_over_the_teacher() -> None:
     assert default_layer_map(3, 6) == [(0, 0), (1, 2), (2, 4), (3, 6)]
     assert default_layer_map(6, 6)[-1] == (6, 6)

@@ -218,6 +218,28 @@ def test_prune_model_reports_teacher_layers_and_refuses_grouped_models() -> None
         prune(model, heads=5)
 
 
+def test_the_report_names_the_teacher_heads_each_kept_head_came_from() -> None:
+    model = tiny(initializer_range=0.3)
+    cal = batches(3)
+    pruned, report = prune_model(model, cal, layers=[0, 2], heads=2, ffn=64)
+    assert len(report.heads) == 2 and all(len(h) == 2 and h == sorted(set(h)) for h in report.heads)
+    assert report.to_dict()["heads"] == report.heads
+    b = cal[0]
+    args = (b["input_ids"], b["attention_mask"], b["token_type_ids"])
+    with torch.no_grad():
+        t = model.encode(*args, output_attentions=True).attentions
+        s = pruned.encode(*args, output_attentions=True).attentions
+    # layer 0 sees the same embeddings in both: a kept head's Q/K rows are copied, so its map is the teacher head's
+    torch.testing.assert_close(s[0], t[0][:, report.heads[0]])
+    other = [h for h in range(4) if h not in report.heads[0]][:2]
+    assert not torch.allclose(s[0], t[0][:, other])
+    # whole attention blocks removed afterwards: those layers keep no heads, the others theirs
+    _, blocked = prune_model(model, cal, heads=2, ffn=128, blocks=2)
+    for i, heads in enumerate(blocked.heads):
+        removed = any(st["layer"] == i and st["block"] == "attention" for st in blocked.block_steps)
+        assert (heads == []) == removed and len(heads) in (0, 2)
+
+
 def test_blocks_are_removed_by_measured_output_change_with_attention_limited() -> None:
     model = tiny(initializer_range=0.3)  # outputs that vary: output changes well above rounding
     cal = batches(4)

@@ -745,6 +745,47 @@ def test_a_student_losing_layers_and_width_is_carved_out_of_a_distilled_intermed
     assert len(trained) == 2 and trained[0] is seen[1] and trained[1].config.num_hidden_layers == 1
 
 
+@pytest.mark.parametrize("epochs", [0, 1])
+def test_attention_is_distilled_head_to_head_for_pruned_students(
+    teacher_dir, task_files, tmp_path, monkeypatch, epochs
+) -> None:
+    from squeezebert import squeeze as sq
+    from squeezebert.distill import DistillConfig
+
+    pruned_by: list = []  # (kwargs, report) of every prune_model the squeeze runs
+    maps: list = []  # the head map of every distillation's loss
+    original_prune, original_fit = sq.prune_model, sq.fit
+
+    def spy_prune(*args, **kwargs):
+        model, report = original_prune(*args, **kwargs)
+        pruned_by.append((kwargs, report))
+        return model, report
+
+    def spy_fit(model, loss, *args, **kwargs):
+        maps.append(loss.config.head_map)
+        return original_fit(model, loss, *args, **kwargs)
+
+    monkeypatch.setattr(sq, "prune_model", spy_prune)
+    monkeypatch.setattr(sq, "fit", spy_fit)
+    spec = StudentSpec.from_construction("pruned", layers=[1], heads=2, ffn=64)
+    distill = DistillConfig(attention_weight=1.0, hidden_weight=0.0, augment=0)
+    report = run(
+        teacher_dir, task_files, tmp_path / "out", spec=spec, int8=False, bf16=False, intermediate_epochs=epochs,
+        distill=distill,
+    )  # fmt: skip
+    assert any("attention distilled head to head" in n for n in report["notes"])
+    if epochs:  # the final student is carved out of the intermediate: its heads are the intermediate's
+        inter = next(r for kw, r in pruned_by if kw.get("heads") == 2 and "layers" not in kw)
+        assert len(inter.heads) == 2 and maps == [inter.heads, [inter.heads[1]]]
+    else:
+        assert maps == [report["pruning"]["heads"]] and len(maps[0]) == 1 and len(maps[0][0]) == 2
+    assert report["distill"]["head_map"] == maps[-1]
+    # no attention targets: no head map
+    maps.clear()
+    plain = run(teacher_dir, task_files, tmp_path / "plain", spec=spec, int8=False, bf16=False, intermediate_epochs=0)
+    assert maps == [None] and plain["distill"]["head_map"] is None
+
+
 def test_students_that_keep_every_layer_or_full_width_are_pruned_in_one_step(
     teacher_dir, task_files, tmp_path, monkeypatch
 ) -> None:

@@ -71,6 +71,11 @@ class DistillConfig:
     ``teacher_precision`` (:data:`TEACHER_PRECISIONS`): the teacher's forward for those targets in
     fp32, or in bf16 autocast; ``"auto"`` (the default) is resolved by measurement in squeeze
     (:func:`choose_teacher_precision`); a :class:`DistillationLoss` given it unresolved runs fp32.
+
+    ``head_map``: per student layer, the teacher heads its heads were pruned from (in order), so
+    that attention distillation matches each student head to its own teacher head; squeeze sets
+    it for pruned students. Without it, layers whose head counts differ compare head-averaged
+    distributions.
     """
 
     alpha: float = 0.7
@@ -81,6 +86,7 @@ class DistillConfig:
     augment: int | str = "auto"
     augment_words: str = "random"
     teacher_precision: str = "auto"
+    head_map: list[list[int]] | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.alpha <= 1:
@@ -134,11 +140,18 @@ def hidden_mse(student: Tensor, teacher: Tensor, mask: Tensor) -> Tensor:
     return F.mse_loss(student[real].float(), teacher[real].float())
 
 
-def attention_kl(student: Tensor, teacher: Tensor, mask: Tensor) -> Tensor:
+def attention_kl(student: Tensor, teacher: Tensor, mask: Tensor, heads: list[int] | None = None) -> Tensor:
     """KL(teacher ‖ student) of attention distributions (B, heads, T, T), averaged over heads
-    and real query tokens. Different head counts: compare head-averaged distributions."""
+    and real query tokens. ``heads``: the teacher heads the student's correspond to, in order
+    (a pruned student's); else different head counts compare head-averaged distributions."""
     student, teacher = student.float(), teacher.float()  # a teacher run in bf16 gives bf16 ones
-    if student.shape[1] != teacher.shape[1]:
+    if heads is not None:
+        if len(heads) != student.shape[1] or max(heads, default=-1) >= teacher.shape[1]:
+            raise ValueError(
+                f"head map {heads} does not fit {student.shape[1]} student and {teacher.shape[1]} teacher heads"
+            )
+        teacher = teacher[:, list(heads)]
+    elif student.shape[1] != teacher.shape[1]:
         student, teacher = student.mean(1, keepdim=True), teacher.mean(1, keepdim=True)
     eps = 1e-12
     kl = (teacher * ((teacher + eps).log() - (student + eps).log())).sum(-1)  # (B, heads, T)
@@ -169,6 +182,14 @@ class DistillationLoss(nn.Module):
                 if not 0 <= s <= s_cfg.num_hidden_layers or not 0 <= t <= teacher.config.num_hidden_layers:
                     raise ValueError(f"layer_map pair ({s}, {t}) is out of range")
             self.layer_map = layer_map
+            if config.head_map is not None:
+                if len(config.head_map) != s_cfg.num_hidden_layers:
+                    raise ValueError(
+                        f"head_map has {len(config.head_map)} layers, the student {s_cfg.num_hidden_layers}"
+                    )
+                for j, heads in enumerate(config.head_map):
+                    if len(heads) != s_cfg.heads(j):
+                        raise ValueError(f"head_map layer {j}: {len(heads)} heads, the student has {s_cfg.heads(j)}")
             t_h, s_h = teacher.config.hidden_size, s_cfg.hidden_size
             self.projection = nn.Linear(s_h, t_h) if s_h != t_h else None
         else:
@@ -220,11 +241,18 @@ class DistillationLoss(nn.Module):
                 # layers whose attention block was pruned away have no distribution to match
                 pairs = [(s, t) for s, t in self.layer_map if s > 0 and t > 0 and out.attentions[s - 1] is not None]
                 if pairs:
-                    kl = (attention_kl(out.attentions[s - 1], t_out.attentions[t - 1], mask) for s, t in pairs)
+                    kl = (
+                        attention_kl(out.attentions[s - 1], t_out.attentions[t - 1], mask, self._heads(s))
+                        for s, t in pairs
+                    )
                     a = sum(kl) / len(pairs)
                     loss = loss + cfg.attention_weight * a
                     logs["attention"] = a.detach()
         return {"loss": loss, **logs}
+
+    def _heads(self, layer: int) -> list[int] | None:
+        """The teacher heads student layer ``layer`` (1-based, as in the layer map) matches."""
+        return None if self.config.head_map is None else self.config.head_map[layer - 1]
 
     def _project(self, h: Tensor) -> Tensor:
         return h if self.projection is None else self.projection(h)

@@ -71,6 +71,7 @@ class PruneRow:
     total: int
     error_before_refit: float
     error_after_refit: float
+    kept_heads: list[int] | None = None  # attention: the pruned model's heads, by their index in the source layer
 
 
 @dataclass
@@ -80,12 +81,13 @@ class PruneReport:
     rows: list[PruneRow]
     importance: str
     block_steps: list[dict] = dataclasses.field(default_factory=list)  # one per removed attention/FFN block
+    heads: list[list[int]] = dataclasses.field(default_factory=list)  # per kept layer: its source heads, in order
 
     def to_dict(self) -> dict:
         from dataclasses import asdict
 
         return {"layers": self.layers, "layer_steps": self.layer_steps, "block_steps": self.block_steps,
-                "importance": self.importance, "rows": [asdict(r) for r in self.rows],
+                "importance": self.importance, "heads": self.heads, "rows": [asdict(r) for r in self.rows],
                 "table": self.table()}  # fmt: skip
 
     def table(self) -> str:
@@ -521,6 +523,8 @@ def prune(
                 layer_sd[f"{reader}.bias"] = b_new
                 unit = hd if block == "attention" else 1
                 rows.append(PruneRow(j, i, block, len(keep) // unit, total // unit, before, after))
+                if block == "attention":
+                    rows[-1].kept_heads = keep_h.tolist() if n_heads[j] else []
             if len(keep):
                 layer_sd[f"{reader}.weight"] = w_cut
             else:
@@ -582,7 +586,12 @@ def prune_model(
             s["teacher_layer"] = kept[s["layer"]]
     for r in rows:
         r.teacher_layer = kept[r.teacher_layer]
-    return pruned, PruneReport(kept, steps, rows, importance, block_steps)
+    # which of the source model's heads each kept layer's heads are (for head-to-head distillation)
+    heads_of = [list(range(model.config.heads(i))) for i in kept]
+    for r in rows:  # in pruning order: a later step (blocks) indexes the heads the earlier one kept
+        if r.block == "attention" and r.kept_heads is not None:
+            heads_of[r.layer] = [heads_of[r.layer][h] for h in r.kept_heads]
+    return pruned, PruneReport(kept, steps, rows, importance, block_steps, heads_of)
 
 
 # --------------------------------------------------------------------------- the construction

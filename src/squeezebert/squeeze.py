@@ -711,6 +711,8 @@ def _squeeze(
     budget_report = None
     layer_map = None
     intermediate = None  # the final width at every layer, distilled before the layers go (two-step pruning)
+    intermediate_heads = None  # per teacher layer, the teacher heads the intermediate kept
+    head_map = None  # per student layer, the teacher heads its heads were pruned from
     restored_step = None  # that step's record, where a resumed squeeze finds its training done
     if student_src is not None:
         student = load(student_src, id2label=teacher.config.id2label).model
@@ -747,12 +749,17 @@ def _squeeze(
             if intermediate_epochs and _two_steps(teacher, student, surgery, pruning):
                 if finished:
                     restored_step = _read_intermediate_record(out)
-                else:
+                if not finished or distill.attention_weight > 0:  # (its heads, for the head map)
                     batches = pruning_batches(calibration)
-                    intermediate, _ = prune_model(
+                    carved, carved_pruning = prune_model(
                         teacher, batches, heads=spec.heads, ffn=spec.ffn, importance=spec.importance
                     )
+                    intermediate = None if finished else carved
+                    intermediate_heads = carved_pruning.heads
         kept = pruning.layers if pruning is not None else surgery.teacher_layers
+        if pruning is not None and pruning.heads:
+            # the final student's heads: the intermediate's where it is carved out of that one
+            head_map = [intermediate_heads[i] for i in kept] if intermediate_heads else pruning.heads
         if kept != list(range(teacher.config.num_hidden_layers)):
             # hidden states are matched to the teacher layers the student kept
             layer_map = [(0, 0)] + [(j + 1, i + 1) for j, i in enumerate(kept)]
@@ -819,6 +826,9 @@ def _squeeze(
     distill = resolved
     if layer_map is not None and distill.needs_teacher_activations and distill.layer_map is None:
         distill = replace(distill, layer_map=layer_map)
+    if head_map is not None and distill.attention_weight > 0 and distill.head_map is None:
+        distill = replace(distill, head_map=head_map)
+        notes.append("attention distilled head to head: each student head against the teacher head it was pruned from")
     teacher_precision = None  # the teacher runs while distilling only for hidden-state/attention targets
     if distill.needs_teacher_activations:
         teacher_precision = {"chosen": distill.teacher_precision, "reason": "as given"}
@@ -846,7 +856,10 @@ def _squeeze(
             "pruning in two steps: every layer at the final width first (%d epoch(s)), then layers %s kept",
             intermediate_epochs, kept,
         )  # fmt: skip
-        step_distill = replace(distill, layer_map=None)  # the intermediate keeps every teacher layer
+        # the intermediate keeps every teacher layer, and its heads are the ones it was pruned to
+        step_distill = replace(
+            distill, layer_map=None, head_map=intermediate_heads if distill.head_map is not None else None
+        )
         with cost.phase("intermediate student (distillation)"):
             step = fit(
                 intermediate,
