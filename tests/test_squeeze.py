@@ -353,15 +353,26 @@ def fake_timer(monkeypatch):
     from squeezebert import budget
 
     calls = []
+    teacher_ms: dict = {}  # the table's teacher twin, for the deployed teacher re-timed later
 
     def measure(configs, batches, runtime, threads, repeats=5, recipe="dynamic", extra=None):
         calls.append((sorted(batches), runtime, recipe))
         out = fake_measure(configs)
+        teacher_ms.update(out.get("teacher", {}))
         for name in extra or {}:  # a real model as deployed: here, twice its random-weight twin
-            out[name] = {k: 2 * v for k, v in out["teacher"].items()}
+            out[name] = {k: 2 * v for k, v in teacher_ms.items()}
+        return out
+
+    def measure_models(models, batches, runtime, threads, repeats=5, recipe="dynamic", extra=None):
+        # the choice re-timed alone: pruned weights time like their config, the teacher as in the table
+        calls.append((sorted(batches), runtime, recipe))
+        out = fake_measure({name: m.config for name, m in models.items()})
+        for name in extra or {}:
+            out[name] = {k: 2 * v for k, v in teacher_ms.items()}
         return out
 
     monkeypatch.setattr(budget, "measure_configs", measure)
+    monkeypatch.setattr(budget, "measure_models", measure_models)
     return calls
 
 
@@ -480,6 +491,59 @@ def test_a_smaller_budget_picks_a_smaller_student(teacher_dir, task_files, tmp_p
     # no shape fits an impossible budget: said plainly, and the fastest shape is used
     _, report = _choose_shape(teacher, train, tok, cal, tmp_path, False, "torch-int8", 2, 1e-6, None, 1, 0)
     assert not report["met"] and "NO candidate shape met the budget" in report["notes"][0]
+
+
+def test_a_choice_that_falls_short_when_re_timed_alone_steps_down_to_a_shape_the_table_put_faster(
+    teacher_dir, task_files, tmp_path, fake_timer, monkeypatch
+) -> None:
+    from squeezebert import budget as b
+    from squeezebert import squeeze as sq
+    from squeezebert.data import encode
+    from squeezebert.tables import read_table
+
+    ckpt = load(teacher_dir)
+    torch.manual_seed(0)
+    teacher = SqueezeBert(preset("tiny", id2label={0: "neg", 1: "pos"}, num_hidden_layers=3, **DENSE)).eval()
+    tok = ckpt.tokenizer
+    train = encode(tok, read_table(task_files / "train.csv", "text", None, "label"), 32, teacher.config.label2id)
+    cal = sq._calibration_batches(train, tok, 32, 0, batch_size=8)
+    # the accuracy signal ranks deeper candidates first (deterministic here): the table's choice is 2 layers
+    depth: list[int] = []
+    real_predict = sq.predict
+    monkeypatch.setattr(
+        sq, "predict", lambda m, *a, **k: depth.append(m.config.num_hidden_layers) or real_predict(m, *a, **k)
+    )
+    monkeypatch.setattr(sq, "_closeness", lambda got, ref: (1.0, float(depth[-1])))
+    budget = 0.8 * fake_measure({"t": teacher.config})["t"]["batch1"]
+    args = (teacher, train, tok, cal, tmp_path, False, "openvino-int8", 2, budget, None, 1, 0)
+    _, report = sq._choose_shape(*args)
+    assert report["chosen"]["layers"] == 2 and report["met"]
+    assert [(c["shape"], c["within"]) for c in report["confirmation"]] == [(report["chosen"]["shape"], True)]
+    first = report["chosen"]["shape"]
+    fake = b.measure_models
+
+    def slow(keep_layers: int):
+        def measure(models, *a, **k):
+            out = fake(models, *a, **k)
+            if models["candidate"].config.num_hidden_layers > keep_layers:  # runs slower alone than the table said
+                out["candidate"] = {key: 10 * v for key, v in out["candidate"].items()}
+            return out
+
+        return measure
+
+    monkeypatch.setattr(b, "measure_models", slow(1))
+    _, stepped = sq._choose_shape(*args)
+    conf = stepped["confirmation"]
+    assert [c["shape"] for c in conf][0] == first and not conf[0]["within"] and conf[-1]["within"]
+    assert stepped["chosen"]["layers"] == 1 and stepped["met"]
+    table = {c["shape"]: c["latency_ms"]["batch1"] for c in stepped["candidates"]}
+    assert table[stepped["chosen"]["shape"]] < table[first]
+    assert any(f"the table's choice {first}" in n and "was chosen instead" in n for n in stepped["notes"])
+    assert "re-timing the choice alone" in stepped["seconds"]
+    monkeypatch.setattr(b, "measure_models", slow(0))  # nothing meets it alone: said, and the fastest tried kept
+    _, short = sq._choose_shape(*args)
+    assert not short["met"] and short["chosen"]["layers"] == 1
+    assert any("no candidate the table put faster met it either" in n for n in short["notes"])
 
 
 def test_with_prune_unit_blocks_the_chosen_depth_is_reached_by_removing_blocks(
@@ -604,6 +668,9 @@ def test_squeeze_with_a_speedup_reports_the_budget_table_plot_and_cost(
     )
     md = (out / "report.md").read_text()
     assert "## Shape chosen by measured latency" in md and "(chosen)" in md and "Where the squeeze spent" in md
+    # the choice was re-timed alone with the teacher before training, and the report shows it
+    assert [c["shape"] for c in budget["confirmation"]] == [chosen["shape"]] and budget["confirmation"][0]["within"]
+    assert "Re-timed alone with the teacher before training (the table times every shape at once" in md
     # candidates are timed through the teacher's own int8 recipe, and the report says which
     if budget["runtime"] == "openvino-int8":
         assert budget["teacher_recipe"] in ("static", "dynamic")

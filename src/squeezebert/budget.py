@@ -237,16 +237,35 @@ def measure_configs(
     through ``runtime`` (``openvino-int8``: by ``recipe``, ``static`` calibrated on the first
     ``calibration_texts`` single texts of ``batches``; see :func:`fast_forward`), and of each
     ``extra`` forward (a real model as deployed), all interleaved in the same rounds."""
-    from squeezebert.export_openvino import INT8_RECIPES
     from squeezebert.model import SqueezeBert
+
+    torch.manual_seed(0)
+    models = {name: SqueezeBert(cfg).eval() for name, cfg in configs.items()}
+    return measure_models(models, batches, runtime, threads, repeats, recipe, calibration_texts, extra)
+
+
+#: Rounds the chosen shape and the teacher are re-timed in, the two alone (:func:`measure_models`).
+CONFIRM_REPEATS = 15
+
+
+def measure_models(
+    models: dict[str, torch.nn.Module],
+    batches: dict[int, list[dict]],
+    runtime: str,
+    threads: int | None,
+    repeats: int = CONFIRM_REPEATS,
+    recipe: str = TABLE_RECIPE,
+    calibration_texts: int = CALIBRATION_TEXTS,
+    extra: dict[str, Callable[[dict], Any]] | None = None,
+) -> dict[str, dict[str, float]]:
+    """Like :func:`measure_configs`, for real models (``{name: model}``): the pruned candidate
+    with its inherited weights and the teacher, re-timed alone after the table chose."""
+    from squeezebert.export_openvino import INT8_RECIPES
 
     if recipe not in INT8_RECIPES:
         raise ValueError(f"recipe must be one of {INT8_RECIPES}, got {recipe!r}")
-    torch.manual_seed(0)
     calibration = batches[min(batches)][:calibration_texts] if recipe == "static" else None
-    forwards = {
-        name: fast_forward(SqueezeBert(cfg).eval(), runtime, threads, calibration) for name, cfg in configs.items()
-    }
+    forwards = {name: fast_forward(m, runtime, threads, calibration) for name, m in models.items()}
     forwards.update(extra or {})
     timings = time_forwards(forwards, batches, repeats)
     return {name: {key: t["p50"] for key, t in by_batch.items()} for name, by_batch in timings.items()}

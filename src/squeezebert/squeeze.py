@@ -215,6 +215,7 @@ def _choose_shape(
         frontier,
         latency_table,
         measure_configs,
+        measure_models,
         table_recipe,
         timing_batches,
     )
@@ -266,7 +267,8 @@ def _choose_shape(
     )  # fmt: skip
     front = frontier(table, budget_ms, key)
     notes = []
-    if not front:
+    none_within = not front
+    if none_within:
         fastest = min(table, key=lambda r: r.latency_ms[key])
         front = [fastest]
         notes.append(
@@ -289,6 +291,7 @@ def _choose_shape(
     if fewest < teacher.config.num_hidden_layers:
         _, steps = choose_layers(teacher, fewest, pruning_batches(calibration))
         kept_by_count.update({len(step["kept"]): step["kept"] for step in steps})
+    pruned: dict[str, SqueezeBert] = {}
     for cand in front:
         s = cand.shape
         model, _ = prune_model(
@@ -299,14 +302,61 @@ def _choose_shape(
             ffn=s.ffn if s.ffn != teacher.config.intermediate_size else None,
         )
         cand.agreement, cand.score = _closeness(predict(model, check_set), reference)
+        pruned[s.name] = model
         log.info(
             "candidate %s: %.2f ms, agreement after pruning %.4f, score %.4f",
             s.name, cand.latency_ms[key], cand.agreement, cand.score,
         )  # fmt: skip
     # Ties (equal scores) go to the larger shape: more capacity for the distillation to use.
-    chosen = max(front, key=lambda r: (r.score, r.parameters))
-    chosen.chosen = True
+    ranked = sorted(front, key=lambda r: (r.score, r.parameters), reverse=True)
     seconds["pruning and scoring the candidates"] = round(time.perf_counter() - started, 1)
+    started = time.perf_counter()
+
+    def retime(cand: Any) -> dict[str, Any]:
+        """The candidate, pruned with the teacher's weights, and the teacher as deployed (else its
+        own model through ``runtime``), timed alone together."""
+        models = {"candidate": pruned[cand.shape.name]} | ({} if deployed is not None else {"teacher": teacher})
+        extra = {"teacher": deployed[1].classifier.forward} if deployed is not None else None
+        ms = measure_models(models, batches, runtime, threads, recipe=recipe, extra=extra)
+        teacher_now, ms_now = ms["teacher"][key], ms["candidate"][key]
+        ok = teacher_now / ms_now >= speedup if latency_budget_ms is None else ms_now <= budget_ms
+        return {"shape": cand.shape.name, "ms": ms_now, "teacher_ms": teacher_now,
+                "speedup": round(teacher_now / ms_now, 2), "within": ok}  # fmt: skip
+
+    # The table times 26 models in one set of rounds, random weights for all but the teacher, and
+    # on two shared cores it has been off by a third: on STS-B (session 21) it read the deployed
+    # teacher at 2.61 ms against 1.72 re-timed alone, and a 5L-2h-192f student it put at 3.0x ran
+    # 2.3x in the report. So the choice is re-timed alone with the teacher before any training,
+    # and where it falls short the next candidate the table put faster is tried.
+    confirmation: list[dict[str, Any]] = []
+    chosen = ranked[0]
+    if not none_within:  # (where no shape met the budget, the fastest is distilled: nothing to re-check)
+        for cand in ranked:
+            if confirmation and cand.latency_ms[key] >= chosen.latency_ms[key]:
+                continue  # only shapes the table put faster than the one that fell short
+            chosen = cand
+            confirmation.append(retime(cand))
+            log.info(
+                "re-timed alone: %s %.2f ms, the teacher %.2f ms (%.2fx)%s", cand.shape.name,
+                confirmation[-1]["ms"], confirmation[-1]["teacher_ms"], confirmation[-1]["speedup"],
+                "" if confirmation[-1]["within"] else ": short of the budget",
+            )  # fmt: skip
+            if confirmation[-1]["within"]:
+                break
+        if len(confirmation) > 1 or not confirmation[-1]["within"]:
+            first = confirmation[0]
+            notes.append(
+                f"re-timed alone with the teacher, the table's choice {first['shape']} ran {first['ms']:.2f} ms, "
+                f"{first['speedup']:.2f}x the teacher ({first['teacher_ms']:.2f} ms): short of the budget; "
+                + (
+                    f"{chosen.shape.name} ({confirmation[-1]['speedup']:.2f}x) was chosen instead"
+                    if confirmation[-1]["within"]
+                    else f"no candidate the table put faster met it either; {chosen.shape.name}, the fastest "
+                    "tried, was kept"
+                )
+            )
+    chosen.chosen = True
+    seconds["re-timing the choice alone"] = round(time.perf_counter() - started, 1)
     started = time.perf_counter()
     shape: Shape = chosen.shape
     if prune_unit not in PRUNE_UNITS:
@@ -373,7 +423,8 @@ def _choose_shape(
                    "block_check": block_check,
                    "latency_ms": chosen.latency_ms,
                    "agreement": chosen.agreement, "score": chosen.score},
-        "met": chosen.within_budget,
+        "met": chosen.within_budget and (not confirmation or confirmation[-1]["within"]),
+        "confirmation": confirmation,
         "signal": (
             f"closeness to the teacher right after pruning, on {len(check)} held-out training examples: "
             + ("minus the KL divergence of the label distributions" if teacher.config.num_labels > 1
@@ -1482,6 +1533,18 @@ def render_report(report: dict[str, Any], surgery_table: str | None = None) -> s
                 f"| {name} | {c['parameters']:,} | {ms} | {'yes' if c['within_budget'] else 'no'} | {agreement} | "
                 f"{score} |"
             )
+        if budget.get("confirmation"):
+            lines += [
+                "",
+                "Re-timed alone with the teacher before training (the table times every shape at once, with random "
+                "weights): "
+                + "; ".join(
+                    f"{c['shape']} {c['ms']:.2f} ms against the teacher's {c['teacher_ms']:.2f} ms, {c['speedup']:.2f}x"
+                    f" ({'within' if c['within'] else 'short of'} the budget)"
+                    for c in budget["confirmation"]
+                )
+                + ".",
+            ]
         chosen = budget.get("chosen", {})
         check = chosen.get("block_check")
         if chosen.get("blocks"):
