@@ -190,8 +190,11 @@ def _choose_shape(
 ) -> tuple[StudentSpec, dict[str, Any]]:
     """Time every candidate shape, keep those within the budget, prune the teacher to each
     layer count's widest such shape, and choose the one that agrees most with the teacher on
-    held-out training examples. ``measure``: the timer (:data:`squeezebert.budget.Measure`;
-    default: :func:`squeezebert.budget.measure_configs` through ``runtime``).
+    held-out training examples; re-time it alone with the teacher (pruned, with the teacher's
+    weights: :func:`squeezebert.budget.measure_models`) and, where it falls short of the budget
+    there, try the next one the table put faster. ``measure``: the table's timer
+    (:data:`squeezebert.budget.Measure`; default: :func:`squeezebert.budget.measure_configs`
+    through ``runtime``).
 
     ``deploy_teacher(batches)``: exports the real teacher the way the report will, given the
     table's timing batches for its fallback comparison (``(path name, module, bytes)`` or None);
