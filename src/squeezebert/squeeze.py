@@ -72,6 +72,12 @@ TEACHER_PRECISION_BATCHES = 3
 CHECK_EXAMPLES = 1000
 #: At most this many shapes (the widest within budget per layer count) are pruned and scored.
 MAX_CANDIDATES = 4
+#: Re-timed alone with the teacher, the chosen shape is kept when it reaches this share of the
+#: speed-up asked for (or runs within the ms budget divided by it). Two shared cores do not time
+#: the teacher closer than that: three re-timings within a minute in `make demo` read it at 1.21,
+#: 1.47 and 1.57 ms, and on a 1.0 bar the demo stepped down from a 4L student read at 2.79x to a 2L
+#: one (docs/RESULTS.md, session 21). The miss it is there for read 0.76 of the bar (STS-B, 2.29x).
+RETIME_TOLERANCE = 0.9
 #: How a budgeted squeeze removes the depth its chosen shape drops: ``layers`` (whole layers, the
 #: default) or ``blocks`` (every layer kept, the same number of attention/FFN blocks removed, see
 #: :func:`squeezebert.prune.choose_blocks`).
@@ -322,7 +328,11 @@ def _choose_shape(
         extra = {"teacher": deployed[1].classifier.forward} if deployed is not None else None
         ms = measure_models(models, batches, runtime, threads, recipe=recipe, extra=extra)
         teacher_now, ms_now = ms["teacher"][key], ms["candidate"][key]
-        ok = teacher_now / ms_now >= speedup if latency_budget_ms is None else ms_now <= budget_ms
+        ok = (
+            teacher_now / ms_now >= RETIME_TOLERANCE * speedup
+            if latency_budget_ms is None
+            else ms_now <= budget_ms / RETIME_TOLERANCE
+        )
         return {"shape": cand.shape.name, "ms": ms_now, "teacher_ms": teacher_now,
                 "speedup": round(teacher_now / ms_now, 2), "within": ok}  # fmt: skip
 
@@ -350,7 +360,8 @@ def _choose_shape(
             first = confirmation[0]
             notes.append(
                 f"re-timed alone with the teacher, the table's choice {first['shape']} ran {first['ms']:.2f} ms, "
-                f"{first['speedup']:.2f}x the teacher ({first['teacher_ms']:.2f} ms): short of the budget; "
+                f"{first['speedup']:.2f}x the teacher ({first['teacher_ms']:.2f} ms): short of the budget by "
+                f"more than the re-timing's {1 - RETIME_TOLERANCE:.0%} tolerance; "
                 + (
                     f"{chosen.shape.name} ({confirmation[-1]['speedup']:.2f}x) was chosen instead"
                     if confirmation[-1]["within"]
@@ -1543,7 +1554,8 @@ def render_report(report: dict[str, Any], surgery_table: str | None = None) -> s
                 "weights): "
                 + "; ".join(
                     f"{c['shape']} {c['ms']:.2f} ms against the teacher's {c['teacher_ms']:.2f} ms, {c['speedup']:.2f}x"
-                    f" ({'within' if c['within'] else 'short of'} the budget)"
+                    f" ({'kept: within' if c['within'] else 'short of'} the budget"
+                    f" {'or' if c['within'] else 'by more than'} {1 - RETIME_TOLERANCE:.0%})"
                     for c in budget["confirmation"]
                 )
                 + ".",
