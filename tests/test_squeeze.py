@@ -538,19 +538,31 @@ def test_a_choice_that_falls_short_when_re_timed_alone_steps_down_to_a_shape_the
     assert noisy["chosen"]["shape"] == first and noisy["met"] and len(noisy["confirmation"]) == 1
     assert noisy["confirmation"][0]["ms"] == pytest.approx(factor * report["confirmation"][0]["ms"])
 
-    monkeypatch.setattr(b, "measure_models", slow(1))
+    monkeypatch.setattr(b, "measure_models", slow(1, 1.5))  # a third short: the budget shrinks by that
     _, stepped = sq._choose_shape(*args)
     conf = stepped["confirmation"]
     assert [c["shape"] for c in conf][0] == first and not conf[0]["within"] and conf[-1]["within"]
-    assert stepped["chosen"]["layers"] == 1 and stepped["met"]
+    assert stepped["met"] and len(conf) == 2  # a narrower shape the table put a third faster meets it
     table = {c["shape"]: c["latency_ms"]["batch1"] for c in stepped["candidates"]}
     assert table[stepped["chosen"]["shape"]] < table[first]
-    assert any(f"the table's choice {first}" in n and "was chosen instead" in n for n in stepped["notes"])
+    # the next choice came from the shapes the table put within the budget shrunk by the shortfall
+    assert conf[0]["next_budget_ms"] == pytest.approx(table[first] * budget / conf[0]["ms"])
+    assert table[stepped["chosen"]["shape"]] <= conf[0]["next_budget_ms"]
+    assert any(f"the table's choice {first}" in n and "was distilled instead" in n for n in stepped["notes"])
+    assert all(c["within_budget"] == (c["latency_ms"]["batch1"] <= budget) for c in stepped["candidates"])
     assert "re-timing the choice alone" in stepped["seconds"]
-    monkeypatch.setattr(b, "measure_models", slow(0))  # nothing meets it alone: said, and the fastest tried kept
+
+    def never(models, *a, **k):  # every shape re-timed alone reads ten times the budget
+        out = fake(models, *a, **k)
+        out["candidate"] = {key: 10 * budget for key in out["candidate"]}
+        return out
+
+    monkeypatch.setattr(b, "measure_models", never)  # nothing meets it alone: said, and the last tried kept
     _, short = sq._choose_shape(*args)
-    assert not short["met"] and short["chosen"]["layers"] == 1
-    assert any("no candidate the table put faster met it either" in n for n in short["notes"])
+    assert not short["met"] and not any(c["within"] for c in short["confirmation"])
+    assert 1 <= len(short["confirmation"]) <= sq.RETIME_ROUNDS
+    assert short["chosen"]["shape"] == short["confirmation"][-1]["shape"]
+    assert any("shapes re-timed met it" in n and "the last tried, was kept" in n for n in short["notes"])
 
 
 def test_with_prune_unit_blocks_the_chosen_depth_is_reached_by_removing_blocks(
