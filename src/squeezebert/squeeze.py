@@ -300,6 +300,8 @@ def _choose_shape(
 
     def score(cands: list[Any]) -> None:
         """Prune the teacher to each candidate's shape and score it against the teacher."""
+        if not cands:
+            return
         # Greedy layer dropping is deterministic: one pass down to the fewest layers gives the
         # layers every candidate keeps.
         fewest = min(c.shape.layers for c in cands)
