@@ -199,8 +199,9 @@ def _choose_shape(
     """Time every candidate shape, keep those within the budget, prune the teacher to each
     layer count's widest such shape, and choose the one that agrees most with the teacher on
     held-out training examples; re-time it alone with the teacher (pruned, with the teacher's
-    weights: :func:`squeezebert.budget.measure_models`) and, where it falls short of the budget
-    there, try the next one the table put faster. ``measure``: the table's timer
+    weights: :func:`squeezebert.budget.measure_models`) and, where it falls more than
+    :data:`RETIME_TOLERANCE` short there, shrink the budget by the shortfall and choose again among
+    the shapes the table puts within that (up to :data:`RETIME_ROUNDS` re-timings). ``measure``: the table's timer
     (:data:`squeezebert.budget.Measure`; default: :func:`squeezebert.budget.measure_configs`
     through ``runtime``).
 
@@ -255,7 +256,8 @@ def _choose_shape(
     if deployed is not None:
         seconds["the teacher's export"] = round(time.perf_counter() - started, 1)
         started = time.perf_counter()
-    recipe, recipe_why = table_recipe(budget_recipe, getattr(deployed[1], "int8_recipe", None) if deployed else None)
+    teacher_recipe = getattr(deployed[1], "int8_recipe", None) if deployed is not None else None
+    recipe, recipe_why = table_recipe(budget_recipe, teacher_recipe)
     if measure is None:
         extra = {deployed[0]: deployed[1].classifier.forward} if deployed is not None else None
 
@@ -439,7 +441,7 @@ def _choose_shape(
         "runtime": runtime,
         "recipe": recipe if runtime == "openvino-int8" else None,
         "recipe_why": recipe_why if runtime == "openvino-int8" else None,
-        "teacher_recipe": getattr(deployed[1], "int8_recipe", None) if deployed is not None else None,
+        "teacher_recipe": teacher_recipe,
         "threads": threads or torch.get_num_threads(),
         "batch": budget_batch,
         "budget_ms": budget_ms,
