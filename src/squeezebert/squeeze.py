@@ -72,13 +72,15 @@ TEACHER_PRECISION_BATCHES = 3
 CHECK_EXAMPLES = 1000
 #: At most this many shapes (the widest within budget per layer count) are pruned and scored.
 MAX_CANDIDATES = 4
-#: Re-timed alone with the teacher, the chosen shape is kept when it reaches this share of the
-#: speed-up asked for (or runs within the ms budget divided by it). Two shared cores do not time
-#: the teacher closer than that: three re-timings within a minute in `make demo` read it at 1.21,
-#: 1.47 and 1.57 ms, and on a 1.0 bar the demo stepped down from a 4L student read at 2.79x to a 2L
-#: one (docs/RESULTS.md, session 21). The miss it is there for read 0.76 of the bar (STS-B, 2.29x).
-RETIME_TOLERANCE = 0.9
-#: Re-timings (each a choice among smaller shapes after a shortfall) before the last one is kept.
+#: Re-timings before the last choice is kept. Each times the chosen shape, pruned with the
+#: teacher's weights, alone with the teacher as deployed, and every scored shape the table puts
+#: faster beside them in the same rounds; the choice is kept only where it reaches the speed-up
+#: (or ms budget) asked for, with no tolerance. With a 10% tolerance three `make demo` runs kept
+#: choices re-timed at 2.60-2.79x of a 3x request and reported 2.34-2.80x ("NOT within"), while
+#: the report's speed-up over the re-timed one read 0.90-1.12x in five squeezes: no bias for a
+#: tolerance to correct (docs/RESULTS.md, sessions 21-22). Timing the faster alternatives in the same
+#: rounds lets a shortfall fall back on a shape measured beside it rather than on a new
+#: measurement, whose teacher may read 30% off (1.21-1.57 ms within a minute, session 21).
 RETIME_ROUNDS = 3
 #: How a budgeted squeeze removes the depth its chosen shape drops: ``layers`` (whole layers, the
 #: default) or ``blocks`` (every layer kept, the same number of attention/FFN blocks removed, see
@@ -199,9 +201,11 @@ def _choose_shape(
     """Time every candidate shape, keep those within the budget, prune the teacher to each
     layer count's widest such shape, and choose the one that agrees most with the teacher on
     held-out training examples; re-time it alone with the teacher (pruned, with the teacher's
-    weights: :func:`squeezebert.budget.measure_models`) and, where it falls more than
-    :data:`RETIME_TOLERANCE` short there, shrink the budget by the shortfall and choose again among
-    the shapes the table puts within that (up to :data:`RETIME_ROUNDS` re-timings). ``measure``: the table's timer
+    weights: :func:`squeezebert.budget.measure_models`), with every scored shape the table puts
+    faster beside it, and keep it if it reaches the budget there. Where it falls short, shrink the
+    budget by the shortfall and choose again, by the same signal, among the shapes the table puts
+    within that and those re-timed within the budget already; a shape not yet re-timed is re-timed
+    the same way (up to :data:`RETIME_ROUNDS` re-timings). ``measure``: the table's timer
     (:data:`squeezebert.budget.Measure`; default: :func:`squeezebert.budget.measure_configs`
     through ``runtime``).
 
@@ -332,60 +336,78 @@ def _choose_shape(
     seconds["pruning and scoring the candidates"] = round(time.perf_counter() - started, 1)
     started = time.perf_counter()
 
-    def retime(cand: Any) -> dict[str, Any]:
-        """The candidate, pruned with the teacher's weights, and the teacher as deployed (else its
-        own model through ``runtime``), timed alone together."""
-        models = {"candidate": pruned[cand.shape.name]} | ({} if deployed is not None else {"teacher": teacher})
+    def retime(cands: list[Any]) -> dict[str, dict[str, Any]]:
+        """The candidates, pruned with the teacher's weights, and the teacher as deployed (else its
+        own model through ``runtime``), timed alone together: per shape name, its record."""
+        models = {c.shape.name: pruned[c.shape.name] for c in cands}
+        if deployed is None:
+            models["teacher"] = teacher
         extra = {"teacher": deployed[1].classifier.forward} if deployed is not None else None
         ms = measure_models(models, batches, runtime, threads, recipe=recipe, extra=extra)
-        teacher_now, ms_now = ms["teacher"][key], ms["candidate"][key]
-        ok = (
-            teacher_now / ms_now >= RETIME_TOLERANCE * speedup
-            if latency_budget_ms is None
-            else ms_now <= budget_ms / RETIME_TOLERANCE
-        )
-        return {"shape": cand.shape.name, "ms": ms_now, "teacher_ms": teacher_now,
-                "speedup": round(teacher_now / ms_now, 2), "within": ok}  # fmt: skip
+        teacher_now = ms["teacher"][key]
+        out = {}
+        for c in cands:
+            ms_now = ms[c.shape.name][key]
+            ok = teacher_now / ms_now >= speedup if latency_budget_ms is None else ms_now <= budget_ms
+            out[c.shape.name] = {"shape": c.shape.name, "ms": ms_now, "teacher_ms": teacher_now,
+                                 "speedup": round(teacher_now / ms_now, 2), "within": ok}  # fmt: skip
+        return out
 
     # The table times 26 models in one set of rounds, random weights for all but the teacher, and
     # on two shared cores it has been off by a third: on STS-B (session 21) it read the deployed
     # teacher at 2.61 ms against 1.72 re-timed alone, and a 5L-2h-192f student it put at 3.0x ran
-    # 2.3x in the report. So the choice is re-timed alone with the teacher before any training;
-    # where it falls short, the budget is shrunk by the shortfall and the choice made again among
-    # the shapes the table puts within that (pruned and scored as above), up to RETIME_ROUNDS times.
+    # 2.3x in the report. So the choice is re-timed alone with the teacher before any training,
+    # the scored shapes the table puts faster beside it; where it falls short, the budget is
+    # shrunk by the shortfall and the choice made again among the shapes the table puts within
+    # that (pruned and scored as above) and those already re-timed within the budget.
     confirmation: list[dict[str, Any]] = []
     chosen = ranked[0]
+    passed: set[str] = set()
+    latest: dict[str, dict[str, Any]] = {}  # each re-timed shape's record in its latest re-timing
     if not none_within:  # (where no shape met the budget, the fastest is distilled: nothing to re-check)
-        for _ in range(RETIME_ROUNDS):
-            confirmation.append(retime(chosen))
-            c = confirmation[-1]
+        for round_ in range(RETIME_ROUNDS):
+            beside = [
+                r for r in table
+                if r.score is not None and r is not chosen and r.latency_ms[key] < chosen.latency_ms[key]
+            ]  # fmt: skip
+            timed = retime([chosen, *beside])
+            c = {**timed[chosen.shape.name], "beside": [timed[r.shape.name] for r in beside]}
+            confirmation.append(c)
+            latest.update(timed)
+            passed = {name for name, rec in latest.items() if rec["within"]}
             log.info(
-                "re-timed alone: %s %.2f ms, the teacher %.2f ms (%.2fx)%s", chosen.shape.name, c["ms"],
-                c["teacher_ms"], c["speedup"], "" if c["within"] else ": short of the budget",
+                "re-timed alone: %s %.2f ms, the teacher %.2f ms (%.2fx)%s; beside it: %s", chosen.shape.name,
+                c["ms"], c["teacher_ms"], c["speedup"], "" if c["within"] else ": short of the budget",
+                ", ".join(f"{b['shape']} {b['speedup']:.2f}x" for b in c["beside"]) or "none",
             )  # fmt: skip
             if c["within"]:
                 break
             shortfall = c["speedup"] / speedup if latency_budget_ms is None else budget_ms / c["ms"]
             c["next_budget_ms"] = chosen.latency_ms[key] * shortfall  # in the table's milliseconds
-            tried = {t["shape"] for t in confirmation}
-            smaller = [r for r in frontier(table, c["next_budget_ms"], key) if r.shape.name not in tried]
-            if not smaller:
+            failed = set(latest) - passed
+            # after the last re-timing, only shapes already re-timed within the budget can be chosen
+            last = round_ == RETIME_ROUNDS - 1
+            pool = [] if last else [r for r in frontier(table, c["next_budget_ms"], key) if r.shape.name not in failed]
+            pool = pool[:MAX_CANDIDATES] + [r for r in table if r.shape.name in passed and r not in pool]
+            if not pool:
                 break
-            smaller = smaller[:MAX_CANDIDATES]
-            score([r for r in smaller if r.score is None])
-            chosen = max(smaller, key=lambda r: (r.score, r.parameters))
+            score([r for r in pool if r.score is None])
+            chosen = max(pool, key=lambda r: (r.score, r.parameters))
+            if chosen.shape.name in passed:
+                c["then"] = chosen.shape.name
+                break
         frontier(table, budget_ms, key)  # the table's within-budget column: against the budget asked
-        if len(confirmation) > 1 or not confirmation[-1]["within"]:
-            first = confirmation[0]
+        first = confirmation[0]
+        if chosen.shape.name != first["shape"] or chosen.shape.name not in passed:
             notes.append(
                 f"re-timed alone with the teacher, the table's choice {first['shape']} ran {first['ms']:.2f} ms, "
-                f"{first['speedup']:.2f}x the teacher ({first['teacher_ms']:.2f} ms): short of the budget by "
-                f"more than the re-timing's {1 - RETIME_TOLERANCE:.0%} tolerance; "
+                f"{first['speedup']:.2f}x the teacher ({first['teacher_ms']:.2f} ms): short of the budget; "
                 + (
-                    f"{chosen.shape.name} ({confirmation[-1]['speedup']:.2f}x alone), chosen among the shapes the "
-                    f"table put within the budget shrunk by that shortfall, was distilled instead"
-                    if confirmation[-1]["within"]
-                    else f"none of the {len(confirmation)} shapes re-timed met it; {chosen.shape.name}, the last "
+                    f"{chosen.shape.name} ({latest[chosen.shape.name]['speedup']:.2f}x alone), the closest to the "
+                    "teacher of the shapes re-timed within the budget or put within it by the table once shrunk by "
+                    "the shortfall, was distilled instead"
+                    if chosen.shape.name in passed
+                    else f"none of the {len(latest)} shapes re-timed met it; {chosen.shape.name}, the last "
                     "tried, was kept"
                 )
             )
@@ -457,7 +479,7 @@ def _choose_shape(
                    "block_check": block_check,
                    "latency_ms": chosen.latency_ms,
                    "agreement": chosen.agreement, "score": chosen.score},
-        "met": chosen.within_budget and (not confirmation or confirmation[-1]["within"]),
+        "met": chosen.within_budget and (not confirmation or chosen.shape.name in passed),
         "confirmation": confirmation,
         "signal": (
             f"closeness to the teacher right after pruning, on {len(check)} held-out training examples: "
@@ -468,6 +490,21 @@ def _choose_shape(
         "seconds": seconds,
     }  # fmt: skip
     return spec, report
+
+
+def _retiming_words(c: dict[str, Any]) -> str:
+    """One re-timing of the chosen shape (``report["budget"]["confirmation"]``) in words."""
+    words = (
+        f"{c['shape']} {c['ms']:.2f} ms against the teacher's {c['teacher_ms']:.2f} ms, {c['speedup']:.2f}x "
+        f"({'kept: within' if c['within'] else 'short of'} the budget)"
+    )
+    if c.get("beside"):
+        words += ", beside it " + ", ".join(
+            f"{b['shape']} {b['speedup']:.2f}x{'' if b['within'] else ' (short)'}" for b in c["beside"]
+        )
+    if c.get("then"):
+        words += f"; {c['then']}, re-timed within it, chosen"
+    return words
 
 
 def _recipe_words(recipe: str | None, why: str | None) -> str:
@@ -1571,14 +1608,7 @@ def render_report(report: dict[str, Any], surgery_table: str | None = None) -> s
             lines += [
                 "",
                 "Re-timed alone with the teacher before training (the table times every shape at once, with random "
-                "weights): "
-                + "; ".join(
-                    f"{c['shape']} {c['ms']:.2f} ms against the teacher's {c['teacher_ms']:.2f} ms, {c['speedup']:.2f}x"
-                    f" ({'kept: within' if c['within'] else 'short of'} the budget"
-                    f" {'or' if c['within'] else 'by more than'} {1 - RETIME_TOLERANCE:.0%})"
-                    for c in budget["confirmation"]
-                )
-                + ".",
+                "weights): " + "; then ".join(_retiming_words(c) for c in budget["confirmation"]) + ".",
             ]
         chosen = budget.get("chosen", {})
         check = chosen.get("block_check")
