@@ -562,6 +562,24 @@ def test_a_choice_that_falls_short_when_re_timed_alone_steps_down_to_a_shape_the
     assert conf[0]["then"] == fallback["chosen"]["shape"]
     assert {b["shape"]: b["within"] for b in conf[0]["beside"]}[fallback["chosen"]["shape"]]
 
+    # over twice as fast alone as the table said: the budget grows by that (less the headroom) once,
+    # and the wider shape the table had put over the budget is chosen, re-timed, and meets it
+    monkeypatch.setattr(b, "measure_models", slow(0, 0.45))
+    small = 0.35 * budget / 0.8
+    _, grown = sq._choose_shape(*args[:8], small, *args[9:])
+    _, plain = sq._choose_shape(*args[:8], 2 * small, *args[9:])  # the table's own choice at twice that
+    conf = grown["confirmation"]
+    table = {c["shape"]: c["latency_ms"]["batch1"] for c in grown["candidates"]}
+    assert conf[0]["within"] and conf[0]["speedup"] and conf[0]["next_budget_ms"] > grown["budget_ms"]
+    assert conf[0]["next_budget_ms"] == pytest.approx(
+        table[conf[0]["shape"]] * grown["budget_ms"] / conf[0]["ms"] / sq.STEP_UP_HEADROOM
+    )
+    assert grown["met"] and len(conf) == 2 and conf[1]["within"] and conf[1]["shape"] == grown["chosen"]["shape"]
+    assert table[grown["chosen"]["shape"]] > grown["budget_ms"]  # over the budget by the table, within it alone
+    assert table[grown["chosen"]["shape"]] > table[conf[0]["shape"]]
+    assert any("budget was grown by the surplus" in n and "was distilled instead" in n for n in grown["notes"])
+    assert plain["chosen"]["shape"] == grown["chosen"]["shape"]
+
     def never(models, *a, **k):  # every shape re-timed alone reads ten times the budget
         out = fake(models, *a, **k)
         for name in models:
