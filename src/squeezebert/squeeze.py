@@ -215,8 +215,10 @@ def _choose_shape(
     weights: :func:`squeezebert.budget.measure_models`), with every scored shape the table puts
     faster beside it, and keep it if it reaches the budget there. Where it falls short, shrink the
     budget by the shortfall and choose again, by the same signal, among the shapes the table puts
-    within that and those re-timed within the budget already; a shape not yet re-timed is re-timed
-    the same way (up to :data:`RETIME_ROUNDS` re-timings). ``measure``: the table's timer
+    within that and those re-timed within the budget already; where it runs :data:`STEP_UP` times
+    faster than asked, grow the budget once by that surplus (less :data:`STEP_UP_HEADROOM`) and
+    choose again the same way among larger shapes. A shape not yet re-timed is re-timed before it
+    is taken (up to :data:`RETIME_ROUNDS` re-timings). ``measure``: the table's timer
     (:data:`squeezebert.budget.Measure`; default: :func:`squeezebert.budget.measure_configs`
     through ``runtime``).
 
@@ -370,7 +372,8 @@ def _choose_shape(
     # 2.3x in the report. So the choice is re-timed alone with the teacher before any training,
     # the scored shapes the table puts faster beside it; where it falls short, the budget is
     # shrunk by the shortfall and the choice made again among the shapes the table puts within
-    # that (pruned and scored as above) and those already re-timed within the budget.
+    # that (pruned and scored as above) and those already re-timed within the budget; where it
+    # runs well ahead (STEP_UP), the budget grows once by the surplus, the same way.
     confirmation: list[dict[str, Any]] = []
     chosen = ranked[0]
     passed: set[str] = set()
