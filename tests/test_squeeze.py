@@ -580,6 +580,15 @@ def test_a_choice_that_falls_short_when_re_timed_alone_steps_down_to_a_shape_the
     assert any("budget was grown by the surplus" in n and "was distilled instead" in n for n in grown["notes"])
     assert plain["chosen"]["shape"] == grown["chosen"]["shape"]
 
+    # the report's words for each re-timing: what was timed beside the choice, how the budget moved
+    words = [sq._retiming_words(c) for c in (*stepped["confirmation"], *fallback["confirmation"])]
+    shrunk = stepped["confirmation"][0]
+    assert words[0].startswith(f"{shrunk['shape']} ") and "(short of the budget)" in words[0]
+    assert f"the budget shrunk to {shrunk['next_budget_ms']:.2f} ms in the table" in words[0]
+    assert "(within the budget)" in words[1] and "budget shrunk" not in words[1]
+    assert words[-1].endswith(f"; {fallback['chosen']['shape']}, re-timed within it, chosen")
+    assert f"the budget grown to {conf[0]['next_budget_ms']:.2f} ms" in sq._retiming_words(conf[0])
+
     def never(models, *a, **k):  # every shape re-timed alone reads ten times the budget
         out = fake(models, *a, **k)
         for name in models:

@@ -525,12 +525,14 @@ def _retiming_words(c: dict[str, Any]) -> str:
     """One re-timing of the chosen shape (``report["budget"]["confirmation"]``) in words."""
     words = (
         f"{c['shape']} {c['ms']:.2f} ms against the teacher's {c['teacher_ms']:.2f} ms, {c['speedup']:.2f}x "
-        f"({'kept: within' if c['within'] else 'short of'} the budget)"
+        f"({'within' if c['within'] else 'short of'} the budget)"
     )
     if c.get("beside"):
         words += ", beside it " + ", ".join(
             f"{b['shape']} {b['speedup']:.2f}x{'' if b['within'] else ' (short)'}" for b in c["beside"]
         )
+    if c.get("next_budget_ms") is not None:
+        words += f"; the budget {'grown' if c['within'] else 'shrunk'} to {c['next_budget_ms']:.2f} ms in the table"
     if c.get("then"):
         words += f"; {c['then']}, re-timed within it, chosen"
     return words
