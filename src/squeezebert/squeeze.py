@@ -349,6 +349,11 @@ def _choose_shape(
     seconds["pruning and scoring the candidates"] = round(time.perf_counter() - started, 1)
     started = time.perf_counter()
 
+    def against_budget(teacher_ms: float, ms: float) -> float:
+        """How far a shape re-timed at ``ms`` beside the teacher's ``teacher_ms`` runs within the
+        budget: its speed-up over the one asked, or the budget over its ms (1 or more: within)."""
+        return teacher_ms / ms / speedup if latency_budget_ms is None else budget_ms / ms
+
     def retime(cands: list[Any]) -> dict[str, dict[str, Any]]:
         """The candidates, pruned with the teacher's weights, and the teacher as deployed (else its
         own model through ``runtime``), timed alone together: per shape name, its record."""
@@ -361,7 +366,7 @@ def _choose_shape(
         out = {}
         for c in cands:
             ms_now = ms[c.shape.name][key]
-            ok = teacher_now / ms_now >= speedup if latency_budget_ms is None else ms_now <= budget_ms
+            ok = against_budget(teacher_now, ms_now) >= 1
             out[c.shape.name] = {"shape": c.shape.name, "ms": ms_now, "teacher_ms": teacher_now,
                                  "speedup": round(teacher_now / ms_now, 2), "within": ok}  # fmt: skip
         return out
@@ -395,7 +400,7 @@ def _choose_shape(
                 c["ms"], c["teacher_ms"], c["speedup"], "" if c["within"] else ": short of the budget",
                 ", ".join(f"{b['shape']} {b['speedup']:.2f}x" for b in c["beside"]) or "none",
             )  # fmt: skip
-            ratio = c["speedup"] / speedup if latency_budget_ms is None else budget_ms / c["ms"]
+            ratio = against_budget(c["teacher_ms"], c["ms"])
             last = round_ == RETIME_ROUNDS - 1
             if c["within"] and (ratio < STEP_UP or grown or last):
                 break
@@ -439,8 +444,6 @@ def _choose_shape(
     # within the budget: by its re-timing where it had one (a grown budget may take a shape the
     # table put over the one asked), else by the table
     met = chosen.shape.name in passed if confirmation else chosen.within_budget
-    # the ms a block-pruned twin of the choice may take: the budget, or the re-timed choice's own
-    limit_ms = max(budget_ms, chosen.latency_ms[key]) if met else budget_ms
     seconds["re-timing the choice alone"] = round(time.perf_counter() - started, 1)
     started = time.perf_counter()
     shape: Shape = chosen.shape
@@ -462,6 +465,9 @@ def _choose_shape(
             blocks=blocks,
         )
         ms = measure({"blocks": blocked.config, "layers": shape.config(teacher.config)})
+        # the ms the blocks may take: the budget, or the re-timed choice's own where a grown budget
+        # took a shape the table put over it
+        limit_ms = max(budget_ms, chosen.latency_ms[key]) if met else budget_ms
         ratio = ms["blocks"][key] / ms["layers"][key]
         block_check = {
             "removed": [f"{i}.{kind}" for i, kind in blocked.config.removed_blocks],
@@ -471,12 +477,12 @@ def _choose_shape(
         }
         log.info(
             "%d blocks instead of %d layers: %.2fx the layers' time, %.2f ms against the budget of %.2f ms",
-            blocks, shape.layers, ratio, block_check["latency_ms"], budget_ms,
+            blocks, shape.layers, ratio, block_check["latency_ms"], limit_ms,
         )  # fmt: skip
         if (met or chosen.within_budget) and not block_check["within_budget"]:
             notes.append(
                 f"{blocks} blocks ran {ratio:.2f}x the time of {shape.layers} whole layers "
-                f"({block_check['latency_ms']:.2f} ms, over the budget of {budget_ms:.2f} ms): whole layers are removed"
+                f"({block_check['latency_ms']:.2f} ms, over the budget of {limit_ms:.2f} ms): whole layers are removed"
             )
             blocks = None
         seconds["choosing and timing the blocks"] = round(time.perf_counter() - started, 1)
