@@ -570,7 +570,9 @@ def test_a_choice_that_falls_short_when_re_timed_alone_steps_down_to_a_shape_the
     _, plain = sq._choose_shape(*args[:8], 2 * small, *args[9:])  # the table's own choice at twice that
     conf = grown["confirmation"]
     table = {c["shape"]: c["latency_ms"]["batch1"] for c in grown["candidates"]}
-    assert conf[0]["within"] and conf[0]["speedup"] and conf[0]["next_budget_ms"] > grown["budget_ms"]
+    # the table's choice re-timed at least STEP_UP inside the budget: the surplus that grows it
+    assert conf[0]["within"] and grown["budget_ms"] / conf[0]["ms"] >= sq.STEP_UP
+    assert conf[0]["next_budget_ms"] > grown["budget_ms"]
     assert conf[0]["next_budget_ms"] == pytest.approx(
         table[conf[0]["shape"]] * grown["budget_ms"] / conf[0]["ms"] / sq.STEP_UP_HEADROOM
     )
