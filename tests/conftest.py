@@ -39,6 +39,15 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _no_pause_between_report_blocks(monkeypatch) -> None:
+    # squeeze's report times the deployed exports in spaced blocks; the spacing is for the machine's
+    # drift, which a test's tiny models and fake timers do not measure
+    from squeezebert import squeeze
+
+    monkeypatch.setattr(squeeze, "REPORT_BLOCK_PAUSE_S", 0.0)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _one_thread() -> Iterator[None]:
     # The models in tests are tiny, and the 2-core machines that run them are shared: two torch

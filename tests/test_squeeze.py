@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from squeezebert import squeeze as sq
 from squeezebert.checkpoint import load, save_checkpoint, save_hf
 from squeezebert.cli import main as cli_main
 from squeezebert.config import preset
@@ -130,8 +131,11 @@ def test_openvino_int8_paths_are_scored_timed_and_the_student_deployed(
     report = run(teacher_dir, task_files, tmp_path / "out", int8=False, bf16=False, openvino=True)
     names = [r["model"] for r in report["rows"]]
     assert names == ["teacher fp32", "student fp32", "teacher openvino-int8", "student openvino-int8"]
-    # the exports are timed apart from the torch paths (whose threads spin after each call)
-    assert timed_together[-2:] == [["student fp32", "teacher fp32"], ["student openvino-int8", "teacher openvino-int8"]]
+    # the exports are timed apart from the torch paths (whose threads spin after each call), in
+    # spaced blocks
+    exported = ["student openvino-int8", "teacher openvino-int8"]
+    assert timed_together[-1 - sq.REPORT_BLOCKS :] == [["student fp32", "teacher fp32"]] + [exported] * sq.REPORT_BLOCKS
+    assert len(report["deployed_blocks"]) == sq.REPORT_BLOCKS
     rows = {r["model"]: r for r in report["rows"]}
     deploy = tmp_path / "out" / "deploy"
     assert {"model.xml", "model.bin", "config.json", "tokenizer.json"} <= {p.name for p in deploy.iterdir()}
@@ -143,6 +147,39 @@ def test_openvino_int8_paths_are_scored_timed_and_the_student_deployed(
     # predict / serve on the squeeze output use the deployable export
     assert Classifier.from_pretrained(tmp_path / "out").backend == "openvino"
     assert Classifier.from_pretrained(tmp_path / "out", backend="torch").backend == "torch"
+
+
+def test_the_deployed_pair_is_quoted_at_its_median_over_spaced_blocks_and_every_block_is_listed(
+    teacher_dir, task_files, tmp_path, monkeypatch
+) -> None:
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    from squeezebert import budget, export_openvino
+
+    export_model = export_openvino.export_model
+    monkeypatch.setattr(export_openvino, "export_model", lambda *a, **k: export_model(*a, **k, min_agreement=0.0))
+    monkeypatch.setattr(sq, "REPORT_BLOCKS", 3)
+    monkeypatch.setattr(sq, "REPORT_BLOCK_PAUSE_S", 7.0)
+    student_ms = iter([0.5, 1.0, 0.4])  # the second block lands in a slow state of the machine
+    pauses: list[float] = []
+    monkeypatch.setattr(sq.time, "sleep", pauses.append)
+
+    def fake_timer(forwards, batches, repeats=5, max_seconds=None):
+        ms = dict.fromkeys(forwards, 9.0)  # the torch paths, and anything else
+        if {"teacher openvino-int8", "student openvino-int8"} <= set(forwards):  # a block of the deployed pair
+            ms.update({"teacher openvino-int8": 1.5, "student openvino-int8": next(student_ms)})
+        stats = ("p50", "p90", "p99", "mean")
+        return {n: {f"batch{bs}": dict.fromkeys(stats, ms[n]) for bs in batches} for n in forwards}
+
+    monkeypatch.setattr(budget, "time_forwards", fake_timer)
+    report = run(teacher_dir, task_files, tmp_path / "out", int8=False, bf16=False, openvino=True)
+    rows = {r["model"]: r for r in report["rows"]}
+    assert rows["student openvino-int8"]["latency_ms"]["batch1"]["p50"] == 0.5  # the median, not the last block
+    assert report["fastest"]["batch1"]["speedup"] == 3.0
+    assert [b["batch1"]["speedup"] for b in report["deployed_blocks"]] == [3.0, 1.5, 3.75]
+    assert pauses.count(7.0) == 2  # between the blocks, not after the last
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "timed in 3 blocks 7 s apart" in md and "batch 1 3.00x, 1.50x, 3.75x" in md
 
 
 def test_a_student_int8_refuses_is_deployed_at_the_next_precision_that_passes(
@@ -497,7 +534,6 @@ def test_a_choice_that_falls_short_when_re_timed_alone_steps_down_to_a_shape_the
     teacher_dir, task_files, tmp_path, fake_timer, monkeypatch
 ) -> None:
     from squeezebert import budget as b
-    from squeezebert import squeeze as sq
     from squeezebert.data import encode
     from squeezebert.tables import read_table
 
@@ -829,7 +865,6 @@ def test_without_openvino_the_student_is_deployed_through_onnx(teacher_dir, task
 
 def _spy_constructions(monkeypatch) -> list[SqueezeBert]:
     """The models ``squeeze`` carves students out of, in order."""
-    import squeezebert.squeeze as sq
 
     seen: list[SqueezeBert] = []
     original = sq.construct_student
@@ -845,7 +880,6 @@ def _spy_constructions(monkeypatch) -> list[SqueezeBert]:
 def test_a_student_losing_layers_and_width_is_carved_out_of_a_distilled_intermediate(
     teacher_dir, task_files, tmp_path, monkeypatch
 ) -> None:
-    import squeezebert.squeeze as sq
 
     seen = _spy_constructions(monkeypatch)
     trained: list[SqueezeBert] = []
@@ -876,7 +910,6 @@ def test_a_student_losing_layers_and_width_is_carved_out_of_a_distilled_intermed
 def test_attention_is_distilled_head_to_head_for_pruned_students(
     teacher_dir, task_files, tmp_path, monkeypatch, epochs
 ) -> None:
-    from squeezebert import squeeze as sq
     from squeezebert.distill import DistillConfig
 
     pruned_by: list = []  # (kwargs, report) of every prune_model the squeeze runs
@@ -935,8 +968,6 @@ def test_a_two_step_squeeze_interrupted_between_its_steps_resumes_to_the_uninter
     teacher_dir, task_files, tmp_path, monkeypatch
 ) -> None:
     from safetensors.torch import load_file
-
-    import squeezebert.squeeze as sq
 
     spec = StudentSpec.from_construction("pruned", layers=[1], heads=2, ffn=64)
     kw = dict(spec=spec, int8=False, bf16=False, intermediate_epochs=1)
