@@ -453,6 +453,25 @@ def native_bf16() -> bool:
     return bool(torch.backends.mkldnn.is_available() and native())
 
 
+def native_int8(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU multiplies 8-bit integers natively (AVX512-VNNI, AVX-VNNI or AMX).
+
+    Without it, x86 kernels that multiply uint8 activations by int8 weights (oneDNN's, ONNX
+    Runtime's) add each pair of products in 16 bits, which saturates when both operands are near
+    their range. Measured on an AVX2-only AMD EPYC (Zen 3, 2026-12-07): oneDNN's int8 projections
+    fail :func:`_onednn_int8_ok` (so torch int8 runs on ``torch._int_mm``, exact), and an ONNX
+    Runtime int8 projection was off by up to 6.7 on outputs of ~10. Read from ``cpuinfo``'s flags;
+    where that is missing, assumed native."""
+    try:
+        with open(cpuinfo) as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), None)
+    except OSError:
+        return True
+    if flags is None:
+        return True
+    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags))
+
+
 WORD_EMBEDDINGS_MODULE = "embeddings.word_embeddings"
 
 
