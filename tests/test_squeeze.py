@@ -50,6 +50,16 @@ def teacher_dir(tmp_path_factory, minilm_path):
     return path
 
 
+@pytest.fixture(autouse=True)
+def _int8_native(monkeypatch) -> None:
+    # Where the CPU has no VNNI the deploy step times int8 against fp32 and keeps the faster, a
+    # choice by real timings; these tests follow the int8-first ladder whatever CPU runs them,
+    # and test_on_a_cpu_without_vnni_... tests the comparison with a fake timer.
+    from squeezebert import quantize
+
+    monkeypatch.setattr(quantize, "native_int8", lambda: True)
+
+
 def run(teacher_dir, task_files, out, **kwargs):
     return squeeze(
         teacher_dir,
@@ -247,13 +257,46 @@ def test_after_static_int8_is_refused_the_faster_of_run_time_int8_and_bf16_is_de
     assert {"int8", "bf16"} in timed  # both fallbacks were timed against each other
     names = [r["model"] for r in report["rows"]]
     assert names == ["teacher fp32", "student fp32", f"teacher openvino-{faster}", f"student openvino-{faster}"]
-    chose = [n for n in report["notes"] if "run-time-scale int8 and bf16 were both exported" in n]
+    chose = [n for n in report["notes"] if "so int8 (dynamic) and bf16 were both exported" in n]
     assert len(chose) == 2 and all(f"deployed {faster}, the faster at batch 1" in n for n in chose)
     assert all("int8 (dynamic) 3.00 ms" in n or "int8 (dynamic) 2.00 ms" in n for n in chose)
     deployed = Classifier.from_pretrained(tmp_path / "out")
     assert (deployed.backend, deployed.precision) == ("openvino", faster)
     config = json.loads((tmp_path / "out" / "deploy" / "config.json").read_text())
     assert config["openvino"]["precision"] == faster
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".squeezebert-")]  # nothing staged left
+
+
+@pytest.mark.parametrize("faster", ["fp32", "int8"])
+def test_on_a_cpu_without_vnni_int8_and_fp32_are_timed_and_the_faster_deployed(
+    teacher_dir, task_files, tmp_path, monkeypatch, faster
+) -> None:
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    from squeezebert import budget, export_openvino, quantize
+    from squeezebert.infer import Classifier
+
+    export_model = export_openvino.export_model
+    monkeypatch.setattr(export_openvino, "export_model", lambda *a, **k: export_model(*a, **k, min_agreement=0.0))
+    monkeypatch.setattr(quantize, "native_int8", lambda: False)
+    timed: list[set] = []
+
+    def fake_timer(forwards, batches, repeats=5, max_seconds=None):
+        # no timing assertions: the pair being compared reads as the parameter says, the rest 1 ms
+        timed.append(set(forwards))
+        slow = {"int8": 3.0, "fp32": 2.0} if faster == "fp32" else {"int8": 2.0, "fp32": 3.0}
+        stats = ("p50", "p90", "p99", "mean")
+        return {n: {f"batch{bs}": dict.fromkeys(stats, slow.get(n, 1.0)) for bs in batches} for n in forwards}
+
+    monkeypatch.setattr(budget, "time_forwards", fake_timer)
+    report = run(teacher_dir, task_files, tmp_path / "out", int8=False, bf16=False, openvino=True)
+    assert {"int8", "fp32"} in timed
+    names = [r["model"] for r in report["rows"]]
+    assert names == ["teacher fp32", "student fp32", f"teacher openvino-{faster}", f"student openvino-{faster}"]
+    chose = [n for n in report["notes"] if "this CPU has no VNNI" in n]
+    assert len(chose) == 2 and all(f"deployed {faster}, the faster at batch 1" in n for n in chose)
+    deployed = Classifier.from_pretrained(tmp_path / "out")
+    assert (deployed.backend, deployed.precision) == ("openvino", faster)
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".squeezebert-")]  # nothing staged left
 
 

@@ -1331,11 +1331,17 @@ def _deploy_openvino(
 
     ``timing`` (model inputs from the user's texts, per batch size): where static int8 was refused
     and the export fell back to run-time scales, bf16 is exported too and the faster of the two at
-    ``prefer_batch`` is kept (:func:`_faster_of_dynamic_and_bf16`)."""
+    ``prefer_batch`` is kept (:func:`_faster_of_dynamic_and_bf16`); where int8 passed on a CPU
+    without VNNI (:func:`squeezebert.quantize.native_int8`), fp32 is exported too and the faster
+    kept. On an AVX2-only EPYC (Zen 3) OpenVINO's static int8 ran random-weight twins of the
+    minilm-l6 teacher and two students 1.4-1.7x *slower* than fp32 at batch 1 and 1.15-1.3x at
+    batch 32 (``scripts/cpu_precision_probe.py``, docs/RESULTS.md, session 24), so int8 first
+    would have shipped the slower model there."""
     from squeezebert.export import ExportError
     from squeezebert.export_openvino import export_model
     from squeezebert.finetune import ExportedModel
     from squeezebert.infer import Classifier, openvino_has_bf16
+    from squeezebert.quantize import native_int8
 
     refused = []
     for precision in ["int8", *(["bf16"] if openvino_has_bf16() else []), "fp32"]:
@@ -1368,6 +1374,23 @@ def _deploy_openvino(
         )  # fmt: skip
         if bf16 is not None:
             precision, report = "bf16", bf16
+    elif precision == "int8" and timing and not native_int8():
+        fp32 = _faster_export(
+            who,
+            where,
+            ("int8" + (" (dynamic)" if report.int8_recipe == "dynamic" else ""), "fp32"),
+            lambda staged: export_model(
+                model, staged, tokenizer, precision="fp32", check=inputs["held_out"], dev=inputs["dev"],
+                max_length=max_length,
+            ),
+            lambda path: Classifier.from_pretrained(path, max_length=max_length, num_threads=threads).forward,
+            notes,
+            timing,
+            prefer_batch,
+            "this CPU has no VNNI, so int8 is emulated and may be the slower",
+        )  # fmt: skip
+        if fp32 is not None:
+            precision, report = "fp32", fp32
     name = f"{who} openvino-{precision}"
     log.info("%s:\n%s", name, report.summary())
     if refused:
@@ -1393,44 +1416,63 @@ def _faster_of_dynamic_and_bf16(
     timing: dict[int, list[dict]],
     prefer_batch: int,
 ) -> Any:
-    """Static int8 was refused and ``where`` holds the run-time-scale int8 export: export bf16 as
-    well (``export_bf16(dir)``, with its own agreement checks), time both (``forward_of(dir)``)
-    interleaved on ``timing`` (the user's texts), and replace ``where``'s files with bf16's when
-    it is faster at ``prefer_batch``. Returns bf16's export report when it was kept, else None;
-    notes both timings either way.
+    """Static int8 was refused and ``where`` holds the run-time-scale int8 export: bf16 is
+    exported as well and the faster kept (:func:`_faster_export`).
 
     Which one is faster depends on the CPU: on the Zen 4 EPYC the SST-2 teacher ran dynamic int8
     at 4.25 / 2.03 ms per text at batch 1 / 32 and bf16 at 4.08 / 3.16 (INT8_LADDER's note in
     :mod:`squeezebert.export_openvino`); on an AMX Xeon bf16 ran as fast or faster at batch 1 and
     1.3-2x faster at batch 32 (the CoLA teacher 48-64 vs 79-80 ms; docs/RESULTS.md, "Session
     15"). So it is measured here, on this CPU, rather than ordered once."""
+    return _faster_export(
+        who, where, ("int8 (dynamic)", "bf16"), export_bf16, forward_of, notes, timing, prefer_batch,
+        "static int8 missed the agreement bar",
+    )  # fmt: skip
+
+
+def _faster_export(
+    who: str,
+    where: Path,
+    labels: tuple[str, str],
+    export_other: Callable[[Path], Any],
+    forward_of: Callable[[Path], Callable[[dict], Any]],
+    notes: list[str],
+    timing: dict[int, list[dict]],
+    prefer_batch: int,
+    why: str,
+) -> Any:
+    """``where`` holds an export (``labels[0]``): export the other precision (``labels[1]``) too
+    (``export_other(dir)``, with its own agreement checks), time both (``forward_of(dir)``)
+    interleaved on ``timing`` (the user's texts), and replace ``where``'s files with the other's
+    when it is faster at ``prefer_batch``. Returns the other's export report when it was kept,
+    else None; notes both timings, and ``why`` the two were compared, either way."""
     import tempfile
 
     from squeezebert.budget import time_forwards
     from squeezebert.export import ExportError
 
-    with tempfile.TemporaryDirectory(prefix=".squeezebert-bf16-", dir=where.parent) as tmp:
+    mine, other = labels
+    short = other.split()[0]
+    with tempfile.TemporaryDirectory(prefix=f".squeezebert-{short}-", dir=where.parent) as tmp:
         staged = Path(tmp)
         try:
-            report = export_bf16(staged)
+            report = export_other(staged)
         except ExportError as e:
-            notes.append(f"{who} openvino-bf16 (tried because static int8 missed the agreement bar) refused: {e}")
+            notes.append(f"{who} openvino-{short} (tried because {why}) refused: {e}")
             return None
-        forwards = {"int8": forward_of(where), "bf16": forward_of(staged)}
+        forwards = {mine: forward_of(where), other: forward_of(staged)}
         ms = time_forwards(forwards, timing, repeats=FALLBACK_TIMING_REPEATS)
-        key = f"batch{prefer_batch}" if f"batch{prefer_batch}" in ms["int8"] else f"batch{min(timing)}"
-        faster = "bf16" if ms["bf16"][key]["p50"] < ms["int8"][key]["p50"] else "int8"
+        key = f"batch{prefer_batch}" if f"batch{prefer_batch}" in ms[mine] else f"batch{min(timing)}"
+        faster = other if ms[other][key]["p50"] < ms[mine][key]["p50"] else mine
         measured = ", ".join(
-            f"batch {k[5:]}: int8 (dynamic) {ms['int8'][k]['p50']:.2f} ms, bf16 {ms['bf16'][k]['p50']:.2f} ms"
-            for k in ms["int8"]
+            f"batch {k[5:]}: {mine} {ms[mine][k]['p50']:.2f} ms, {other} {ms[other][k]['p50']:.2f} ms" for k in ms[mine]
         )
         notes.append(
-            f"{who} openvino: static int8 missed the agreement bar, so run-time-scale int8 and bf16 were both "
-            f"exported and timed on the training texts ({measured}); deployed {faster}, the faster at batch "
-            f"{key[5:]}"
+            f"{who} openvino: {why}, so {mine} and {other} were both exported and timed on the training texts "
+            f"({measured}); deployed {faster.split()[0]}, the faster at batch {key[5:]}"
         )
         del forwards
-        if faster == "int8":
+        if faster == mine:
             return None
         names = sorted((f.name for f in staged.iterdir() if f.is_file()), key=lambda n: n == "config.json")
         for name in names:  # config.json last: a reader that sees it sees a complete export
