@@ -1541,25 +1541,33 @@ def _onnx_paths(
     notes: list[str],
 ) -> dict[str, tuple[torch.nn.Module, int]]:
     """Where OpenVINO is not installed: both models exported to ONNX int8 (the student into
-    ``out/deploy``), like :func:`_openvino_paths`."""
+    ``out/deploy``), like :func:`_openvino_paths`; fp32 on a CPU without VNNI, where ONNX
+    Runtime's uint8 x int8 kernels saturate (:func:`squeezebert.quantize.native_int8`: a unit
+    projection was off by up to 6.7 on outputs of ~10 on an AVX2-only EPYC)."""
     import tempfile
 
     from squeezebert.export import ExportError, export_model
     from squeezebert.finetune import ExportedModel
     from squeezebert.infer import Classifier
+    from squeezebert.quantize import native_int8
 
+    precision = "int8" if native_int8() else "fp32"
     paths: dict[str, tuple[torch.nn.Module, int]] = {}
     with tempfile.TemporaryDirectory(prefix="squeezebert-squeeze-onnx-") as tmp:
         for who, model, where in (("teacher", teacher, Path(tmp)), ("student", student, out / DEPLOY_DIR)):
             try:
-                export_model(model, where, tokenizer, precision="int8")
+                export_model(model, where, tokenizer, precision=precision)
             except ExportError as e:
-                notes.append(f"{who} onnx-int8 left out: {e}")
+                notes.append(f"{who} onnx-{precision} left out: {e}")
                 continue
             classifier = Classifier.from_pretrained(where, max_length=max_length, num_threads=threads)
             size = sum(f.stat().st_size for f in where.iterdir() if f.is_file())
-            paths[f"{who} onnx-int8"] = (ExportedModel(classifier), size)
-    notes.append("deployed through ONNX Runtime int8 (OpenVINO is not installed)")
+            paths[f"{who} onnx-{precision}"] = (ExportedModel(classifier), size)
+    notes.append(
+        f"deployed through ONNX Runtime {precision} (OpenVINO is not installed"
+        + ("" if precision == "int8" else "; this CPU has no VNNI, where ONNX Runtime's int8 kernels saturate")
+        + ")"
+    )
     return paths
 
 
