@@ -74,7 +74,7 @@ def run(teacher_dir, task_files, out, **kwargs):
 
 
 def test_squeeze_writes_student_and_a_complete_report(teacher_dir, task_files, tmp_path) -> None:
-    report = run(teacher_dir, task_files, tmp_path / "out", bf16=True)
+    report = run(teacher_dir, task_files, tmp_path / "out", int8=True, bf16=True)
     out = tmp_path / "out"
     for name in ("config.json", "model.safetensors", "tokenizer.json", "report.md", "report.json"):
         assert (out / name).is_file(), name
@@ -298,6 +298,19 @@ def test_on_a_cpu_without_vnni_int8_and_fp32_are_timed_and_the_faster_deployed(
     deployed = Classifier.from_pretrained(tmp_path / "out")
     assert (deployed.backend, deployed.precision) == ("openvino", faster)
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".squeezebert-")]  # nothing staged left
+
+
+@pytest.mark.parametrize("onednn", [True, False])
+def test_torch_int8_is_timed_by_default_only_where_onednn_runs_it(
+    teacher_dir, task_files, tmp_path, monkeypatch, onednn
+) -> None:
+    from squeezebert import quantize
+
+    monkeypatch.setattr(quantize, "_onednn_int8_ok", lambda: onednn)
+    report = run(teacher_dir, task_files, tmp_path / "out", bf16=False)
+    names = [r["model"] for r in report["rows"]]
+    assert names == ["teacher fp32", "student fp32"] + (["teacher int8", "student int8"] if onednn else [])
+    assert any("torch int8 left out of the report" in n for n in report["notes"]) is not onednn
 
 
 def test_grouped_construction_and_layer_drop(teacher_dir, task_files, tmp_path) -> None:

@@ -358,7 +358,16 @@ def add_squeeze_parser(sub: Subparsers) -> None:
     p.add_argument("--calibration-samples", type=int, default=4000, help="training examples for surgery statistics")
     p.add_argument("--bench-threads", type=int, default=None, help="threads for the latency measurement")
     p.add_argument("--bench-repeats", type=int, default=20, help="timed rounds of the report's latency measurement")
-    p.add_argument("--no-int8", action="store_true", help="skip the int8 paths in the report")
+    int8 = p.add_mutually_exclusive_group()
+    int8.add_argument(
+        "--int8",
+        dest="int8",
+        action="store_const",
+        const=True,
+        default=None,
+        help="time torch int8 in the report even where it is emulated (default: where oneDNN runs it, i.e. with VNNI)",
+    )
+    int8.add_argument("--no-int8", dest="int8", action="store_const", const=False, help="skip the torch int8 paths")
     p.add_argument(
         "--no-bf16", action="store_true", help="skip the bf16 paths in the report (default: on CPUs with native bf16)"
     )
@@ -446,7 +455,7 @@ def cmd_squeeze(args: argparse.Namespace) -> int:
             calibration_samples=args.calibration_samples,
             bench_threads=args.bench_threads,
             bench_repeats=args.bench_repeats,
-            int8=not args.no_int8,
+            int8=args.int8,
             bf16=False if args.no_bf16 else None,
             openvino=False if args.no_openvino else None,
             resume=args.resume,

@@ -695,7 +695,7 @@ def squeeze(
     bench_threads: int | None = None,
     bench_repeats: int = 20,
     bench_batch_sizes: tuple[int, ...] = (1, 32),
-    int8: bool = True,
+    int8: bool | None = None,
     resume: bool = False,
     bf16: bool | None = None,
     openvino: bool | None = None,
@@ -719,7 +719,10 @@ def squeeze(
     rank 0 alone while the other processes wait for it, and every process returns the report.
 
     ``int8`` / ``bf16``: also score and time both models through :func:`squeezebert.optimize` in
-    that precision (``bf16=None``: where the CPU runs bf16 natively).
+    that precision (``bf16=None``: where the CPU runs bf16 natively; ``int8=None``: where torch's
+    int8 runs on oneDNN's kernels, not on the exact ``torch._int_mm`` fallback a CPU without VNNI
+    gets, which ran the demo's teacher 10x slower than fp32 at batch 1 and 42x at batch 32 and
+    took most of the report's 161 s of timing; docs/RESULTS.md, session 24).
     ``openvino``: also export both models to OpenVINO int8 (calibrated on the training texts,
     checked against the dev set; see :mod:`squeezebert.export_openvino`), score and time those
     exports, and keep the student's in ``out_dir/deploy`` (``predict``/``serve out_dir`` use it).
@@ -772,7 +775,7 @@ def _squeeze(
     bench_threads: int | None,
     bench_repeats: int,
     bench_batch_sizes: tuple[int, ...],
-    int8: bool,
+    int8: bool | None,
     resume: bool,
     bf16: bool | None,
     openvino: bool | None,
@@ -1112,9 +1115,15 @@ def _squeeze(
 
     def report_stage() -> dict[str, Any]:
         """Rank 0: evaluate the student, quantize both models, measure latency, write the report."""
-        from squeezebert.quantize import native_bf16, optimize
+        from squeezebert.quantize import _onednn_int8_ok, native_bf16, optimize
 
-        fast = [p for p, on in (("int8", int8), ("bf16", native_bf16() if bf16 is None else bf16)) if on]
+        with_int8 = _onednn_int8_ok() if int8 is None else int8
+        if int8 is None and not with_int8:
+            notes.append(
+                "torch int8 left out of the report: this CPU has no VNNI, so torch's int8 runs on the exact "
+                "torch._int_mm fallback, measured 10-40x slower than fp32 on such a CPU (--int8 includes it)"
+            )
+        fast = [p for p, on in (("int8", with_int8), ("bf16", native_bf16() if bf16 is None else bf16)) if on]
         log.info("report: scoring the student and the %s copies, measuring latency", "/".join(fast) or "no fast")
         with cost.phase("evaluation"):
             student_metrics = evaluate(student, dev, kind)
