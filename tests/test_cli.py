@@ -118,6 +118,9 @@ def test_squeeze_flags_agree_with_the_squeeze_api_defaults() -> None:
 
     args = _commands()["squeeze"].parse_args(["--teacher", "t", "--train", "x.csv", "--out", "o"])
     assert args.lr is None  # resolved by cmd_squeeze from the student: test_squeeze_learning_rate_follows_the_student
+    assert args.int8 is None  # squeeze's own default: torch int8 where oneDNN runs it
+    for flag, value in (("--int8", True), ("--no-int8", False)):
+        assert _commands()["squeeze"].parse_args(["--teacher", "t", "--train", "x", "--out", "o", flag]).int8 is value
     args.lr = default_train_config().lr
     assert cli._train_config(args) == default_train_config()
     defaults = DistillConfig()

@@ -256,6 +256,7 @@ def test_squeeze_under_torchrun_writes_the_report_from_rank_0_alone(files: dict[
         "--dev", str(files["dev"]), "--out", str(out), "--epochs", "1", "--batch-size", "8", "--max-length", "32",
         "--calibration-samples", "32", "--bench-repeats", "1", "--num-threads", "1", "--dist-timeout", "60",
         "--no-bf16",  # the rows must not depend on whether this CPU has native bf16
+        "--int8",  # nor on whether torch's int8 runs on oneDNN (VNNI) here
         "--no-openvino",  # nor on whether OpenVINO is installed
         "--augment", "0",  # the step count below is of the training set itself
     ]  # fmt: skip
