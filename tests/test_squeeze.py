@@ -60,6 +60,19 @@ def _int8_native(monkeypatch) -> None:
     monkeypatch.setattr(quantize, "native_int8", lambda: True)
 
 
+@pytest.fixture
+def any_agreement(monkeypatch) -> None:
+    """OpenVINO exports that pass whatever their agreement. The tiny random teacher's logits nearly
+    tie, so int8 may flip some of 16 dev labels: the agreement bar is the export's own business
+    (tests/test_export_openvino.py), not these tests'."""
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    from squeezebert import export_openvino
+
+    export_model = export_openvino.export_model
+    monkeypatch.setattr(export_openvino, "export_model", lambda *a, **k: export_model(*a, **k, min_agreement=0.0))
+
+
 def run(teacher_dir, task_files, out, **kwargs):
     return squeeze(
         teacher_dir,
@@ -118,18 +131,10 @@ def test_squeeze_writes_student_and_a_complete_report(teacher_dir, task_files, t
 
 
 def test_openvino_int8_paths_are_scored_timed_and_the_student_deployed(
-    teacher_dir, task_files, tmp_path, monkeypatch
+    teacher_dir, task_files, tmp_path, monkeypatch, any_agreement
 ) -> None:
-    pytest.importorskip("openvino")
-    pytest.importorskip("nncf")
-    from squeezebert import export_openvino
-    from squeezebert.infer import Classifier
-
-    export_model = export_openvino.export_model
-    # The tiny random teacher's logits nearly tie, so int8 may flip some of 16 dev labels: the
-    # agreement bar is the export's own business (tests/test_export_openvino.py), not this test's.
-    monkeypatch.setattr(export_openvino, "export_model", lambda *a, **k: export_model(*a, **k, min_agreement=0.0))
     from squeezebert import budget
+    from squeezebert.infer import Classifier
 
     timed_together, time_forwards = [], budget.time_forwards
 
@@ -160,14 +165,10 @@ def test_openvino_int8_paths_are_scored_timed_and_the_student_deployed(
 
 
 def test_the_deployed_pair_is_quoted_at_its_median_over_spaced_blocks_and_every_block_is_listed(
-    teacher_dir, task_files, tmp_path, monkeypatch
+    teacher_dir, task_files, tmp_path, monkeypatch, any_agreement
 ) -> None:
-    pytest.importorskip("openvino")
-    pytest.importorskip("nncf")
-    from squeezebert import budget, export_openvino
+    from squeezebert import budget
 
-    export_model = export_openvino.export_model
-    monkeypatch.setattr(export_openvino, "export_model", lambda *a, **k: export_model(*a, **k, min_agreement=0.0))
     monkeypatch.setattr(sq, "REPORT_BLOCKS", 3)
     monkeypatch.setattr(sq, "REPORT_BLOCK_PAUSE_S", 7.0)
     student_ms = iter([0.5, 1.0, 0.4])  # the second block lands in a slow state of the machine
@@ -269,15 +270,11 @@ def test_after_static_int8_is_refused_the_faster_of_run_time_int8_and_bf16_is_de
 
 @pytest.mark.parametrize("faster", ["fp32", "int8"])
 def test_on_a_cpu_without_vnni_int8_and_fp32_are_timed_and_the_faster_deployed(
-    teacher_dir, task_files, tmp_path, monkeypatch, faster
+    teacher_dir, task_files, tmp_path, monkeypatch, any_agreement, faster
 ) -> None:
-    pytest.importorskip("openvino")
-    pytest.importorskip("nncf")
-    from squeezebert import budget, export_openvino, quantize
+    from squeezebert import budget, quantize
     from squeezebert.infer import Classifier
 
-    export_model = export_openvino.export_model
-    monkeypatch.setattr(export_openvino, "export_model", lambda *a, **k: export_model(*a, **k, min_agreement=0.0))
     monkeypatch.setattr(quantize, "native_int8", lambda: False)
     timed: list[set] = []
 

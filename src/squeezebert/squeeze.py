@@ -1340,12 +1340,17 @@ def _deploy_openvino(
 
     ``timing`` (model inputs from the user's texts, per batch size): where static int8 was refused
     and the export fell back to run-time scales, bf16 is exported too and the faster of the two at
-    ``prefer_batch`` is kept (:func:`_faster_of_dynamic_and_bf16`); where int8 passed on a CPU
+    ``prefer_batch`` is kept (:func:`_faster_export`); where int8 passed on a CPU
     without VNNI (:func:`squeezebert.quantize.native_int8`), fp32 is exported too and the faster
     kept. On an AVX2-only EPYC (Zen 3) OpenVINO's static int8 ran random-weight twins of the
     minilm-l6 teacher and two students 1.4-1.7x *slower* than fp32 at batch 1 and 1.15-1.3x at
     batch 32 (``scripts/cpu_precision_probe.py``, docs/RESULTS.md, session 24), so int8 first
-    would have shipped the slower model there."""
+    would have shipped the slower model there. Which of run-time-scale int8 and bf16 is faster
+    depends on the CPU too: on the Zen 4 EPYC the SST-2 teacher ran dynamic int8 at 4.25 / 2.03 ms
+    per text at batch 1 / 32 and bf16 at 4.08 / 3.16 (INT8_LADDER's note in
+    :mod:`squeezebert.export_openvino`); on an AMX Xeon bf16 ran as fast or faster at batch 1 and
+    1.3-2x faster at batch 32 (the CoLA teacher 48-64 vs 79-80 ms; docs/RESULTS.md, "Session 15").
+    So each is measured here, on this CPU, rather than ordered once."""
     from squeezebert.export import ExportError
     from squeezebert.export_openvino import export_model
     from squeezebert.finetune import ExportedModel
@@ -1367,39 +1372,28 @@ def _deploy_openvino(
         if where.is_dir() and not any(where.iterdir()):
             where.rmdir()
         return None
-    compared = precision == "int8" and report.int8_recipe == "dynamic" and bool(timing) and openvino_has_bf16()
-    if compared:
-        bf16 = _faster_of_dynamic_and_bf16(
-            who,
-            where,
+    # (the other precision, this export's label, why the two are compared), where they are
+    alternative = None
+    if precision == "int8" and timing:
+        if report.int8_recipe == "dynamic" and openvino_has_bf16():
+            alternative = ("bf16", "int8 (dynamic)", "static int8 missed the agreement bar")
+        elif not native_int8():
+            mine = "int8" + (" (dynamic)" if report.int8_recipe == "dynamic" else "")
+            alternative = ("fp32", mine, "this CPU has no VNNI, so int8 is emulated and may be the slower")
+    compared = alternative is not None and alternative[0] == "bf16"  # its note says static int8 was refused
+    if alternative is not None:
+        other, mine, why = alternative
+        kept = _faster_export(
+            who, where, (mine, other),
             lambda staged: export_model(
-                model, staged, tokenizer, precision="bf16", check=inputs["held_out"], dev=inputs["dev"],
+                model, staged, tokenizer, precision=other, check=inputs["held_out"], dev=inputs["dev"],
                 max_length=max_length,
             ),
             lambda path: Classifier.from_pretrained(path, max_length=max_length, num_threads=threads).forward,
-            notes,
-            timing,
-            prefer_batch,
+            notes, timing, prefer_batch, why,
         )  # fmt: skip
-        if bf16 is not None:
-            precision, report = "bf16", bf16
-    elif precision == "int8" and timing and not native_int8():
-        fp32 = _faster_export(
-            who,
-            where,
-            ("int8" + (" (dynamic)" if report.int8_recipe == "dynamic" else ""), "fp32"),
-            lambda staged: export_model(
-                model, staged, tokenizer, precision="fp32", check=inputs["held_out"], dev=inputs["dev"],
-                max_length=max_length,
-            ),
-            lambda path: Classifier.from_pretrained(path, max_length=max_length, num_threads=threads).forward,
-            notes,
-            timing,
-            prefer_batch,
-            "this CPU has no VNNI, so int8 is emulated and may be the slower",
-        )  # fmt: skip
-        if fp32 is not None:
-            precision, report = "fp32", fp32
+        if kept is not None:
+            precision, report = other, kept
     name = f"{who} openvino-{precision}"
     log.info("%s:\n%s", name, report.summary())
     if refused:
@@ -1414,29 +1408,6 @@ def _deploy_openvino(
 #: Rounds the two fallback exports are timed in (interleaved, on the user's texts) before the
 #: faster is kept: a few seconds for a 6-layer model at batch 1 and 32.
 FALLBACK_TIMING_REPEATS = 5
-
-
-def _faster_of_dynamic_and_bf16(
-    who: str,
-    where: Path,
-    export_bf16: Callable[[Path], Any],
-    forward_of: Callable[[Path], Callable[[dict], Any]],
-    notes: list[str],
-    timing: dict[int, list[dict]],
-    prefer_batch: int,
-) -> Any:
-    """Static int8 was refused and ``where`` holds the run-time-scale int8 export: bf16 is
-    exported as well and the faster kept (:func:`_faster_export`).
-
-    Which one is faster depends on the CPU: on the Zen 4 EPYC the SST-2 teacher ran dynamic int8
-    at 4.25 / 2.03 ms per text at batch 1 / 32 and bf16 at 4.08 / 3.16 (INT8_LADDER's note in
-    :mod:`squeezebert.export_openvino`); on an AMX Xeon bf16 ran as fast or faster at batch 1 and
-    1.3-2x faster at batch 32 (the CoLA teacher 48-64 vs 79-80 ms; docs/RESULTS.md, "Session
-    15"). So it is measured here, on this CPU, rather than ordered once."""
-    return _faster_export(
-        who, where, ("int8 (dynamic)", "bf16"), export_bf16, forward_of, notes, timing, prefer_batch,
-        "static int8 missed the agreement bar",
-    )  # fmt: skip
 
 
 def _faster_export(
