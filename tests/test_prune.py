@@ -366,7 +366,9 @@ def test_the_latency_table_times_static_int8_calibrated_on_the_texts_else_run_ti
     def fake_quantize(f: OpenVinoForward) -> int:
         return sum(op.get_type_name() == "FakeQuantize" for op in f._model.get_ordered_ops())
 
-    assert fake_quantize(static) > 0 and fake_quantize(dynamic) == 0
+    fp32 = fast_forward(model, "openvino-int8", 1, fp32=True)
+    assert fake_quantize(static) > 0 and fake_quantize(dynamic) == 0 and fake_quantize(fp32) == 0
+    torch.testing.assert_close(torch.from_numpy(fp32(inputs[0])), logits(model, batches(1)[0])[:1], rtol=0, atol=1e-4)
     for f in (static, dynamic):
         got = f(inputs[0])
         assert got.shape == (1, 3)
@@ -382,8 +384,8 @@ def test_the_latency_table_times_candidates_through_the_recipe_it_is_given(
 
     seen: list[tuple[str, object]] = []
 
-    def fake_forward(model, runtime, threads, calibration=None):
-        seen.append((runtime, calibration))
+    def fake_forward(model, runtime, threads, calibration=None, fp32=False):
+        seen.append((runtime, calibration, fp32))
         return lambda batch: None
 
     monkeypatch.setattr(budget, "fast_forward", fake_forward)
@@ -394,9 +396,11 @@ def test_the_latency_table_times_candidates_through_the_recipe_it_is_given(
     single = [{k: v[i : i + 1].numpy() for k, v in batches(1)[0].items() if k != "labels"} for i in range(4)]
     assert budget.TABLE_RECIPE == "dynamic"
     budget.measure_configs({"a": cfg}, {1: single}, "openvino-int8", 1)
-    assert seen == [("openvino-int8", None)]  # no calibration: run-time activation scales
+    assert seen == [("openvino-int8", None, False)]  # no calibration: run-time activation scales
     budget.measure_configs({"a": cfg}, {1: single}, "openvino-int8", 1, recipe="static", calibration_texts=2)
-    assert seen[1][1] == single[:2]
+    assert seen[1][1:] == (single[:2], False)
+    budget.measure_configs({"a": cfg}, {1: single}, "openvino-int8", 1, recipe="fp32")
+    assert seen[2] == ("openvino-int8", None, True)  # the teacher deployed in fp32: timed in fp32
     with pytest.raises(ValueError, match="recipe must be"):
         budget.measure_configs({"a": cfg}, {1: single}, "openvino-int8", 1, recipe="auto")
 
@@ -406,7 +410,10 @@ def test_the_table_recipe_follows_the_teachers_unless_given() -> None:
 
     assert table_recipe("auto", "static")[0] == "static"  # the teacher passed static: like with like
     assert table_recipe("auto", "dynamic")[0] == "dynamic"
-    assert table_recipe("auto", None)[0] == "dynamic"  # the teacher deployed bf16/fp32: the fallback
+    assert table_recipe("auto", None)[0] == "dynamic"  # the teacher deployed bf16: the fallback
+    assert table_recipe("auto", None, "bf16")[0] == "dynamic"
+    assert table_recipe("auto", None, "fp32")[0] == "fp32"  # fp32 ran faster than its int8 (no VNNI)
+    assert table_recipe("dynamic", None, "fp32") == ("dynamic", "as given")
     assert table_recipe("dynamic", "static") == ("dynamic", "as given")
     assert table_recipe("static", "dynamic") == ("static", "as given")
     with pytest.raises(ValueError, match="budget recipe must be one of"):

@@ -504,6 +504,25 @@ def test_the_table_times_shapes_through_the_teachers_int8_recipe_and_says_when_t
     assert ("run-time activation scales" in md) == (want == "dynamic")
 
 
+def test_where_the_teacher_deploys_fp32_the_table_times_the_shapes_in_fp32(
+    teacher_dir, task_files, tmp_path, monkeypatch, fake_timer, any_agreement
+) -> None:
+    from squeezebert import budget, quantize
+
+    monkeypatch.setattr(quantize, "native_int8", lambda: False)  # no VNNI: int8 is compared with fp32
+
+    def fp32_faster(forwards, batches, repeats=5, max_seconds=None):
+        ms = {"int8": 3.0, "fp32": 2.0}
+        return {n: {f"batch{bs}": dict.fromkeys(("p50", "p90", "p99", "mean"), ms.get(n, 1.0)) for bs in batches}
+                for n in forwards}  # fmt: skip
+
+    monkeypatch.setattr(budget, "time_forwards", fp32_faster)
+    report = run(teacher_dir, task_files, tmp_path / "out", speedup=2.0, int8=False, bf16=False, openvino=True)
+    assert report["budget"]["teacher_path"] == "teacher openvino-fp32" and report["budget"]["recipe"] == "fp32"
+    assert {call[2] for call in fake_timer} == {"fp32"}  # the table and the re-timing alike
+    assert "in fp32: the teacher deployed in fp32" in (tmp_path / "out" / "report.md").read_text()
+
+
 def test_candidate_shapes_and_the_frontier_within_a_budget() -> None:
     from squeezebert.budget import Candidate, Shape, candidate_shapes, frontier
 

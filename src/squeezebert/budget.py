@@ -112,7 +112,11 @@ def runtime_name(openvino: bool | None = None) -> str:
 
 
 def fast_forward(
-    model: torch.nn.Module, runtime: str, threads: int | None, calibration: Sequence[dict] | None = None
+    model: torch.nn.Module,
+    runtime: str,
+    threads: int | None,
+    calibration: Sequence[dict] | None = None,
+    fp32: bool = False,
 ) -> Callable[[dict], Any]:
     """``model`` through ``runtime`` as a callable on numpy model inputs.
 
@@ -126,6 +130,8 @@ def fast_forward(
     if runtime == "openvino-int8":
         from squeezebert.export_openvino import _compile, _quiet, convert, quantize_int8
 
+        if fp32:  # the OpenVINO fp32 model, where the teacher deployed in fp32 (FP32_RECIPE)
+            return _compile(convert(model), "fp32", threads)
         recipe = "static" if calibration else "dynamic"
         with _quiet():
             q = quantize_int8(convert(model), list(calibration or []), recipe)
@@ -192,8 +198,18 @@ BUDGET_RECIPES = ("auto", "static", "dynamic")
 TABLE_RECIPE = "dynamic"
 
 
-def table_recipe(asked: str, teacher_recipe: str | None) -> tuple[str, str]:
-    """``(recipe, why)``: the int8 recipe the latency table times candidates through.
+#: The table's "recipe" where the teacher deployed in OpenVINO fp32 (on a CPU without VNNI, where
+#: fp32 ran faster than its int8): the candidates are timed in fp32 too.
+FP32_RECIPE = "fp32"
+
+
+def table_recipe(asked: str, teacher_recipe: str | None, teacher_precision: str | None = None) -> tuple[str, str]:
+    """``(recipe, why)``: the int8 recipe the latency table times candidates through, or
+    :data:`FP32_RECIPE` where the teacher deployed in fp32 (``teacher_precision``) and ``asked``
+    is ``auto``: on an AVX2-only CPU the deploy keeps fp32 where int8 runs slower, and the
+    students then deploy in fp32 too; timed on run-time-scale int8 instead, ``make demo``'s
+    5L-3h-384f re-timed at 2.87x and was stepped down a width, where deployed in fp32 it had run
+    3.33x (docs/RESULTS.md, session 24).
 
     ``auto``: the teacher's own, so that a speed-up compares like with like. Where the teacher's
     static int8 passed its agreement checks, a table timed on run-time scales put every student a
@@ -208,6 +224,8 @@ def table_recipe(asked: str, teacher_recipe: str | None) -> tuple[str, str]:
         raise ValueError(f"budget recipe must be one of {BUDGET_RECIPES}, got {asked!r}")
     if asked != "auto":
         return asked, "as given"
+    if teacher_precision == "fp32":
+        return FP32_RECIPE, "the teacher deployed in fp32, faster than its int8 on this CPU"
     if teacher_recipe == "static":
         return "static", "the teacher's own int8 recipe (its static int8 passed the agreement checks)"
     if teacher_recipe == "dynamic":
@@ -262,10 +280,11 @@ def measure_models(
     with its inherited weights and the teacher, re-timed alone after the table chose."""
     from squeezebert.export_openvino import INT8_RECIPES
 
-    if recipe not in INT8_RECIPES:
-        raise ValueError(f"recipe must be one of {INT8_RECIPES}, got {recipe!r}")
+    if recipe not in (*INT8_RECIPES, FP32_RECIPE):
+        raise ValueError(f"recipe must be one of {(*INT8_RECIPES, FP32_RECIPE)}, got {recipe!r}")
     calibration = batches[min(batches)][:calibration_texts] if recipe == "static" else None
-    forwards = {name: fast_forward(m, runtime, threads, calibration) for name, m in models.items()}
+    fp32 = recipe == FP32_RECIPE
+    forwards = {name: fast_forward(m, runtime, threads, calibration, fp32) for name, m in models.items()}
     forwards.update(extra or {})
     timings = time_forwards(forwards, batches, repeats)
     return {name: {key: t["p50"] for key, t in by_batch.items()} for name, by_batch in timings.items()}

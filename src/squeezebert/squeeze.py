@@ -283,7 +283,8 @@ def _choose_shape(
         seconds["the teacher's export"] = round(time.perf_counter() - started, 1)
         started = time.perf_counter()
     teacher_recipe = getattr(deployed[1], "int8_recipe", None) if deployed is not None else None
-    recipe, recipe_why = table_recipe(budget_recipe, teacher_recipe)
+    teacher_precision = deployed[0].rsplit("-", 1)[-1] if deployed is not None else None  # "teacher openvino-fp32"
+    recipe, recipe_why = table_recipe(budget_recipe, teacher_recipe, teacher_precision)
     if measure is None:
         extra = {deployed[0]: deployed[1].classifier.forward} if deployed is not None else None
 
@@ -561,6 +562,8 @@ def _recipe_words(recipe: str | None, why: str | None) -> str:
             + (why if why and why != "as given" else "the recipe every int8 export can fall back to")
             + ", so the budget holds whichever int8 recipe the student deploys with)"
         )
+    if recipe == "fp32":
+        return f" (in fp32: {why})"
     if recipe == "static":
         return (
             " (static int8 calibrated on the training texts: "
