@@ -1123,8 +1123,9 @@ def _squeeze(
         with_int8 = _onednn_int8_ok() if int8 is None else int8
         if int8 is None and not with_int8:
             notes.append(
-                "torch int8 left out of the report: this CPU has no VNNI, so torch's int8 runs on the exact "
-                "torch._int_mm fallback, measured 10-40x slower than fp32 on such a CPU (--int8 includes it)"
+                "torch int8 left out of the report: oneDNN's int8 kernels are missing or give wrong answers here "
+                "(as on CPUs without VNNI), so torch's int8 runs on the exact torch._int_mm fallback, measured "
+                "10-40x slower than fp32 on such a CPU (--int8 includes it)"
             )
         fast = [p for p, on in (("int8", with_int8), ("bf16", native_bf16() if bf16 is None else bf16)) if on]
         log.info("report: scoring the student and the %s copies, measuring latency", "/".join(fast) or "no fast")
@@ -1424,7 +1425,8 @@ def _faster_export(
     prefer_batch: int,
     why: str,
 ) -> Any:
-    """``where`` holds an export (``labels[0]``): export the other precision (``labels[1]``) too
+    """``where`` holds an export (``labels[0]``, e.g. ``int8 (dynamic)``): export the other
+    precision (``labels[1]``, a precision name: ``bf16``, ``fp32``) too
     (``export_other(dir)``, with its own agreement checks), time both (``forward_of(dir)``)
     interleaved on ``timing`` (the user's texts), and replace ``where``'s files with the other's
     when it is faster at ``prefer_batch``. Returns the other's export report when it was kept,
@@ -1435,13 +1437,12 @@ def _faster_export(
     from squeezebert.export import ExportError
 
     mine, other = labels
-    short = other.split()[0]
-    with tempfile.TemporaryDirectory(prefix=f".squeezebert-{short}-", dir=where.parent) as tmp:
+    with tempfile.TemporaryDirectory(prefix=f".squeezebert-{other}-", dir=where.parent) as tmp:
         staged = Path(tmp)
         try:
             report = export_other(staged)
         except ExportError as e:
-            notes.append(f"{who} openvino-{short} (tried because {why}) refused: {e}")
+            notes.append(f"{who} openvino-{other} (tried because {why}) refused: {e}")
             return None
         forwards = {mine: forward_of(where), other: forward_of(staged)}
         ms = time_forwards(forwards, timing, repeats=FALLBACK_TIMING_REPEATS)
