@@ -520,7 +520,8 @@ def test_where_the_teacher_deploys_fp32_the_table_times_the_shapes_in_fp32(
     report = run(teacher_dir, task_files, tmp_path / "out", speedup=2.0, int8=False, bf16=False, openvino=True)
     assert report["budget"]["teacher_path"] == "teacher openvino-fp32" and report["budget"]["recipe"] == "fp32"
     assert {call[2] for call in fake_timer} == {"fp32"}  # the table and the re-timing alike
-    assert "in fp32: the teacher deployed in fp32" in (tmp_path / "out" / "report.md").read_text()
+    assert report["budget"]["runtime"] == "openvino-fp32"  # named as timed, not as the int8 family
+    assert "timed through openvino-fp32 (the teacher deployed in fp32" in (tmp_path / "out" / "report.md").read_text()
 
 
 def test_candidate_shapes_and_the_frontier_within_a_budget() -> None:

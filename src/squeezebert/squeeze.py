@@ -248,6 +248,7 @@ def _choose_shape(
     texts, so the blocks are chosen here and timed beside the whole-layer shape; where they would
     miss the budget, whole layers are removed after all."""
     from squeezebert.budget import (
+        FP32_RECIPE,
         Shape,
         candidate_shapes,
         frontier,
@@ -285,6 +286,8 @@ def _choose_shape(
     teacher_recipe = getattr(deployed[1], "int8_recipe", None) if deployed is not None else None
     teacher_precision = deployed[0].rsplit("-", 1)[-1] if deployed is not None else None  # "teacher openvino-fp32"
     recipe, recipe_why = table_recipe(budget_recipe, teacher_recipe, teacher_precision)
+    # what the report and the plot name: OpenVINO in fp32 where the teacher deployed in fp32
+    timed_through = "openvino-fp32" if runtime == "openvino-int8" and recipe == FP32_RECIPE else runtime
     if measure is None:
         extra = {deployed[0]: deployed[1].classifier.forward} if deployed is not None else None
 
@@ -293,7 +296,7 @@ def _choose_shape(
 
     shapes = candidate_shapes(teacher.config)
     log.info(
-        "timing the teacher and %d candidate shapes through %s%s", len(shapes), runtime,
+        "timing the teacher and %d candidate shapes through %s%s", len(shapes), timed_through,
         f" ({recipe}: {recipe_why})" if runtime == "openvino-int8" else "",
     )  # fmt: skip
     twin_ms, table, fit = latency_table(teacher.config, shapes, measure)
@@ -505,7 +508,7 @@ def _choose_shape(
         blocks=blocks,
     )
     report = {
-        "runtime": runtime,
+        "runtime": timed_through,
         "recipe": recipe if runtime == "openvino-int8" else None,
         "recipe_why": recipe_why if runtime == "openvino-int8" else None,
         "teacher_recipe": teacher_recipe,
@@ -563,7 +566,7 @@ def _recipe_words(recipe: str | None, why: str | None) -> str:
             + ", so the budget holds whichever int8 recipe the student deploys with)"
         )
     if recipe == "fp32":
-        return f" (in fp32: {why})"
+        return f" ({why})"
     if recipe == "static":
         return (
             " (static int8 calibrated on the training texts: "
