@@ -207,6 +207,22 @@ def test_per_token_int8_export_is_as_accurate_as_torch_int8(kind: str, tmp_path:
     assert 0 < onnx_error <= 2 * torch_error, (onnx_error, torch_error)
 
 
+@pytest.mark.parametrize("vnni", [False, True])
+def test_an_int8_export_on_a_cpu_without_vnni_warns_that_its_check_measures_the_cpu(
+    vnni: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from squeezebert import quantize
+
+    monkeypatch.setattr(quantize, "native_int8", lambda: vnni)
+    with caplog.at_level("WARNING", logger="squeezebert.export"):
+        report = export_model(tiny_model(), tmp_path, precision="int8")
+    warned = [r.getMessage() for r in caplog.records if "no VNNI" in r.getMessage()]
+    assert (tmp_path / "model.onnx").is_file() and report.int8_agreement is not None  # written and checked either way
+    assert len(warned) == (0 if vnni else 1)
+    if warned:
+        assert str(tmp_path) in warned[0] and f"agree on {100 * report.int8_agreement:.1f}%" in warned[0]
+
+
 def test_int8_grouped_weights_have_a_scale_per_group_and_column(tmp_path: Path) -> None:
     export_model(tiny_model(), tmp_path, precision="int8")
     model = onnx.load(str(tmp_path / "model.onnx"))

@@ -216,11 +216,15 @@ def test_optimize_copies_and_is_eval_only() -> None:
         optimize(model, "fp16")
 
 
-def test_int8_matmul_fallback_is_close_to_fp32(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The path taken where oneDNN's int8 ops are missing (older torch builds).
+def test_int8_matmul_fallback_is_close_to_fp32(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The path taken where oneDNN's int8 ops are missing (older torch builds) or wrong (no VNNI).
     monkeypatch.setattr(quantize, "_onednn_int8_ok", lambda: False)
     model = SqueezeBert(tiny_config()).eval()
-    fast = optimize(model, "int8")
+    with caplog.at_level("WARNING", logger="squeezebert.quantize"):
+        fast = optimize(model, "int8")
+    assert any("torch._int_mm fallback" in r.getMessage() for r in caplog.records)  # it is the slow path: said so
     assert not any(isinstance(m, Int8Projection) for m in fast.modules())
     inputs = random_inputs(len(VOCAB))
     with torch.no_grad():

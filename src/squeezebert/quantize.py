@@ -547,5 +547,11 @@ def optimize(
             log.warning("this CPU has no native bf16 (AVX512-BF16/AMX): bf16 will be emulated and slow")
         copy_ = copy_.to(torch.bfloat16)
     elif precision == "int8":
+        if not _onednn_int8_ok():
+            log.warning(
+                "oneDNN's int8 kernels are missing or wrong on this CPU (as without VNNI): int8 runs on the "
+                "torch._int_mm fallback, measured 10-40x slower than fp32 on an AVX2-only EPYC (docs/RESULTS.md, "
+                "session 24); fp32, or the OpenVINO backend, is faster here"
+            )
         quantize_projections(copy_, tuple(int8_keep), per_token)
     return InferenceModel(copy_, precision)
