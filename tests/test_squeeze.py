@@ -191,6 +191,8 @@ def test_the_deployed_pair_is_quoted_at_its_median_over_spaced_blocks_and_every_
     assert pauses.count(7.0) == 2  # between the blocks, not after the last
     md = (tmp_path / "out" / "report.md").read_text()
     assert "timed in 3 blocks 7 s apart" in md and "batch 1 3.00x, 1.50x, 3.75x" in md
+    monkeypatch.setattr(sq, "REPORT_BLOCK_PAUSE_S", 99.0)  # re-rendered later: the pause it was timed with
+    assert "timed in 3 blocks 7 s apart" in sq.render_report(report)
 
 
 def test_a_student_int8_refuses_is_deployed_at_the_next_precision_that_passes(

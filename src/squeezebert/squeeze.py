@@ -1233,6 +1233,7 @@ def _squeeze(
         report = {
             "fastest": _fastest_paths(rows, metric, batch_sizes),
             "deployed_blocks": _block_speedups(blocks),
+            "deployed_block_pause_s": REPORT_BLOCK_PAUSE_S if len(blocks) > 1 else None,
             "budget_met": budget_met,
             "teacher": str(teacher_src),
             "task": data.task,
@@ -1638,8 +1639,9 @@ def _fastest_paths(rows: list[dict], metric: str, batch_sizes: tuple[int, ...]) 
     return out
 
 
-def _block_lines(blocks: list[dict[str, dict[str, float]]]) -> list[str]:
-    """The report's sentence on the deployed pair's spaced timing blocks."""
+def _block_lines(blocks: list[dict[str, dict[str, float]]], pause_s: float | None) -> list[str]:
+    """The report's sentence on the deployed pair's spaced timing blocks (``pause_s`` apart, as
+    recorded when they were timed; None in reports written before it was recorded)."""
     if not blocks:
         return []
     per_batch = []
@@ -1648,7 +1650,9 @@ def _block_lines(blocks: list[dict[str, dict[str, float]]]) -> list[str]:
         per_batch.append(f"batch {key[5:]} " + ", ".join(f"{u:.2f}x" for u in ups))
     return [
         "",
-        f"The deployed exports were timed in {len(blocks)} blocks {REPORT_BLOCK_PAUSE_S:g} s apart and each path "
+        f"The deployed exports were timed in {len(blocks)} blocks "
+        + ("spaced apart" if pause_s is None else f"{pause_s:g} s apart")
+        + " and each path "
         "is quoted at its median over them (the machine's speed can change between blocks); the deployed "
         "student against the deployed teacher, block by block: " + "; ".join(per_batch) + ".",
     ]
@@ -1700,7 +1704,7 @@ def render_report(report: dict[str, Any], surgery_table: str | None = None) -> s
             f"{f['teacher']} {f['teacher_p50_ms']:.2f} ms ({f['teacher_metric']:.4f}): **{f['speedup']:.2f}x**"
             for k, f in report.get("fastest", {}).items()
         ],
-        *_block_lines(report.get("deployed_blocks") or []),
+        *_block_lines(report.get("deployed_blocks") or [], report.get("deployed_block_pause_s")),
         "",
         "## Pareto",
         "",
