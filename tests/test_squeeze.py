@@ -848,8 +848,10 @@ def test_squeeze_with_a_speedup_reports_the_budget_table_plot_and_cost(
         assert budget["recipe"] == budget["teacher_recipe"] and fake_timer[0][2] == budget["recipe"]
         words = {"static": "static int8 calibrated", "dynamic": "run-time activation scales"}
         assert words[budget["recipe"]] in md
-    else:
+    elif budget["runtime"] == "torch-int8":
         assert budget["recipe"] is None and "run-time activation scales" not in md
+    else:  # the teacher deployed in fp32, faster than its int8 here
+        assert budget["runtime"] == "openvino-fp32" and budget["recipe"] == "fp32"
     with pytest.raises(ValueError, match="not both"):
         run(teacher_dir, task_files, tmp_path / "x", speedup=2.0, latency_budget_ms=3.0)
     with pytest.raises(ValueError, match="chooses the student's shape itself"):
