@@ -405,6 +405,31 @@ def test_the_latency_table_times_candidates_through_the_recipe_it_is_given(
         budget.measure_configs({"a": cfg}, {1: single}, "openvino-int8", 1, recipe="auto")
 
 
+def test_a_re_timing_in_blocks_quotes_each_path_at_its_median_over_spaced_blocks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import time
+
+    from squeezebert import budget
+
+    compiled: list[str] = []
+    monkeypatch.setattr(budget, "fast_forward", lambda m, *a, **k: compiled.append("x") or (lambda batch: None))
+    # the second block lands in a slow state that slows the student more than the teacher
+    student, teacher = iter([1.0, 1.6, 1.1]), iter([3.3, 4.6, 3.2])
+    monkeypatch.setattr(budget, "time_forwards", lambda forwards, batches, repeats: {
+        "s": {"batch1": {"p50": next(student)}}, "teacher": {"batch1": {"p50": next(teacher)}}
+    })  # fmt: skip
+    pauses: list[float] = []
+    monkeypatch.setattr(time, "sleep", pauses.append)
+    single = [{k: v[:1].numpy() for k, v in batches(1)[0].items() if k != "labels"}]
+    ms = budget.measure_models({"s": tiny()}, {1: single}, "openvino-int8", 1, extra={"teacher": None},
+                               blocks=3, pause_s=10.0)  # fmt: skip
+    assert ms == {"s": {"batch1": 1.1}, "teacher": {"batch1": 3.3}}  # medians, not the slow block's 1.6 / 4.6
+    assert pauses == [10.0, 10.0] and compiled == ["x"]  # compiled once, timed three times, pauses between
+    with pytest.raises(ValueError, match="blocks must be"):
+        budget.measure_models({"s": tiny()}, {1: single}, "openvino-int8", 1, blocks=0)
+
+
 def test_the_table_recipe_follows_the_teachers_unless_given() -> None:
     from squeezebert.budget import table_recipe
 

@@ -455,7 +455,7 @@ def fake_timer(monkeypatch):
             out[name] = {k: 2 * v for k, v in teacher_ms.items()}
         return out
 
-    def measure_models(models, batches, runtime, threads, repeats=5, recipe="dynamic", extra=None):
+    def measure_models(models, batches, runtime, threads, repeats=5, recipe="dynamic", extra=None, **blocks):
         # the choice re-timed alone: pruned weights time like their config, the teacher as in the table
         calls.append((sorted(batches), runtime, recipe))
         out = fake_measure({name: m.config for name, m in models.items()})

@@ -275,19 +275,37 @@ def measure_models(
     recipe: str = TABLE_RECIPE,
     calibration_texts: int = CALIBRATION_TEXTS,
     extra: dict[str, Callable[[dict], Any]] | None = None,
+    blocks: int = 1,
+    pause_s: float = 0.0,
 ) -> dict[str, dict[str, float]]:
     """Like :func:`measure_configs`, for real models (``{name: model}``): the pruned candidate
-    with its inherited weights and the teacher, re-timed alone after the table chose."""
+    with its inherited weights and the teacher, re-timed alone after the table chose. With
+    ``blocks`` > 1 the compiled models are timed in that many blocks ``pause_s`` apart and each
+    path's median over the blocks is returned (the squeeze's report times its deployed pair the
+    same way; one block can land in the machine's slow state, docs/RESULTS.md sessions 23, 25)."""
+    import time
+
     from squeezebert.export_openvino import INT8_RECIPES
 
     if recipe not in (*INT8_RECIPES, FP32_RECIPE):
         raise ValueError(f"recipe must be one of {(*INT8_RECIPES, FP32_RECIPE)}, got {recipe!r}")
+    if blocks < 1:
+        raise ValueError(f"blocks must be at least 1, got {blocks}")
     calibration = batches[min(batches)][:calibration_texts] if recipe == "static" else None
     fp32 = recipe == FP32_RECIPE
     forwards = {name: fast_forward(m, runtime, threads, calibration, fp32) for name, m in models.items()}
     forwards.update(extra or {})
-    timings = time_forwards(forwards, batches, repeats)
-    return {name: {key: t["p50"] for key, t in by_batch.items()} for name, by_batch in timings.items()}
+    p50s = []
+    for block in range(blocks):
+        if block:
+            time.sleep(pause_s)
+        timings = time_forwards(forwards, batches, repeats)
+        p50s.append({name: {key: t["p50"] for key, t in by_batch.items()} for name, by_batch in timings.items()})
+        log.debug("re-timing block %d: %s", block, p50s[-1])
+    return {
+        name: {key: float(np.median([b[name][key] for b in p50s])) for key in by_batch}
+        for name, by_batch in p50s[0].items()
+    }
 
 
 # --------------------------------------------------------------------------- the table and the choice

@@ -102,6 +102,12 @@ STEP_UP_HEADROOM = 1.1
 #: by whichever state it landed in, and the report gave no sign of the other.
 REPORT_BLOCKS = 3
 REPORT_BLOCK_PAUSE_S = 10.0
+#: The re-timing of the table's choice beside the teacher, before training, is timed the same way
+#: (each path at its median over this many blocks, :data:`REPORT_BLOCK_PAUSE_S` apart): in one
+#: block it read SST-2's 5L-3h-384f at 2.82x with the teacher at 6.85 ms, where the table had put
+#: the teacher at 4.74 ms and the next block read it at 4.99 (docs/RESULTS.md, session 25), and the
+#: squeeze stepped down a width on that one block.
+RETIME_BLOCKS = 3
 #: How a budgeted squeeze removes the depth its chosen shape drops: ``layers`` (whole layers, the
 #: default) or ``blocks`` (every layer kept, the same number of attention/FFN blocks removed, see
 #: :func:`squeezebert.prune.choose_blocks`).
@@ -374,7 +380,10 @@ def _choose_shape(
         if deployed is None:
             models["teacher"] = teacher
         extra = {"teacher": deployed[1].classifier.forward} if deployed is not None else None
-        ms = measure_models(models, batches, runtime, threads, recipe=recipe, extra=extra)
+        ms = measure_models(
+            models, batches, runtime, threads, recipe=recipe, extra=extra, blocks=RETIME_BLOCKS,
+            pause_s=REPORT_BLOCK_PAUSE_S,
+        )  # fmt: skip
         teacher_now = ms["teacher"][key]
         out = {}
         for c in cands:
