@@ -630,8 +630,9 @@ def export_model(
         if not native_int8():  # the graph is right; this CPU's check of it is not (tests/test_export.py)
             log.warning(
                 "%s: this CPU has no VNNI, where ONNX Runtime's uint8 x int8 kernels add pairs of products in "
-                "16 bits and saturate: the int8 check here (predictions agree on %.1f%%) measures this CPU's kernels, "
-                "not the graph, which passes the exactness tests on a CPU with VNNI; on this one deploy fp32",
+                "16 bits, which can saturate: the int8 check here (predictions agree on %.1f%%) measures this "
+                "CPU's kernels, not the graph, which passes the exactness tests on a CPU with VNNI; on this one "
+                "deploy fp32",
                 out, 100 * (report.int8_agreement or 0.0),
             )  # fmt: skip
     report.files.append(MODEL_FILE)
