@@ -172,6 +172,39 @@ def time_forwards(
     return out
 
 
+def time_in_blocks(
+    forwards: dict[str, Callable[[dict], Any]],
+    batches: dict[int, list[dict]],
+    repeats: int,
+    blocks: int,
+    pause_s: float,
+) -> list[dict[str, dict[str, dict[str, float]]]]:
+    """:func:`time_forwards` ``blocks`` times, ``pause_s`` apart: one result per block. On two
+    shared cores a single block can land in the machine's slow state (docs/RESULTS.md, sessions
+    23 and 25), so the squeeze's re-timing and its report quote :func:`median_of_blocks`."""
+    import time
+
+    if blocks < 1:
+        raise ValueError(f"blocks must be at least 1, got {blocks}")
+    out = []
+    for block in range(blocks):
+        if block:
+            time.sleep(pause_s)
+        out.append(time_forwards(forwards, batches, repeats=repeats))
+    return out
+
+
+def median_of_blocks(blocks: list[dict[str, dict[str, dict[str, float]]]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per path, batch size and statistic: the median over the blocks of :func:`time_forwards`."""
+    return {
+        name: {
+            key: {stat: float(np.median([b[name][key][stat] for b in blocks])) for stat in stats}
+            for key, stats in by_batch.items()
+        }
+        for name, by_batch in blocks[0].items()
+    }
+
+
 def module_forward(module: torch.nn.Module) -> Callable[[dict], Any]:
     """A PyTorch-style module (``module(input_ids, attention_mask, token_type_ids)``) as a
     callable on numpy model inputs, under inference mode."""
@@ -283,29 +316,18 @@ def measure_models(
     ``blocks`` > 1 the compiled models are timed in that many blocks ``pause_s`` apart and each
     path's median over the blocks is returned (the squeeze's report times its deployed pair the
     same way; one block can land in the machine's slow state, docs/RESULTS.md sessions 23, 25)."""
-    import time
-
     from squeezebert.export_openvino import INT8_RECIPES
 
     if recipe not in (*INT8_RECIPES, FP32_RECIPE):
         raise ValueError(f"recipe must be one of {(*INT8_RECIPES, FP32_RECIPE)}, got {recipe!r}")
-    if blocks < 1:
+    if blocks < 1:  # (checked before anything is compiled)
         raise ValueError(f"blocks must be at least 1, got {blocks}")
     calibration = batches[min(batches)][:calibration_texts] if recipe == "static" else None
     fp32 = recipe == FP32_RECIPE
     forwards = {name: fast_forward(m, runtime, threads, calibration, fp32) for name, m in models.items()}
     forwards.update(extra or {})
-    p50s = []
-    for block in range(blocks):
-        if block:
-            time.sleep(pause_s)
-        timings = time_forwards(forwards, batches, repeats)
-        p50s.append({name: {key: t["p50"] for key, t in by_batch.items()} for name, by_batch in timings.items()})
-        log.debug("re-timing block %d: %s", block, p50s[-1])
-    return {
-        name: {key: float(np.median([b[name][key] for b in p50s])) for key in by_batch}
-        for name, by_batch in p50s[0].items()
-    }
+    timings = median_of_blocks(time_in_blocks(forwards, batches, repeats, blocks, pause_s))
+    return {name: {key: t["p50"] for key, t in by_batch.items()} for name, by_batch in timings.items()}
 
 
 # --------------------------------------------------------------------------- the table and the choice

@@ -807,9 +807,11 @@ def _squeeze(
         BUDGET_RECIPES,
         Shape,
         length_profile,
+        median_of_blocks,
         module_forward,
         runtime_name,
         time_forwards,
+        time_in_blocks,
         timing_batches,
     )
 
@@ -1180,11 +1182,8 @@ def _squeeze(
             blocks: list[dict[str, dict[str, dict[str, float]]]] = []
             if deployed:
                 exported = {name: deployed[name][0].classifier.forward for name in deployed}
-                for block in range(REPORT_BLOCKS):
-                    if block:
-                        time.sleep(REPORT_BLOCK_PAUSE_S)
-                    blocks.append(time_forwards(exported, timing, repeats=bench_repeats))
-                latency.update(_median_of_blocks(blocks))
+                blocks = time_in_blocks(exported, timing, bench_repeats, REPORT_BLOCKS, REPORT_BLOCK_PAUSE_S)
+                latency.update(median_of_blocks(blocks))
         sizes = {
             "teacher": file_size(teacher_ckpt.path) if teacher_ckpt.path else 0,
             "student": file_size(out),
@@ -1588,18 +1587,6 @@ def _pareto_notes(rows: list[dict], metric: str, batch_sizes: tuple[int, ...], g
             else:
                 notes.append(f"batch {bs}: {s['model']} is on the Pareto front against every teacher path")
     return notes
-
-
-def _median_of_blocks(blocks: list[dict[str, dict[str, dict[str, float]]]]) -> dict[str, dict[str, dict[str, float]]]:
-    """Per path, batch size and statistic: the median over the blocks of :func:`time_forwards`."""
-    first = blocks[0]
-    return {
-        name: {
-            key: {stat: float(np.median([b[name][key][stat] for b in blocks])) for stat in stats}
-            for key, stats in by_batch.items()
-        }
-        for name, by_batch in first.items()
-    }
 
 
 def _block_speedups(blocks: list[dict[str, dict[str, dict[str, float]]]]) -> list[dict[str, dict[str, float]]]:
