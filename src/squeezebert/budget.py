@@ -59,7 +59,13 @@ class Shape:
 
 def candidate_shapes(teacher: ModelConfig, widths: Sequence[float] = WIDTHS) -> list[Shape]:
     """Every layer count below the teacher's, each at every width fraction (heads and FFN kept
-    together, rounded to whole heads and multiples of 32 neurons)."""
+    together, rounded to whole heads and multiples of 32 neurons).
+
+    The teacher's own depth at narrower widths was tried as candidates (session 26,
+    docs/RESULTS.md): on CoLA the table chose 6L-3h-384f, which re-timed alone at 2.86x and fell
+    back to 5L-3h-384f (23.96 MCC deployed, 3.18x, session 25), and the full-depth shape that does
+    fit, 6L-2h-192f, distilled to 21.99 at 4.26x: no better at the same seed. Not kept: four more
+    shapes to time and a likely extra re-timing round, for no measured gain."""
     shapes = []
     for n in range(teacher.num_hidden_layers - 1, 0, -1):
         for w in widths:
