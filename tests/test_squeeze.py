@@ -910,6 +910,11 @@ def test_cli_squeeze_takes_the_budget_flags(teacher_dir, task_files, tmp_path, c
     assert json.loads((tmp_path / "c3" / "report.json").read_text())["intermediate"] is None
     assert cli_main([*two, "--out", str(tmp_path / "c4"), "--intermediate-epochs", "-1"]) == 2
     assert "--intermediate-epochs must be 0 (prune in one step) or more, got -1" in capsys.readouterr().err
+    assert cli_main([*two, "--out", str(tmp_path / "c5"), "--carved-lr", "2e-5"]) == 0
+    assert json.loads((tmp_path / "c5" / "train_args.json").read_text())["lr"] == 2e-5
+    assert "distilled on at lr 2e-05 (the intermediate: 0.0003)" in (tmp_path / "c5" / "report.md").read_text()
+    assert cli_main([*two, "--out", str(tmp_path / "c6"), "--carved-lr", "-1"]) == 2
+    assert "--carved-lr must be a positive learning rate, got -1.0" in capsys.readouterr().err
     # whole blocks: 2 of the 4 go, none of them attention (a third of 2, rounded down)
     assert cli_main([*args, "--out", str(tmp_path / "d"), "--construction", "pruned", "--blocks", "2"]) == 0
     cfg = load(tmp_path / "d").model.config
@@ -1044,6 +1049,8 @@ def test_students_that_keep_every_layer_or_full_width_are_pruned_in_one_step(
     assert len(seen) == 3
     with pytest.raises(ValueError, match="intermediate_epochs must be a whole number"):
         run(teacher_dir, task_files, tmp_path / "bad", spec=spec, intermediate_epochs=-1)
+    with pytest.raises(ValueError, match="carved_lr must be a positive learning rate"):
+        run(teacher_dir, task_files, tmp_path / "bad", spec=spec, carved_lr=0.0)
 
 
 def test_a_two_step_squeeze_interrupted_between_its_steps_resumes_to_the_uninterrupted_student(
@@ -1052,7 +1059,8 @@ def test_a_two_step_squeeze_interrupted_between_its_steps_resumes_to_the_uninter
     from safetensors.torch import load_file
 
     spec = StudentSpec.from_construction("pruned", layers=[1], heads=2, ffn=64)
-    kw = dict(spec=spec, int8=False, bf16=False, intermediate_epochs=1)
+    # the carved student distilled at its own learning rate: a resume must find it again
+    kw = dict(spec=spec, int8=False, bf16=False, intermediate_epochs=1, carved_lr=4e-5)
 
     def measured(chosen):  # the teacher's precision while distilling, as if timed on this machine
         speedup = 2.0 if chosen == "bf16" else 1.0
@@ -1077,6 +1085,8 @@ def test_a_two_step_squeeze_interrupted_between_its_steps_resumes_to_the_uninter
     with pytest.raises(KeyboardInterrupt):
         run(teacher_dir, task_files, tmp_path / "killed", **kw)
     assert (tmp_path / "killed" / "intermediate.tmp" / "last").is_dir()
+    # the intermediate at the run's own rate (run()'s config: 1e-3)
+    assert json.loads((tmp_path / "killed" / "intermediate.tmp" / "train_args.json").read_text())["lr"] == 1e-3
     monkeypatch.setattr(sq, "fit", original_fit)
     # measured again now, fp32 would win: the resumed run keeps the bf16 its targets were made with
     monkeypatch.setattr(sq, "choose_teacher_precision", measured("fp32"))
@@ -1088,6 +1098,7 @@ def test_a_two_step_squeeze_interrupted_between_its_steps_resumes_to_the_uninter
     steps = straight["intermediate"]["train"]["global_step"]
     assert steps > 0 and resumed["intermediate"]["train"]["resumed_from_step"] == steps  # restored, not redone
     assert not (tmp_path / "killed" / "intermediate.tmp").exists()
+    assert json.loads((tmp_path / "killed" / "train_args.json").read_text())["lr"] == 4e-5  # the carved student's
     # resumed once more after it finished (the final state kept, the intermediate gone): not redone,
     # and the report describes the step from the record the finished run left beside the student
     seen = _spy_constructions(monkeypatch)

@@ -310,6 +310,12 @@ def add_squeeze_parser(sub: Subparsers) -> None:
         "(default: 1)",
     )
     p.add_argument(
+        "--carved-lr",
+        type=float,
+        default=None,
+        help="peak learning rate for the student carved out of the intermediate one (two-step pruning; default: --lr)",
+    )
+    p.add_argument(
         "--importance",
         default="magnitude",
         choices=("taylor", "magnitude"),
@@ -405,6 +411,8 @@ def cmd_squeeze(args: argparse.Namespace) -> int:
             f"--latency-budget/--speedup choose the student's shape: drop {', '.join(given)} "
             "(--prune-unit blocks removes blocks instead of layers)"
         )
+    if args.carved_lr is not None and not args.carved_lr > 0:
+        raise ValueError(f"--carved-lr must be a positive learning rate, got {args.carved_lr}")
     if args.intermediate_epochs is not None and args.intermediate_epochs < 0:
         raise ValueError(f"--intermediate-epochs must be 0 (prune in one step) or more, got {args.intermediate_epochs}")
     if not budgeted and args.prune_unit != "layers":
@@ -467,6 +475,7 @@ def cmd_squeeze(args: argparse.Namespace) -> int:
             prune_unit=args.prune_unit,
             budget_recipe=args.budget_recipe,
             intermediate_epochs=INTERMEDIATE_EPOCHS if args.intermediate_epochs is None else args.intermediate_epochs,
+            carved_lr=args.carved_lr,
         )
     if _is_main():
         if not args.keep_resume_state:  # the student is distilled and reported: nothing to resume

@@ -722,6 +722,7 @@ def squeeze(
     prune_unit: str = "layers",
     intermediate_epochs: int = INTERMEDIATE_EPOCHS,
     budget_recipe: str = "auto",
+    carved_lr: float | None = None,
 ) -> dict[str, Any]:
     """Squeeze a fine-tuned ``teacher_src`` on the task ``source`` names (it needs a dev set);
     write the student and ``report.md`` / ``report.json`` into ``out_dir``; return the report.
@@ -765,6 +766,8 @@ def squeeze(
     ``intermediate_epochs``: a pruned student that loses layers and width (every budgeted one
     that does) is pruned in two steps: all layers to the final width first, distilled for this
     many epochs, then its layers removed (:data:`INTERMEDIATE_EPOCHS`); 0: in one step.
+    ``carved_lr``: the peak learning rate the student carved out of that intermediate one is
+    distilled at (None: ``config.lr``, as the intermediate).
     """
     config = config or default_train_config(spec, budgeted=latency_budget_ms is not None or speedup is not None)
     # One process group for the whole workflow (fit then leaves it alone), so that the other
@@ -774,7 +777,7 @@ def squeeze(
         return _squeeze(
             teacher_src, out_dir, source, student_src, spec, distill, config, calibration_samples, bench_threads,
             bench_repeats, bench_batch_sizes, int8, resume, bf16, openvino, overwrite, latency_budget_ms, speedup,
-            budget_batch, unlabeled, prune_unit, intermediate_epochs, budget_recipe,
+            budget_batch, unlabeled, prune_unit, intermediate_epochs, budget_recipe, carved_lr,
         )  # fmt: skip
 
 
@@ -802,6 +805,7 @@ def _squeeze(
     prune_unit: str,
     intermediate_epochs: int,
     budget_recipe: str,
+    carved_lr: float | None,
 ) -> dict[str, Any]:
     from squeezebert.budget import (
         BUDGET_RECIPES,
@@ -829,6 +833,8 @@ def _squeeze(
         raise ValueError(f"budget_recipe must be one of {BUDGET_RECIPES}, got {budget_recipe!r}")
     if isinstance(intermediate_epochs, bool) or not isinstance(intermediate_epochs, int) or intermediate_epochs < 0:
         raise ValueError(f"intermediate_epochs must be a whole number >= 0, got {intermediate_epochs!r}")
+    if carved_lr is not None and not carved_lr > 0:
+        raise ValueError(f"carved_lr must be a positive learning rate, got {carved_lr!r}")
     budgeted = latency_budget_ms is not None or speedup is not None
     if budgeted and (spec is not None or student_src is not None):
         raise ValueError("a latency budget chooses the student's shape itself: drop the construction or student")
@@ -870,13 +876,17 @@ def _squeeze(
         "text_pair_column": source.text_pair_column,
         "label_column": source.label_column,
         "intermediate_epochs": intermediate_epochs,
+        "carved_lr": carved_lr,
     }
     if budgeted:
         run_args["budget"] = {"latency_ms": latency_budget_ms, "speedup": speedup, "batch": budget_batch}
     if unlabeled is not None:
         run_args["unlabeled"] = str(unlabeled)
     if resume:  # before the teacher's evaluation, statistics and logits: a mismatch is refused at once
-        check_resume(out, resume_fingerprint(config, run_args))
+        # a state saved at carved_lr is the carved student's own (the intermediate's is elsewhere)
+        saved_lr = (saved_fingerprint(out) or {}).get("lr")
+        at = replace(config, lr=carved_lr) if carved_lr is not None and saved_lr == carved_lr else config
+        check_resume(out, resume_fingerprint(at, run_args))
     unlabeled_examples = []
     if unlabeled is not None:
         unlabeled_examples = _read_unlabeled(unlabeled, source.text_column, source.text_pair_column)
@@ -902,6 +912,7 @@ def _squeeze(
     intermediate_heads = None  # per teacher layer, the teacher heads the intermediate kept
     head_map = None  # per student layer, the teacher heads its heads were pruned from
     restored_step = None  # that step's record, where a resumed squeeze finds its training done
+    two_step = False  # pruned in two steps: the final student is carved out of an intermediate one
     if student_src is not None:
         student = load(student_src, id2label=teacher.config.id2label).model
         check_compatible(teacher, student)
@@ -934,7 +945,8 @@ def _squeeze(
             # which costs no training); gone, the final distillation had finished: its state holds
             # the student.
             finished = resume and resume_dir(out) is not None and resume_dir(out / INTERMEDIATE_DIR) is None
-            if intermediate_epochs and _two_steps(teacher, student, surgery, pruning):
+            two_step = bool(intermediate_epochs) and _two_steps(teacher, student, surgery, pruning)
+            if two_step:
                 if finished:
                     restored_step = _read_intermediate_record(out)
                 if not finished or distill.attention_weight > 0:  # (its heads, for the head map)
@@ -1093,6 +1105,7 @@ def _squeeze(
             f"{step['best_eval'].get(metric_name, float('nan')):.4f}), then teacher layers {kept} kept out of it: "
             f"right after, the student scored {after_construction[metric_name]:.4f} "
             f"(pruned in one step: {one_step[metric_name]:.4f})"
+            + (f"; distilled on at lr {carved_lr:g} (the intermediate: {config.lr:g})" if carved_lr is not None else "")
         )
         notes.append(step_note)
     elif restored_step is not None:
@@ -1100,12 +1113,13 @@ def _squeeze(
         after_construction = restored_step["student_after_carving"]
         notes.append(restored_step["note"])
 
+    final_config = replace(config, lr=carved_lr) if two_step and carved_lr is not None else config
     with cost.phase("distillation (with its dev evaluations)"):
         summary = fit(
             student,
             loss_for(student, distill),
             train,
-            config,
+            final_config,
             out,
             evaluate_fn=evaluate_fn,
             main_metric=main_metric(kind),
