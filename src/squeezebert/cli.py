@@ -313,7 +313,8 @@ def add_squeeze_parser(sub: Subparsers) -> None:
         "--carved-lr",
         type=float,
         default=None,
-        help="peak learning rate for the student carved out of the intermediate one (two-step pruning; default: --lr)",
+        help="peak learning rate for the student carved out of the intermediate one (two-step pruning; "
+        "default: a third of --lr)",
     )
     p.add_argument(
         "--importance",
