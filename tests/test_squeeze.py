@@ -20,7 +20,7 @@ from squeezebert.model import SqueezeBert
 from squeezebert.squeeze import squeeze
 from squeezebert.surgery import StudentSpec
 from squeezebert.tokenizer import Tokenizer
-from squeezebert.train import TrainConfig
+from squeezebert.train import TrainConfig, TrainingError
 
 DENSE = dict(q_groups=1, k_groups=1, v_groups=1, post_attention_groups=1, intermediate_groups=1, output_groups=1)
 WORDS_POS = ["good", "great", "fine", "lovely", "superb"]
@@ -1106,6 +1106,24 @@ def test_a_two_step_squeeze_interrupted_between_its_steps_resumes_to_the_uninter
     assert len(seen) == 1 and again["student_metrics"] == straight["student_metrics"]
     assert again["distill"]["teacher_precision"] == "bf16"
     assert again["intermediate"] == resumed["intermediate"]
+    # resumed at another carved rate (a run begun when the default was the full rate): the refusal
+    # names the carved rate, not --lr
+    with pytest.raises(TrainingError, match=r"--carved-lr: 4e-05 then, 5e-05 now"):
+        run(teacher_dir, task_files, tmp_path / "killed", resume=True, **{**kw, "carved_lr": 5e-5})
+    # ... and where the state does not record the carved rate (saved before it was a setting), with
+    # --lr at the rate the state was saved at: only the shape says the carved rate applies
+    state_file = sq.resume_dir(tmp_path / "killed") / "state.json"
+    state = json.loads(state_file.read_text())
+    state["fingerprint"] = {k: v for k, v in state["fingerprint"].items() if k != "carved_lr"}
+    state_file.write_text(json.dumps(state))
+    with pytest.raises(TrainingError, match=r"carved student was distilled at lr 4e-05 .* --carved-lr 4e-05"):
+        squeeze(
+            teacher_dir, tmp_path / "killed",
+            TaskSource(train_file=task_files / "train.csv", dev_file=task_files / "dev.csv"),
+            config=TrainConfig(epochs=1, batch_size=8, lr=4e-5, max_length=32, log_every=2),
+            calibration_samples=32, bench_repeats=2, bench_batch_sizes=(1, 4), openvino=False, resume=True,
+            **{**kw, "carved_lr": 1e-3},
+        )  # fmt: skip
     assert again["student_after_construction"] == straight["student_after_construction"]
     assert [n for n in again["notes"] if "two steps" in n] == [n for n in straight["notes"] if "two steps" in n]
     # without the record (an older run's directory) the student is the same, the section absent

@@ -50,6 +50,7 @@ from squeezebert.runtime import threads
 from squeezebert.surgery import StudentSpec
 from squeezebert.train import (
     TrainConfig,
+    TrainingError,
     check_out_dir,
     check_resume,
     evaluate,
@@ -894,7 +895,8 @@ def _squeeze(
     if unlabeled is not None:
         run_args["unlabeled"] = str(unlabeled)
     if resume:  # before the teacher's evaluation, statistics and logits: a mismatch is refused at once
-        # a state saved at carved_lr is the carved student's own (the intermediate's is elsewhere)
+        # a state here is the final student's: distilled at carved_lr where it was carved out of an
+        # intermediate one (not known until the shape is), else at config.lr
         saved_lr = (saved_fingerprint(out) or {}).get("lr")
         at = replace(config, lr=carved_lr) if saved_lr == carved_lr else config
         check_resume(out, resume_fingerprint(at, run_args))
@@ -1125,6 +1127,15 @@ def _squeeze(
         notes.append(restored_step["note"])
 
     final_config = replace(config, lr=carved_lr) if two_step else config
+    saved_lr = (saved_fingerprint(out) or {}).get("lr") if two_step and resume else None
+    if saved_lr is not None and saved_lr != carved_lr:
+        # a state saved before the rate was recorded (the fingerprint names --carved-lr since):
+        # fit would refuse it naming --lr, but the setting that differs is the carved rate
+        raise TrainingError(
+            f"{out}: cannot resume: its carved student was distilled at lr {saved_lr:g} and this run would use "
+            f"{carved_lr:g}; resume with --carved-lr {saved_lr:g} (before session 26 the carved student "
+            "distilled at --lr; now at a third of it), or start a new run in another output directory"
+        )
     with cost.phase("distillation (with its dev evaluations)"):
         summary = fit(
             student,
