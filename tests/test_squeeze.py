@@ -73,12 +73,12 @@ def any_agreement(monkeypatch) -> None:
     monkeypatch.setattr(export_openvino, "export_model", lambda *a, **k: export_model(*a, **k, min_agreement=0.0))
 
 
-def run(teacher_dir, task_files, out, **kwargs):
+def run(teacher_dir, task_files, out, lr=1e-3, **kwargs):
     return squeeze(
         teacher_dir,
         out,
         TaskSource(train_file=task_files / "train.csv", dev_file=task_files / "dev.csv"),
-        config=TrainConfig(epochs=1, batch_size=8, lr=1e-3, max_length=32, log_every=2),
+        config=TrainConfig(epochs=1, batch_size=8, lr=lr, max_length=32, log_every=2),
         calibration_samples=32,
         bench_repeats=2,
         bench_batch_sizes=(1, 4),
@@ -1117,13 +1117,7 @@ def test_a_two_step_squeeze_interrupted_between_its_steps_resumes_to_the_uninter
     state["fingerprint"] = {k: v for k, v in state["fingerprint"].items() if k != "carved_lr"}
     state_file.write_text(json.dumps(state))
     with pytest.raises(TrainingError, match=r"carved student was distilled at lr 4e-05 .* --carved-lr 4e-05"):
-        squeeze(
-            teacher_dir, tmp_path / "killed",
-            TaskSource(train_file=task_files / "train.csv", dev_file=task_files / "dev.csv"),
-            config=TrainConfig(epochs=1, batch_size=8, lr=4e-5, max_length=32, log_every=2),
-            calibration_samples=32, bench_repeats=2, bench_batch_sizes=(1, 4), openvino=False, resume=True,
-            **{**kw, "carved_lr": 1e-3},
-        )  # fmt: skip
+        run(teacher_dir, task_files, tmp_path / "killed", lr=4e-5, resume=True, **{**kw, "carved_lr": 1e-3})
     assert again["student_after_construction"] == straight["student_after_construction"]
     assert [n for n in again["notes"] if "two steps" in n] == [n for n in straight["notes"] if "two steps" in n]
     # without the record (an older run's directory) the student is the same, the section absent

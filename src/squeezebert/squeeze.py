@@ -894,10 +894,11 @@ def _squeeze(
         run_args["budget"] = {"latency_ms": latency_budget_ms, "speedup": speedup, "batch": budget_batch}
     if unlabeled is not None:
         run_args["unlabeled"] = str(unlabeled)
+    # The rate a resume state here was saved at (the intermediate's is elsewhere): a state here is
+    # the final student's, distilled at carved_lr where it was carved out of an intermediate one
+    # (not known until the shape is), else at config.lr; read once, checked again below.
+    saved_lr = (saved_fingerprint(out) or {}).get("lr") if resume else None
     if resume:  # before the teacher's evaluation, statistics and logits: a mismatch is refused at once
-        # a state here is the final student's: distilled at carved_lr where it was carved out of an
-        # intermediate one (not known until the shape is), else at config.lr
-        saved_lr = (saved_fingerprint(out) or {}).get("lr")
         at = replace(config, lr=carved_lr) if saved_lr == carved_lr else config
         check_resume(out, resume_fingerprint(at, run_args))
     unlabeled_examples = []
@@ -1117,8 +1118,8 @@ def _squeeze(
             f"and distilled for {intermediate_epochs} epoch(s) (dev {metric_name} "
             f"{step['best_eval'].get(metric_name, float('nan')):.4f}), then teacher layers {kept} kept out of it: "
             f"right after, the student scored {after_construction[metric_name]:.4f} "
-            f"(pruned in one step: {one_step[metric_name]:.4f})"
-            + f"; distilled on at lr {carved_lr:g} (the intermediate: {config.lr:g})"
+            f"(pruned in one step: {one_step[metric_name]:.4f}); "
+            f"distilled on at lr {carved_lr:g} (the intermediate: {config.lr:g})"
         )
         notes.append(step_note)
     elif restored_step is not None:
@@ -1127,8 +1128,7 @@ def _squeeze(
         notes.append(restored_step["note"])
 
     final_config = replace(config, lr=carved_lr) if two_step else config
-    saved_lr = (saved_fingerprint(out) or {}).get("lr") if two_step and resume else None
-    if saved_lr is not None and saved_lr != carved_lr:
+    if two_step and saved_lr is not None and saved_lr != carved_lr:
         # a state saved before the rate was recorded (the fingerprint names --carved-lr since):
         # fit would refuse it naming --lr, but the setting that differs is the carved rate
         raise TrainingError(
