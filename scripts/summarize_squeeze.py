@@ -101,8 +101,19 @@ def main(paths: list[str]) -> None:
         print(f"| {variant} | {tasks} | {mean:+.2f} | {sp:.2f}x | {q:.2f}x |")
 
 
+def _shape(r: dict) -> str:
+    """The student's shape: the budget's choice, or a fixed pruned construction's own (e.g. 5L-3h-384f)."""
+    if r["budget"]:
+        return r["budget"]["chosen"]["shape"]
+    c = json.loads(r["construction"]) if r["construction"].startswith("{") else {}
+    if {"layers", "heads", "ffn"} <= c.keys():
+        return f"{len(c['layers'])}L-{c['heads']}h-{c['ffn']}f (fixed)"
+    return r["construction"]
+
+
 def latency(paths: list[str]) -> None:
-    """Issue 15's table: one row per ``squeeze --speedup`` run directory (its name is the task)."""
+    """Issue 15's table: one row per ``squeeze --speedup`` run directory (its name is the task);
+    a squeeze of a fixed shape gets its shape and no budget verdict."""
     print(
         "| task | tokens p50 / p90 | chosen shape | teacher | student (deployed) | Δ (points) | "
         "fastest vs fastest b1 / b32 | speed-up asked, met? | squeeze wall (min) |"
@@ -117,11 +128,14 @@ def latency(paths: list[str]) -> None:
         teacher = r["teacher_metrics"][m]
         deltas.append(100 * (student - teacher))
         met = r.get("budget_met") or {}
+        asked = "—"  # a fixed shape: no speed-up was asked for
+        if b:
+            asked = f"{b['speedup']}x: {'yes' if met.get('within') else 'NO'} ({met.get('speedup', float('nan')):.2f}x)"
         print(
             f"| {Path(d).name.removeprefix('latency-')} | {r['lengths']['p50']:.0f} / {r['lengths']['p90']:.0f} | "
-            f"{b['chosen']['shape']} | {100 * teacher:.2f} | {100 * student:.2f} | {100 * (student - teacher):+.2f} | "
+            f"{_shape(r)} | {100 * teacher:.2f} | {100 * student:.2f} | {100 * (student - teacher):+.2f} | "
             f"{f['batch1']['speedup']:.2f}x / {f['batch32']['speedup']:.2f}x | "
-            f"{b['speedup']}x: {'yes' if met.get('within') else 'NO'} ({met.get('speedup', float('nan')):.2f}x) | "
+            f"{asked} | "
             f"{sum(r['cost_s'].values()) / 60:.1f} |"
         )
     print(f"\nmean Δ over {len(deltas)} tasks: {statistics.fmean(deltas):+.2f} points")
