@@ -141,7 +141,7 @@ def test_fast_precisions_stay_close_to_fp32_on_random_weights(precision: str, ov
 # 16 bits), int8 runs on torch._int_mm instead (test_int8_matmul_fallback_is_close_to_fp32); the
 # tests of the oneDNN projection itself apply where the product uses it.
 needs_onednn_int8 = pytest.mark.skipif(
-    not quantize._onednn_int8_ok(),
+    not quantize.onednn_int8_ok(),
     reason="oneDNN int8 gives wrong answers on this CPU (no VNNI); int8 runs on torch._int_mm here",
 )
 
@@ -165,7 +165,7 @@ def test_int8_fused_qkv_computes_what_the_separate_projections_compute(overrides
     inputs = random_inputs(len(VOCAB))
     # grouped Q, K, V share one quantized input through oneDNN only (the torch._int_mm fallback
     # has no grouped kernel)
-    fusable = fusable_fp32 or (overrides == {} and quantize._onednn_int8_ok())
+    fusable = fusable_fp32 or (overrides == {} and quantize.onednn_int8_ok())
     for activations in ("per-token", "per-tensor"):
         fused = optimize(model, "int8", int8_activations=activations)
         assert sum(isinstance(m, quantize.FusedQKV) for m in fused.modules()) == (2 if fusable else 0)
@@ -197,7 +197,7 @@ def test_int8_quantizes_every_encoder_projection_and_keeps_the_head_fp32() -> No
     # 6 projections x 2 layers, the low-rank query counted twice (down, up), + embedding projection
     assert len(int8) == 2 * 7 + 1
     assert isinstance(fast.classifier, torch.nn.Linear) and isinstance(fast.pooler.dense, torch.nn.Linear)
-    if quantize._onednn_int8_ok():
+    if quantize.onednn_int8_ok():
         assert any(isinstance(m, Int8Projection) and m.groups == 4 for m in int8), "grouped kernel not used"
     else:
         assert all(isinstance(m, Int8MatmulProjection) for m in int8)
@@ -220,7 +220,7 @@ def test_int8_matmul_fallback_is_close_to_fp32(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     # The path taken where oneDNN's int8 ops are missing (older torch builds) or wrong (no VNNI).
-    monkeypatch.setattr(quantize, "_onednn_int8_ok", lambda: False)
+    monkeypatch.setattr(quantize, "onednn_int8_ok", lambda: False)
     model = SqueezeBert(tiny_config()).eval()
     with caplog.at_level("WARNING", logger="squeezebert.quantize"):
         fast = optimize(model, "int8")

@@ -305,7 +305,7 @@ def test_torch_int8_is_timed_by_default_only_where_onednn_runs_it(
 ) -> None:
     from squeezebert import quantize
 
-    monkeypatch.setattr(quantize, "_onednn_int8_ok", lambda: onednn)
+    monkeypatch.setattr(quantize, "onednn_int8_ok", lambda: onednn)
     report = run(teacher_dir, task_files, tmp_path / "out", bf16=False)
     names = [r["model"] for r in report["rows"]]
     assert names == ["teacher fp32", "student fp32"] + (["teacher int8", "student int8"] if onednn else [])

@@ -221,7 +221,7 @@ class Int8MatmulProjection(nn.Module):
 
 
 @functools.cache
-def _onednn_int8_ok() -> bool:
+def onednn_int8_ok() -> bool:
     """Whether oneDNN's int8 linear and grouped convolution exist with the expected signatures
     and give right answers on this build (checked once, on small random projections)."""
     ops = getattr(torch.ops, "onednn", None)
@@ -254,7 +254,7 @@ def int8_projection(module: nn.Module, per_token: bool = False) -> nn.Module:
     if not isinstance(module, (nn.Linear, GroupedLinear)):
         raise TypeError(f"cannot quantize {type(module).__name__}")
     groups = getattr(module, "groups", 1)
-    if _onednn_int8_ok():
+    if onednn_int8_ok():
         return Int8Projection(module.weight, module.bias, groups, per_token)
     weight = module.dense_weight() if groups > 1 else module.weight
     return Int8MatmulProjection(weight, module.bias)
@@ -369,7 +369,7 @@ def fuse_qkv(attention: nn.Module, int8: bool = False, per_token: bool = True) -
     def project(weight: Tensor, bias: Tensor | None, groups: int = 1) -> nn.Module:
         if not int8:
             return _dense(weight, bias, groups)
-        if _onednn_int8_ok():
+        if onednn_int8_ok():
             return Int8Projection(weight, bias, groups, per_token)
         return Int8MatmulProjection(weight, bias)  # groups == 1 here
 
@@ -379,7 +379,7 @@ def fuse_qkv(attention: nn.Module, int8: bool = False, per_token: bool = True) -
             weight = torch.cat([p.weight.detach() for p in projs])  # (wq + wk + wv, in)
             bias = None if any(p.bias is None for p in projs) else torch.cat([p.bias.detach() for p in projs])
             return FusedQKV(project(weight, bias), widths)
-        if int8 and _onednn_int8_ok():
+        if int8 and onednn_int8_ok():
             shared = Int8SharedInput([project(p.weight.detach(), p.bias, g) for p in projs])
             return FusedQKV(shared, widths)
         return None
@@ -459,7 +459,7 @@ def native_int8(cpuinfo: str = "/proc/cpuinfo") -> bool:
     Without it, x86 kernels that multiply uint8 activations by int8 weights (oneDNN's, ONNX
     Runtime's) add each pair of products in 16 bits, which saturates when both operands are near
     their range. Measured on an AVX2-only AMD EPYC (Zen 3, 2026-12-07): oneDNN's int8 projections
-    fail :func:`_onednn_int8_ok` (so torch int8 runs on ``torch._int_mm``, exact), and an ONNX
+    fail :func:`onednn_int8_ok` (so torch int8 runs on ``torch._int_mm``, exact), and an ONNX
     Runtime int8 projection was off by up to 6.7 on outputs of ~10. Read from ``cpuinfo``'s flags;
     where that is missing, assumed native."""
     try:
@@ -547,7 +547,7 @@ def optimize(
             log.warning("this CPU has no native bf16 (AVX512-BF16/AMX): bf16 will be emulated and slow")
         copy_ = copy_.to(torch.bfloat16)
     elif precision == "int8":
-        if not _onednn_int8_ok():
+        if not onednn_int8_ok():
             log.warning(
                 "oneDNN's int8 kernels are missing or wrong on this CPU (as without VNNI): int8 runs on the "
                 "torch._int_mm fallback, measured 10-40x slower than fp32 on an AVX2-only EPYC (docs/RESULTS.md, "

@@ -1168,9 +1168,9 @@ def _squeeze(
 
     def report_stage() -> dict[str, Any]:
         """Rank 0: evaluate the student, quantize both models, measure latency, write the report."""
-        from squeezebert.quantize import _onednn_int8_ok, native_bf16, optimize
+        from squeezebert.quantize import native_bf16, onednn_int8_ok, optimize
 
-        with_int8 = _onednn_int8_ok() if int8 is None else int8
+        with_int8 = onednn_int8_ok() if int8 is None else int8
         if int8 is None and not with_int8:
             notes.append(
                 "torch int8 left out of the report: oneDNN's int8 kernels are missing or give wrong answers here "
