@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from squeezebert import squeeze as sq
+from squeezebert import squeeze_report
 from squeezebert.checkpoint import load, save_checkpoint, save_hf
 from squeezebert.cli import main as cli_main
 from squeezebert.config import preset
@@ -192,7 +193,7 @@ def test_the_deployed_pair_is_quoted_at_its_median_over_spaced_blocks_and_every_
     md = (tmp_path / "out" / "report.md").read_text()
     assert "timed in 3 blocks 7 s apart" in md and "batch 1 3.00x, 1.50x, 3.75x" in md
     monkeypatch.setattr(sq, "REPORT_BLOCK_PAUSE_S", 99.0)  # re-rendered later: the pause it was timed with
-    assert "timed in 3 blocks 7 s apart" in sq.render_report(report)
+    assert "timed in 3 blocks 7 s apart" in squeeze_report.render_report(report)
 
 
 def test_a_student_int8_refuses_is_deployed_at_the_next_precision_that_passes(
@@ -694,13 +695,13 @@ def test_a_choice_that_falls_short_when_re_timed_alone_steps_down_to_a_shape_the
     assert plain["chosen"]["shape"] == grown["chosen"]["shape"]
 
     # the report's words for each re-timing: what was timed beside the choice, how the budget moved
-    words = [sq._retiming_words(c) for c in (*stepped["confirmation"], *fallback["confirmation"])]
+    words = [squeeze_report.retiming_words(c) for c in (*stepped["confirmation"], *fallback["confirmation"])]
     shrunk = stepped["confirmation"][0]
     assert words[0].startswith(f"{shrunk['shape']} ") and "(short of the budget)" in words[0]
     assert f"the budget shrunk to {shrunk['next_budget_ms']:.2f} ms in the table" in words[0]
     assert "(within the budget)" in words[1] and "budget shrunk" not in words[1]
     assert words[-1].endswith(f"; {fallback['chosen']['shape']}, re-timed within it, chosen")
-    assert f"the budget grown to {conf[0]['next_budget_ms']:.2f} ms" in sq._retiming_words(conf[0])
+    assert f"the budget grown to {conf[0]['next_budget_ms']:.2f} ms" in squeeze_report.retiming_words(conf[0])
 
     def never(models, *a, **k):  # every shape re-timed alone reads ten times the budget
         out = fake(models, *a, **k)
