@@ -7,9 +7,10 @@ measures, trains or imports torch, so a saved ``report.json`` renders anywhere.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
+
+from squeezebert.files import atomic_write
 
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
@@ -83,10 +84,10 @@ def plot_budget(budget: dict[str, Any], path: Path) -> None:
     right.set_ylabel("closeness to the teacher after pruning (score)")
     fig.suptitle("student shapes: measured latency and accuracy signal")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110))
+    finally:
+        plt.close(fig)
 
 
 def pareto_notes(rows: list[dict], metric: str, batch_sizes: tuple[int, ...], greater_is_better: bool) -> list[str]:
