@@ -107,7 +107,9 @@ def _shape(r: dict) -> str:
         return r["budget"]["chosen"]["shape"]
     c = json.loads(r["construction"]) if r["construction"].startswith("{") else {}
     if {"layers", "heads", "ffn"} <= c.keys():
-        return f"{len(c['layers'])}L-{c['heads']}h-{c['ffn']}f (fixed)"
+        from squeezebert.budget import Shape  # torch: only for fixed-shape rows
+
+        return f"{Shape(len(c['layers']), c['heads'], c['ffn']).name} (fixed)"
     return r["construction"]
 
 
