@@ -43,9 +43,10 @@ def _seed() -> None:
 def _no_pause_between_report_blocks(monkeypatch) -> None:
     # squeeze's report times the deployed exports in spaced blocks; the spacing is for the machine's
     # drift, which a test's tiny models and fake timers do not measure
-    from squeezebert import squeeze
+    from squeezebert import shape_choice, squeeze
 
     monkeypatch.setattr(squeeze, "REPORT_BLOCK_PAUSE_S", 0.0)
+    monkeypatch.setattr(shape_choice, "RETIME_PAUSE_S", 0.0)  # the shape choice's re-timing, likewise
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
+from squeezebert import shape_choice, squeeze_report
 from squeezebert import squeeze as sq
-from squeezebert import squeeze_report
 from squeezebert.checkpoint import load, save_checkpoint, save_hf
 from squeezebert.cli import main as cli_main
 from squeezebert.config import preset
@@ -567,7 +567,7 @@ def test_the_latency_fit_smooths_noise_into_a_per_call_plus_per_layer_cost() -> 
 
 
 def test_closeness_ranks_collapsed_candidates_by_kl_not_by_tied_agreement() -> None:
-    from squeezebert.squeeze import _closeness
+    from squeezebert.shape_choice import closeness as _closeness
 
     teacher = np.array([[2.0, 0.0], [1.5, 0.0], [0.0, 1.0], [3.0, 0.0]])
     # both candidates always answer label 0 (agree on 3 of 4), one is much closer in distribution
@@ -584,7 +584,8 @@ def test_closeness_ranks_collapsed_candidates_by_kl_not_by_tied_agreement() -> N
 def test_a_smaller_budget_picks_a_smaller_student(teacher_dir, task_files, tmp_path, fake_timer) -> None:
     from squeezebert.data import encode
     from squeezebert.prune import construct_student
-    from squeezebert.squeeze import _calibration_batches, _choose_shape
+    from squeezebert.shape_choice import choose_shape
+    from squeezebert.squeeze import _calibration_batches
     from squeezebert.tables import read_table
 
     ckpt = load(teacher_dir)
@@ -594,7 +595,7 @@ def test_a_smaller_budget_picks_a_smaller_student(teacher_dir, task_files, tmp_p
     teacher_ms = fake_measure({"t": teacher.config})["t"]["batch1"]
     chosen = []
     for budget in (0.6 * teacher_ms, 0.4 * teacher_ms, 0.2 * teacher_ms):
-        spec, report = _choose_shape(teacher, train, tok, cal, tmp_path, False, "openvino-int8", 2, budget, None, 1, 0)
+        spec, report = choose_shape(teacher, train, tok, cal, None, "openvino-int8", 2, budget, None, 1, 0)
         assert report["budget_ms"] == budget and report["met"]
         assert report["chosen"]["latency_ms"]["batch1"] <= budget
         student, _, _ = construct_student(teacher, spec, cal)
@@ -602,7 +603,7 @@ def test_a_smaller_budget_picks_a_smaller_student(teacher_dir, task_files, tmp_p
         assert sum(c["chosen"] for c in report["candidates"]) == 1
     assert chosen[0] > chosen[1] > chosen[2]
     # no shape fits an impossible budget: said plainly, and the fastest shape is used
-    _, report = _choose_shape(teacher, train, tok, cal, tmp_path, False, "torch-int8", 2, 1e-6, None, 1, 0)
+    _, report = choose_shape(teacher, train, tok, cal, None, "torch-int8", 2, 1e-6, None, 1, 0)
     assert not report["met"] and "NO candidate shape met the budget" in report["notes"][0]
 
 
@@ -621,14 +622,16 @@ def test_a_choice_that_falls_short_when_re_timed_alone_steps_down_to_a_shape_the
     cal = sq._calibration_batches(train, tok, 32, 0, batch_size=8)
     # the accuracy signal ranks deeper candidates first (deterministic here): the table's choice is 2 layers
     depth: list[int] = []
-    real_predict = sq.predict
+    real_predict = shape_choice.predict
     monkeypatch.setattr(
-        sq, "predict", lambda m, *a, **k: depth.append(m.config.num_hidden_layers) or real_predict(m, *a, **k)
+        shape_choice,
+        "predict",
+        lambda m, *a, **k: depth.append(m.config.num_hidden_layers) or real_predict(m, *a, **k),
     )
-    monkeypatch.setattr(sq, "_closeness", lambda got, ref: (1.0, float(depth[-1])))
+    monkeypatch.setattr(shape_choice, "closeness", lambda got, ref: (1.0, float(depth[-1])))
     budget = 0.8 * fake_measure({"t": teacher.config})["t"]["batch1"]
-    args = (teacher, train, tok, cal, tmp_path, False, "openvino-int8", 2, budget, None, 1, 0)
-    _, report = sq._choose_shape(*args)
+    args = (teacher, train, tok, cal, None, "openvino-int8", 2, budget, None, 1, 0)
+    _, report = shape_choice.choose_shape(*args)
     assert report["chosen"]["layers"] == 2 and report["met"]
     assert [(c["shape"], c["within"]) for c in report["confirmation"]] == [(report["chosen"]["shape"], True)]
     first = report["chosen"]["shape"]
@@ -647,12 +650,12 @@ def test_a_choice_that_falls_short_when_re_timed_alone_steps_down_to_a_shape_the
 
     # no tolerance: a few percent slower alone than the budget is short of it
     monkeypatch.setattr(b, "measure_models", slow(1, 1.3))
-    _, noisy = sq._choose_shape(*args)
+    _, noisy = shape_choice.choose_shape(*args)
     assert not noisy["confirmation"][0]["within"] and noisy["met"]
     assert noisy["chosen"]["shape"] != first
 
     monkeypatch.setattr(b, "measure_models", slow(1, 1.5))  # a third short: the budget shrinks by that
-    _, stepped = sq._choose_shape(*args)
+    _, stepped = shape_choice.choose_shape(*args)
     conf = stepped["confirmation"]
     assert [c["shape"] for c in conf][0] == first and not conf[0]["within"] and conf[-1]["within"]
     assert stepped["met"] and len(conf) == 2  # a narrower shape the table put a third faster meets it
@@ -668,7 +671,7 @@ def test_a_choice_that_falls_short_when_re_timed_alone_steps_down_to_a_shape_the
     # ten times slower: nothing with two layers fits the shrunk budget; the one-layer shape timed
     # beside the choice met the budget in that same re-timing, and is taken without another
     monkeypatch.setattr(b, "measure_models", slow(1, 10.0))
-    _, fallback = sq._choose_shape(*args)
+    _, fallback = shape_choice.choose_shape(*args)
     conf = fallback["confirmation"]
     assert fallback["met"] and fallback["chosen"]["layers"] == 1 and len(conf) == 1
     assert conf[0]["then"] == fallback["chosen"]["shape"]
@@ -678,15 +681,15 @@ def test_a_choice_that_falls_short_when_re_timed_alone_steps_down_to_a_shape_the
     # and the wider shape the table had put over the budget is chosen, re-timed, and meets it
     monkeypatch.setattr(b, "measure_models", slow(0, 0.45))
     small = 0.35 * budget / 0.8
-    _, grown = sq._choose_shape(*args[:8], small, *args[9:])
-    _, plain = sq._choose_shape(*args[:8], 2 * small, *args[9:])  # the table's own choice at twice that
+    _, grown = shape_choice.choose_shape(*args[:7], small, *args[8:])
+    _, plain = shape_choice.choose_shape(*args[:7], 2 * small, *args[8:])  # the table's own choice at twice that
     conf = grown["confirmation"]
     table = {c["shape"]: c["latency_ms"]["batch1"] for c in grown["candidates"]}
     # the table's choice re-timed at least STEP_UP inside the budget: the surplus that grows it
-    assert conf[0]["within"] and grown["budget_ms"] / conf[0]["ms"] >= sq.STEP_UP
+    assert conf[0]["within"] and grown["budget_ms"] / conf[0]["ms"] >= shape_choice.STEP_UP
     assert conf[0]["next_budget_ms"] > grown["budget_ms"]
     assert conf[0]["next_budget_ms"] == pytest.approx(
-        table[conf[0]["shape"]] * grown["budget_ms"] / conf[0]["ms"] / sq.STEP_UP_HEADROOM
+        table[conf[0]["shape"]] * grown["budget_ms"] / conf[0]["ms"] / shape_choice.STEP_UP_HEADROOM
     )
     assert grown["met"] and len(conf) == 2 and conf[1]["within"] and conf[1]["shape"] == grown["chosen"]["shape"]
     assert table[grown["chosen"]["shape"]] > grown["budget_ms"]  # over the budget by the table, within it alone
@@ -711,9 +714,9 @@ def test_a_choice_that_falls_short_when_re_timed_alone_steps_down_to_a_shape_the
         return out
 
     monkeypatch.setattr(b, "measure_models", never)  # nothing meets it alone: said, and the last tried kept
-    _, short = sq._choose_shape(*args)
+    _, short = shape_choice.choose_shape(*args)
     assert not short["met"] and not any(c["within"] for c in short["confirmation"])
-    assert 1 <= len(short["confirmation"]) <= sq.RETIME_ROUNDS
+    assert 1 <= len(short["confirmation"]) <= shape_choice.RETIME_ROUNDS
     assert short["chosen"]["shape"] == short["confirmation"][-1]["shape"]
     assert any("shapes re-timed met it" in n and "the last tried, was kept" in n for n in short["notes"])
 
@@ -723,7 +726,8 @@ def test_with_prune_unit_blocks_the_chosen_depth_is_reached_by_removing_blocks(
 ) -> None:
     from squeezebert.data import encode
     from squeezebert.prune import construct_student
-    from squeezebert.squeeze import _calibration_batches, _choose_shape
+    from squeezebert.shape_choice import choose_shape
+    from squeezebert.squeeze import _calibration_batches
     from squeezebert.tables import read_table
 
     ckpt = load(teacher_dir)
@@ -731,9 +735,9 @@ def test_with_prune_unit_blocks_the_chosen_depth_is_reached_by_removing_blocks(
     train = encode(tok, read_table(task_files / "train.csv", "text", None, "label"), 32, teacher.config.label2id)
     cal = _calibration_batches(train, tok, 32, 0, batch_size=8)
     budget = 0.2 * fake_measure({"t": teacher.config})["t"]["batch1"]
-    args = (teacher, train, tok, cal, tmp_path, False, "openvino-int8", 2, budget, None, 1, 0)
-    by_layers, report = _choose_shape(*args)
-    by_blocks, blocks_report = _choose_shape(*args, prune_unit="blocks")
+    args = (teacher, train, tok, cal, None, "openvino-int8", 2, budget, None, 1, 0)
+    by_layers, report = choose_shape(*args)
+    by_blocks, blocks_report = choose_shape(*args, prune_unit="blocks")
     layers = report["chosen"]["layers"]
     assert layers < teacher.config.num_hidden_layers and blocks_report["chosen"]["shape"] == report["chosen"]["shape"]
     assert by_blocks.blocks == 2 * layers and by_blocks.layers is None and by_layers.blocks is None
@@ -746,7 +750,7 @@ def test_with_prune_unit_blocks_the_chosen_depth_is_reached_by_removing_blocks(
         out.update({"blocks": {k: 10 * v for k, v in out["blocks"].items()}} if "blocks" in out else {})
         return out
 
-    fallback, slow = _choose_shape(*args, measure=slow_blocks, prune_unit="blocks")
+    fallback, slow = choose_shape(*args, measure=slow_blocks, prune_unit="blocks")
     assert slow["chosen"]["block_check"]["ratio_to_layers"] == pytest.approx(10 * check["ratio_to_layers"])
     assert fallback == by_layers and slow["chosen"]["blocks"] is None  # whole layers, as without blocks
     assert "whole layers are removed" in slow["notes"][-1] and "choosing and timing the blocks" in slow["seconds"]
@@ -756,20 +760,20 @@ def test_with_prune_unit_blocks_the_chosen_depth_is_reached_by_removing_blocks(
     assert len(pruning.block_steps) == len(student.config.removed_blocks)
     # an interrupted run resumes with the blocks it chose
     (tmp_path / "train_args.json").write_text(json.dumps({"budget_choice": blocks_report}))
-    resumed, _ = _choose_shape(teacher, train, tok, cal, tmp_path, True, "openvino-int8", 2, budget, None, 1, 0)
+    resumed, _ = choose_shape(teacher, train, tok, cal, sq._recorded_choice(tmp_path), *args[5:])
     assert resumed == by_blocks
     # ... and, killed while its intermediate student (two-step pruning) was distilled, with that run's record
     (tmp_path / "train_args.json").unlink()
     (tmp_path / "intermediate.tmp").mkdir()
     (tmp_path / "intermediate.tmp" / "train_args.json").write_text(json.dumps({"budget_choice": report}))
-    resumed, _ = _choose_shape(teacher, train, tok, cal, tmp_path, True, "openvino-int8", 2, budget, None, 1, 0)
+    resumed, _ = choose_shape(teacher, train, tok, cal, sq._recorded_choice(tmp_path), *args[5:])
     assert resumed == by_layers
     with pytest.raises(ValueError, match="prune_unit must be one of"):
-        _choose_shape(*args, prune_unit="heads")
+        choose_shape(*args, prune_unit="heads")
 
 
 def test_the_closeness_check_never_scores_on_nothing() -> None:
-    from squeezebert.squeeze import _check_indices
+    from squeezebert.shape_choice import check_indices as _check_indices
 
     held_out = _check_indices(10, {0, 1, 2}, 5, 0)
     assert len(held_out) == 5 and not {0, 1, 2} & set(held_out)
@@ -781,7 +785,8 @@ def test_a_speedup_is_taken_against_the_teacher_as_deployed(teacher_dir, task_fi
     from types import SimpleNamespace
 
     from squeezebert.data import encode
-    from squeezebert.squeeze import _calibration_batches, _choose_shape
+    from squeezebert.shape_choice import choose_shape
+    from squeezebert.squeeze import _calibration_batches
     from squeezebert.tables import read_table
 
     ckpt = load(teacher_dir)
@@ -794,9 +799,9 @@ def test_a_speedup_is_taken_against_the_teacher_as_deployed(teacher_dir, task_fi
         exported.append(sorted(batches))
         return "teacher openvino-int8", SimpleNamespace(classifier=SimpleNamespace(forward=None)), 1
 
-    args = (teacher, train, tok, cal, tmp_path, False, "openvino-int8", 2, None, 3.0, 1, 0)
-    _, twin = _choose_shape(*args)
-    _, real = _choose_shape(*args, deploy_teacher=deploy)
+    args = (teacher, train, tok, cal, None, "openvino-int8", 2, None, 3.0, 1, 0)
+    _, twin = choose_shape(*args)
+    _, real = choose_shape(*args, deploy_teacher=deploy)
     assert exported == [[1]] and twin["teacher_path"] == "random-weight twin through openvino-int8"
     assert real["teacher_path"] == "teacher openvino-int8"
     # the deployed teacher ran twice as slow as its twin (the fake timer): the budget doubles
@@ -807,7 +812,7 @@ def test_a_speedup_is_taken_against_the_teacher_as_deployed(teacher_dir, task_fi
     assert params[real["chosen"]["shape"]] > params[twin["chosen"]["shape"]]
     assert "the teacher's export" in real["seconds"] and "the teacher's export" not in twin["seconds"]
     # an export that every precision refused: the twin stands in
-    _, none = _choose_shape(*args, deploy_teacher=lambda batches: None)
+    _, none = choose_shape(*args, deploy_teacher=lambda batches: None)
     assert none["teacher_ms"] == pytest.approx(twin["teacher_ms"]) and none["budget_ms"] == pytest.approx(
         twin["budget_ms"]
     )

@@ -385,7 +385,7 @@ class Candidate:
     measured_ms: dict[str, float] | None = None  # per "batch{B}": the raw median
     within_budget: bool = False
     agreement: float | None = None  # same labels as the teacher's right after pruning, where measured
-    score: float | None = None  # the accuracy signal the choice ranks by (squeeze._closeness)
+    score: float | None = None  # the accuracy signal the choice ranks by (shape_choice.closeness)
     chosen: bool = False
 
     def to_dict(self) -> dict[str, Any]:
