@@ -16,6 +16,7 @@ from squeezebert.distill import (
     BF16_MIN_SPEEDUP,
     DistillationLoss,
     DistillConfig,
+    FadingLoss,
     attention_kl,
     check_compatible,
     choose_teacher_precision,
@@ -227,3 +228,47 @@ def test_the_teacher_precision_is_bf16_only_where_it_measures_faster_and_close(m
     _fake_timings(monkeypatch, fp32_ms=100.0, bf16_ms=10.0, native=False)
     chosen, measured = choose_teacher_precision(teacher, batches)
     assert chosen == "fp32" and "no native bf16" in measured["reason"]
+
+
+def test_faded_layers_become_the_identity_so_removing_them_changes_nothing() -> None:
+    from squeezebert.prune import prune
+
+    torch.manual_seed(0)
+    dense = dict(q_groups=1, k_groups=1, v_groups=1, post_attention_groups=1, intermediate_groups=1, output_groups=1)
+    student = SqueezeBert(preset("tiny", num_labels=2, num_hidden_layers=3, **dense))  # (pruning takes dense layers)
+    b = batch()
+    b["teacher_logits"] = torch.randn(4, 2)
+    student.eval()
+    untouched = student(b["input_ids"], b["attention_mask"]).clone()
+    inner = DistillationLoss(None, student, DistillConfig(hidden_weight=0.0))
+    fading = FadingLoss(inner, student, [1], examples=8)
+    # nothing trained yet: the layer is whole, and evaluating does not advance the fade
+    assert fading.scale() == 1.0
+    assert torch.equal(student(b["input_ids"], b["attention_mask"]), untouched)
+    fading(student, b)
+    assert fading.scale() == 1.0
+    student.train()
+    out = fading(student, b)  # 4 of 8 examples: half faded
+    assert fading.scale() == 0.5 and out.keys() == inner(student, b).keys()
+    out["loss"].backward()
+    assert student.encoder.layers[1].attention.query.weight.grad is not None  # half there: still trained
+    fading(student, b)
+    fading(student, b)  # past the fade: it stays gone
+    assert fading.scale() == 0.0
+    student.eval()
+    faded = student(b["input_ids"], b["attention_mask"])
+    carved, _ = prune(student, [0, 2])
+    assert torch.equal(carved.eval()(b["input_ids"], b["attention_mask"]), faded)
+    assert not torch.equal(faded, untouched)
+    # how far the fade has gone is state a resumed run restores
+    state = fading.state_dict()
+    assert state["seen"].item() == 12  # three training batches of 4; the evaluation counted none
+    again = FadingLoss(DistillationLoss(None, student, DistillConfig(hidden_weight=0.0)), student, [1], examples=8)
+    again.load_state_dict(state)
+    assert again.scale() == 0.0
+    fading.remove()
+    again.remove()
+    assert not torch.equal(student(b["input_ids"], b["attention_mask"]), faded)  # the hooks are off
+    for layers, examples in (([], 8), ([3], 8), ([1], 0)):
+        with pytest.raises(ValueError, match="fade"):
+            FadingLoss(inner, student, layers, examples)

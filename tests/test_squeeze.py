@@ -921,6 +921,13 @@ def test_cli_squeeze_takes_the_budget_flags(teacher_dir, task_files, tmp_path, c
     assert "distilled on at lr 2e-05 (the intermediate: 0.0003)" in (tmp_path / "c5" / "report.md").read_text()
     assert cli_main([*two, "--out", str(tmp_path / "c6"), "--carved-lr", "-1"]) == 2
     assert "--carved-lr must be a positive learning rate, got -1.0" in capsys.readouterr().err
+    assert cli_main([*two, "--out", str(tmp_path / "c7"), "--fade", "0.25"]) == 0
+    assert json.loads((tmp_path / "c7" / "report.json").read_text())["intermediate"]["fade"] == 0.25
+    assert "fading out over the first 25%" in (tmp_path / "c7" / "report.md").read_text()
+    assert "fading out" not in (tmp_path / "c2" / "report.md").read_text()  # by default the layer is cut outright
+    assert json.loads((tmp_path / "c2" / "report.json").read_text())["intermediate"]["fade"] == 0
+    assert cli_main([*two, "--out", str(tmp_path / "c8"), "--fade", "2"]) == 2
+    assert "--fade must be a fraction from 0 to 1, got 2.0" in capsys.readouterr().err
     # whole blocks: 2 of the 4 go, none of them attention (a third of 2, rounded down)
     assert cli_main([*args, "--out", str(tmp_path / "d"), "--construction", "pruned", "--blocks", "2"]) == 0
     cfg = load(tmp_path / "d").model.config
@@ -984,7 +991,9 @@ def test_a_student_losing_layers_and_width_is_carved_out_of_a_distilled_intermed
 
     monkeypatch.setattr(sq, "fit", spy_fit)
     spec = StudentSpec.from_construction("pruned", layers=[1], heads=2, ffn=64)
-    report = run(teacher_dir, task_files, tmp_path / "out", spec=spec, int8=False, bf16=False, intermediate_epochs=1)
+    report = run(
+        teacher_dir, task_files, tmp_path / "out", spec=spec, int8=False, bf16=False, intermediate_epochs=1, fade=0.5
+    )
     cfg = load(tmp_path / "out").model.config
     assert (cfg.num_hidden_layers, cfg.heads(0), cfg.ffn_width(0)) == (1, 2, 64)
     assert not (tmp_path / "out" / "intermediate.tmp").exists()  # scratch, removed at the end
@@ -992,6 +1001,9 @@ def test_a_student_losing_layers_and_width_is_carved_out_of_a_distilled_intermed
     assert inter["epochs"] == 1 and inter["shape"] == "2L-2h-64f" and "accuracy" in inter["metrics"]
     assert "accuracy" in inter["student_after_one_step"]
     assert any(n.startswith("pruned in two steps") and "teacher layers [1]" in n for n in report["notes"])
+    # the layer the carve removes faded out during the step: carving it out changed nothing
+    assert inter["fade"] == 0.5 and any("layers [0] fading out over the first 50%" in n for n in report["notes"])
+    assert report["student_after_construction"] == inter["metrics"]
     # first the one-step student (its kept layers, its score), then the final one out of the
     # intermediate: every layer at the final width, the model the first distillation trained
     assert len(seen) == 2 and seen[0].config == load(teacher_dir).model.config
@@ -1015,7 +1027,7 @@ def test_attention_is_distilled_head_to_head_for_pruned_students(
         return model, report
 
     def spy_fit(model, loss, *args, **kwargs):
-        maps.append(loss.config.head_map)
+        maps.append(getattr(loss, "inner", loss).config.head_map)  # (inside the intermediate's fade)
         return original_fit(model, loss, *args, **kwargs)
 
     monkeypatch.setattr(sq, "prune_model", spy_prune)
@@ -1057,16 +1069,20 @@ def test_students_that_keep_every_layer_or_full_width_are_pruned_in_one_step(
         run(teacher_dir, task_files, tmp_path / "bad", spec=spec, intermediate_epochs=-1)
     with pytest.raises(ValueError, match="carved_lr must be a positive learning rate"):
         run(teacher_dir, task_files, tmp_path / "bad", spec=spec, carved_lr=0.0)
+    with pytest.raises(ValueError, match="fade must be a fraction of the intermediate step from 0 to 1"):
+        run(teacher_dir, task_files, tmp_path / "bad", spec=spec, fade=1.5)
 
 
+@pytest.mark.parametrize("fade", [0.0, 0.5])
 def test_a_two_step_squeeze_interrupted_between_its_steps_resumes_to_the_uninterrupted_student(
-    teacher_dir, task_files, tmp_path, monkeypatch
+    teacher_dir, task_files, tmp_path, monkeypatch, fade
 ) -> None:
     from safetensors.torch import load_file
 
     spec = StudentSpec.from_construction("pruned", layers=[1], heads=2, ffn=64)
-    # the carved student distilled at its own learning rate: a resume must find it again
-    kw = dict(spec=spec, int8=False, bf16=False, intermediate_epochs=1, carved_lr=4e-5)
+    # the carved student distilled at its own learning rate: a resume must find it again; faded,
+    # the intermediate restored must be the one whose layer is gone (the fade's state restored too)
+    kw = dict(spec=spec, int8=False, bf16=False, intermediate_epochs=1, carved_lr=4e-5, fade=fade)
 
     def measured(chosen):  # the teacher's precision while distilling, as if timed on this machine
         speedup = 2.0 if chosen == "bf16" else 1.0
@@ -1101,6 +1117,8 @@ def test_a_two_step_squeeze_interrupted_between_its_steps_resumes_to_the_uninter
     a, b = load_file(tmp_path / "straight" / "model.safetensors"), load_file(tmp_path / "killed" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert resumed["intermediate"]["metrics"] == straight["intermediate"]["metrics"]
+    if fade:  # restored with its layer gone: the carve changed nothing, as in the uninterrupted run
+        assert resumed["student_after_construction"] == resumed["intermediate"]["metrics"]
     steps = straight["intermediate"]["train"]["global_step"]
     assert steps > 0 and resumed["intermediate"]["train"]["resumed_from_step"] == steps  # restored, not redone
     assert not (tmp_path / "killed" / "intermediate.tmp").exists()

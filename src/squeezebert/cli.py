@@ -317,6 +317,13 @@ def add_squeeze_parser(sub: Subparsers) -> None:
         "default: a third of --lr)",
     )
     p.add_argument(
+        "--fade",
+        type=float,
+        default=None,
+        help="two-step pruning: the fraction of the intermediate's distillation over which the layers to be "
+        "removed fade out instead of being cut outright (default: 0, cut)",
+    )
+    p.add_argument(
         "--importance",
         default="magnitude",
         choices=("taylor", "magnitude"),
@@ -391,7 +398,7 @@ def add_squeeze_parser(sub: Subparsers) -> None:
 def cmd_squeeze(args: argparse.Namespace) -> int:
     from squeezebert.config import PROJECTIONS
     from squeezebert.distill import DistillConfig
-    from squeezebert.squeeze import INTERMEDIATE_EPOCHS, default_train_config, squeeze
+    from squeezebert.squeeze import FADE, INTERMEDIATE_EPOCHS, default_train_config, squeeze
     from squeezebert.surgery import StudentSpec
     from squeezebert.train import drop_resume_state
 
@@ -414,6 +421,8 @@ def cmd_squeeze(args: argparse.Namespace) -> int:
         )
     if args.carved_lr is not None and not args.carved_lr > 0:
         raise ValueError(f"--carved-lr must be a positive learning rate, got {args.carved_lr}")
+    if args.fade is not None and not 0 <= args.fade <= 1:
+        raise ValueError(f"--fade must be a fraction from 0 to 1, got {args.fade}")
     if args.intermediate_epochs is not None and args.intermediate_epochs < 0:
         raise ValueError(f"--intermediate-epochs must be 0 (prune in one step) or more, got {args.intermediate_epochs}")
     if not budgeted and args.prune_unit != "layers":
@@ -477,6 +486,7 @@ def cmd_squeeze(args: argparse.Namespace) -> int:
             budget_recipe=args.budget_recipe,
             intermediate_epochs=INTERMEDIATE_EPOCHS if args.intermediate_epochs is None else args.intermediate_epochs,
             carved_lr=args.carved_lr,
+            fade=FADE if args.fade is None else args.fade,
         )
     if _is_main():
         if not args.keep_resume_state:  # the student is distilled and reported: nothing to resume

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from squeezebert.augment import AUGMENT_WORDS
+from squeezebert.distributed import world
 from squeezebert.model import SqueezeBert
 
 # ``hidden_weight="auto"``: the hidden-state MSE weight used when augmentation is on.
@@ -259,6 +260,53 @@ class DistillationLoss(nn.Module):
 
     def _teacher_precision(self) -> Any:
         return teacher_autocast(self.config.teacher_precision)
+
+
+class FadingLoss(nn.Module):
+    """A ``loss_fn`` that fades whole layers of the student out while it trains, around
+    ``inner`` (the loss itself, a submodule: its parameters and state train and checkpoint as
+    before). Faded layer ``i`` outputs ``s·layer(x) + (1 − s)·x``; ``s`` falls linearly from 1 to
+    0 over the first ``examples`` training examples (counted over every process) and stays 0, so at
+    the end the faded layers are the identity and removing them (:func:`squeezebert.prune.prune`)
+    changes no output. Two-step pruning uses it to carve the kept layers out of the intermediate
+    student without the drop a cut causes (``squeeze``'s ``fade``).
+
+    How far the fade has gone is a buffer (``seen``), saved and restored with the loss's state, so
+    a resumed run goes on from where it stopped. Evaluation (the model in eval mode) sees the
+    current ``s`` and does not advance it. :meth:`remove` takes the hooks off the model."""
+
+    def __init__(self, inner: nn.Module, model: SqueezeBert, layers: list[int], examples: int) -> None:
+        super().__init__()
+        if examples < 1:
+            raise ValueError(f"the fade must last at least one example, got {examples}")
+        n = model.config.num_hidden_layers
+        if not layers or any(not 0 <= i < n for i in layers):
+            raise ValueError(f"layers to fade must be among the model's {n}, got {layers}")
+        self.inner = inner
+        self.examples = examples
+        self.register_buffer("seen", torch.zeros((), dtype=torch.float64))
+        self._handles = [model.encoder.layers[i].register_forward_hook(self._fade) for i in layers]
+
+    def scale(self) -> float:
+        """The faded layers' share of their own output now (1: untouched, 0: the identity)."""
+        return max(0.0, 1.0 - float(self.seen) / self.examples)
+
+    def _fade(self, module: nn.Module, inputs: tuple, output: tuple) -> tuple:
+        s = self.scale()
+        if s >= 1.0:
+            return output
+        x, probs = output
+        return s * x + (1.0 - s) * inputs[0], probs
+
+    def forward(self, model: SqueezeBert, batch: dict[str, Tensor]) -> dict[str, Any]:
+        if model.training:
+            self.seen += batch["input_ids"].shape[0] * world().size
+        return self.inner(model, batch)
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
 
 
 def teacher_autocast(precision: str) -> Any:
