@@ -120,8 +120,8 @@ CARVED_LR_SCALE = 1 / 3
 #: back. Faded over half the step, the same shapes, seeds and everything else (docs/RESULTS.md,
 #: session 28): the carved students started at their intermediates' 82.31 and 83.03 exactly, and
 #: ended at 84.06 and 85.09 against 84.00 and 84.63 cut outright (fp32, one seed each): +0.26 on
-#: average, inside one seed's noise, so it is not the default; CoLA's carve costs little anyway
-#: (21.62 -> 18.12 and 24.54 -> 23.61 MCC, session 26), and CoLA is what misses the target.
+#: average, inside one seed's noise, so it is not the default. CoLA, the task that misses the
+#: target, lost 3.5 and 0.9 MCC in its carve (session 26) but 6-8 to the width (session 28).
 FADE = 0.0
 #: Where the intermediate student is distilled, inside the run's directory; removed when the
 #: squeeze finishes (a ``.tmp`` name: not content of the run, so the final distillation writes
