@@ -625,24 +625,24 @@ def _squeeze(
             distill, layer_map=None, head_map=intermediate_heads if distill.head_map is not None else None
         )
         dropped = [i for i in range(intermediate.config.num_hidden_layers) if i not in kept]
-        step_loss: Any = None
+        if fade and step_distill.needs_teacher_activations:
+            # a faded layer's output tends to its input: only the kept layers match their teacher layers
+            step_distill = replace(step_distill, layer_map=[(0, 0)] + [(i + 1, i + 1) for i in kept])
+        step_loss: torch.nn.Module = loss_for(intermediate, step_distill)
         if fade:
-            if step_distill.needs_teacher_activations:
-                # a faded layer's output tends to its input: only the kept layers match their teacher layers
-                step_distill = replace(step_distill, layer_map=[(0, 0)] + [(i + 1, i + 1) for i in kept])
             faded = max(1, round(fade * len(train) * intermediate_epochs))
-            step_loss = FadingLoss(loss_for(intermediate, step_distill), intermediate, dropped, faded)
+            step_loss = FadingLoss(step_loss, intermediate, dropped, faded)
             log.info("layers %s fade out over the first %d of the step's %d examples", dropped, faded,
                      len(train) * intermediate_epochs)  # fmt: skip
         with cost.phase("intermediate student (distillation)"):
             step = fit(
                 intermediate,
-                step_loss if step_loss is not None else loss_for(intermediate, step_distill),
+                step_loss,
                 train,
                 replace(config, epochs=intermediate_epochs),
                 out / INTERMEDIATE_DIR,
                 # faded, the step's model is its last one (an earlier evaluation saw the layers half gone)
-                evaluate_fn=None if step_loss is not None else evaluate_fn,
+                evaluate_fn=None if fade else evaluate_fn,
                 main_metric=main_metric(kind),
                 resume=resume,
                 overwrite=True,  # a previous run's leftover, when not resumed
@@ -657,7 +657,7 @@ def _squeeze(
                 },
             )
         step_metrics = step["best_eval"]
-        if step_loss is not None:
+        if isinstance(step_loss, FadingLoss):
             with cost.phase("evaluation"):
                 step_metrics = distributed.on_main(lambda: evaluate_fn(intermediate))  # the layers gone
             step_loss.remove()
