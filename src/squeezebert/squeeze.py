@@ -120,8 +120,10 @@ CARVED_LR_SCALE = 1 / 3
 #: back. Faded over half the step, the same shapes, seeds and everything else (docs/RESULTS.md,
 #: session 28): the carved students started at their intermediates' 82.31 and 83.03 exactly, and
 #: ended at 84.06 and 85.09 against 84.00 and 84.63 cut outright (fp32, one seed each): +0.26 on
-#: average, inside one seed's noise, so it is not the default. CoLA, the task that misses the
-#: target, lost 3.5 and 0.9 MCC in its carve (session 26) but 6-8 to the width (session 28).
+#: average, inside one seed's noise. Session 31 added CoLA (seeds 42, 43), RTE and MRPC (seed
+#: 42), deployed: CoLA +0.56 and -1.08, RTE -0.72, MRPC -0.18 against the same runs cut outright;
+#: -0.15 over all six runs: a wash (the faded intermediate ends lower by about what
+#: the carve would have cost), so it stays opt-in.
 FADE = 0.0
 #: Where the intermediate student is distilled, inside the run's directory; removed when the
 #: squeeze finishes (a ``.tmp`` name: not content of the run, so the final distillation writes
