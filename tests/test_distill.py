@@ -14,6 +14,7 @@ from squeezebert.distill import (
     AUTO_HIDDEN_WEIGHT,
     BF16_MAX_ERROR,
     BF16_MIN_SPEEDUP,
+    PRUNED_HIDDEN_WEIGHT,
     DistillationLoss,
     DistillConfig,
     FadingLoss,
@@ -172,6 +173,9 @@ def test_hidden_weight_auto_follows_the_augmentation() -> None:
     assert auto.resolve(copies=3).hidden_weight == AUTO_HIDDEN_WEIGHT == 1.0
     assert auto.resolve(copies=0).hidden_weight == 0.0
     assert DistillConfig(hidden_weight=0.5).resolve(copies=3).hidden_weight == 0.5  # a number stays as given
+    # a pruned student distils logits only, augmented or not, unless a weight is given
+    assert auto.resolve(copies=3, pruned=True).hidden_weight == PRUNED_HIDDEN_WEIGHT == 0.0
+    assert DistillConfig(hidden_weight=0.5).resolve(copies=3, pruned=True).hidden_weight == 0.5
     assert not auto.resolve(copies=0).needs_teacher_activations and auto.resolve(copies=1).needs_teacher_activations
     with pytest.raises(ValueError, match="resolve"):
         auto.needs_teacher_activations  # noqa: B018 - the property raises

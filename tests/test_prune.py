@@ -316,6 +316,14 @@ def test_pruning_combines_with_low_rank_and_grouping() -> None:
     logits(student, cal[0])
     with pytest.raises(ValueError, match="num_layers .* or layers .* not both"):
         StudentSpec.from_construction("pruned", layers=[0], num_layers=1)
+    # only a student made of the teacher's own weights counts as only pruned (squeeze then
+    # distils logits only by default); pruning combined with rank or groups does not
+    assert StudentSpec.from_construction("pruned", heads=2).only_prunes
+    assert StudentSpec.from_construction("pruned", layers=[0, 2]).only_prunes
+    assert not StudentSpec.from_construction("lowrank", num_layers=2, heads=2, ffn=128).only_prunes
+    assert not StudentSpec.from_construction("grouped", heads=2).only_prunes
+    assert not StudentSpec.from_construction("pruned", heads=2, embedding_size=64).only_prunes
+    assert not StudentSpec.from_construction("pruned", heads=2, rank=8).only_prunes
 
 
 def test_build_student_keeps_a_pruned_teachers_shapes() -> None:

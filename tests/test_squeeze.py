@@ -983,17 +983,24 @@ def test_a_student_losing_layers_and_width_is_carved_out_of_a_distilled_intermed
 
     seen = _spy_constructions(monkeypatch)
     trained: list[SqueezeBert] = []
+    layer_maps: list = []
     original_fit = sq.fit
 
-    def spy_fit(model, *args, **kwargs):
+    def spy_fit(model, loss, *args, **kwargs):
         trained.append(model)
-        return original_fit(model, *args, **kwargs)
+        layer_maps.append(getattr(loss, "inner", loss).config.layer_map)
+        return original_fit(model, loss, *args, **kwargs)
 
     monkeypatch.setattr(sq, "fit", spy_fit)
+    from squeezebert.distill import DistillConfig
+
     spec = StudentSpec.from_construction("pruned", layers=[1], heads=2, ffn=64)
+    # hidden states matched as well (not the pruned default): while fading, only the kept layers' are
+    distill = DistillConfig(hidden_weight=1.0, teacher_precision="fp32")
     report = run(
-        teacher_dir, task_files, tmp_path / "out", spec=spec, int8=False, bf16=False, intermediate_epochs=1, fade=0.5
-    )
+        teacher_dir, task_files, tmp_path / "out", spec=spec, int8=False, bf16=False, intermediate_epochs=1, fade=0.5,
+        distill=distill,
+    )  # fmt: skip
     cfg = load(tmp_path / "out").model.config
     assert (cfg.num_hidden_layers, cfg.heads(0), cfg.ffn_width(0)) == (1, 2, 64)
     assert not (tmp_path / "out" / "intermediate.tmp").exists()  # scratch, removed at the end
@@ -1009,6 +1016,8 @@ def test_a_student_losing_layers_and_width_is_carved_out_of_a_distilled_intermed
     assert len(seen) == 2 and seen[0].config == load(teacher_dir).model.config
     assert seen[1].config.num_hidden_layers == 2 and seen[1].config.layer_heads == [2, 2]
     assert len(trained) == 2 and trained[0] is seen[1] and trained[1].config.num_hidden_layers == 1
+    # the intermediate matched its kept layer 1 only (layer 0 faded); the carved student its one layer
+    assert layer_maps == [[(0, 0), (2, 2)], [(0, 0), (1, 2)]]
 
 
 @pytest.mark.parametrize("epochs", [0, 1])
@@ -1064,6 +1073,11 @@ def test_students_that_keep_every_layer_or_full_width_are_pruned_in_one_step(
             teacher_dir, task_files, tmp_path / name, spec=spec, int8=False, bf16=False, intermediate_epochs=epochs
         )
         assert report["intermediate"] is None and not any("two steps" in n for n in report["notes"]), name
+        # augmented (48 examples: 3 copies each), yet a pruned student distils logits only: the
+        # teacher does not run while distilling
+        assert report["num_train_examples"] == 48 * 4 and report["distill"]["hidden_weight"] == 0.0, name
+        assert any(n.startswith("hidden-state distillation: off") for n in report["notes"]), name
+        assert report["teacher_precision"] is None, name
     assert len(seen) == 3
     with pytest.raises(ValueError, match="intermediate_epochs must be a whole number"):
         run(teacher_dir, task_files, tmp_path / "bad", spec=spec, intermediate_epochs=-1)
@@ -1079,10 +1093,14 @@ def test_a_two_step_squeeze_interrupted_between_its_steps_resumes_to_the_uninter
 ) -> None:
     from safetensors.torch import load_file
 
+    from squeezebert.distill import DistillConfig
+
     spec = StudentSpec.from_construction("pruned", layers=[1], heads=2, ffn=64)
     # the carved student distilled at its own learning rate: a resume must find it again; faded,
     # the intermediate restored must be the one whose layer is gone (the fade's state restored too)
-    kw = dict(spec=spec, int8=False, bf16=False, intermediate_epochs=1, carved_lr=4e-5, fade=fade)
+    # hidden states matched too (a pruned student's default is logits only): the teacher runs while distilling
+    distill = DistillConfig(hidden_weight=1.0)
+    kw = dict(spec=spec, int8=False, bf16=False, intermediate_epochs=1, carved_lr=4e-5, fade=fade, distill=distill)
 
     def measured(chosen):  # the teacher's precision while distilling, as if timed on this machine
         speedup = 2.0 if chosen == "bf16" else 1.0

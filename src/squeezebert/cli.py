@@ -345,7 +345,7 @@ def add_squeeze_parser(sub: Subparsers) -> None:
         type=_weight_arg,
         default="auto",
         help="hidden-state MSE weight (runs the teacher every step); 'auto' (default): 1.0 when --augment adds "
-        "copies, else 0",
+        "copies and the student is not pruned, else 0",
     )
     p.add_argument("--attention-weight", type=float, default=0.0, help="attention KL weight (runs the teacher)")
     p.add_argument(

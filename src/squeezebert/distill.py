@@ -35,6 +35,13 @@ from squeezebert.model import SqueezeBert
 
 # ``hidden_weight="auto"``: the hidden-state MSE weight used when augmentation is on.
 AUTO_HIDDEN_WEIGHT = 1.0
+#: ... except for a pruned student (``resolve(copies, pruned=True)``). Measured at the shapes
+#: ``--speedup 3`` chose, everything else the default, against the same runs with hidden states
+#: matched (docs/RESULTS.md, session 32; deployed student, points): CoLA +2.60 and +0.40 MCC
+#: (seeds 42, 43), RTE +1.45, MRPC +0.28 F1, STS-B +0.11, the 10k-text ``short`` task +0.58 (seed
+#: 42): +0.90 on average, none lower; and the teacher no longer runs while distilling, so both
+#: steps took about 2-2.6x less time.
+PRUNED_HIDDEN_WEIGHT = 0.0
 
 #: The precision of the teacher's forward during training (it runs there only for hidden-state
 #: or attention targets): ``auto`` = measured by :func:`choose_teacher_precision`.
@@ -64,10 +71,12 @@ class DistillConfig:
     session 15: SST-2 with 2,000 labels, 3 seeds/settings, and CoLA).
 
     ``hidden_weight``: a number, or ``"auto"`` (the default) = :data:`AUTO_HIDDEN_WEIGHT` when
-    augmentation adds copies and 0 otherwise (:meth:`resolve`): on the augmented small tasks
-    hidden-state matching was worth +1.7 CoLA MCC and about nothing elsewhere, for 1.2-1.4x the
-    training time (it runs the teacher every step); on large training sets it was not measured
-    to pay for that time.
+    augmentation adds copies to a surgery (low-rank, grouped) student and 0 otherwise
+    (:meth:`resolve`): on the augmented small tasks hidden-state matching was worth +1.7 CoLA MCC
+    to low-rank students and about nothing elsewhere, for 1.2-1.4x the training time (it runs the
+    teacher every step); on large training sets it was not measured to pay for that time. A
+    pruned student, whose every kept weight is the teacher's own, distils logits only: matching
+    hidden states cost it on average (docs/RESULTS.md, session 32; :data:`PRUNED_HIDDEN_WEIGHT`).
 
     ``teacher_precision`` (:data:`TEACHER_PRECISIONS`): the teacher's forward for those targets in
     fp32, or in bf16 autocast; ``"auto"`` (the default) is resolved by measurement in squeeze
@@ -106,10 +115,13 @@ class DistillConfig:
         if self.teacher_precision not in TEACHER_PRECISIONS:
             raise ValueError(f"teacher_precision must be one of {TEACHER_PRECISIONS}, got {self.teacher_precision!r}")
 
-    def resolve(self, copies: int) -> DistillConfig:
-        """This config with ``hidden_weight="auto"`` made a number, given the augmentation's copies."""
+    def resolve(self, copies: int, pruned: bool = False) -> DistillConfig:
+        """This config with ``hidden_weight="auto"`` made a number, given the augmentation's copies
+        and whether the student was pruned out of the teacher."""
         if self.hidden_weight != "auto":
             return self
+        if pruned:
+            return replace(self, hidden_weight=PRUNED_HIDDEN_WEIGHT)
         return replace(self, hidden_weight=AUTO_HIDDEN_WEIGHT if copies > 0 else 0.0)
 
     @property
@@ -378,6 +390,7 @@ __all__ = [
     "AUTO_HIDDEN_WEIGHT",
     "BF16_MAX_ERROR",
     "BF16_MIN_SPEEDUP",
+    "PRUNED_HIDDEN_WEIGHT",
     "TEACHER_PRECISIONS",
     "DistillConfig",
     "DistillationLoss",

@@ -583,11 +583,17 @@ def _squeeze(
             )
             + ") labelled by the teacher"
         )
-    resolved = distill.resolve(copies)
+    pruned = student_src is None and spec.only_prunes  # (a budget's shape is chosen by now)
+    resolved = distill.resolve(copies, pruned=pruned)
     if distill.hidden_weight == "auto" and resolved.hidden_weight:
         notes.append(
             f"hidden-state distillation: weight {resolved.hidden_weight} on every mapped layer "
             "(chosen by hidden_weight=auto because the data was augmented)"
+        )
+    elif distill.hidden_weight == "auto" and pruned and copies:
+        notes.append(
+            "hidden-state distillation: off (hidden_weight=auto: a pruned student distils the teacher's "
+            "logits only, which measured better than matching its hidden states too)"
         )
     distill = resolved
     if layer_map is not None and distill.needs_teacher_activations and distill.layer_map is None:

@@ -239,6 +239,18 @@ class StudentSpec:
         """Whether this spec removes layers by importance, heads, FFN neurons or whole blocks."""
         return any(x is not None for x in (self.num_layers, self.heads, self.ffn, self.blocks))
 
+    @property
+    def only_prunes(self) -> bool:
+        """Whether every weight of the student is one of the teacher's own, kept or dropped: dense
+        groups, no rank and no embedding factorization (a ``pruned`` construction, layers given
+        by list or chosen, or the teacher's own shape)."""
+        return (
+            all(g == 1 for g in self.groups.values())
+            and not self.ranks
+            and all(x is None for x in (self.rank_energy, self.param_budget, self.flops_fraction, self.embedding_size))
+            and self.init != "random"
+        )
+
     def __post_init__(self) -> None:
         unknown = set(self.groups) - set(PROJECTIONS)
         if unknown:
