@@ -17,6 +17,7 @@ from squeezebert.checkpoint import load, save_checkpoint, save_hf
 from squeezebert.cli import main as cli_main
 from squeezebert.config import preset
 from squeezebert.data import TaskSource
+from squeezebert.distill import DistillConfig
 from squeezebert.model import SqueezeBert
 from squeezebert.squeeze import squeeze
 from squeezebert.surgery import StudentSpec
@@ -391,8 +392,6 @@ def test_bad_cli_flags_are_one_line_errors(teacher_dir, task_files, tmp_path, ca
 
 
 def test_augmented_distillation_data_is_labelled_by_the_teacher(teacher_dir, task_files, tmp_path) -> None:
-    from squeezebert.distill import DistillConfig
-
     distill = DistillConfig(augment=2, augment_words="neighbours", teacher_precision="fp32")
     report = run(teacher_dir, task_files, tmp_path / "aug", distill=distill, int8=False, bf16=False)
     assert report["num_train_examples"] == 48 * 3
@@ -406,8 +405,6 @@ def test_augmented_distillation_data_is_labelled_by_the_teacher(teacher_dir, tas
 
 
 def test_hidden_weight_auto_is_off_without_augmentation(teacher_dir, task_files, tmp_path) -> None:
-    from squeezebert.distill import DistillConfig
-
     report = run(teacher_dir, task_files, tmp_path / "plain", distill=DistillConfig(augment=0), int8=False, bf16=False)
     assert report["num_train_examples"] == 48
     assert report["distill"]["hidden_weight"] == 0.0
@@ -868,7 +865,7 @@ def test_unlabeled_texts_join_the_distillation_data(teacher_dir, task_files, tmp
     (tmp_path / "more.txt").write_text("the plot was thin\nthe music was lovely\n\nthe ending dragged\n")
     report = run(
         teacher_dir, task_files, tmp_path / "out", unlabeled=tmp_path / "more.txt", int8=False, bf16=False,
-        distill=__import__("squeezebert.distill", fromlist=["x"]).DistillConfig(augment=0),
+        distill=DistillConfig(augment=0),
     )  # fmt: skip
     assert report["num_train_examples"] == 48 + 3
     assert any("3 unlabeled texts" in n for n in report["notes"])
@@ -992,8 +989,6 @@ def test_a_student_losing_layers_and_width_is_carved_out_of_a_distilled_intermed
         return original_fit(model, loss, *args, **kwargs)
 
     monkeypatch.setattr(sq, "fit", spy_fit)
-    from squeezebert.distill import DistillConfig
-
     spec = StudentSpec.from_construction("pruned", layers=[1], heads=2, ffn=64)
     # hidden states matched as well (not the pruned default): while fading, only the kept layers' are
     distill = DistillConfig(hidden_weight=1.0, teacher_precision="fp32")
@@ -1024,8 +1019,6 @@ def test_a_student_losing_layers_and_width_is_carved_out_of_a_distilled_intermed
 def test_attention_is_distilled_head_to_head_for_pruned_students(
     teacher_dir, task_files, tmp_path, monkeypatch, epochs
 ) -> None:
-    from squeezebert.distill import DistillConfig
-
     pruned_by: list = []  # (kwargs, report) of every prune_model the squeeze runs
     maps: list = []  # the head map of every distillation's loss
     original_prune, original_fit = sq.prune_model, sq.fit
@@ -1092,8 +1085,6 @@ def test_a_two_step_squeeze_interrupted_between_its_steps_resumes_to_the_uninter
     teacher_dir, task_files, tmp_path, monkeypatch, fade
 ) -> None:
     from safetensors.torch import load_file
-
-    from squeezebert.distill import DistillConfig
 
     spec = StudentSpec.from_construction("pruned", layers=[1], heads=2, ffn=64)
     # the carved student distilled at its own learning rate: a resume must find it again; faded,
